@@ -1,0 +1,1 @@
+from biomarkers.cli import main; import sys; sys.exit(main())

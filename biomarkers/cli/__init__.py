@@ -1,0 +1,43 @@
+"""Command-line interface: ``biomarkers COMMAND --help``."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import BiomarkersError
+from ._app import app
+
+# Each module registers its commands on ``app``.
+from . import ingest  # noqa: E402,F401
+from . import extract  # noqa: E402,F401
+from . import ibsi  # noqa: E402,F401
+from . import clinical  # noqa: E402,F401
+from . import release  # noqa: E402,F401
+from . import modeling  # noqa: E402,F401
+from . import pipeline  # noqa: E402,F401
+from . import deid  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``biomarkers`` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except BiomarkersError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # click's own exits (--help, usage errors)
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""CLI commands of the pipeline stage (placeholder: filled in by its issue)."""
+
+from ._app import app  # noqa: F401

@@ -1,0 +1,1 @@
+"""DICOM ingest: index, qualify, convert images; rasterise segmentations onto image grids."""

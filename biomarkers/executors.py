@@ -1,0 +1,241 @@
+"""Executors: where independent work items run.
+
+One interface for every backend::
+
+    with get_executor("local") as ex:                 # process pool, workers = cores
+        for outcome in ex.map_unordered(func, items):  # items: (key, payload) pairs
+            ...
+
+``func`` must be a picklable top-level function ``func(payload) -> result``.
+Exceptions never escape a worker: each item ends as an :class:`Outcome` with
+``ok`` and either ``value`` or ``error`` (the reason). Items are submitted in a
+bounded window, so memory does not grow with the number of items, and results
+are yielded as they finish, so callers can write them immediately (a crash loses
+at most the items in flight).
+
+Specs accepted by :func:`get_executor`:
+    ``serial``                 in this process (debugging, tests)
+    ``local`` / ``local:N``    a local process pool with N workers (default: cores)
+    ``dask://HOST:PORT``       an existing dask.distributed scheduler
+    ``tcp://HOST:PORT``        same as dask://
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import ConfigError
+
+
+@dataclass
+class Outcome:
+    key: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+
+
+def _worker_init() -> None:
+    """Per-process setup: one thread per worker so N workers use N cores."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    except Exception:  # pragma: no cover - SimpleITK always installed
+        pass
+    import logging
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
+def run_item(func: Callable[[Any], Any], key: str, payload: Any) -> Outcome:
+    """Run one item and capture its failure as a reason (runs inside the worker)."""
+    try:
+        return Outcome(key, True, func(payload))
+    except Exception as exc:  # noqa: BLE001 - one bad item never stops the cohort
+        msg = f"{type(exc).__name__}: {exc}".strip()
+        if os.environ.get("BIOMARKERS_DEBUG"):
+            msg += "\n" + traceback.format_exc()
+        return Outcome(key, False, error=msg)
+
+
+def _run_item_pooled(func, key, payload):
+    return run_item(func, key, payload)
+
+
+_initialised = False
+
+
+def _run_item_dask(func, key, payload):
+    global _initialised
+    if not _initialised:
+        _worker_init()
+        _initialised = True
+    return run_item(func, key, payload)
+
+
+class Executor(ABC):
+    """Runs independent items; see module docstring."""
+
+    workers: int = 1
+    name: str = "executor"
+
+    @abstractmethod
+    def map_unordered(self, func: Callable[[Any], Any], items: Iterable[tuple[str, Any]]) -> Iterator[Outcome]:
+        """Yield one Outcome per (key, payload) item, in completion order."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''})"
+
+
+class SerialExecutor(Executor):
+    name = "serial"
+
+    def map_unordered(self, func, items):
+        for key, payload in items:
+            yield run_item(func, key, payload)
+
+
+class LocalExecutor(Executor):
+    """A local process pool (spawned processes, one thread each)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = int(workers or os.cpu_count() or 1)
+        if self.workers < 1:
+            raise ConfigError(f"executor workers must be >= 1, got {self.workers}")
+        self._pool = None
+
+    def _ensure(self):
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+            )
+        return self._pool
+
+    def map_unordered(self, func, items):
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = self._ensure()
+        window = 2 * self.workers
+        pending: dict = {}
+        it = iter(items)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    key, payload = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending[pool.submit(_run_item_pooled, func, key, payload)] = key
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                key = pending.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    yield Outcome(key, False, error="worker process died (out of memory or killed)")
+                    self._pool = None
+                    pool = self._ensure()
+                except Exception as exc:  # pickling errors etc.
+                    yield Outcome(key, False, error=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor(Executor):
+    """Items run on a dask.distributed cluster (an existing scheduler, or a Client)."""
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, client=None):
+        from distributed import Client
+
+        self._own = client is None
+        self.client = client if client is not None else Client(address, timeout="30s")
+        self.address = address or self.client.scheduler.address
+        info = self.client.scheduler_info()
+        self.workers = max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+
+    def map_unordered(self, func, items):
+        from distributed import as_completed
+
+        window = 2 * max(1, self.workers)
+        it = iter(items)
+        ac = as_completed()
+        keys: dict = {}
+
+        def submit_next() -> bool:
+            try:
+                key, payload = next(it)
+            except StopIteration:
+                return False
+            fut = self.client.submit(_run_item_dask, func, key, payload, pure=False, retries=1)
+            keys[fut.key] = key
+            ac.add(fut)
+            return True
+
+        for _ in range(window):
+            if not submit_next():
+                break
+        for fut in ac:
+            key = keys.pop(fut.key)
+            try:
+                yield fut.result()
+            except Exception as exc:  # KilledWorker, lost connection...
+                yield Outcome(key, False, error=f"{type(exc).__name__}: {exc}")
+            fut.release()
+            submit_next()
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+    def describe(self) -> str:
+        return f"dask ({self.address}, {self.workers} threads)"
+
+
+def get_executor(spec: str | None = None, workers: int | None = None) -> Executor:
+    """Build an executor from a spec string (see module docstring)."""
+    spec = (spec or "local").strip()
+    if spec == "serial":
+        return SerialExecutor()
+    if spec == "local" or spec.startswith("local:"):
+        n = workers
+        if ":" in spec:
+            try:
+                n = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"executor {spec!r}: expected local:N with N an integer") from None
+        return LocalExecutor(n)
+    if spec.startswith("dask://") or spec.startswith("tcp://"):
+        addr = "tcp://" + spec.split("://", 1)[1]
+        return DaskExecutor(addr)
+    raise ConfigError(f"unknown executor {spec!r}: use 'local', 'local:N', 'serial' or 'dask://HOST:PORT'")

@@ -1,0 +1,80 @@
+"""Run reports: every case ends as done, skipped (with reason) or failed (with reason)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .io import write_json
+
+Status = Literal["done", "skipped", "failed"]
+STATUSES: tuple[str, ...] = ("done", "skipped", "failed")
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one unit of work (a series, a mask, a feature item, a row...)."""
+
+    stage: str
+    case: str  # pseudonymised identifier of the case, e.g. "P-XXXX/series/roi"
+    status: Status
+    reason: str = ""
+    cached: bool = False  # True when nothing was recomputed (incremental rerun)
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    """Collects case results of one stage (or a whole pipeline) and writes JSON."""
+
+    stage: str
+    cases: list[CaseResult] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def add(self, case: str, status: Status, reason: str = "", cached: bool = False, **details) -> CaseResult:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        r = CaseResult(self.stage, case, status, reason, cached, details)
+        self.cases.append(r)
+        return r
+
+    def extend(self, other: "RunReport") -> None:
+        self.cases.extend(other.cases)
+
+    def counts(self) -> dict[str, int]:
+        c = collections.Counter(r.status for r in self.cases)
+        return {s: c.get(s, 0) for s in STATUSES}
+
+    def reasons(self) -> dict[str, int]:
+        """Problems grouped by reason (skipped and failed)."""
+        c = collections.Counter(r.reason for r in self.cases if r.status != "done")
+        return dict(c.most_common())
+
+    def n_computed(self) -> int:
+        return sum(1 for r in self.cases if r.status == "done" and not r.cached)
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "counts": self.counts(),
+            "computed": self.n_computed(),
+            "cached": sum(1 for r in self.cases if r.cached),
+            "problems_by_reason": self.reasons(),
+            "cases": [asdict(r) for r in self.cases],
+            "elapsed_s": round(time.time() - self.started, 3),
+            **self.extra,
+        }
+
+    def write(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    def summary(self) -> str:
+        c = self.counts()
+        s = f"{self.stage}: {c['done']} done ({self.n_computed()} computed), {c['skipped']} skipped, {c['failed']} failed"
+        for reason, n in list(self.reasons().items())[:10]:
+            s += f"\n  {n} x {reason}"
+        return s

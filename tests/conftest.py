@@ -1,0 +1,28 @@
+"""Shared test fixtures: paths to the read-only reference data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("BIOMARKERS_SHARED_DATA", REPO.parent / "shared" / "data"))
+STS_PATIENTS = [f"STS_00{i}" for i in range(1, 7)]
+STS_MODALITIES = ["CT", "MR_T1", "PET"]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (read-only). Missing reference data is an error, not a skip."""
+    if not SHARED.is_dir():
+        raise RuntimeError(f"reference data not found at {SHARED}; set BIOMARKERS_SHARED_DATA")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_leak_env(monkeypatch):
+    """Tests get a fixed test secret unless they set their own."""
+    monkeypatch.setenv("BIOMARKERS_SECRET", os.environ.get("BIOMARKERS_TEST_SECRET", "test-secret-0123456789abcdef"))
+    monkeypatch.delenv("BIOMARKERS_SECRET_FILE", raising=False)
