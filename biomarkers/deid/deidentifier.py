@@ -8,12 +8,16 @@ in the run report) identifiers pass through unchanged.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from ..config import Settings
+from . import dates as _dates
 from .keys import Pseudonymizer
 from .whitelist import whitelisted_metadata
 
@@ -26,8 +30,8 @@ class DeidSettings(Settings):
     prefix: str = "BM"  # pseudonym prefix
     uid_root: str = "2.25"  # root of generated DICOM UIDs
     dates: Literal["shift", "year"] = "shift"  # shift per patient, or keep the year only
-    max_shift_days: int = 365
-    max_age: int = 89  # ages above are capped at this value
+    max_shift_days: int = Field(365, ge=1, le=3650)  # dates move back 1..max_shift_days days per patient
+    max_age: int = Field(89, ge=1, le=150)  # ages above are capped at this value
 
 
 class Deidentifier:
@@ -59,21 +63,78 @@ class Deidentifier:
             return original
         return self.pseudonymizer.uid(original)
 
-    def date(self, value: dt.date | dt.datetime | None, original_patient_id: Any):
-        """Shifted date (or 1 July of the same year in ``year`` mode); None stays None."""
+    def date(self, value, original_patient_id: Any):
+        """Shifted date (or 1 July of the same year in ``year`` mode); None stays None.
+
+        ``value`` may be a ``date``/``datetime``/pandas Timestamp (same type returned)
+        or a string in DICOM/ISO/EU form (a ``datetime.date`` is returned).
+        Raises ValueError for a string that is not a date.
+        """
         if value is None or not self.enabled:
             return value
+        if isinstance(value, str):
+            parsed = _dates.parse_date(value)
+            if parsed is None:
+                raise ValueError(f"not a date: {value!r}")
+            value = parsed
         if self.settings.dates == "year":
-            return value.replace(month=7, day=1)
+            return value.replace(month=_dates.YEAR_ONLY_MONTH_DAY[0], day=_dates.YEAR_ONLY_MONTH_DAY[1])
         return self.pseudonymizer.shift_date(value, original_patient_id)
 
-    def age(self, years: float | None) -> float | None:
-        if years is None:
+    def offset_days(self, original_patient_id: Any) -> int:
+        """Days added to every date of this patient (0 when de-identification is off)."""
+        if not self.enabled:
+            return 0
+        return self.pseudonymizer.date_offset_days(original_patient_id)
+
+    def dicom_date(self, value: str, original_patient_id: Any) -> str:
+        """De-identified DICOM ``DA``/``DT`` string (time of day kept when shifting)."""
+        if not self.enabled or not value:
+            return value
+        if self.settings.dates == "year":
+            return _dates.year_only_dicom_date(value)
+        return _dates.shift_dicom_date(value, self.offset_days(original_patient_id))
+
+    def age(self, years) -> float | None:
+        """Age in years capped at ``max_age``; accepts numbers or DICOM ``AS`` strings (``093Y``)."""
+        if years is None or (isinstance(years, str) and not years.strip()):
             return None
-        return min(float(years), float(self.settings.max_age)) if self.enabled else years
+        y = _dates.age_years(years)
+        if y is None:
+            return None
+        return min(y, float(self.settings.max_age)) if self.enabled else y
+
+    def dicom_age(self, value: str) -> str:
+        """DICOM ``AS`` string capped at ``max_age`` (``093Y`` -> ``089Y``); '' if unparseable."""
+        if not value or not self.enabled:
+            return value
+        capped = _dates.cap_age(value, self.settings.max_age)
+        return capped if isinstance(capped, str) else ""
+
+    def run_info(self) -> dict:
+        """What to record in a run report (never the secret): ``report.extra['deid'] = ...``."""
+        s = self.settings
+        info = {"enabled": s.enabled}
+        if s.enabled:
+            info.update(
+                demo_secret=bool(self.pseudonymizer.demo),
+                dates=s.dates,
+                max_shift_days=s.max_shift_days,
+                max_age=s.max_age,
+                uid_root=s.uid_root,
+                prefix=s.prefix,
+            )
+        else:
+            info["warning"] = "de-identification disabled by explicit flag: outputs contain original identifiers"
+        return info
 
     def metadata(self, ds) -> dict:
-        """Whitelisted acquisition metadata of a pydicom Dataset (sidecars, manifests)."""
+        """Whitelisted acquisition metadata of a pydicom Dataset (sidecars, manifests).
+
+        Only :data:`~biomarkers.deid.whitelist.SIDECAR_ATTRIBUTES`, type-checked; text values
+        that contain one of the dataset's own identifiers (patient id/name, accession
+        number, institution, station, serial numbers...) are dropped too.
+        """
         return whitelisted_metadata(ds)
 
     def links(self) -> dict[str, str]:
@@ -96,10 +157,11 @@ class Deidentifier:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("original_id,pseudonym\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["original_id", "pseudonym"])
             for orig, pseudo in sorted(self._links.items()):
-                fh.write(f"{orig},{pseudo}\n")
+                w.writerow([orig, pseudo])
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
         return path

@@ -9,8 +9,9 @@ match a conservative pattern (no free text). Dates are never copied.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from typing import Any, Iterable
 
 #: DICOM keyword -> (sidecar key, kind). kind: "num", "nums" (multi-valued numbers) or "code" (short code string).
 SIDECAR_ATTRIBUTES: dict[str, tuple[str, str]] = {
@@ -38,39 +39,114 @@ SIDECAR_ATTRIBUTES: dict[str, tuple[str, str]] = {
     "ReconstructionMethod": ("reconstruction_method", "code"),
 }
 
+#: Attributes never whitelisted, whatever a config says: free text and site-specific names
+#: where real exports hide identity (protocol names like ``MGH_...``, descriptions that
+#: repeat the patient id, station names, serial numbers, comments...).
+NEVER_WHITELISTED: frozenset[str] = frozenset(
+    {
+        "ProtocolName", "SeriesDescription", "StudyDescription", "StudyID", "StationName",
+        "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "DeviceSerialNumber",
+        "AdditionalPatientHistory", "ImageComments", "PatientComments", "StudyComments",
+        "RequestedProcedureDescription", "PerformedProcedureStepDescription", "AccessionNumber",
+        "ContributingEquipmentSequence", "DerivationDescription", "OperatorsName", "SoftwareVersions",
+    }
+)
+
+#: Attributes whose values identify the patient, the site or a device; a whitelisted code
+#: containing one of them (e.g. a kernel named after the patient id) is dropped.
+IDENTIFYING_ATTRIBUTES: tuple[str, ...] = (
+    "PatientID", "PatientName", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
+    "PatientMotherBirthName", "AccessionNumber", "StudyID", "InstitutionName", "InstitutionAddress",
+    "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber", "ReferringPhysicianName",
+    "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord", "RequestingPhysician",
+)
+
 # Codes: letters, digits and a few separators, short; no spaces-separated prose.
 _CODE = re.compile(r"^[A-Za-z0-9 _.+\-/()]{1,40}$")
+# Five or more digits in a row: ids, dates, serial numbers, phone numbers.
+_LONG_DIGITS = re.compile(r"\d{5,}")
+# More than four words: prose.
+_MAX_WORDS = 4
 
 
-def clean_value(value: Any, kind: str) -> Any:
-    """Return a whitelisted, type-checked rendering of a DICOM value, or None."""
+def _is_date_like_number(x: float) -> bool:
+    """A number that reads as a calendar date YYYYMMDD (e.g. a date smuggled into a numeric field)."""
+    if not x.is_integer() or not 18000101 <= x <= 22001231:
+        return False
+    i = int(x)
+    return 1 <= (i // 100) % 100 <= 12 and 1 <= i % 100 <= 31
+
+
+def clean_value(value: Any, kind: str, forbidden: Iterable[str] = ()) -> Any:
+    """Return a whitelisted, type-checked rendering of a DICOM value, or None.
+
+    ``kind``: ``num`` (finite number, not a YYYYMMDD-like integer), ``nums`` (list of
+    finite numbers), ``code`` (short code string: at most 40 characters of letters, digits
+    and ``_ .+-/()``, at most 4 words, no run of 5+ digits, not containing any of the
+    ``forbidden`` strings, case-insensitively) or ``present`` (True when non-empty).
+    """
     if value is None or value == "":
         return None
     if kind == "present":
         return True
     if kind == "num":
         try:
-            return float(value)
+            x = float(value)
         except (TypeError, ValueError):
             return None
+        return x if math.isfinite(x) and not _is_date_like_number(x) else None
     if kind == "nums":
         try:
-            return [float(v) for v in value]
+            xs = [float(v) for v in value]
         except (TypeError, ValueError):
             return None
+        return xs if xs and all(math.isfinite(x) for x in xs) else None
     if kind == "code":
         if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
             value = "\\".join(str(v) for v in value)
         s = str(value).strip()
-        return s if _CODE.match(s) else None
+        if "\\" in s:  # multi-valued codes: check each part
+            parts = [clean_value(p, "code", forbidden) for p in s.split("\\")]
+            return s if all(p is not None for p in parts) else None
+        if not _CODE.match(s) or _LONG_DIGITS.search(s) or len(s.split()) > _MAX_WORDS:
+            return None
+        low = s.lower()
+        for f in forbidden:
+            if f and len(f) >= 3 and f.lower() in low:
+                return None
+        return s
     raise ValueError(f"unknown whitelist kind {kind!r}")
 
 
+def identifying_strings(ds) -> set[str]:
+    """The dataset's own identifying values (and their name components), for :func:`clean_value`."""
+    out: set[str] = set()
+    if not hasattr(ds, "get"):
+        return out
+    for kw in IDENTIFYING_ATTRIBUTES:
+        v = ds.get(kw, None)
+        if v is None or v == "":
+            continue
+        values = list(v) if (isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue") else [v]
+        for item in values:
+            t = str(item).strip()
+            if not t:
+                continue
+            out.add(t)
+            out.update(p.strip() for p in re.split(r"[\^,=]", t) if len(p.strip()) >= 3)
+    return out
+
+
 def whitelisted_metadata(ds) -> dict[str, Any]:
-    """Sidecar metadata of a pydicom Dataset: only whitelisted attributes, cleaned."""
+    """Sidecar metadata of a pydicom Dataset: only whitelisted top-level attributes, cleaned.
+
+    Sequences are never entered (identity hides in e.g. ContributingEquipmentSequence)
+    and private tags are never read.
+    """
     out: dict[str, Any] = {}
+    forbidden = identifying_strings(ds)
     for keyword, (key, kind) in SIDECAR_ATTRIBUTES.items():
-        v = clean_value(ds.get(keyword, None) if hasattr(ds, "get") else None, kind)
+        v = clean_value(ds.get(keyword, None) if hasattr(ds, "get") else None, kind, forbidden)
         if v is not None:
             out[key] = v
     return out
