@@ -226,3 +226,11 @@ def extent_score(points: np.ndarray, grid: Grid, plane_tolerance: float = 0.3) -
     )
     ij_ok = (ijk[:, 0] > -0.5) & (ijk[:, 0] < ni - 0.5) & (ijk[:, 1] > -0.5) & (ijk[:, 1] < nj - 0.5)
     return float(np.mean(k_ok & ij_ok))
+
+
+def plane_offset(points: np.ndarray, grid: Grid) -> float:
+    """Mean distance of points (LPS mm) from the nearest slice plane of ``grid``, in slices."""
+    if len(points) == 0:
+        return 0.0
+    k = grid.lps_to_index(points)[:, 2]
+    return float(np.mean(np.abs(k - np.round(k))))
