@@ -1,0 +1,321 @@
+"""Run an experiment spec into MLflow; read the leaderboard back; score new patients.
+
+MLflow layout of one :func:`run_experiment` call:
+
+* parent run (tag ``biomarkers.run_kind=experiment``): flattened spec as params, the spec
+  YAML as artifact ``spec/<name>.yaml``, the input dataset (``mlflow.data``), tags
+  ``biomarkers.best_pipeline`` and metric ``best_auc``;
+* one child run per pipeline (tag ``biomarkers.run_kind=pipeline``, run name = pipeline
+  name): pipeline params, the input dataset, metrics ``auc, auc_ci_low, auc_ci_high``, the
+  same for ``balanced_accuracy, sensitivity, specificity, brier``, ``fold_auc`` (one step
+  per outer fold), ``permutation_p_value`` (if requested), ``heldout_*`` (if a held-out
+  centre is set), ``n_patients, n_positive, n_features``; artifacts ``plots/roc.png``,
+  ``plots/calibration.png``, ``features/selected_features.csv`` (feature, n_folds,
+  frequency, in_final_model), ``predictions/oof.csv`` (pseudonymised id, centre, target,
+  probability) and the final model (``model``; refitted on all patients, signature, input
+  example, ``predict`` returns [P(0), P(1)]).
+* the best pipeline's model (by AUC) is registered as ``registered_model`` if set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .. import tracking
+from ..errors import ConfigError, InputError
+from .data import Dataset, build_dataset
+from .pipelines import build_pipeline, selected_features
+from .spec import ExperimentSpec, PipelineSpec, load_spec
+from .validation import METRICS, CVResult, HeldOutResult, fit_with_search, heldout_centre, nested_cv
+
+log = logging.getLogger("biomarkers.modeling")
+
+#: Columns of the leaderboard returned by :func:`leaderboard`.
+LEADERBOARD_METRICS = [
+    "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "sensitivity", "specificity", "brier",
+    "permutation_p_value", "heldout_auc",
+]
+
+
+@dataclass
+class PipelineResult:
+    name: str
+    run_id: str
+    metrics: dict[str, float]
+    cv: CVResult
+    heldout: HeldOutResult | None
+    selected: pd.DataFrame
+    model_uri: str | None
+    final_model: Any = None
+
+
+@dataclass
+class ExperimentResult:
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    pipelines: list[PipelineResult] = field(default_factory=list)
+    best: str | None = None
+    registered_version: str | None = None
+    dataset_digest: str | None = None
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"pipeline": p.name, **p.metrics, "run_id": p.run_id} for p in self.pipelines])
+
+
+def _skops_types(model) -> list[str]:
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(data=sio.dumps(model))
+    allowed = ("biomarkers.", "sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "pandas.")
+    bad = [t for t in untrusted if not t.startswith(allowed)]
+    if bad:
+        raise RuntimeError(f"model contains types that cannot be saved safely: {bad}")
+    return untrusted
+
+
+def _log_model(pipe, ds: Dataset, spec: ExperimentSpec, registered_name: str | None):
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+
+    example = ds.X.head(5)
+    proba = pipe.predict_proba(example)
+    signature = infer_signature(example, proba)
+    reqs = [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}", "neuroHarmonize", "biomarkers"]
+    info = mlflow.sklearn.log_model(
+        pipe,
+        name="model",
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        pip_requirements=reqs,
+        serialization_format="skops",
+        skops_trusted_types=_skops_types(pipe),
+        registered_model_name=registered_name,
+        metadata={"id_column": spec.input.id_column, "target": spec.target.column,
+                  "positive": str(spec.target.positive), "centre_column": spec.input.centre_column or ""},
+    )
+    return info
+
+
+def _metric_dict(prefix: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]) -> dict[str, float]:
+    out = {}
+    for m in METRICS:
+        out[f"{prefix}{m}"] = metrics[m]
+        lo, hi = ci.get(m, (float("nan"), float("nan")))
+        out[f"{prefix}{m}_ci_low"] = lo
+        out[f"{prefix}{m}_ci_high"] = hi
+    return out
+
+
+def _spec_params(spec: ExperimentSpec, table_source: str) -> dict[str, str]:
+    d = spec.model_dump(mode="json", exclude={"pipelines", "description"})
+    d["input"]["table"] = table_source
+    return tracking.flatten(d)
+
+
+def run_pipeline(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, permutations: int | None = None):
+    """Nested CV (+ held-out centre) and the final refit of one pipeline, without MLflow."""
+    val = spec.validation
+    pipe = build_pipeline(pspec, ds.feature_columns, ds.centre_column, seed=val.seed)
+    held = None
+    if val.heldout_centre is not None:
+        test = (ds.centres == str(val.heldout_centre)).to_numpy()
+        held = heldout_centre(pipe, pspec.grid, ds.X, ds.y, ds.centres, val.heldout_centre, val)
+        cv = nested_cv(pipe, pspec.grid, ds.X.loc[~test].reset_index(drop=True), ds.y[~test], val, permutations)
+    else:
+        cv = nested_cv(pipe, pspec.grid, ds.X, ds.y, val, permutations)
+    final, best_params = fit_with_search(pipe, pspec.grid, ds.X, ds.y, val, val.seed)
+    return cv, held, final, best_params
+
+
+def run_experiment(
+    spec: ExperimentSpec | str | os.PathLike,
+    tracking_uri: str | None = None,
+    table: str | os.PathLike | None = None,
+    permutations: int | None = None,
+) -> ExperimentResult:
+    """Run every pipeline of ``spec`` (a spec or a YAML path) and log it to MLflow.
+
+    ``table`` overrides ``spec.input.table``; ``permutations`` overrides
+    ``validation.permutations``. Returns the per-pipeline results (metrics as logged).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    spec_path: Path | None = None
+    if not isinstance(spec, ExperimentSpec):
+        spec_path = Path(spec)
+        spec = load_spec(spec_path)
+    if table is not None:
+        spec = spec.model_copy(update={"input": spec.input.model_copy(update={"table": Path(table).resolve()})})
+    table_path = Path(spec.input.table)
+    df = tracking.read_table(table_path)
+    ds = build_dataset(df, spec, source=str(table_path.name))
+    source = tracking.safe_source(table_path)
+    uri = tracking.tracking_uri(tracking_uri)
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json") | {"input": {**spec.model_dump(mode="json")["input"], "table": source}}, sort_keys=False)
+    t0 = time.time()
+    with tracking.parent_run(spec.name, uri, run_name=f"{spec.name}", tags={"biomarkers.spec": spec_path.name if spec_path else "<object>"}) as parent:
+        exp_id = parent.info.experiment_id
+        mlflow.log_params(_spec_params(spec, source))
+        if spec_path is not None:
+            mlflow.log_artifact(str(spec_path), artifact_path="spec")
+        else:
+            mlflow.log_text(spec_yaml, "spec/spec.yaml")
+        dset = tracking.log_feature_set(table_path, name=table_path.stem, df=ds.frame.drop(columns=[spec.input.id_column]),
+                                        targets=spec.target.column)
+        mlflow.log_metrics({"n_patients": len(ds.y), "n_positive": int(ds.y.sum()), "n_features": len(ds.feature_columns)})
+        if ds.dropped_features:
+            mlflow.log_text(pd.Series(ds.dropped_features, name="reason").to_csv(index_label="feature"),
+                            "features/dropped_features.csv")
+        result = ExperimentResult(spec.name, exp_id, parent.info.run_id, uri, dataset_digest=dset.digest)
+        for pspec in spec.pipelines:
+            t1 = time.time()
+            with tracking.child_run(pspec.name, tags={"biomarkers.pipeline": pspec.name}) as child:
+                mlflow.log_params(tracking.flatten(pspec.model_dump(mode="json"), "pipeline"))
+                tracking.log_feature_set(table_path, name=table_path.stem,
+                                         df=ds.frame.drop(columns=[spec.input.id_column]), targets=spec.target.column)
+                cv, held, final, best_params = run_pipeline(pspec, ds, spec, permutations)
+                metrics = _metric_dict("", cv.metrics, cv.ci)
+                metrics.update(n_patients=len(cv.y), n_positive=int(cv.y.sum()), n_features=len(ds.feature_columns))
+                if cv.permutation_p is not None:
+                    metrics["permutation_p_value"] = cv.permutation_p
+                    metrics["permutation_auc_mean"] = float(np.mean(cv.permutation_aucs))
+                if held is not None:
+                    metrics.update(_metric_dict("heldout_", held.metrics, held.ci))
+                    metrics["heldout_n_patients"] = held.n_test
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+                for i, a in enumerate(cv.fold_auc):
+                    if np.isfinite(a):
+                        mlflow.log_metric("fold_auc", a, step=i)
+                if best_params:
+                    mlflow.log_params({f"final.{k}": str(v) for k, v in best_params.items()})
+                # artifacts
+                oof_p = cv.oof_mean
+                auc_txt = f"AUC {cv.metrics['auc']:.2f} [{cv.ci['auc'][0]:.2f}, {cv.ci['auc'][1]:.2f}]"
+                from .plots import calibration_figure, roc_figure
+
+                fig = roc_figure(cv.y, oof_p, f"{pspec.name}: nested CV", auc_txt)
+                mlflow.log_figure(fig, "plots/roc.png")
+                plt.close(fig)
+                fig = calibration_figure(cv.y, oof_p, f"{pspec.name}: calibration")
+                mlflow.log_figure(fig, "plots/calibration.png")
+                plt.close(fig)
+                sel = cv.feature_frequency()
+                final_feats = set(selected_features(final))
+                sel["in_final_model"] = sel["feature"].isin(final_feats)
+                extra = sorted(final_feats - set(sel["feature"]))
+                if extra:
+                    sel = pd.concat([sel, pd.DataFrame({"feature": extra, "n_folds": 0, "frequency": 0.0,
+                                                        "in_final_model": True})], ignore_index=True)
+                mlflow.log_text(sel.to_csv(index=False), "features/selected_features.csv")
+                ids = ds.ids if held is None else ds.ids[(ds.centres != str(spec.validation.heldout_centre)).to_numpy()]
+                oof_df = pd.DataFrame({spec.input.id_column: ids.to_numpy(), "target": cv.y, "probability": oof_p})
+                mlflow.log_text(oof_df.to_csv(index=False), "predictions/oof.csv")
+                model_uri = None
+                if spec.log_models:
+                    info = _log_model(final, ds, spec, None)
+                    model_uri = info.model_uri
+                    mlflow.set_tag("biomarkers.model_uri", model_uri)
+                mlflow.log_metric("duration_s", time.time() - t1)
+            result.pipelines.append(PipelineResult(pspec.name, child.info.run_id, metrics, cv, held, sel, model_uri, final))
+            log.info("%s: %s (%.0f s)", pspec.name, auc_txt, time.time() - t1)
+        best = max(result.pipelines, key=lambda r: (np.nan_to_num(r.metrics["auc"], nan=-1), -r.metrics["brier"]))
+        result.best = best.name
+        mlflow.set_tag("biomarkers.best_pipeline", best.name)
+        mlflow.log_metric("best_auc", best.metrics["auc"])
+        mlflow.log_metric("duration_s", time.time() - t0)
+        if spec.registered_model and best.model_uri:
+            mv = mlflow.register_model(best.model_uri, spec.registered_model,
+                                       tags={"pipeline": best.name, "experiment": spec.name})
+            result.registered_version = str(mv.version)
+            mlflow.set_tag("biomarkers.registered_model", f"{spec.registered_model}/{mv.version}")
+    return result
+
+
+def _experiment(client, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None and experiment.isdigit():
+        try:
+            exp = client.get_experiment(experiment)
+        except Exception:  # noqa: BLE001
+            exp = None
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise InputError(f"experiment {experiment!r} not found in the tracking store (experiments: {names})")
+    return exp
+
+
+def leaderboard(experiment: str, tracking_uri: str | None = None, parent_run_id: str | None = None) -> pd.DataFrame:
+    """Child-run metrics of the latest (or given) parent run of ``experiment``, best AUC first.
+
+    Read through :class:`mlflow.MlflowClient`, i.e. the numbers the MLflow UI shows.
+    """
+    c = tracking.client(tracking_uri)
+    exp = _experiment(c, experiment)
+    if parent_run_id is None:
+        parents = c.search_runs([exp.experiment_id], "tags.`biomarkers.run_kind` = 'experiment'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+        if not parents:
+            raise InputError(f"experiment {experiment!r} has no experiment run yet")
+        parent_run_id = parents[0].info.run_id
+    children = c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000)
+    rows = []
+    for r in children:
+        row: dict[str, Any] = {"pipeline": r.info.run_name}
+        for m in LEADERBOARD_METRICS:
+            if m in r.data.metrics:
+                row[m] = r.data.metrics[m]
+        row["run_id"] = r.info.run_id
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    cols = ["pipeline"] + [m for m in LEADERBOARD_METRICS if m in df.columns] + ["run_id"]
+    return df[cols].sort_values("auc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def predict_table(model_uri: str, table: str | os.PathLike, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Score the rows of ``table`` with an MLflow model; returns id (if present) + ``probability``."""
+    import mlflow.pyfunc
+
+    df = tracking.read_table(table)
+    with tracking.using_tracking(tracking_uri):
+        try:
+            model = mlflow.pyfunc.load_model(model_uri)
+        except Exception as err:  # noqa: BLE001
+            raise InputError(f"cannot load model {model_uri!r}: {err}") from None
+    meta = model.metadata
+    schema = meta.get_input_schema()
+    cols = schema.input_names() if schema is not None else list(df.columns)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(f"{Path(table).name}: missing columns the model needs: {missing[:10]}"
+                         f"{' ...' if len(missing) > 10 else ''}")
+    md = meta.metadata or {}
+    X = df[cols].copy()
+    centre = md.get("centre_column") or None
+    for c in cols:
+        X[c] = X[c].astype(str) if c == centre else X[c].astype("float64")
+    out = np.asarray(model.predict(X))
+    proba = out[:, 1] if out.ndim == 2 else out
+    res = pd.DataFrame({"probability": proba})
+    idc = md.get("id_column")
+    if idc and idc in df.columns:
+        res.insert(0, idc, df[idc].astype(str).to_numpy())
+    return res

@@ -1,0 +1,232 @@
+"""scikit-learn transformers used inside the modelling Pipelines.
+
+All take and return pandas DataFrames (column names are feature names), learn only in
+``fit`` (so inside CV they see the training fold only) and implement
+``get_feature_names_out``.
+
+* :class:`ComBatHarmonizer` -- ComBat (neuroHarmonize, empirical Bayes) by centre. The centre
+  is a column of X (strings) that the transformer consumes and drops, so it survives any CV
+  splitter. Centres unseen in ``fit`` are location/scale-aligned to the pooled training
+  distribution using their own rows (transductive, label-free).
+* :class:`DropColumns` -- drops the centre column when no harmonisation is requested.
+* :class:`CorrelationClusterFilter` -- redundancy filter: hierarchical clustering of features
+  on 1-|Spearman r|, one representative (medoid) per cluster.
+* :class:`MRMRSelector` -- minimum-redundancy maximum-relevance (F-statistic relevance over
+  mean |Pearson r| redundancy, the "FCQ" criterion of Ding & Peng 2005).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.feature_selection import f_classif
+from sklearn.utils.validation import check_is_fitted
+
+
+def _as_frame(X) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X
+    X = np.asarray(X)
+    return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+
+
+class DropColumns(TransformerMixin, BaseEstimator):
+    """Drop ``columns`` (missing ones are ignored)."""
+
+    def __init__(self, columns: tuple[str, ...] = ()):
+        self.columns = columns
+
+    def fit(self, X, y=None):
+        X = _as_frame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.kept_ = [c for c in X.columns if c not in set(self.columns)]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "kept_")
+        return _as_frame(X)[self.kept_]
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "kept_")
+        return np.asarray(self.kept_, dtype=object)
+
+
+class ComBatHarmonizer(TransformerMixin, BaseEstimator):
+    """ComBat harmonisation by site (neuroHarmonize ``harmonizationLearn/Apply``).
+
+    Parameters
+    ----------
+    site_column : column of X holding the site/centre label (consumed and dropped).
+    eb : empirical Bayes shrinkage of the site parameters (ComBat default).
+    min_per_site : sites with fewer training rows are merged into one "other" site
+        (ComBat needs >=2 rows per site to estimate a variance).
+    """
+
+    def __init__(self, site_column: str = "centre", eb: bool = True, min_per_site: int = 2):
+        self.site_column = site_column
+        self.eb = eb
+        self.min_per_site = min_per_site
+
+    def _split(self, X) -> tuple[pd.Series, pd.DataFrame]:
+        X = _as_frame(X)
+        if self.site_column not in X.columns:
+            raise ValueError(f"ComBatHarmonizer: column {self.site_column!r} (the centre) is not in X")
+        return X[self.site_column].astype(str), X.drop(columns=[self.site_column])
+
+    def fit(self, X, y=None):
+        from neuroHarmonize import harmonizationLearn
+
+        site, feats = self._split(X)
+        self.feature_names_in_ = np.asarray(_as_frame(X).columns, dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.features_ = list(feats.columns)
+        counts = site.value_counts()
+        self.small_sites_ = sorted(counts[counts < self.min_per_site].index)
+        site = site.where(~site.isin(self.small_sites_), "__other__")
+        data = feats.to_numpy(dtype=float)
+        # constant-within-training features would divide by zero: pass them through
+        sd = data.std(axis=0)
+        self.active_ = sd > 1e-12
+        self.sites_ = sorted(site.unique())
+        if len(self.sites_) < 2 or self.active_.sum() < 2:
+            self.model_ = None
+            return self
+        covars = pd.DataFrame({"SITE": site.to_numpy()})
+        with _quiet():
+            self.model_, _ = harmonizationLearn(data[:, self.active_], covars, eb=self.eb)
+        # pooled training distribution (for sites unseen in fit)
+        self.grand_mean_ = np.asarray(self.model_["stand_mean"]).mean(axis=1) if self.model_ is not None else None
+        self.pooled_sd_ = np.sqrt(np.asarray(self.model_["var_pooled"]).ravel())
+        return self
+
+    def transform(self, X):
+        from neuroHarmonize import harmonizationApply
+
+        check_is_fitted(self, "features_")
+        site, feats = self._split(X)
+        out = feats[self.features_].to_numpy(dtype=float).copy()
+        if self.model_ is None:
+            return pd.DataFrame(out, columns=self.features_, index=feats.index)
+        site = site.where(~site.isin(self.small_sites_), "__other__")
+        seen = site.isin(self.sites_).to_numpy()
+        act = self.active_
+        if seen.any():
+            covars = pd.DataFrame({"SITE": site.to_numpy()[seen]})
+            with _quiet():
+                harm = harmonizationApply(out[np.ix_(seen, act)], covars, self.model_)
+            block = out[seen]
+            block[:, act] = harm
+            out[seen] = block
+        for s in pd.unique(site[~seen]):
+            rows = (site == s).to_numpy()
+            block = out[rows][:, act]
+            mu = np.nanmean(block, axis=0)
+            sd = np.nanstd(block, axis=0, ddof=1) if rows.sum() > 1 else np.ones_like(mu)
+            sd = np.where((sd > 1e-12) & np.isfinite(sd), sd, 1.0)
+            sub = out[rows]
+            sub[:, act] = (block - mu) / sd * self.pooled_sd_ + self.grand_mean_
+            out[rows] = sub
+        return pd.DataFrame(out, columns=self.features_, index=feats.index)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "features_")
+        return np.asarray(self.features_, dtype=object)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """neuroHarmonize prints progress to stdout and emits numpy warnings; keep them out of the CLI output."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class CorrelationClusterFilter(TransformerMixin, BaseEstimator):
+    """Keep one feature per cluster of mutually correlated features.
+
+    Average-linkage hierarchical clustering on the distance 1 - |Spearman r|, cut at
+    ``1 - threshold``; the kept representative of each cluster is its medoid (highest
+    mean |r| to the other members). Constant features are dropped. Unsupervised: ``y``
+    is ignored.
+    """
+
+    def __init__(self, threshold: float = 0.9):
+        self.threshold = threshold
+
+    def fit(self, X, y=None):
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import squareform
+
+        X = _as_frame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        cols = [c for c in X.columns if np.nanstd(X[c].to_numpy(dtype=float)) > 1e-12]
+        if len(cols) <= 1 or self.threshold >= 1.0:
+            self.kept_ = cols
+            return self
+        r = X[cols].rank().corr().abs().to_numpy()
+        r = np.nan_to_num(r, nan=0.0)
+        np.fill_diagonal(r, 1.0)
+        dist = np.clip(1.0 - r, 0.0, None)
+        dist = (dist + dist.T) / 2.0
+        z = linkage(squareform(dist, checks=False), method="average")
+        labels = fcluster(z, t=1.0 - self.threshold, criterion="distance")
+        kept = []
+        for lab in np.unique(labels):
+            idx = np.flatnonzero(labels == lab)
+            best = idx[np.argmax(r[np.ix_(idx, idx)].mean(axis=1))] if len(idx) > 1 else idx[0]
+            kept.append(best)
+        self.kept_ = [cols[i] for i in sorted(kept)]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "kept_")
+        return _as_frame(X)[self.kept_]
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "kept_")
+        return np.asarray(self.kept_, dtype=object)
+
+
+class MRMRSelector(TransformerMixin, BaseEstimator):
+    """Greedy mRMR: repeatedly add the feature maximising F(y) / mean |r| with the chosen ones."""
+
+    def __init__(self, k: int = 10):
+        self.k = k
+
+    def fit(self, X, y):
+        X = _as_frame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        A = X.to_numpy(dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            F, _ = f_classif(A, y)
+        F = np.nan_to_num(F, nan=0.0)
+        k = min(self.k, A.shape[1])
+        sd = A.std(axis=0)
+        Z = (A - A.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+        chosen = [int(np.argmax(F))]
+        red_sum = np.zeros(A.shape[1])
+        while len(chosen) < k:
+            last = Z[:, chosen[-1]]
+            red_sum += np.abs(Z.T @ last) / len(last)
+            score = F / np.maximum(red_sum / len(chosen), 1e-6)
+            score[chosen] = -np.inf
+            chosen.append(int(np.argmax(score)))
+        self.kept_ = [X.columns[i] for i in chosen]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "kept_")
+        return _as_frame(X)[self.kept_]
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "kept_")
+        return np.asarray(self.kept_, dtype=object)
