@@ -1,0 +1,1 @@
+"""IBSI feature families (one module per group of families)."""

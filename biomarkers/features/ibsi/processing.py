@@ -1,0 +1,356 @@
+"""IBSI 1 image processing: resampling, resegmentation, discretisation, masks.
+
+Arrays are numpy arrays in SimpleITK/array order ``(z, y, x)``; spacings are
+given per array axis ``(dz, dy, dx)`` in millimetres. Intensities are in the
+image's own units (HU for CT). Positions, where needed, are array index times
+spacing (mm, in the image's own axis frame: distances, volumes and PCA do not
+depend on the LPS/RAS convention).
+
+Steps (IBSI 1, chapter 2), all pure functions:
+
+1. :func:`resample` -- interpolation on a grid whose centre is aligned with the
+   original grid centre (not the origin, not cropped to the ROI):
+   ``n_new = ceil(n * s / s_new)`` and new voxel ``k`` sits at original index
+   ``(k - (n_new - 1)/2) * s_new / s + (n - 1)/2``. Image by nearest / linear /
+   cubic-spline interpolation (optionally rounded to integers, for CT), the ROI
+   mask by linear interpolation thresholded at ``mask_threshold`` (0.5).
+2. :func:`resegment` -- the morphological mask is the (interpolated) ROI; the
+   intensity mask additionally keeps voxels in ``reseg_range`` and, with
+   ``outlier_sd``, within mean +/- ``outlier_sd`` SD (range first, then outliers:
+   configuration E).
+3. :func:`discretise` -- fixed bin size with bins starting at the
+   resegmentation lower bound (else the ROI minimum); fixed bin number between
+   ROI min and max; or none (integer intensities used as grey levels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy import ndimage
+
+from biomarkers.config import Settings
+from biomarkers.errors import InputError
+
+Interpolation = Literal["nearest", "linear", "cubic"]
+Discretisation = Literal["none", "fbs", "fbn"]
+Aggregation = Literal["2D", "2.5D", "3D"]
+FAMILIES = ("diagnostics", "morph", "loc", "stat", "ih", "ivh", "cm", "rlm", "szm", "dzm", "ngt", "ngl")
+
+_ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
+
+
+class IbsiSettings(Settings):
+    """The ``ibsi:`` section of a radiomics parameter file (IBSI 1 processing + features).
+
+    Example (CT phantom configuration C)::
+
+        ibsi:
+          spacing: [2.0, 2.0, 2.0]      # mm, (x, y, z); null = no resampling
+          interpolation: linear
+          round_intensities: true
+          reseg_range: [-1000, 400]
+          discretisation: fbs
+          bin_width: 25
+          ivh_discretisation: fbs
+          ivh_bin_width: 2.5
+          aggregation: [3D]
+    """
+
+    spacing: tuple[float, float, float] | None = Field(
+        None, description="new voxel spacing (x, y, z) in mm; null: no resampling")
+    in_plane_only: bool = Field(False, description="resample x and y only (2D configurations), keep z")
+    interpolation: Interpolation = "linear"
+    round_intensities: bool = Field(False, description="round interpolated intensities to integers (CT)")
+    mask_threshold: float = Field(0.5, gt=0, le=1, description="partial-volume threshold of the interpolated mask")
+    reseg_range: tuple[float | None, float | None] | None = Field(
+        None, description="[low, high] intensity range of the intensity mask; null bound = open")
+    outlier_sd: float | None = Field(None, gt=0, description="keep mean +/- this many SD (IBSI: 3)")
+    discretisation: Discretisation = "fbs"
+    bin_width: float | None = Field(25.0, gt=0)
+    bin_count: int | None = Field(None, gt=0)
+    ivh_discretisation: Discretisation = "none"
+    ivh_bin_width: float | None = Field(None, gt=0)
+    ivh_bin_count: int | None = Field(None, gt=0)
+    aggregation: tuple[Aggregation, ...] = ("3D",)
+    families: tuple[str, ...] = FAMILIES
+    distance_mask: Literal["morphological", "intensity"] = Field(
+        "morphological", description="mask whose border defines GLDZM distances")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.discretisation == "fbs" and self.bin_width is None:
+            raise ValueError("discretisation fbs needs bin_width")
+        if self.discretisation == "fbn" and self.bin_count is None:
+            raise ValueError("discretisation fbn needs bin_count")
+        if self.ivh_discretisation == "fbs" and self.ivh_bin_width is None:
+            raise ValueError("ivh_discretisation fbs needs ivh_bin_width")
+        if self.ivh_discretisation == "fbn" and self.ivh_bin_count is None:
+            raise ValueError("ivh_discretisation fbn needs ivh_bin_count")
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown families {bad}; known: {list(FAMILIES)}")
+        return self
+
+
+@dataclass
+class Prepared:
+    """Image and masks after IBSI processing, cropped to the ROI (+ margin).
+
+    ``image`` float64 intensities; ``morph_mask`` / ``int_mask`` bool; ``levels``
+    int32 grey levels (0 outside the intensity mask); ``n_levels`` = N_g;
+    ``ivh_values`` discretised intensities used by the IVH; ``spacing`` (dz, dy, dx) mm.
+    """
+
+    image: np.ndarray
+    morph_mask: np.ndarray
+    int_mask: np.ndarray
+    spacing: tuple[float, float, float]
+    levels: np.ndarray
+    n_levels: int
+    ivh: dict
+    full_image: np.ndarray | None = None  # image extent around the ROI used for local peaks
+    full_int_mask: np.ndarray | None = None
+    diagnostics: dict = field(default_factory=dict)
+
+
+def grid_positions(n: int, s: float, s_new: float) -> np.ndarray:
+    """Original fractional indices of the centre-aligned resampled grid along one axis."""
+    n_new = int(math.ceil(n * s / s_new - 1e-9))
+    k = np.arange(n_new, dtype=float)
+    return (k - (n_new - 1) / 2.0) * (s_new / s) + (n - 1) / 2.0
+
+
+def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
+             new_spacing: tuple[float, float, float], interpolation: Interpolation = "linear",
+             round_intensities: bool = False, mask_threshold: float = 0.5):
+    """Resample image and mask (z, y, x) to ``new_spacing`` (dz, dy, dx) on a centre-aligned grid.
+
+    Returns (image, mask(bool), spacing). Pure function.
+    """
+    axes = [grid_positions(n, s, sn) for n, s, sn in zip(image.shape, spacing, new_spacing)]
+    coords = np.meshgrid(*axes, indexing="ij")
+    order = _ORDER[interpolation]
+    img = ndimage.map_coordinates(image.astype(np.float64), coords, order=order, mode="nearest",
+                                  prefilter=order > 1)
+    if round_intensities:
+        img = np.round(img)
+    msk = ndimage.map_coordinates(mask.astype(np.float64), coords, order=1, mode="constant", cval=0.0)
+    return img, msk >= mask_threshold, tuple(float(s) for s in new_spacing)
+
+
+def resegment(image: np.ndarray, mask: np.ndarray, reseg_range=None, outlier_sd: float | None = None):
+    """Intensity mask from the morphological ``mask``: range first, then mean +/- k SD."""
+    int_mask = mask.copy()
+    if reseg_range is not None:
+        lo, hi = reseg_range
+        if lo is not None:
+            int_mask &= image >= lo
+        if hi is not None:
+            int_mask &= image <= hi
+    if outlier_sd is not None and int_mask.any():
+        vals = image[int_mask]
+        mu, sd = vals.mean(), vals.std()
+        int_mask &= (image >= mu - outlier_sd * sd) & (image <= mu + outlier_sd * sd)
+    return int_mask
+
+
+def discretise(image: np.ndarray, int_mask: np.ndarray, method: Discretisation,
+               bin_width: float | None = None, bin_count: int | None = None,
+               low: float | None = None) -> tuple[np.ndarray, int]:
+    """Grey levels (int32, 0 outside ``int_mask``) and N_g.
+
+    fbs: ``floor((X - low) / w) + 1`` with ``low`` the resegmentation lower bound
+    (default ROI minimum); fbn: ``floor(N_g (X - min) / (max - min)) + 1``, max -> N_g;
+    none: intensities (must be integers >= 1 inside the ROI) are used as they are.
+    """
+    levels = np.zeros(image.shape, dtype=np.int32)
+    vals = image[int_mask]
+    if vals.size == 0:
+        raise InputError("intensity mask is empty after resegmentation")
+    if method == "fbs":
+        lo = vals.min() if low is None else low
+        d = np.floor((vals - lo) / bin_width + 1e-9).astype(np.int64) + 1
+        levels[int_mask] = d
+        n = int(d.max())
+    elif method == "fbn":
+        lo, hi = vals.min(), vals.max()
+        if hi > lo:
+            d = np.floor(bin_count * (vals - lo) / (hi - lo)).astype(np.int64) + 1
+            d = np.minimum(d, bin_count)
+        else:
+            d = np.ones(vals.shape, np.int64)
+        levels[int_mask] = d
+        n = int(bin_count)
+    else:
+        d = np.round(vals).astype(np.int64)
+        if d.min() < 1:
+            d = d - d.min() + 1
+        levels[int_mask] = d
+        n = int(d.max())
+    return levels, n
+
+
+def _bbox(mask: np.ndarray):
+    idx = np.nonzero(mask)
+    return [(int(i.min()), int(i.max()) + 1) for i in idx]
+
+
+def _diag_image(prefix: str, img: np.ndarray, spacing) -> dict:
+    nz, ny, nx = img.shape
+    return {f"img_dim_x_{prefix}_img": nx, f"img_dim_y_{prefix}_img": ny, f"img_dim_z_{prefix}_img": nz,
+            f"vox_dim_x_{prefix}_img": spacing[2], f"vox_dim_y_{prefix}_img": spacing[1],
+            f"vox_dim_z_{prefix}_img": spacing[0], f"mean_int_{prefix}_img": float(img.mean()),
+            f"min_int_{prefix}_img": float(img.min()), f"max_int_{prefix}_img": float(img.max())}
+
+
+def _diag_roi(prefix: str, img, int_mask, morph_mask) -> dict:
+    out = {}
+    nz, ny, nx = int_mask.shape
+    out.update({f"int_mask_dim_x_{prefix}_roi": nx, f"int_mask_dim_y_{prefix}_roi": ny,
+                f"int_mask_dim_z_{prefix}_roi": nz})
+    for name, m in (("int_mask", int_mask), ("morph_mask", morph_mask)):
+        (z0, z1), (y0, y1), (x0, x1) = _bbox(m)
+        out.update({f"{name}_bb_dim_x_{prefix}_roi": x1 - x0, f"{name}_bb_dim_y_{prefix}_roi": y1 - y0,
+                    f"{name}_bb_dim_z_{prefix}_roi": z1 - z0, f"{name}_vox_count_{prefix}_roi": int(m.sum())})
+    v = img[int_mask]
+    out.update({f"int_mask_mean_int_{prefix}_roi": float(v.mean()), f"int_mask_min_int_{prefix}_roi": float(v.min()),
+                f"int_mask_max_int_{prefix}_roi": float(v.max())})
+    return out
+
+
+PEAK_RADIUS_MM = (3.0 / (4.0 * math.pi)) ** (1.0 / 3.0) * 10.0  # sphere of 1 cm^3
+
+
+def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
+            settings: IbsiSettings, diagnostics: bool = False) -> Prepared:
+    """Apply IBSI processing to ``image``/``mask`` (z, y, x), ``spacing`` (dz, dy, dx) mm.
+
+    The image is cropped to the ROI bounding box plus a margin (local intensity
+    peak sphere + interpolation support) before interpolation; only the voxels
+    of the centre-aligned global grid inside that box are computed, so the
+    result equals interpolating the whole image.
+    """
+    mask = np.asarray(mask) > 0
+    if not mask.any():
+        raise InputError("ROI mask is empty")
+    image = np.asarray(image, dtype=np.float64)
+    diag: dict = {}
+    if diagnostics:
+        diag.update(_diag_image("init", image, spacing))
+        diag.update(_diag_roi("init", image, mask, mask))
+    new_spacing = spacing
+    if settings.spacing is not None:
+        sx, sy, sz = settings.spacing
+        new_spacing = (spacing[0] if settings.in_plane_only else sz, sy, sx)
+    margin_mm = PEAK_RADIUS_MM + 2 * max(new_spacing)
+    if any(abs(a - b) > 1e-9 for a, b in zip(new_spacing, spacing)):
+        if diagnostics:  # whole image (diagnostic values are image-wide)
+            img_r, msk_r, sp = resample(image, mask, spacing, new_spacing, settings.interpolation,
+                                        settings.round_intensities, settings.mask_threshold)
+        else:
+            # crop the original around the ROI, then evaluate the global new grid inside the crop
+            # (6 extra original voxels of spline support at the crop border)
+            bb = _bbox(mask)
+            sl_orig, axes = [], []
+            for (a, b), n, s, sn in zip(bb, image.shape, spacing, new_spacing):
+                pos = grid_positions(n, s, sn)
+                m = margin_mm / s
+                keep = np.nonzero((pos >= a - m) & (pos <= b - 1 + m))[0]
+                k0, k1 = int(keep.min()), int(keep.max()) + 1
+                o0 = max(0, int(math.floor(pos[k0])) - 6)
+                o1 = min(n, int(math.ceil(pos[k1 - 1])) + 7)
+                sl_orig.append(slice(o0, o1))
+                axes.append(pos[k0:k1] - o0)
+            coords = np.meshgrid(*axes, indexing="ij")
+            sub_img = image[tuple(sl_orig)]
+            sub_msk = mask[tuple(sl_orig)].astype(np.float64)
+            order = _ORDER[settings.interpolation]
+            # positions outside the original image are clamped like mode="nearest" on the whole image
+            img_r = ndimage.map_coordinates(sub_img, coords, order=order, mode="nearest", prefilter=order > 1)
+            if settings.round_intensities:
+                img_r = np.round(img_r)
+            msk_r = ndimage.map_coordinates(sub_msk, coords, order=1, mode="constant", cval=0.0)
+            msk_r = msk_r >= settings.mask_threshold
+            sp = tuple(float(s) for s in new_spacing)
+        image, mask, spacing = img_r, msk_r, sp
+        if not mask.any():
+            raise InputError("ROI mask is empty after resampling")
+    if diagnostics:
+        diag.update(_diag_image("interp", image, spacing))
+        diag.update(_diag_roi("interp", image, mask, mask))
+    # crop to the ROI plus the local-peak margin
+    bb = _bbox(mask)
+    crop = tuple(slice(max(0, a - int(math.ceil(PEAK_RADIUS_MM / s)) - 1),
+                       min(n, b + int(math.ceil(PEAK_RADIUS_MM / s)) + 1))
+                 for (a, b), n, s in zip(bb, image.shape, spacing))
+    image, mask = image[crop], mask[crop]
+    int_mask = resegment(image, mask, settings.reseg_range, settings.outlier_sd)
+    if not int_mask.any():
+        raise InputError("intensity mask is empty after resegmentation")
+    if diagnostics:
+        diag.update(_diag_roi("reseg", image, int_mask, mask))
+        for k in ("x", "y", "z"):  # dims of the full (not cropped) mask grid
+            diag[f"int_mask_dim_{k}_reseg_roi"] = diag[f"int_mask_dim_{k}_interp_roi"]
+    low = settings.reseg_range[0] if settings.reseg_range is not None else None
+    levels, n_levels = discretise(image, int_mask, settings.discretisation, settings.bin_width,
+                                  settings.bin_count, low)
+    ivh = _ivh_values(image, int_mask, settings)
+    # tight crop (+1 voxel of zeros) for the texture / morphology computations
+    full_image, full_int = image, int_mask
+    bb = _bbox(mask)
+    tight = tuple(slice(a, b) for a, b in bb)
+    pad = [(1, 1)] * 3
+    return Prepared(
+        image=np.pad(image[tight], pad, mode="edge"),
+        morph_mask=np.pad(mask[tight], pad),
+        int_mask=np.pad(int_mask[tight], pad),
+        spacing=tuple(float(s) for s in spacing),
+        levels=np.pad(levels[tight], pad),
+        n_levels=n_levels,
+        ivh=ivh,
+        full_image=full_image,
+        full_int_mask=full_int,
+        diagnostics=diag,
+    )
+
+
+def _ivh_values(image, int_mask, settings: IbsiSettings) -> dict:
+    """Discretised intensities for the IVH and the intensity range used for gamma.
+
+    Returns {"values": per-voxel discretised intensity, "grid": evaluation points,
+    "min": , "max": } following IBSI 1 section 3.5: with fbs bins are represented
+    by their lower... centres? (see :mod:`corrections`), with no discretisation the
+    intensities themselves on a unit grid, with fbn the bin index.
+    """
+    vals = image[int_mask]
+    m = settings.ivh_discretisation
+    lo_r = settings.reseg_range[0] if settings.reseg_range is not None else None
+    hi_r = settings.reseg_range[1] if settings.reseg_range is not None else None
+    if m == "none":
+        v = np.round(vals)
+        lo, hi = v.min(), v.max()
+        if lo_r is not None and settings.outlier_sd is None:
+            lo = lo_r
+        if hi_r is not None and settings.outlier_sd is None:
+            hi = hi_r
+        grid = np.arange(v.min(), v.max() + 1.0)
+        return {"values": v, "grid": grid, "min": float(lo), "max": float(hi)}
+    if m == "fbs":
+        w = settings.ivh_bin_width
+        low = lo_r if lo_r is not None else vals.min()
+        d = np.floor((vals - low) / w + 1e-9) + 1
+        v = low + (d - 0.5) * w  # bin centres
+        grid = low + (np.arange(d.min(), d.max() + 1) - 0.5) * w
+        lo = low if lo_r is not None else v.min()
+        hi = hi_r if hi_r is not None else v.max()
+        return {"values": v, "grid": grid, "min": float(lo), "max": float(hi)}
+    nb = settings.ivh_bin_count
+    lo, hi = vals.min(), vals.max()
+    d = np.minimum(np.floor(nb * (vals - lo) / (hi - lo)) + 1, nb) if hi > lo else np.ones_like(vals)
+    grid = np.arange(1, nb + 1, dtype=float)
+    return {"values": d, "grid": grid, "min": 1.0, "max": float(nb)}
