@@ -92,7 +92,7 @@ def cap_age(value: object, max_age: int = 89):
     """Cap an age at ``max_age`` years (HIPAA: ages above 89 are aggregated).
 
     Numbers come back as float; DICOM ``AS`` strings as ``AS`` strings (``093Y`` ->
-    ``089Y``, ``1200M`` -> ``089Y``); unparseable values as None (dropped).
+    ``089Y``); unparseable values as None (dropped).
     """
     years = age_years(value)
     if years is None:

@@ -29,6 +29,8 @@ ENV_SECRET_FILE = "BIOMARKERS_SECRET_FILE"
 #: Publicly known secret used only in explicit demo mode (synthetic data).
 DEMO_SECRET = b"biomarkers-demo-secret-not-for-real-data"
 MIN_SECRET_BYTES = 16
+#: Longest UID root: leaves at least 20 digits (> 64 bits) of the keyed hash in a 64-character UID.
+MAX_UID_ROOT = 43
 
 
 def load_secret(demo: bool = False) -> bytes:
@@ -85,8 +87,13 @@ class Pseudonymizer:
     def __init__(self, secret: bytes, prefix: str = "BM", uid_root: str = "2.25", max_shift_days: int = 365):
         if not secret:
             raise SecretError("empty de-identification secret")
-        if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid_root) or len(uid_root) > 24:
-            raise SecretError(f"uid_root {uid_root!r} is not a valid DICOM UID root of at most 24 characters")
+        if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", uid_root) or len(uid_root) > MAX_UID_ROOT:
+            raise SecretError(
+                f"uid_root {uid_root!r} is not a valid DICOM UID root (digits and dots, no leading zeros) "
+                f"of at most {MAX_UID_ROOT} characters"
+            )
+        if int(max_shift_days) < 1:
+            raise SecretError(f"max_shift_days must be at least 1 (got {max_shift_days})")
         self._secret = bytes(secret)
         self.prefix = prefix
         self.uid_root = uid_root
@@ -109,7 +116,8 @@ class Pseudonymizer:
         return f"{self.prefix}-{base64.b32encode(d).decode()[:12]}"
 
     def uid(self, original: str) -> str:
-        """Deterministic replacement for a DICOM UID (valid, at most 64 characters)."""
+        """Deterministic replacement for a DICOM UID: ``<uid_root>.<decimal of 128 bits of the
+        keyed hash>``, cut to the 64 characters DICOM allows (at least 20 digits remain)."""
         d = self._digest("uid", str(original).strip())
         n = int.from_bytes(d[:16], "big")
         return f"{self.uid_root}.{n}"[:64].rstrip(".")
