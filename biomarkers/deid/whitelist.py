@@ -65,8 +65,8 @@ IDENTIFYING_ATTRIBUTES: tuple[str, ...] = (
 _CODE = re.compile(r"^[A-Za-z0-9 _.+\-/()]{1,40}$")
 # Five or more digits in a row: ids, dates, serial numbers, phone numbers.
 _LONG_DIGITS = re.compile(r"\d{5,}")
-# More than four words: prose.
-_MAX_WORDS = 4
+# More than six words (separators such as "/" not counted): prose.
+_MAX_WORDS = 6
 
 
 def _is_date_like_number(x: float) -> bool:
@@ -82,7 +82,7 @@ def clean_value(value: Any, kind: str, forbidden: Iterable[str] = ()) -> Any:
 
     ``kind``: ``num`` (finite number, not a YYYYMMDD-like integer), ``nums`` (list of
     finite numbers), ``code`` (short code string: at most 40 characters of letters, digits
-    and ``_ .+-/()``, at most 4 words, no run of 5+ digits, not containing any of the
+    and ``_ .+-/()``, at most 6 words, no run of 5+ digits, not containing any of the
     ``forbidden`` strings, case-insensitively) or ``present`` (True when non-empty).
     """
     if value is None or value == "":
@@ -108,7 +108,7 @@ def clean_value(value: Any, kind: str, forbidden: Iterable[str] = ()) -> Any:
         if "\\" in s:  # multi-valued codes: check each part
             parts = [clean_value(p, "code", forbidden) for p in s.split("\\")]
             return s if all(p is not None for p in parts) else None
-        if not _CODE.match(s) or _LONG_DIGITS.search(s) or len(s.split()) > _MAX_WORDS:
+        if not _CODE.match(s) or _LONG_DIGITS.search(s) or len(re.findall(r"[A-Za-z0-9]+", s)) > _MAX_WORDS:
             return None
         low = s.lower()
         for f in forbidden:
