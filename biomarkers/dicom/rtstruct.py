@@ -85,18 +85,36 @@ def read_rtstruct(path: str | Path) -> StructureSet:
             continue
         for c in rc.get("ContourSequence", []):
             gtype = str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
-            data = c.get("ContourData")
+            data = _contour_data(c)
             if data is None or len(data) < 3:
                 continue
             if gtype != "CLOSED_PLANAR":
                 roi.other_types[gtype] = roi.other_types.get(gtype, 0) + 1
                 continue
-            roi.contours.append(np.asarray(data, dtype=float).reshape(-1, 3))
+            roi.contours.append(data)
             for ci in c.get("ContourImageSequence", []):
                 if ci.get("ReferencedSOPInstanceUID"):
                     sops.append(str(ci.ReferencedSOPInstanceUID))
     uniq = lambda xs: tuple(dict.fromkeys(xs))  # noqa: E731
     return StructureSet(Path(path), uniq(fors), uniq(series), uniq(sops), list(rois.values()))
+
+
+def _contour_data(item) -> np.ndarray | None:
+    """ContourData as an (n, 3) float array, parsed straight from the raw DS bytes
+    (pydicom's per-value DSfloat conversion is ~20x slower on long contours)."""
+    tag = 0x30060050
+    if tag not in item:
+        return None
+    elem = item.get_item(tag)
+    raw = getattr(elem, "value", None)
+    if isinstance(raw, (bytes, bytearray)):
+        txt = raw.decode("ascii", errors="strict").strip(" \x00")
+        vals = np.array(txt.split("\\"), dtype=float) if txt else np.zeros(0)
+    else:  # already converted (e.g. dataset built in memory)
+        vals = np.asarray(item.ContourData, dtype=float)
+    if vals.size % 3:
+        raise ValueError(f"ContourData has {vals.size} values (not a multiple of 3)")
+    return vals.reshape(-1, 3)
 
 
 # ------------------------------------------------------------------ rasterising

@@ -76,10 +76,14 @@ def read_seg(path: str | Path) -> SegObject:
     if pm is not None and pm.get("PixelSpacing"):
         spacing = (float(pm.PixelSpacing[0]), float(pm.PixelSpacing[1]))
     segments = {int(s.SegmentNumber): str(s.get("SegmentLabel", f"segment_{int(s.SegmentNumber)}")) for s in seg.SegmentSequence}
+    shared_si = _first(shared, "SegmentIdentificationSequence")
+    shared_num = int(shared_si.ReferencedSegmentNumber) if shared_si is not None else None
+    if shared_num is None and len(segments) == 1:
+        shared_num = next(iter(segments))
     frames: list[SegFrame] = []
     for idx, fg in enumerate(seg.get("PerFrameFunctionalGroupsSequence", [])):
         si = _first(fg, "SegmentIdentificationSequence")
-        num = int(si.ReferencedSegmentNumber) if si is not None else 0
+        num = int(si.ReferencedSegmentNumber) if si is not None else (shared_num or 0)
         pp = _first(fg, "PlanePositionSequence")
         pos = tuple(float(x) for x in pp.ImagePositionPatient) if pp is not None and pp.get("ImagePositionPatient") else None
         if iop is None:
