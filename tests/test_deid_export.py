@@ -1,0 +1,214 @@
+"""DICOM export (PS3.15 basic profile + retain longitudinal with modified dates) on shared STS data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from biomarkers.cli import main
+from biomarkers.deid import DeidSettings, Deidentifier, Pseudonymizer
+from biomarkers.deid.canary import default_canaries, plant_dicom
+from biomarkers.deid.export import ExportSettings, deidentify_dataset, export_dicom
+from biomarkers.deid.scan import scan_files
+
+SECRET = b"export-test-secret-0123456789"
+GEOMETRY = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "Rows", "Columns",
+            "RescaleSlope", "RescaleIntercept", "BitsStored", "PixelRepresentation", "PhotometricInterpretation"]
+
+
+@pytest.fixture(scope="module")
+def planted(shared_data, tmp_path_factory):
+    """STS_001 CT (59 slices + RTSTRUCT) with canary identifiers planted."""
+    src = tmp_path_factory.mktemp("export_src") / "dicom"
+    canary = default_canaries(1)
+    needles = plant_dicom([shared_data / "sts/dicom/STS_001"], src, canary, modalities=["CT"])
+    return src, needles, canary[0]
+
+
+@pytest.fixture(scope="module")
+def exported(planted, tmp_path_factory):
+    src, _, _ = planted
+    out = tmp_path_factory.mktemp("export_out") / "OUT"
+    deid = Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET))
+    report = export_dicom(src, out, deid)
+    return out, report, deid
+
+
+def _read_all(folder: Path) -> dict[str, pydicom.Dataset]:
+    return {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(f) for f in sorted(folder.rglob("*.dcm")))}
+
+
+def test_export_report_and_layout(exported, planted):
+    out, report, deid = exported
+    assert report.counts() == {"done": 60, "skipped": 0, "failed": 0}
+    pseudonym = deid.patient_id(planted[2].patient_id)
+    assert sorted(p.name for p in out.iterdir()) == sorted([pseudonym, "report.json"])
+    assert len(list(out.rglob("*.dcm"))) == 60
+
+
+def test_export_contains_no_planted_value(exported, planted):
+    out, _, _ = exported
+    src, needles, _ = planted
+    # positive control: every planted value is found in the input
+    planted_labels = {k for k in needles if not k.startswith("original:")}
+    assert {h.label for h in scan_files([src], needles)} >= planted_labels
+    hits = scan_files([out], needles)
+    assert hits == [], "\n".join(map(str, hits[:20]))
+
+
+def test_export_profile_attributes(exported, planted):
+    out, _, deid = exported
+    c = planted[2]
+    for ds in _read_all(out).values():
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+        assert {it.CodeValue for it in ds.DeidentificationMethodCodeSequence} == {"113100", "113107"}
+        assert ds.PatientID == ds.PatientName == deid.patient_id(c.patient_id)
+        assert ds.PatientBirthDate == "" and ds.AccessionNumber == "" and ds.StudyID == ""
+        for kw in ("OtherPatientIDs", "InstitutionName", "StationName", "ProtocolName", "AdditionalPatientHistory",
+                   "ImageComments", "StudyDescription", "SeriesDescription", "ContributingEquipmentSequence",
+                   "PatientAge", "PatientWeight"):
+            assert kw not in ds, kw
+        tags = []
+        ds.walk(lambda d, e: tags.append(e.tag))
+        assert not any(t.is_private for t in tags)
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+            assert str(ds[kw].value).startswith("2.25.") and len(ds[kw].value) <= 64
+
+
+def test_dates_shifted_intervals_preserved(exported, planted):
+    out, _, deid = exported
+    c = planted[2]
+    offset = deid.offset_days(c.patient_id)
+    assert offset < 0
+    planted_study = dt.date.fromisoformat(f"{c.study_date[:4]}-{c.study_date[4:6]}-{c.study_date[6:]}")
+    for ds in _read_all(out).values():
+        study = dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date()
+        assert study - planted_study == dt.timedelta(days=offset)
+        # intervals planted: content +3 days, structure set +5 days after the study
+        assert dt.datetime.strptime(ds.ContentDate, "%Y%m%d").date() - study == dt.timedelta(days=3)
+        if ds.Modality == "RTSTRUCT":
+            assert dt.datetime.strptime(ds.StructureSetDate, "%Y%m%d").date() - study == dt.timedelta(days=5)
+            assert ds.StructureSetTime == "170944.162"  # times of day kept (header dump of the source)
+
+
+def test_same_voxels_geometry_and_contours(exported, planted):
+    out, _, deid = exported
+    src, _, _ = planted
+    orig = _read_all(src)
+    new = _read_all(out)
+    assert len(orig) == len(new) == 60
+    for old_uid, o in orig.items():
+        n = new[deid.uid(old_uid)]
+        for kw in GEOMETRY:
+            assert (kw in o) == (kw in n), kw
+            if kw in o:
+                assert o[kw].value == n[kw].value, kw
+        if o.Modality == "CT":
+            np.testing.assert_array_equal(o.pixel_array, n.pixel_array)
+            assert n.SeriesInstanceUID == deid.uid(o.SeriesInstanceUID)
+            assert n.FrameOfReferenceUID == deid.uid(o.FrameOfReferenceUID)
+        else:  # RTSTRUCT: same contours, references mapped with the same UID function
+            assert [r.ROIName for r in n.StructureSetROISequence] == ["GTV_Mass_CT"]
+            oc = [c.ContourData for c in o.ROIContourSequence[0].ContourSequence]
+            nc = [c.ContourData for c in n.ROIContourSequence[0].ContourSequence]
+            assert oc == nc
+            rf = n.ReferencedFrameOfReferenceSequence[0]
+            ct = next(d for d in new.values() if d.Modality == "CT")
+            assert rf.FrameOfReferenceUID == ct.FrameOfReferenceUID
+            assert rf.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID == ct.SeriesInstanceUID
+            refs = [
+                i.ReferencedSOPInstanceUID
+                for c in n.ROIContourSequence[0].ContourSequence
+                for i in c.ContourImageSequence
+            ]
+            orefs = [
+                i.ReferencedSOPInstanceUID
+                for c in o.ROIContourSequence[0].ContourSequence
+                for i in c.ContourImageSequence
+            ]
+            assert refs == [deid.uid(u) for u in orefs]
+
+
+def test_series_converts_to_same_volume(exported, planted):
+    """SimpleITK reads both series to the same voxels and geometry."""
+    import SimpleITK as sitk
+
+    out, _, _ = exported
+    src, _, _ = planted
+
+    def volume(folder: Path):
+        r = sitk.ImageSeriesReader()
+        files = [str(p) for p in sorted(folder.rglob("*.dcm")) if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT"]
+        r.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(Path(files[0]).parent)))
+        return r.Execute()
+
+    a, b = volume(src), volume(out)
+    assert a.GetSize() == b.GetSize() == (198, 202, 59)  # header dump: 198 columns, 202 rows; 59 files
+    assert a.GetOrigin() == b.GetOrigin() and a.GetSpacing() == b.GetSpacing() and a.GetDirection() == b.GetDirection()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+def test_same_secret_same_uids_other_secret_different(planted, exported, tmp_path):
+    src, _, _ = planted
+    out1, _, _ = exported
+    one = next(src.rglob("000000.dcm"))
+    a = deidentify_dataset(pydicom.dcmread(one), Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET)))
+    assert a.SOPInstanceUID in _read_all(out1)
+    b = deidentify_dataset(pydicom.dcmread(one), Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(b"another-secret-0123456789")))
+    for kw in ("PatientID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "StudyDate"):
+        assert a[kw].value != b[kw].value, kw
+
+
+def test_characteristics_option_and_burned_in(planted, tmp_path):
+    src, _, _ = planted
+    one = next(src.rglob("000000.dcm"))
+    deid = Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET))
+    ds = deidentify_dataset(pydicom.dcmread(one), deid, ExportSettings(retain_patient_characteristics=True))
+    assert ds.PatientAge == "089Y"  # planted 093Y, capped
+    assert float(ds.PatientWeight) == 71.0  # header dump of the source
+    assert "113108" in {it.CodeValue for it in ds.DeidentificationMethodCodeSequence}
+    d = tmp_path / "burned"
+    d.mkdir()
+    x = pydicom.dcmread(one)
+    x.BurnedInAnnotation = "YES"
+    x.save_as(d / "a.dcm")
+    (d / "notes.txt").write_text("not dicom")
+    r = export_dicom(d, tmp_path / "out", deid)
+    assert r.counts() == {"done": 0, "skipped": 2, "failed": 0}
+    assert set(r.reasons()) == {"not a DICOM file", "burned-in annotation: pixel data may show identity"}
+
+
+def test_export_refuses_disabled_deid_and_out_inside_src(planted, tmp_path):
+    from biomarkers.errors import InputError, PrivacyError
+
+    src, _, _ = planted
+    with pytest.raises(PrivacyError):
+        export_dicom(src, tmp_path / "o", Deidentifier(DeidSettings(enabled=False)))
+    with pytest.raises(InputError, match="inside the source"):
+        export_dicom(src, src / "out", Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET)))
+
+
+def test_cli_deid_export_with_linkage_table(planted, tmp_path, capsys):
+    src, needles, c = planted
+    rs_only = tmp_path / "rs"
+    rs_only.mkdir()
+    rs = next(src.rglob("RS.dcm"))
+    (rs_only / "RS.dcm").write_bytes(rs.read_bytes())
+    out = tmp_path / "OUT"
+    assert main(["deid-export", str(rs_only), str(out), "--linkage-table", str(out / "link.csv")]) == 2
+    assert not out.exists()
+    link = tmp_path / "keys" / "link.csv"
+    assert main(["deid-export", str(rs_only), str(out), "--linkage-table", str(link)]) == 0
+    assert "1 done" in capsys.readouterr().out
+    assert oct(os.stat(link).st_mode & 0o777) == "0o600"
+    assert c.patient_id in link.read_text()
+    assert scan_files([out], needles) == []
+    # the pseudonym is the one of the environment's secret
+    assert (out / Deidentifier(DeidSettings()).patient_id(c.patient_id)).is_dir()
