@@ -1,3 +1,74 @@
-"""CLI commands of the ingest stage (placeholder: filled in by its issue)."""
+"""CLI: ``biomarkers ingest SRC OUT`` (index, qualify and convert DICOM to NIfTI)."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import app
+
+
+@app.command("ingest")
+def ingest(
+    src: Path = typer.Argument(..., help="Folder of DICOM files (any names, nested; DICOMDIR ignored). Never modified."),
+    out: Path = typer.Argument(..., help="Output dataset folder: manifest.parquet/.csv, report.json, images/, masks/."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Ingest settings YAML (see configs/ingest.yaml)."),
+    executor: str = typer.Option("local", "--executor", "-e", help="Where series convert: local, local:N, serial or dask://HOST:PORT."),
+    no_deid: bool = typer.Option(False, "--no-deid", help="Write original identifiers (no pseudonyms). Recorded in report.json."),
+    demo: bool = typer.Option(False, "--demo", help="Use the public demo secret when BIOMARKERS_SECRET is unset (synthetic data only)."),
+    linkage_table: Optional[Path] = typer.Option(
+        None, "--linkage-table", help="Write the original-id -> pseudonym CSV here (must be outside OUT; mode 0600)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Index and qualify only: print what would be converted, write nothing."),
+) -> None:
+    """Index, qualify and convert DICOM series under SRC to NIfTI in OUT.
+
+    Exit status 0 when the run completed, even if some series were skipped or
+    failed (see OUT/report.json); 2 for invalid input, configuration or secret.
+    """
+    from ..config import load_yaml
+    from ..dicom.ingest import Ingest, IngestSettings
+    from ..errors import PrivacyError
+    from ..logs import echo
+
+    settings = load_yaml(config, IngestSettings) if config else IngestSettings()
+    if no_deid or demo:
+        deid = settings.deid.model_copy(update={"enabled": settings.deid.enabled and not no_deid, "demo": settings.deid.demo or demo})
+        settings = settings.model_copy(update={"deid": deid})
+    if linkage_table is not None:
+        lt, root = linkage_table.resolve(), out.resolve()
+        if lt == root or root in lt.parents:
+            raise PrivacyError(f"{linkage_table}: the linkage table must not be written inside the output folder {out}")
+        if no_deid:
+            raise PrivacyError("--linkage-table needs de-identification (drop --no-deid)")
+    ing = Ingest(src, out, settings, executor=executor)
+    ing.validate()
+    if dry_run:
+        plan = ing.plan()
+        echo(f"dry run: {plan.summary()}")
+        for p in plan.items:
+            echo(f"  convert  {p['path']}  ({len(p['stack'].files)} slices)")
+        for r in plan.cached:
+            echo(f"  current  {r['path']}")
+        for r in plan.rows:
+            echo(f"  skip     {r['patient_id']}/{r['modality']}: {r['reason']}")
+        for u in plan.index.unused:
+            echo(f"  not used {u.rel}: {u.reason}")
+        return
+    report = ing.run()
+    echo(report.summary())
+    unused = report.extra.get("unused_files", [])
+    if unused:
+        echo(f"  {len(unused)} input file(s) not used:")
+        for u in unused[:20]:
+            echo(f"    {u['path']}: {u['reason']}")
+        if len(unused) > 20:
+            echo(f"    ... {len(unused) - 20} more in report.json")
+    if not settings.deid.enabled:
+        echo("  WARNING: de-identification was disabled (--no-deid): outputs carry original identifiers")
+    if linkage_table is not None:
+        p = ing.deidentifier.write_linkage_table(linkage_table, forbidden_root=out)
+        echo(f"  linkage table: {p}")
+    echo(f"  manifest: {out / 'manifest.parquet'}  report: {out / 'report.json'}")

@@ -1,0 +1,346 @@
+"""Convert one qualified image stack to NIfTI (a work item: runs in an executor worker).
+
+Pixel data are read here, per stack: straight from the file bytes for
+uncompressed little-endian files (offset found by the index), through pydicom
+otherwise (compressed transfer syntaxes decode with the pylibjpeg plugins:
+JPEG baseline/lossless, JPEG-LS, JPEG 2000, RLE).
+
+Values: rescale slope/intercept applied per slice. Integer results (slope 1,
+integer intercepts: CT in HU, MR without rescale) stay integers (int16 when
+they fit, else uint16/int32), anything else is float32 (computed in float64).
+PET in Bq/ml becomes SUVbw (see :mod:`biomarkers.dicom.pet`).
+
+Geometry: :meth:`biomarkers.geometry.Grid.from_dicom` (LPS) and
+:func:`biomarkers.geometry.nifti_image` (RAS affine); nothing here flips axes.
+The voxel array is indexed ``[i, j, k]`` = (column, row, slice along the normal).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry import Grid, nifti_image
+from ..io import atomic_path, sha256_array, write_json
+from .index import UNCOMPRESSED_LE
+from .model import DicomFile, ImageStack
+from .qualify import qc_flags, slice_layout
+
+SIDECAR_SCHEMA = "biomarkers.ingest.sidecar/1"
+#: Bumped when conversion output changes (part of every input hash).
+CONVERTER_VERSION = "1"
+
+_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
+
+
+# ----------------------------------------------------------------- NIfTI output
+def write_nifti(img, dest: str | Path, compresslevel: int = 1) -> Path:
+    """Write a nibabel image atomically as ``.nii.gz`` (gzip ``compresslevel``, mtime 0)."""
+    import nibabel as nib
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0) as gz:
+            fm = {"image": nib.FileHolder(fileobj=gz), "header": nib.FileHolder(fileobj=gz)}
+            img.to_file_map(fm)
+    return dest
+
+
+# ----------------------------------------------------------------- pixel reading
+def _fast_read(f: DicomFile) -> np.ndarray | None:
+    e = f.extra
+    off = e.get("pixel_offset")
+    if off is None or f.transfer_syntax_uid not in UNCOMPRESSED_LE or e.get("frame") is not None:
+        return None
+    dt = _DTYPES.get((e.get("bits_allocated"), e.get("pixel_representation") or 0))
+    if dt is None:
+        return None
+    n = int(f.rows) * int(f.columns)
+    arr = np.fromfile(f.path, dtype=dt, count=n, offset=int(off))
+    if arr.size != n:
+        raise OSError(f"{f.rel}: pixel data shorter than expected (file changed since indexing?)")
+    arr = arr.reshape(int(f.rows), int(f.columns))
+    ba, bs = int(e["bits_allocated"]), int(e.get("bits_stored") or e["bits_allocated"])
+    if bs < ba:
+        if e.get("pixel_representation"):
+            sh = ba - bs
+            arr = (arr << sh) >> sh  # sign-extend (arithmetic shift on a signed dtype)
+        else:
+            arr = arr & ((1 << bs) - 1)
+    return arr
+
+
+def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
+    """Stored pixel values (rows x columns) of every frame, in ``files`` order."""
+    import pydicom
+
+    out: list[np.ndarray | None] = [None] * len(files)
+    slow: dict[Path, list[int]] = defaultdict(list)
+    for i, f in enumerate(files):
+        a = _fast_read(f)
+        if a is None:
+            slow[f.path].append(i)
+        else:
+            out[i] = a
+    for path, idx in slow.items():
+        try:
+            ds = pydicom.dcmread(path)
+            arr = ds.pixel_array
+        except Exception as err:  # noqa: BLE001
+            rel = files[idx[0]].rel
+            raise ValueError(f"cannot decode pixel data of {rel}: {type(err).__name__}: {err}") from None
+        for i in idx:
+            fr = files[i].extra.get("frame")
+            out[i] = arr[fr] if fr is not None and arr.ndim == 3 else arr
+    return out  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------- values
+def _integer_dtype(lo: float, hi: float):
+    if lo >= -32768 and hi <= 32767:
+        return np.int16
+    if lo >= 0 and hi <= 65535:
+        return np.uint16
+    return np.int32
+
+
+def stack_values(files: list[DicomFile], frames: list[np.ndarray], factors=None) -> tuple[np.ndarray, str]:
+    """Apply rescale (and optional per-slice or scalar factors) -> (array [slice, row, col], kind).
+
+    kind is "integer" (lossless integers) or "float".
+    """
+    slopes = np.array([1.0 if f.rescale_slope is None else f.rescale_slope for f in files])
+    inters = np.array([0.0 if f.rescale_intercept is None else f.rescale_intercept for f in files])
+    stored = np.stack(frames)
+    integer = factors is None and np.all(slopes == 1.0) and np.all(inters == np.round(inters)) and stored.dtype.kind in "iu"
+    if integer:
+        if np.all(inters == 0):
+            lo, hi = int(stored.min()), int(stored.max())
+            dt = _integer_dtype(lo, hi)
+            return (stored if stored.dtype == dt else stored.astype(dt)), "integer"
+        vals = stored.astype(np.int64) + inters.astype(np.int64)[:, None, None]
+        return vals.astype(_integer_dtype(int(vals.min()), int(vals.max()))), "integer"
+    vals = stored.astype(np.float64) * slopes[:, None, None] + inters[:, None, None]
+    if factors is not None:
+        f = np.asarray(factors, dtype=np.float64)
+        vals *= f[:, None, None] if f.ndim == 1 else float(f)
+    return vals.astype(np.float32), "float"
+
+
+def fill_gaps(vals: np.ndarray, k_index: list[int], n: int) -> np.ndarray:
+    """Place slices at ``k_index`` of ``n`` output slices; fill missing ones by linear interpolation."""
+    if n == len(k_index):
+        return vals
+    out = np.empty((n,) + vals.shape[1:], dtype=np.float64)
+    k = np.asarray(k_index)
+    out[k] = vals
+    for m in sorted(set(range(n)) - set(k_index)):
+        lo = k[k < m].max()
+        hi = k[k > m].min()
+        w = (m - lo) / (hi - lo)
+        out[m] = (1 - w) * out[lo] + w * out[hi]
+    if vals.dtype.kind in "iu":
+        return np.rint(out).astype(vals.dtype)
+    return out.astype(vals.dtype)
+
+
+def units_of(modality: str, dicom_units: str, suv: bool) -> str:
+    if modality == "CT":
+        return "HU"
+    if modality == "PT":
+        return "SUVbw (g/ml)" if suv else (dicom_units or "unknown")
+    return dicom_units or "arbitrary"
+
+
+# ----------------------------------------------------------------- work item
+def convert_stack(payload: dict) -> dict:
+    """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _convert_stack(payload)
+
+
+def _convert_stack(payload: dict) -> dict:
+    """Convert one stack; write ``OUT/<path>`` (.nii.gz) and its sidecar ``.json``. Returns a manifest row.
+
+    Payload keys: stack (ImageStack, qualified), out (OUT folder), path (NIfTI path
+    relative to OUT), ids (pseudonymised patient_id/study_uid/series_uid/stack),
+    metadata (whitelisted acquisition metadata), settings (dict: allow_gaps,
+    pet_suv, spacing_tolerance, position_tolerance_mm, compresslevel),
+    input_hash, deidentified (bool).
+    """
+    stack: ImageStack = payload["stack"]
+    s = payload["settings"]
+    out = Path(payload["out"])
+    rel = payload["path"]
+    files = stack.files
+    first = files[0]
+    lay = slice_layout(stack, s["spacing_tolerance"], s["position_tolerance_mm"])
+    qc = dict(stack.qc)
+    pet: dict | None = None
+    factors = None
+    dicom_units = first.extra.get("units", "")
+    suv = False
+    if stack.modality == "PT" and dicom_units.upper() == "BQML" and s.get("pet_suv", True):
+        import pydicom
+
+        from .pet import suv_factors
+
+        ds = pydicom.dcmread(first.path, stop_before_pixels=True)
+        acq = [(f.extra.get("acquisition_datetime", ""), f.extra.get("acquisition_date", ""), f.extra.get("acquisition_time", "")) for f in files]
+        factors, pet = suv_factors(ds, acq)
+        suv = True
+        for fl in pet.get("flags", []):
+            qc[fl] = True
+    elif stack.modality == "PT" and dicom_units.upper() not in ("GML",):
+        qc["pet_units_kept"] = True
+    frames = read_frames(files)
+    vals, kind = stack_values(files, frames, factors)
+    del frames
+    vals = fill_gaps(vals, lay.k_index, lay.n_slices)
+    arr = vals.transpose(2, 1, 0)  # [slice,row,col] -> [i=col, j=row, k=slice]
+    grid: Grid = stack.grid
+    img = nifti_image(arr, grid)
+    dest = out / rel
+    write_nifti(img, dest, s.get("compresslevel", 1))
+    content_hash = sha256_array(arr)
+    units = units_of(stack.modality, dicom_units, suv)
+    flags = qc_flags(qc)
+    sidecar = {
+        "schema": SIDECAR_SCHEMA,
+        "patient_id": payload["ids"]["patient_id"],
+        "study_uid": payload["ids"]["study_uid"],
+        "series_uid": payload["ids"]["series_uid"],
+        "stack": payload["ids"]["stack"],
+        "modality": stack.modality,
+        "units": units,
+        "dicom_units": dicom_units or None,
+        "dtype": str(arr.dtype),
+        "values": "integer (lossless)" if kind == "integer" else "float32",
+        "acquisition": payload.get("metadata", {}),
+        "geometry": {
+            **grid.to_dict(),
+            "coordinate_system": "origin_lps/direction_lps: DICOM patient LPS (mm); the NIfTI affine is RAS",
+            "affine_ras": grid.affine_ras().tolist(),
+            "index_order": "i = DICOM column, j = DICOM row, k = slice (increasing along the normal)",
+        },
+        "qc": qc,
+        "qc_flags": flags,
+        "pet_suv": pet,
+        "n_files": len({f.path for f in files}),
+        "n_frames": len(files),
+        "deidentified": bool(payload.get("deidentified", True)),
+        "input_hash": payload["input_hash"],
+        "content_hash": content_hash,
+        "converter": f"biomarkers.dicom.convert/{CONVERTER_VERSION}",
+    }
+    write_json(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), sidecar)
+    return image_row(payload, grid, qc, flags, content_hash, status="converted", reason="")
+
+
+def image_row(payload: dict, grid: Grid | None, qc: dict, flags: list[str], content_hash: str, status: str, reason: str) -> dict:
+    """A manifest row for an image stack."""
+    stack: ImageStack = payload["stack"]
+    ids = payload["ids"]
+    return {
+        "patient_id": ids["patient_id"],
+        "study_uid": ids["study_uid"],
+        "series_uid": ids["series_uid"],
+        "stack": ids["stack"],
+        "modality": stack.modality,
+        "kind": "image",
+        "roi": "",
+        "source_series_uid": "",
+        "image_path": "",
+        "path": payload["path"] if status == "converted" else "",
+        "status": status,
+        "reason": reason,
+        "n_files": len({f.path for f in stack.files}),
+        "shape": " x ".join(str(x) for x in grid.shape) if grid is not None else "",
+        "spacing": " x ".join(f"{x:.6g}" for x in grid.spacing) if grid is not None else "",
+        "qc_flags": ";".join(flags),
+        "voxel_count": None,
+        "volume_ml": None,
+        "input_hash": payload["input_hash"],
+        "content_hash": content_hash,
+    }
+
+
+# ----------------------------------------------------------------- masks (work item)
+def convert_masks(payload: dict) -> list[dict]:
+    """Masks of one segmentation object (or of NIfTI masks beside one stack) -> manifest rows.
+
+    Calls :func:`biomarkers.dicom.masks.masks_from_object` / ``masks_from_nifti`` and
+    writes every converted array with ``nifti_image(arr, stack.grid, like=<image>)``
+    to ``masks/<patient>/<MODALITY>_<series_tag>__<roi>.nii.gz``.
+    """
+    import nibabel as nib
+
+    from .masks import masks_from_nifti, masks_from_object
+    from .roi import safe_name
+
+    out = Path(payload["out"])
+    stacks: list[ImageStack] = payload["stacks"]
+    by_key = {s.key: s for s in stacks}
+    images = payload["images"]
+    if payload["kind"] == "object":
+        results = masks_from_object(payload["object"], stacks, payload["settings"])
+    else:
+        results = masks_from_nifti(stacks[0], [Path(p) for p in payload["nifti_paths"]], payload["settings"])
+    rows: list[dict] = []
+    used: set[str] = set()
+    likes: dict[str, object] = {}
+    for r in results:
+        st = by_key.get(r.stack_key) if r.stack_key else None
+        info = images.get(r.stack_key) if r.stack_key else None
+        roi = r.roi or ""
+        row = {
+            "patient_id": payload["patient_id"],
+            "study_uid": payload["study_uid"],
+            "series_uid": payload["series_uid"],
+            "stack": info["ids"]["stack"] if info else "",
+            "modality": st.modality if st is not None else "",
+            "kind": "mask",
+            "roi": roi if roi else safe_name(r.source_name) if r.source_name else "",
+            "source_series_uid": info["ids"]["series_uid"] if info else "",
+            "image_path": info["path"] if info else "",
+            "path": "",
+            "status": r.status,
+            "reason": r.reason if r.status != "converted" else "",
+            "n_files": 1,
+            "shape": " x ".join(str(x) for x in st.grid.shape) if st is not None else "",
+            "spacing": " x ".join(f"{x:.6g}" for x in st.grid.spacing) if st is not None else "",
+            "qc_flags": ";".join(r.flags),
+            "voxel_count": None,
+            "volume_ml": None,
+            "input_hash": payload["input_hash"],
+            "content_hash": "",
+        }
+        if r.status == "converted" and r.array is not None and st is not None and info is not None:
+            name = f"{info['tag']}__{safe_name(roi)}"
+            n = 2
+            base = name
+            while name in used:
+                name, n = f"{base}_{n}", n + 1
+            used.add(name)
+            rel = f"masks/{payload['patient_id']}/{name}.nii.gz"
+            if info["path"] not in likes:
+                likes[info["path"]] = nib.load(str(out / info["path"]))
+            arr = np.asarray(r.array, dtype=np.uint8)
+            img = nifti_image(arr, st.grid, like=likes[info["path"]])
+            write_nifti(img, out / rel, payload.get("compresslevel", 1))
+            row.update(
+                path=rel,
+                voxel_count=int(np.count_nonzero(arr)),
+                volume_ml=float(np.count_nonzero(arr) * st.grid.voxel_volume_ml),
+                content_hash=sha256_array(arr),
+            )
+            if r.reason:
+                row["reason"] = r.reason  # notes on a converted mask (e.g. clipped contours)
+        rows.append(row)
+    return rows

@@ -1,0 +1,471 @@
+"""``biomarkers ingest SRC OUT``: index, qualify and convert DICOM series to NIfTI.
+
+Stage API (validate / plan / run)::
+
+    ing = Ingest("dicom/", "dataset/", IngestSettings())
+    ing.validate()            # inputs, secret, settings
+    plan = ing.plan()         # index + qualify + what is cached (a dry run stops here)
+    report = ing.run(plan)    # converts (per stack, through the executor), masks, manifest
+
+Output folder (``OUT``)::
+
+    manifest.parquet, manifest.csv     one row per image stack / mask (biomarkers.manifest.COLUMNS)
+    report.json                        counts, problems by reason, unused input files
+    images/<patient>/<MODALITY>_<series_tag>.nii.gz (+ .json sidecar)
+    masks/<patient>/<MODALITY>_<series_tag>__<roi>.nii.gz
+
+``<series_tag>`` is the first 12 digits after the root of the pseudonymised
+series UID, plus ``_s2``, ``_s3``... for further stacks of a series. Every
+identifier written goes through :class:`biomarkers.deid.Deidentifier` unless
+de-identification is explicitly disabled (recorded in report.json).
+
+Reruns are incremental: a stack whose input files (SOP instance, size, mtime),
+settings and pseudonyms hash to the ``input_hash`` of an existing sidecar is not
+converted again; an interrupted run resumes from the sidecars already written.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import InputError
+from ..executors import Executor, get_executor
+from ..io import sha256_json, write_csv, write_parquet
+from ..manifest import COLUMNS
+from ..report import RunReport
+from .convert import CONVERTER_VERSION, convert_masks, convert_stack, image_row
+from .index import IndexResult, build_stacks, index_folder
+from .model import ImageStack, SegmentationObject
+from .qualify import qc_flags, qualify
+from .settings import IngestSettings, MaskSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Ingest", "IngestPlan", "IngestSettings", "MaskSettings", "run_ingest"]
+
+STATUS_TO_CASE = {"converted": "done", "skipped": "skipped", "failed": "failed"}
+
+
+@dataclass
+class IngestPlan:
+    """What a run will do (the result of :meth:`Ingest.plan`)."""
+
+    index: IndexResult
+    stacks: list[ImageStack]
+    items: list[dict] = field(default_factory=list)  # one payload per stack to convert
+    cached: list[dict] = field(default_factory=list)  # manifest rows reused as is
+    rows: list[dict] = field(default_factory=list)  # rows decided at plan time (skipped...)
+    payload_of: dict[str, dict] = field(default_factory=dict)  # stack key -> payload (all stacks)
+
+    def summary(self) -> str:
+        return (
+            f"{self.index.n_files} files: {len(self.index.files)} image frames, "
+            f"{len(self.index.segmentations)} segmentation objects, {len(self.index.unused)} not used; "
+            f"{len(self.stacks)} image stacks: {len(self.items)} to convert, {len(self.cached)} up to date, "
+            f"{len(self.rows)} skipped"
+        )
+
+
+def series_tag(uid: str, uid_root: str) -> str:
+    """First 12 digits after ``uid_root`` of a (pseudonymised) UID (last 12 digits of a foreign UID)."""
+    root = uid_root.rstrip(".") + "."
+    if uid.startswith(root):
+        digits = re.sub(r"\D", "", uid[len(root):])
+        return digits[:12]
+    digits = re.sub(r"\D", "", uid)
+    return digits[-12:]
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "", s or "") or "OT"
+
+
+class Ingest:
+    """Index, qualify and convert the DICOM files under ``src`` into the dataset folder ``out``.
+
+    Args:
+        src: folder of DICOM files (any names, nested; never modified).
+        out: output folder (created).
+        settings: :class:`IngestSettings` (defaults when None).
+        deidentifier: a :class:`biomarkers.deid.Deidentifier`; default built from ``settings.deid``
+            (reads the secret from ``BIOMARKERS_SECRET``).
+        executor: an Executor or a spec (``local``, ``local:N``, ``serial``, ``dask://host:port``).
+    """
+
+    def __init__(self, src, out, settings: IngestSettings | None = None, deidentifier=None, executor=None):
+        self.src = Path(src)
+        self.out = Path(out)
+        self.settings = settings or IngestSettings()
+        self._deid = deidentifier
+        self._executor_spec = executor if executor is not None else "local"
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def deidentifier(self):
+        if self._deid is None:
+            from ..deid import Deidentifier
+
+            self._deid = Deidentifier(self.settings.deid)
+        return self._deid
+
+    def _executor(self) -> tuple[Executor, bool]:
+        if isinstance(self._executor_spec, Executor):
+            return self._executor_spec, False
+        return get_executor(self._executor_spec), True
+
+    # ------------------------------------------------------------------ validate
+    def validate(self) -> None:
+        """Check inputs before any work: SRC exists, OUT is not SRC, the secret is usable."""
+        if not self.src.is_dir():
+            raise InputError(f"{self.src}: source folder not found (or not a folder)")
+        src, out = self.src.resolve(), self.out.resolve()
+        if out == src:
+            raise InputError(f"{self.out}: the output folder must differ from the source folder")
+        if src in out.parents:
+            log.info("output folder is inside the source folder; it is excluded from indexing")
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{self.out}: exists and is not a folder")
+        _ = self.deidentifier  # raises SecretError when the secret is missing
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, executor: Executor | None = None) -> IngestPlan:
+        """Index SRC, qualify every stack and decide what to convert (nothing is written)."""
+        own = False
+        if executor is None:
+            executor, own = self._executor()
+        try:
+            exclude = self.out.resolve() if self.src.resolve() in self.out.resolve().parents else None
+            idx = index_folder(self.src, exclude=exclude, executor=executor)
+        finally:
+            if own:
+                executor.close()
+        stacks = build_stacks(idx.files)
+        plan = IngestPlan(index=idx, stacks=stacks)
+        s = self.settings
+        deid = self.deidentifier
+        conv = s.conversion_dict()
+        counters: dict[str, int] = defaultdict(int)
+        for st in stacks:
+            qualify(st, s.allow_gaps, s.spacing_tolerance, s.position_tolerance_mm)
+            payload = self._payload(st, counters)
+            plan.payload_of[st.key] = payload
+            if payload is None:
+                continue
+            if st.status == "skipped":
+                plan.rows.append(image_row(payload, st.grid, st.qc, qc_flags(st.qc), "", "skipped", st.reason))
+                continue
+            files = sorted((f.sop_instance_uid, f.extra.get("frame"), f.extra.get("size"), f.extra.get("mtime_ns")) for f in st.files)
+            payload["input_hash"] = sha256_json(
+                {"files": files, "settings": conv, "ids": payload["ids"], "path": payload["path"], "version": CONVERTER_VERSION}
+            )
+            cached = self._cached_row(payload)
+            if cached is not None:
+                st.status, st.out_path = "converted", payload["path"]
+                plan.cached.append(cached)
+            else:
+                plan.items.append(payload)
+        # unsupported objects: one row per series
+        by_series: dict[tuple, list] = defaultdict(list)
+        for f in idx.unsupported:
+            by_series[(f.patient_id, f.study_uid, f.series_uid)].append(f)
+        for (pid, study, series), fs in sorted(by_series.items()):
+            if not pid:
+                continue
+            ids = {"patient_id": deid.patient_id(pid), "study_uid": deid.uid(study), "series_uid": deid.uid(series), "stack": ""}
+            pseudo = ImageStack(series, pid, study, series, fs[0].modality, fs[0].frame_of_reference_uid, fs)
+            payload = {"stack": pseudo, "ids": ids, "path": "", "input_hash": ""}
+            plan.rows.append(image_row(payload, None, {}, [], "", "skipped", fs[0].extra.get("reason", "unsupported object")))
+        return plan
+
+    def _payload(self, st: ImageStack, counters: dict) -> dict | None:
+        deid = self.deidentifier
+        if not st.patient_id:
+            st.status, st.reason = "skipped", "missing PatientID"
+        pid = deid.patient_id(st.patient_id) if st.patient_id else "UNKNOWN"
+        series = deid.uid(st.series_uid)
+        n = int(st.key.split("#", 1)[1]) if "#" in st.key else 1
+        tag = series_tag(series, deid.settings.uid_root) + (f"_s{n}" if n > 1 else "")
+        mod = _safe(st.modality)
+        rel = f"images/{pid}/{mod}_{tag}.nii.gz"
+        ids = {"patient_id": pid, "study_uid": deid.uid(st.study_uid), "series_uid": series, "stack": f"#{n}" if n > 1 else ""}
+        return {
+            "stack": st,
+            "out": str(self.out),
+            "path": rel,
+            "tag": f"{mod}_{tag}",
+            "ids": ids,
+            "settings": {**self.settings.conversion_dict(), "compresslevel": self.settings.compresslevel},
+            "deidentified": deid.enabled,
+            "input_hash": "",
+        }
+
+    def _cached_row(self, payload: dict) -> dict | None:
+        import json
+
+        nii = self.out / payload["path"]
+        side = nii.with_name(nii.name[: -len(".nii.gz")] + ".json")
+        if not (nii.is_file() and side.is_file()):
+            return None
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if meta.get("input_hash") != payload["input_hash"]:
+            return None
+        from ..geometry import Grid
+
+        g = meta.get("geometry", {})
+        grid = Grid(tuple(g["shape"]), tuple(g["spacing"]), tuple(g["origin_lps"]), tuple(tuple(r) for r in g["direction_lps"]))
+        payload["stack"].grid = grid
+        return image_row(payload, grid, meta.get("qc", {}), meta.get("qc_flags", []), meta.get("content_hash", ""), "converted", "")
+
+    # ------------------------------------------------------------------ run
+    def run(self, plan: IngestPlan | None = None) -> RunReport:
+        """Convert what the plan says, then masks; write manifest and report.json."""
+        from ..logs import progress
+
+        self.validate()
+        executor, own = self._executor()
+        report = RunReport("ingest")
+        try:
+            if plan is None:
+                plan = self.plan(executor)
+            self.out.mkdir(parents=True, exist_ok=True)
+            deid = self.deidentifier
+            import warnings
+
+            import pydicom
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for p in plan.items:  # whitelisted metadata, read here so the secret never travels
+                    ds = pydicom.dcmread(p["stack"].files[0].path, stop_before_pixels=True)
+                    p["metadata"] = deid.metadata(ds)
+            rows: list[dict] = list(plan.rows) + [dict(r, _cached=True) for r in plan.cached]
+            by_key = {p["stack"].key: p for p in plan.items}
+            with progress("Converting series", len(plan.items)) as advance:
+                for oc in executor.map_unordered(convert_stack, [(p["stack"].key, p) for p in plan.items]):
+                    p = by_key[oc.key]
+                    st = p["stack"]
+                    if oc.ok:
+                        st.status, st.out_path = "converted", p["path"]
+                        rows.append(oc.value)
+                    else:
+                        st.status, st.reason = "failed", _clean_error(oc.error)
+                        rows.append(image_row(p, st.grid, st.qc, qc_flags(st.qc), "", "failed", st.reason))
+                    advance()
+            self._write_manifest(rows)  # checkpoint before masks
+            rows += self._run_masks(plan, executor)
+        finally:
+            if own:
+                executor.close()
+        self._write_manifest(rows)
+        for r in rows:
+            case = r["path"] or f"{r['patient_id']}/{r['modality']}_{r['series_uid'][-12:]}"
+            report.add(
+                case=case[:-7] if case.endswith(".nii.gz") else case,
+                status=STATUS_TO_CASE[r["status"]],
+                reason=r["reason"] if r["status"] != "converted" else "",
+                cached=bool(r.get("_cached")),
+                kind=r["kind"],
+                qc_flags=r["qc_flags"],
+            )
+        idx = plan.index
+        report.extra.update(
+            {
+                "deidentified": deid.enabled,
+                "demo_secret": bool(getattr(deid.pseudonymizer, "demo", False)) if deid.enabled else False,
+                "files": {
+                    "indexed": idx.n_files,
+                    "image_frames": len(idx.files),
+                    "segmentation_objects": len(idx.segmentations),
+                    "unsupported_objects": len(idx.unsupported),
+                    "not_used": len(idx.unused),
+                },
+                "unused_files": [{"path": u.rel, "reason": u.reason} for u in idx.unused],
+                "outputs": {
+                    "images": sum(1 for r in rows if r["kind"] == "image" and r["status"] == "converted"),
+                    "masks": sum(1 for r in rows if r["kind"] == "mask" and r["status"] == "converted"),
+                },
+                "settings": self.settings.model_dump(mode="json"),
+                "executor": executor.describe(),
+            }
+        )
+        report.write(self.out / "report.json")
+        return report
+
+    # ------------------------------------------------------------------ masks
+    def _run_masks(self, plan: IngestPlan, executor: Executor) -> list[dict]:
+        s = self.settings
+        deid = self.deidentifier
+        converted = [st for st in plan.stacks if st.status == "converted" and st.grid is not None]
+        by_patient: dict[str, list[ImageStack]] = defaultdict(list)
+        for st in converted:
+            by_patient[st.patient_id].append(st)
+        old = _read_old_manifest(self.out)
+        masks_cfg = s.masks.model_dump(mode="json")
+        items: list[tuple[str, dict]] = []
+        rows: list[dict] = []
+
+        def image_info(sts: list[ImageStack]) -> dict:
+            out = {}
+            for st in sts:
+                p = plan.payload_of[st.key]
+                out[st.key] = {"path": p["path"], "tag": p["tag"], "ids": p["ids"], "modality": st.modality, "input_hash": p["input_hash"]}
+            return out
+
+        segs: list[SegmentationObject] = sorted(plan.index.segmentations, key=lambda o: o.rel)
+        for n, obj in enumerate(segs):
+            cands = by_patient.get(obj.patient_id, [])
+            info = image_info(cands)
+            try:
+                stat = obj.path.stat()
+                fid = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                fid = None
+            seg_series = deid.uid(obj.series_uid)
+            h = sha256_json({"seg": [obj.series_uid, obj.rel.rsplit("/", 1)[-1], fid], "images": sorted(v["input_hash"] for v in info.values()),
+                             "masks": masks_cfg, "deid": deid.enabled, "version": CONVERTER_VERSION})
+            payload = {
+                "kind": "object",
+                "object": obj,
+                "stacks": cands,
+                "images": info,
+                "settings": s.masks,
+                "out": str(self.out),
+                "patient_id": deid.patient_id(obj.patient_id) if obj.patient_id else "UNKNOWN",
+                "study_uid": deid.uid(obj.study_uid),
+                "series_uid": seg_series,
+                "input_hash": h,
+                "compresslevel": s.compresslevel,
+            }
+            reuse = _reusable(old, h, self.out)
+            if reuse is not None:
+                rows += [dict(r, _cached=True) for r in reuse]
+            else:
+                items.append((f"seg-{n}", payload))
+        if s.masks.nifti_pattern:
+            from .masks import find_nifti_masks
+
+            for st in converted:
+                paths = find_nifti_masks(st, s.masks, self.src)
+                if not paths:
+                    continue
+                info = image_info([st])
+                stats = []
+                for p in paths:
+                    try:
+                        stt = p.stat()
+                        stats.append((p.name, stt.st_size, stt.st_mtime_ns))
+                    except OSError:
+                        stats.append((p.name, None, None))
+                h = sha256_json({"nifti": stats, "image": info[st.key]["input_hash"], "masks": masks_cfg, "version": CONVERTER_VERSION})
+                payload = {
+                    "kind": "nifti",
+                    "nifti_paths": [str(p) for p in paths],
+                    "stacks": [st],
+                    "images": info,
+                    "settings": s.masks,
+                    "out": str(self.out),
+                    "patient_id": info[st.key]["ids"]["patient_id"],
+                    "study_uid": info[st.key]["ids"]["study_uid"],
+                    "series_uid": info[st.key]["ids"]["series_uid"],
+                    "input_hash": h,
+                    "compresslevel": s.compresslevel,
+                }
+                reuse = _reusable(old, h, self.out)
+                if reuse is not None:
+                    rows += [dict(r, _cached=True) for r in reuse]
+                else:
+                    items.append((f"nifti-{st.key}", payload))
+        if not items:
+            return rows
+        from ..logs import progress
+
+        pay = dict(items)
+        with progress("Converting masks", len(items)) as advance:
+            for oc in executor.map_unordered(convert_masks, items):
+                if oc.ok:
+                    rows += oc.value
+                else:
+                    p = pay[oc.key]
+                    rows.append(
+                        {
+                            **{c: "" for c in COLUMNS},
+                            "patient_id": p["patient_id"],
+                            "study_uid": p["study_uid"],
+                            "series_uid": p["series_uid"],
+                            "modality": "",
+                            "kind": "mask",
+                            "status": "failed",
+                            "reason": _clean_error(oc.error),
+                            "n_files": 1,
+                            "voxel_count": None,
+                            "volume_ml": None,
+                            "input_hash": p["input_hash"],
+                        }
+                    )
+                advance()
+        return rows
+
+    # ------------------------------------------------------------------ manifest
+    def _write_manifest(self, rows: list[dict]) -> None:
+        df = manifest_frame(rows)
+        write_parquet(self.out / "manifest.parquet", df)
+        write_csv(self.out / "manifest.csv", df)
+
+
+def manifest_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> manifest DataFrame with :data:`biomarkers.manifest.COLUMNS` (sorted, stable types)."""
+    df = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=COLUMNS)
+    for c in COLUMNS:
+        if c in ("n_files", "voxel_count"):
+            df[c] = pd.array(pd.to_numeric(df[c], errors="coerce"), dtype="Int64")
+        elif c == "volume_ml":
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        else:
+            df[c] = df[c].fillna("").astype(str)
+    return df.sort_values(["patient_id", "kind", "modality", "path", "series_uid", "stack", "roi"], kind="stable").reset_index(drop=True)
+
+
+def _read_old_manifest(out: Path) -> pd.DataFrame | None:
+    p = out / "manifest.parquet"
+    if not p.is_file():
+        return None
+    try:
+        return pd.read_parquet(p)
+    except Exception:  # noqa: BLE001 - a damaged manifest only means recomputing
+        return None
+
+
+def _reusable(old: pd.DataFrame | None, input_hash: str, out: Path) -> list[dict] | None:
+    if old is None or not len(old):
+        return None
+    sel = old[(old["kind"] == "mask") & (old["input_hash"] == input_hash)]
+    if not len(sel):
+        return None
+    rows = sel.to_dict("records")
+    for r in rows:
+        if r["status"] == "converted" and not (out / r["path"]).is_file():
+            return None
+        for c in ("voxel_count",):
+            r[c] = None if pd.isna(r[c]) else int(r[c])
+        r["volume_ml"] = None if pd.isna(r["volume_ml"]) else float(r["volume_ml"])
+    return rows
+
+
+def _clean_error(err: str | None) -> str:
+    """First line of a worker error (no tracebacks in the manifest)."""
+    msg = (err or "unknown error").strip().splitlines()[0]
+    return msg[:500]
+
+
+def run_ingest(src, out, settings: IngestSettings | None = None, executor="local", deidentifier=None) -> RunReport:
+    """Convenience: ``Ingest(src, out, settings, deidentifier, executor).run()``."""
+    return Ingest(src, out, settings, deidentifier=deidentifier, executor=executor).run()

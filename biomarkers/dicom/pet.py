@@ -1,0 +1,171 @@
+"""PET units: SUV body-weight from Bq/ml (DICOM Units ``BQML``).
+
+``SUVbw = C * W / D_ref`` with ``C`` the activity concentration (Bq/ml, after the
+rescale slope/intercept), ``W`` the patient weight in g (PatientWeight kg x 1000)
+and ``D_ref`` the injected dose (Bq, RadionuclideTotalDose) decayed to the time
+the image values refer to:
+
+* ``DecayCorrection = START``: values are decay-corrected to the series start
+  (SeriesDate/SeriesTime, else the earliest AcquisitionDate/Time), so
+  ``D_ref = D * 2^(-(t_start - t_injection) / T_half)``.
+* ``ADMIN``: values are already corrected to the injection time: ``D_ref = D``.
+* ``NONE``: each slice is decayed to its own AcquisitionDate/Time (per-slice factor).
+
+Injection time: RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime
+on the reference date. A time-only injection later in the day than the scan is
+taken as the previous day (scan crossing midnight; flag ``injection_previous_day``).
+A full injection date-time that disagrees with the series date (negative or
+> 24 h decay time) falls back to the time-of-day rule with the flag
+``injection_date_disagrees``. A negative decay time is never used: it is an error,
+as is any missing attribute (named in the message). Dates never leave this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def _parse_time(tm: str) -> dt.time | None:
+    s = str(tm or "").strip()
+    if not s:
+        return None
+    if ":" in s:  # ACR-NEMA style
+        s = s.replace(":", "")
+    frac = 0.0
+    if "." in s:
+        s, f = s.split(".", 1)
+        frac = float("0." + (f or "0"))
+    s = s.ljust(6, "0")
+    h, m, sec = int(s[0:2]), int(s[2:4]), int(s[4:6])
+    return dt.time(h, m, sec, int(round(frac * 1e6)) if frac < 1 else 999999)
+
+
+def _parse_date(da: str) -> dt.date | None:
+    s = str(da or "").strip().replace(".", "").replace("-", "")
+    if len(s) < 8:
+        return None
+    return dt.date(int(s[0:4]), int(s[4:6]), int(s[6:8]))
+
+
+def _parse_datetime(v: str) -> dt.datetime | None:
+    s = str(v or "").strip()
+    if not s:
+        return None
+    for sign in ("+", "-"):
+        if sign in s[8:]:
+            s = s[: 8 + s[8:].index(sign)]  # drop the UTC offset (same-site times)
+    d = _parse_date(s[:8])
+    if d is None:
+        return None
+    t = _parse_time(s[8:]) if len(s) > 8 else dt.time(0, 0)
+    return dt.datetime.combine(d, t)
+
+
+def _combine(date: str, time: str) -> dt.datetime | None:
+    d, t = _parse_date(date), _parse_time(time)
+    if d is None or t is None:
+        return None
+    return dt.datetime.combine(d, t)
+
+
+def _require(value, name: str):
+    if value is None or value == "" or (isinstance(value, float) and (math.isnan(value) or value <= 0)):
+        raise InputError(f"PET in BQML cannot be converted to SUV: {name} is missing or invalid")
+    return value
+
+
+def _float(v) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x
+
+
+def decay_seconds(injection: dt.datetime | None, injection_time_only: str, reference: dt.datetime) -> tuple[float, list[str]]:
+    """Seconds from injection to ``reference``, with the midnight/date rules (see module doc)."""
+    flags: list[str] = []
+    if injection is not None:
+        s = (reference - injection).total_seconds()
+        if 0 <= s <= 86400:
+            return s, flags
+        flags.append("injection_date_disagrees")
+        tod = injection.time()
+    else:
+        tod = _parse_time(injection_time_only)
+        if tod is None:
+            raise InputError(
+                "PET in BQML cannot be converted to SUV: RadiopharmaceuticalStartDateTime/RadiopharmaceuticalStartTime missing"
+            )
+    inj = dt.datetime.combine(reference.date(), tod)
+    s = (reference - inj).total_seconds()
+    if s < 0:
+        s += 86400.0
+        flags.append("injection_previous_day")
+    if s < 0 or s > 86400:
+        raise InputError(f"PET: decay time from injection to scan is {s / 3600:.1f} h (must be 0..24 h)")
+    return s, flags
+
+
+def suv_factors(ds, acquisition: list[tuple[str, str, str]] | None = None) -> tuple[np.ndarray | float, dict]:
+    """Multiplicative factor(s) Bq/ml -> SUVbw (g/ml) for a PET dataset header.
+
+    Args:
+        ds: pydicom Dataset of one slice of the series (header).
+        acquisition: per-slice ``(AcquisitionDateTime, AcquisitionDate, AcquisitionTime)``
+            in output slice order (needed for ``DecayCorrection = NONE``).
+
+    Returns:
+        ``(factor, details)``: factor is a float (or one per slice), details holds
+        numbers for the sidecar (weight_kg, dose_bq, half_life_s, decay_s,
+        decay_correction, flags) and no dates.
+    """
+    units = str(ds.get("Units", "") or "").upper()
+    if units != "BQML":
+        raise InputError(f"PET Units is {units or 'missing'}, not BQML")
+    weight = _require(_float(ds.get("PatientWeight")), "PatientWeight")
+    info = ds.get("RadiopharmaceuticalInformationSequence")
+    if not info:
+        raise InputError("PET in BQML cannot be converted to SUV: RadiopharmaceuticalInformationSequence is missing")
+    rp = info[0]
+    dose = _require(_float(rp.get("RadionuclideTotalDose")), "RadionuclideTotalDose")
+    half = _require(_float(rp.get("RadionuclideHalfLife")), "RadionuclideHalfLife")
+    decay_corr = str(ds.get("DecayCorrection", "") or "").upper()
+    if not decay_corr:
+        raise InputError("PET in BQML cannot be converted to SUV: DecayCorrection is missing")
+    injection = _parse_datetime(rp.get("RadiopharmaceuticalStartDateTime", ""))
+    inj_time = str(rp.get("RadiopharmaceuticalStartTime", "") or "")
+    details: dict = {"weight_kg": weight, "dose_bq": dose, "half_life_s": half, "decay_correction": decay_corr}
+    if decay_corr == "ADMIN":
+        details.update(decay_s=0.0, flags=[])
+        return weight * 1000.0 / dose, details
+    lam = math.log(2.0) / half
+    if decay_corr == "START":
+        ref = _combine(ds.get("SeriesDate", ""), ds.get("SeriesTime", ""))
+        if ref is None:
+            ref = _combine(ds.get("AcquisitionDate", ""), ds.get("AcquisitionTime", ""))
+        if ref is None:
+            raise InputError("PET in BQML cannot be converted to SUV: SeriesDate/SeriesTime (decay reference) missing")
+        s, flags = decay_seconds(injection, inj_time, ref)
+        details.update(decay_s=s, flags=flags)
+        return weight * 1000.0 / (dose * math.exp(-lam * s)), details
+    if decay_corr == "NONE":
+        if not acquisition:
+            raise InputError("PET with DecayCorrection NONE needs per-slice AcquisitionDate/Time")
+        factors, all_flags, secs = [], set(), []
+        for adt, ad, at in acquisition:
+            ref = _parse_datetime(adt) or _combine(ad or ds.get("SeriesDate", ""), at)
+            if ref is None:
+                raise InputError("PET in BQML cannot be converted to SUV: AcquisitionDate/AcquisitionTime missing")
+            s, flags = decay_seconds(injection, inj_time, ref)
+            all_flags.update(flags)
+            secs.append(s)
+            factors.append(weight * 1000.0 / (dose * math.exp(-lam * s)))
+        details.update(decay_s=float(np.min(secs)), flags=sorted(all_flags))
+        return np.asarray(factors), details
+    raise InputError(f"PET in BQML: DecayCorrection {decay_corr!r} not supported (START, ADMIN or NONE)")

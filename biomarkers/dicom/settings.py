@@ -1,0 +1,51 @@
+"""Settings of ``biomarkers ingest`` (config file section validated by pydantic)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ..config import Settings
+from ..deid import DeidSettings
+
+try:  # the masks module is written by the segmentation area
+    from .masks import MaskSettings
+except ImportError:  # pragma: no cover - until biomarkers.dicom.masks exists
+
+    class MaskSettings(Settings):  # type: ignore[no-redef]
+        """Placeholder until :mod:`biomarkers.dicom.masks` is available."""
+
+
+class IngestSettings(Settings):
+    """``biomarkers ingest`` configuration (YAML, unknown keys are errors).
+
+    Attributes:
+        allow_gaps: convert stacks with missing slices (flag ``missing_slices``; the
+            missing slices are filled by linear interpolation between neighbours).
+            Default False: such stacks are skipped with the reason ``missing slices``.
+        spacing_tolerance: relative deviation of a slice step from the median step
+            (positions along the normal) still counted as uniform.
+        position_tolerance_mm: two slices closer than this (mm, along the normal) are
+            duplicate positions.
+        pet_suv: convert PET in Bq/ml (Units BQML) to SUV body-weight (g/ml).
+        compresslevel: gzip level of the ``.nii.gz`` outputs (1 = fast).
+        masks: how RTSTRUCT/SEG/NIfTI masks are matched and rasterised.
+        deid: de-identification (on by default).
+    """
+
+    allow_gaps: bool = False
+    spacing_tolerance: float = Field(0.01, gt=0, lt=0.5)
+    position_tolerance_mm: float = Field(0.01, gt=0)
+    pet_suv: bool = True
+    compresslevel: int = Field(1, ge=0, le=9)
+    masks: MaskSettings = Field(default_factory=MaskSettings)
+    deid: DeidSettings = Field(default_factory=DeidSettings)
+
+    def conversion_dict(self) -> dict:
+        """The settings that change converted voxels/headers (part of each input hash)."""
+        return {
+            "allow_gaps": self.allow_gaps,
+            "spacing_tolerance": self.spacing_tolerance,
+            "position_tolerance_mm": self.position_tolerance_mm,
+            "pet_suv": self.pet_suv,
+            "deid": self.deid.model_dump(mode="json"),
+        }
