@@ -42,6 +42,9 @@ Aggregation = Literal["2D", "2.5D", "3D"]
 FAMILIES = ("diagnostics", "morph", "loc", "stat", "ih", "ivh", "cm", "rlm", "szm", "dzm", "ngt", "ngl")
 
 _ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
+# interpolated mask values that are 0.5 up to floating-point error count as inside
+# (e.g. half-way between slices); without it ~2400 voxels of the CT phantom flip at random
+_EPS = 1e-6
 
 
 class IbsiSettings(Settings):
@@ -140,7 +143,7 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, f
     if round_intensities:
         img = np.round(img)
     msk = ndimage.map_coordinates(mask.astype(np.float64), coords, order=1, mode="constant", cval=0.0)
-    return img, msk >= mask_threshold, tuple(float(s) for s in new_spacing)
+    return img, msk >= mask_threshold - _EPS, tuple(float(s) for s in new_spacing)
 
 
 def resegment(image: np.ndarray, mask: np.ndarray, reseg_range=None, outlier_sd: float | None = None):
@@ -275,7 +278,7 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
             if settings.round_intensities:
                 img_r = np.round(img_r)
             msk_r = ndimage.map_coordinates(sub_msk, coords, order=1, mode="constant", cval=0.0)
-            msk_r = msk_r >= settings.mask_threshold
+            msk_r = msk_r >= settings.mask_threshold - _EPS
             sp = tuple(float(s) for s in new_spacing)
         image, mask, spacing = img_r, msk_r, sp
         if not mask.any():
