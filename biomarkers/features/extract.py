@@ -1,0 +1,304 @@
+"""The extract stage: every (patient, image series, ROI) of an ingest output -> radiomic features.
+
+Usage::
+
+    report = run_extract("DATASET", {"CT": "configs/radiomics/ct.yaml", "PT": "configs/radiomics/pet.yaml"},
+                         "FEATURES", executor="local")
+
+or, step by step (validate / plan / run, so a dry run is ``plan()`` alone)::
+
+    stage = Extract("DATASET", "configs/radiomics/ct.yaml", "FEATURES")
+    stage.validate()
+    plan = stage.plan()          # which items are cached, which are extracted, which are skipped and why
+    report = stage.run(plan)
+
+Output folder ``FEATURES``::
+
+    items/<item_key>.parquet   one file per item, written atomically by the worker as it finishes
+    features_long.parquet      one row per feature (columns: items.LONG_COLUMNS + items.PROVENANCE_COLUMNS)
+    features_wide.parquet      one row per patient x series x ROI, one column per feature
+                               (``<image_type>_<feature_class>_<feature>``, pyradiomics values)
+    provenance.json            parameter files (content and hashes), library versions, per-item hashes
+    report.json                the run report (every item done / skipped / failed with its reason)
+
+Incremental: an item's key hashes the case identity, the image and mask file contents,
+the parameter content and the library versions (:func:`biomarkers.features.items.item_key`).
+Items whose file exists are not recomputed; the tables are assembled from the items of the
+current plan only (item files of earlier plans stay on disk but are not included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..executors import Executor, get_executor
+from ..io import sha256_file, write_json
+from ..logs import echo, progress
+from ..manifest import read_manifest
+from ..report import RunReport
+from .items import KEY_COLUMNS, Item, extract_item, item_key, library_versions
+from .params import ParamsByModality, ParamsSpec, parse_params
+
+STAGE = "extract"
+ITEMS_DIR = "items"
+LONG_TABLE = "features_long.parquet"
+WIDE_TABLE = "features_wide.parquet"
+PROVENANCE = "provenance.json"
+REPORT = "report.json"
+HASH_CACHE = ".file_hashes.json"
+
+
+@dataclass
+class PlannedCase:
+    """A case that will not be extracted (skipped or failed already while planning)."""
+
+    case: str
+    status: str  # skipped | failed
+    reason: str
+
+
+@dataclass
+class ExtractPlan:
+    """What a run will do. ``items`` = cached + todo, in a stable order."""
+
+    items: list[Item] = field(default_factory=list)
+    todo: list[Item] = field(default_factory=list)
+    cached: list[Item] = field(default_factory=list)
+    problems: list[PlannedCase] = field(default_factory=list)
+    stale: list[Path] = field(default_factory=list)
+    sources: dict = field(default_factory=dict)  # item key -> relative image/mask paths and manifest hashes
+
+    def summary(self) -> str:
+        s = (
+            f"extract plan: {len(self.items)} items ({len(self.todo)} to extract, {len(self.cached)} cached), "
+            f"{sum(p.status == 'skipped' for p in self.problems)} skipped, "
+            f"{sum(p.status == 'failed' for p in self.problems)} failed, {len(self.stale)} stale item files ignored"
+        )
+        return s
+
+    def lines(self) -> list[str]:
+        out = [self.summary()]
+        for it in self.items:
+            out.append(f"  {'cached ' if it in self.cached else 'extract'}  {it.case}  [{it.key}]")
+        for p in self.problems:
+            out.append(f"  {p.status:7s}  {p.case}: {p.reason}")
+        return out
+
+
+class _HashCache:
+    """SHA-256 of files, remembered by (size, mtime) in FEATURES/.file_hashes.json."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.data = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            self.data = {}
+        self.changed = False
+
+    def get(self, p: Path) -> str:
+        st = p.stat()
+        k = str(p.resolve())
+        e = self.data.get(k)
+        if e and e.get("size") == st.st_size and e.get("mtime_ns") == st.st_mtime_ns:
+            return e["sha256"]
+        h = sha256_file(p)
+        self.data[k] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h}
+        self.changed = True
+        return h
+
+    def save(self) -> None:
+        if self.changed:
+            write_json(self.path, self.data)
+            self.changed = False
+
+
+def _s(v: Any) -> str:
+    if v is None:
+        return ""
+    try:
+        import math
+
+        if isinstance(v, float) and math.isnan(v):
+            return ""
+    except Exception:  # pragma: no cover
+        pass
+    return str(v)
+
+
+class Extract:
+    """The extract stage (validate / plan / run).
+
+    Args:
+        dataset: an ingest output folder (``manifest.parquet``; paths in it relative to the folder).
+        params: parameter file(s): a path, ``"MODALITY=path"`` strings, or a mapping modality -> path.
+        out: the FEATURES folder.
+        executor: executor spec (``local``, ``local:N``, ``serial``, ``dask://host:port``) or an Executor.
+    """
+
+    def __init__(self, dataset: str | Path, params: ParamsSpec | ParamsByModality, out: str | Path,
+                 executor: str | Executor = "local"):
+        self.dataset = Path(dataset)
+        self.out = Path(out)
+        self.executor = executor
+        self._params_spec = params
+        self.params: ParamsByModality | None = params if isinstance(params, ParamsByModality) else None
+        self._manifest = None
+
+    # ------------------------------------------------------------------ validate
+    def validate(self) -> "Extract":
+        """Load the manifest and the parameter files (pyradiomics' schema); raise on errors."""
+        if self.params is None:
+            self.params = parse_params(self._params_spec)
+        self._manifest = read_manifest(self.dataset)
+        m = self._manifest
+        missing = [c for c in ("kind", "patient_id", "modality", "roi", "path", "image_path") if c not in m.columns]
+        if missing:
+            raise InputError(f"{self.dataset / 'manifest.parquet'}: missing column(s) {missing}")
+        return self
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> ExtractPlan:
+        if self._manifest is None or self.params is None:
+            self.validate()
+        m = self._manifest
+        assert self.params is not None
+        versions = library_versions()
+        items_dir = self.out / ITEMS_DIR
+        cache = _HashCache(self.out / HASH_CACHE)
+        plan = ExtractPlan()
+        images = m[m["kind"] == "image"]
+        by_path = {str(r["path"]): r for _, r in images.iterrows()}
+        masks = m[m["kind"] == "mask"].copy()
+        for col in KEY_COLUMNS:
+            if col not in masks.columns:
+                masks[col] = ""
+        for _, r in masks.iterrows():
+            img_rel = _s(r.get("image_path"))
+            img_row = by_path.get(img_rel)
+            patient = _s(r["patient_id"])
+            modality = _s(r["modality"])
+            roi = _s(r["roi"])
+            series = _s(img_row["series_uid"]) if img_row is not None else _s(r.get("source_series_uid"))
+            study = _s(img_row["study_uid"]) if img_row is not None else _s(r.get("study_uid"))
+            ps = self.params.for_modality(modality)
+            case = f"{patient}/{modality}/{series}/{roi}" + (f"/{ps.name}" if ps else "")
+            status = _s(r.get("status")) or "converted"
+            if status != "converted":
+                plan.problems.append(PlannedCase(case, "skipped", f"mask not converted at ingest ({status}): {_s(r.get('reason'))}"))
+                continue
+            if ps is None:
+                plan.problems.append(PlannedCase(case, "skipped", f"no parameter file for modality {modality} "
+                                                 f"(given: {self.params.describe()})"))
+                continue
+            img_abs = self.dataset / img_rel
+            mask_abs = self.dataset / _s(r["path"])
+            if not img_rel or not img_abs.is_file():
+                plan.problems.append(PlannedCase(case, "failed", f"image file not found: {img_rel or '(no image_path)'}"))
+                continue
+            if not mask_abs.is_file():
+                plan.problems.append(PlannedCase(case, "failed", f"mask file not found: {_s(r['path'])}"))
+                continue
+            ih, mh = cache.get(img_abs), cache.get(mask_abs)
+            ident = {"patient_id": patient, "study_uid": study, "series_uid": series, "modality": modality, "roi": roi}
+            key = item_key(ident, ih, mh, ps.param_hash, versions)
+            settings = ps.settings
+            tol = settings.get("geometryTolerance")
+            it = Item(
+                key=key, patient_id=patient, study_uid=study, series_uid=series, modality=modality, roi=roi,
+                image_path=str(img_abs.resolve()), mask_path=str(mask_abs.resolve()), params_name=ps.name,
+                params=ps.params, params_hash=ps.param_hash, image_hash=ih, mask_hash=mh,
+                out_path=str((items_dir / f"{key}.parquet").resolve()),
+                geometry_tolerance_mm=float(tol) if tol else 1e-3,
+            )
+            plan.sources[key] = {
+                "case": it.case,
+                "image": img_rel,
+                "mask": _s(r["path"]),
+                "image_sha256": ih,
+                "mask_sha256": mh,
+                "image_content_hash": _s(img_row.get("content_hash")) if img_row is not None else "",
+                "mask_content_hash": _s(r.get("content_hash")),
+                "params": ps.name,
+            }
+            if any(x.key == key for x in plan.items):
+                plan.problems.append(PlannedCase(case, "skipped", f"duplicate of item {key} (same case listed twice)"))
+                continue
+            plan.items.append(it)
+        plan.items.sort(key=lambda i: (i.patient_id, i.modality, i.series_uid, i.roi, i.params_name))
+        for it in plan.items:
+            (plan.cached if Path(it.out_path).is_file() else plan.todo).append(it)
+        keys = {it.key for it in plan.items}
+        if items_dir.is_dir():
+            plan.stale = sorted(p for p in items_dir.glob("*.parquet") if p.stem not in keys)
+        self.out.mkdir(parents=True, exist_ok=True)
+        cache.save()
+        return plan
+
+    # ------------------------------------------------------------------ run
+    def run(self, plan: ExtractPlan | None = None) -> RunReport:
+        from .tables import write_tables
+
+        plan = plan or self.plan()
+        report = RunReport(STAGE)
+        for it in plan.cached:
+            report.add(it.case, "done", cached=True, item_key=it.key)
+        for p in plan.problems:
+            report.add(p.case, p.status, p.reason)  # type: ignore[arg-type]
+        by_key = {it.key: it for it in plan.todo}
+        own = not isinstance(self.executor, Executor)
+        ex = get_executor(self.executor) if own else self.executor
+        report.extra["executor"] = ex.describe()
+        try:
+            with progress("extract", len(plan.todo)) as advance:
+                for o in ex.map_unordered(extract_item, [(it.key, it) for it in plan.todo]):
+                    it = by_key[o.key]
+                    if o.ok:
+                        report.add(it.case, "done", item_key=it.key, **(o.value or {}))
+                    else:
+                        report.add(it.case, "failed", o.error or "unknown error", item_key=it.key)
+                    advance()
+        finally:
+            if own:
+                ex.close()
+        present = [it for it in plan.items if Path(it.out_path).is_file()]
+        tables = write_tables(self.out, present)
+        prov = {
+            "stage": STAGE,
+            "dataset": os.path.basename(os.path.abspath(self.dataset)),
+            "versions": library_versions(),
+            "params": [
+                {"modality": ps.modality, "name": ps.name, "path": str(ps.path), "param_hash": ps.param_hash,
+                 "file_sha256": ps.file_hash, "params": ps.params}
+                for ps in (self.params.all() if self.params else [])
+            ],
+            "items": {it.key: plan.sources.get(it.key, {}) for it in present},
+        }
+        write_json(self.out / PROVENANCE, prov)
+        report.extra.update(
+            {
+                "items": len(plan.items),
+                "stale_item_files": len(plan.stale),
+                "tables": tables,
+                "computed_keys": sorted(r.details.get("item_key", "") for r in report.cases
+                                        if r.status == "done" and not r.cached),
+            }
+        )
+        report.write(self.out / REPORT)
+        return report
+
+
+def run_extract(dataset: str | Path, params: ParamsSpec, out: str | Path, executor: str | Executor = "local") -> RunReport:
+    """Extract features for every ROI of an ingest output; see the module docstring."""
+    stage = Extract(dataset, params, out, executor)
+    stage.validate()
+    plan = stage.plan()
+    echo(plan.summary())
+    report = stage.run(plan)
+    echo(report.summary())
+    return report

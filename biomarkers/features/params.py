@@ -1,0 +1,172 @@
+"""pyradiomics parameter files: loading, validation, hashing, per-modality selection.
+
+Parameter files are pyradiomics' own YAML format (``setting``, ``imageType``,
+``featureClass``, ``voxelSetting``), kept in ``configs/radiomics/``. One extra
+top-level section is understood by biomarkers and never handed to pyradiomics:
+
+``ibsi:``
+    settings of the IBSI image-processing mode (owned by :mod:`biomarkers.features.ibsi`).
+    When present, the item function also calls
+    ``biomarkers.features.ibsi.extract_ibsi(image, mask, params)``.
+
+Several files can be used in one run, one per modality::
+
+    biomarkers extract DATASET --params CT=configs/radiomics/ct.yaml --params PT=configs/radiomics/pet.yaml
+
+A file given without ``MODALITY=`` applies to every modality that has no file of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..config import read_yaml
+from ..errors import ConfigError
+from ..io import sha256_file, sha256_json
+
+#: Top-level keys pyradiomics accepts (anything else is rejected with the file name).
+PYRADIOMICS_KEYS = ("setting", "imageType", "featureClass", "voxelSetting")
+#: Keys biomarkers adds and strips before pyradiomics sees the parameters.
+EXTRA_KEYS = ("ibsi",)
+
+#: Modality spellings accepted on the command line -> manifest modality (DICOM Modality).
+MODALITY_ALIASES = {"PET": "PT", "PT": "PT", "CT": "CT", "MR": "MR", "MRI": "MR", "MR_T1": "MR", "MR_T2": "MR"}
+
+DEFAULT = "*"  # modality key of a file given without MODALITY=
+
+
+def normalise_modality(name: str) -> str:
+    up = str(name).strip().upper()
+    return MODALITY_ALIASES.get(up, up)
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """One parameter file, loaded and validated.
+
+    Attributes:
+        name: file stem (``ct`` for ``ct.yaml``), used in report case names and provenance.
+        path: the file.
+        params: the whole parsed file (including an ``ibsi`` section if any).
+        param_hash: SHA-256 of the parsed parameters (canonical JSON): comments and key order
+            do not change it; any value that changes features does.
+        file_hash: SHA-256 of the file's bytes (provenance).
+    """
+
+    name: str
+    path: Path
+    params: dict
+    param_hash: str
+    file_hash: str
+    modality: str = DEFAULT
+
+    @property
+    def pyradiomics_params(self) -> dict:
+        """The parameters pyradiomics sees (biomarkers' own sections stripped)."""
+        return strip_extra(self.params)
+
+    @property
+    def ibsi(self) -> dict | None:
+        section = self.params.get("ibsi")
+        return dict(section) if isinstance(section, Mapping) else (None if section is None else {})
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.params.get("setting") or {})
+
+
+def strip_extra(params: Mapping[str, Any]) -> dict:
+    """Parameters without biomarkers' own top-level sections (what pyradiomics accepts)."""
+    return {k: copy.deepcopy(v) for k, v in params.items() if k not in EXTRA_KEYS}
+
+
+def validate_params(params: Mapping[str, Any], source: str) -> None:
+    """Check a parameter dict with pyradiomics' own schema; raise ConfigError naming ``source``."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{source}: a pyradiomics parameter file must be a mapping, got {type(params).__name__}")
+    unknown = [k for k in params if k not in PYRADIOMICS_KEYS + EXTRA_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown top-level key(s) {unknown}; allowed: {list(PYRADIOMICS_KEYS + EXTRA_KEYS)}"
+        )
+    import logging
+
+    from radiomics import featureextractor
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    try:
+        featureextractor.RadiomicsFeatureExtractor(strip_extra(params))
+    except Exception as exc:  # pykwalify SchemaError, ValueError, ...
+        msg = str(exc).strip().replace("\n", " ")
+        raise ConfigError(f"{source}: invalid pyradiomics parameters: {msg}") from None
+
+
+def load_params(path: str | Path, modality: str = DEFAULT) -> ParamSet:
+    """Read, validate and hash one pyradiomics parameter file."""
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    validate_params(data, str(path))
+    return ParamSet(
+        name=path.name.split(".")[0],
+        path=path,
+        params=data,
+        param_hash=sha256_json(data),
+        file_hash=sha256_file(path),
+        modality=modality,
+    )
+
+
+ParamsSpec = str | Path | Sequence[str | Path] | Mapping[str, str | Path]
+
+
+@dataclass
+class ParamsByModality:
+    """Which parameter file applies to which modality."""
+
+    by_modality: dict[str, ParamSet] = field(default_factory=dict)
+
+    def for_modality(self, modality: str) -> ParamSet | None:
+        m = normalise_modality(modality)
+        return self.by_modality.get(m) or self.by_modality.get(DEFAULT)
+
+    def all(self) -> list[ParamSet]:
+        return list(self.by_modality.values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{'any' if m == DEFAULT else m}={p.path}" for m, p in self.by_modality.items())
+
+
+def parse_params(spec: ParamsSpec) -> ParamsByModality:
+    """Turn ``--params`` values into a modality -> ParamSet table.
+
+    Accepts a path, a ``MODALITY=path`` string, a list of those, or a mapping
+    ``{modality: path}`` (``"*"`` or ``"default"`` for every other modality).
+    """
+    entries: list[tuple[str, Path]] = []
+    if isinstance(spec, Mapping):
+        for k, v in spec.items():
+            key = DEFAULT if str(k).lower() in ("*", "default", "") else normalise_modality(k)
+            entries.append((key, Path(v)))
+    else:
+        items = [spec] if isinstance(spec, (str, Path)) else list(spec)
+        if not items:
+            raise ConfigError("no parameter file given: use --params PARAMS.yaml or --params CT=ct.yaml")
+        for it in items:
+            s = str(it)
+            if "=" in s and not Path(s).exists():
+                mod, p = s.split("=", 1)
+                entries.append((normalise_modality(mod), Path(p)))
+            else:
+                entries.append((DEFAULT, Path(s)))
+    out: dict[str, ParamSet] = {}
+    for mod, p in entries:
+        if mod in out:
+            what = "every modality" if mod == DEFAULT else f"modality {mod}"
+            raise ConfigError(f"{p}: a parameter file for {what} was already given ({out[mod].path}); give one per modality")
+        out[mod] = load_params(p, mod)
+    return ParamsByModality(out)
