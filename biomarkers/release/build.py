@@ -1,0 +1,467 @@
+"""Versioned, immutable partner releases of feature tables.
+
+``build_release`` writes ``RELEASES/<name>-<version>/``::
+
+    features.parquet        selected feature rows/columns of FEATURES/features_wide.parquet (cohort only)
+    clinical.parquet        patient_id + the clinical variables the release config allows
+    data_dictionary.csv     every column of both tables: meaning, unit, class, image type/filter, IBSI tag, settings
+    data_dictionary.md      the same, readable
+    README.md               what the release is, cohort, privacy checks, how to read and verify it
+    manifest.json           SHA-256 of every other file, versions, config hashes, row counts, cohort, schema changes
+
+and optionally ``RELEASES/<name>-<version>.tar.gz`` (+ ``.sha256``). The folder is built
+in a temporary folder inside RELEASES and renamed into place at the end, so a
+release is either complete or absent. An existing version is never overwritten.
+
+The build is refused (:class:`~biomarkers.errors.PrivacyError`, nothing written) when
+the de-identification scanner finds an identifying value in a released table, when
+an original patient id occurs in any released file, or when a combination of
+quasi-identifiers occurs fewer than ``k`` times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+import os
+import platform
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from ..errors import ConfigError, InputError, PrivacyError
+from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, write_parquet, write_text
+from .config import SEMVER, ReleaseConfig
+from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
+from .privacy import age_band, check_k_anonymity, find_identifying, scan_for_originals
+
+RELEASE_FILES = ["features.parquet", "clinical.parquet", "data_dictionary.csv", "data_dictionary.md", "README.md"]
+MANIFEST = "manifest.json"
+
+
+class ReleaseExistsError(InputError):
+    """The release version already exists (releases are immutable)."""
+
+
+@dataclass
+class ReleaseResult:
+    name: str
+    version: str
+    path: Path
+    manifest: dict
+    archive: Path | None = None
+    schema_changes: list[str] = field(default_factory=list)
+    validation: object = None  # clinical ValidationReport
+    mlflow_run_id: str | None = None
+
+    def summary(self) -> str:
+        m = self.manifest
+        s = (f"release {self.name}-{self.version}: {m['cohort']['n_patients']} patients, "
+             f"features {m['tables']['features.parquet']['rows']} rows x {m['tables']['features.parquet']['n_columns']} columns, "
+             f"clinical {m['tables']['clinical.parquet']['rows']} rows x {m['tables']['clinical.parquet']['n_columns']} columns -> {self.path}")
+        if self.schema_changes:
+            s += f"\n  schema changes since {m['schema_changes']['previous_version']}:" + "".join(f"\n    {c}" for c in self.schema_changes)
+        if self.archive:
+            s += f"\n  archive: {self.archive}"
+        if self.mlflow_run_id:
+            s += f"\n  MLflow run: {self.mlflow_run_id}"
+        return s
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+def parse_version(v: str) -> tuple[int, int, int]:
+    m = SEMVER.match(v or "")
+    if not m:
+        raise ConfigError(f"release version {v!r} is not of the form X.Y.Z (e.g. 1.0.0)")
+    return tuple(int(x) for x in m.groups())  # type: ignore[return-value]
+
+
+def existing_versions(releases: Path, name: str) -> list[str]:
+    """Versions of ``name`` present in ``releases`` (complete folders only), oldest first."""
+    out = []
+    if releases.is_dir():
+        for p in releases.iterdir():
+            if p.is_dir() and p.name.startswith(name + "-") and (p / MANIFEST).is_file():
+                v = p.name[len(name) + 1:]
+                if SEMVER.match(v):
+                    out.append(v)
+    return sorted(out, key=parse_version)
+
+
+def next_version(releases: Path, name: str) -> str:
+    vs = existing_versions(releases, name)
+    if not vs:
+        return "1.0.0"
+    a, b, c = parse_version(vs[-1])
+    return f"{a}.{b}.{c + 1}"
+
+
+# --- schema of released tables and changes between versions -----------------------------------
+
+def column_digest(s: pd.Series) -> str:
+    """Content hash of a column's values in row order (used to recognise renamed columns)."""
+    import hashlib
+
+    h = pd.util.hash_pandas_object(s.reset_index(drop=True), index=False).to_numpy()
+    return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+
+
+def table_schema(df: pd.DataFrame) -> list[dict]:
+    return [{"name": c, "dtype": str(df[c].dtype), "digest": column_digest(df[c])} for c in df.columns]
+
+
+def schema_changes(old: dict, new: dict) -> list[str]:
+    """Human-readable changes between two manifests' ``tables`` sections (renamed, dropped, added, retyped)."""
+    changes = []
+    for f in sorted(set(old) | set(new)):
+        o = {c["name"]: c for c in old.get(f, {}).get("columns", [])}
+        n = {c["name"]: c for c in new.get(f, {}).get("columns", [])}
+        if f not in old:
+            changes.append(f"{f}: new file")
+            continue
+        if f not in new:
+            changes.append(f"{f}: file dropped")
+            continue
+        dropped = [c for c in o if c not in n]
+        added = [c for c in n if c not in o]
+        for d in list(dropped):
+            match = [a for a in added if n[a]["digest"] == o[d]["digest"] and n[a]["dtype"] == o[d]["dtype"]]
+            if len(match) == 1:
+                changes.append(f"{f}: column renamed {d!r} -> {match[0]!r}")
+                dropped.remove(d)
+                added.remove(match[0])
+        changes += [f"{f}: column dropped {d!r}" for d in dropped]
+        changes += [f"{f}: column added {a!r}" for a in added]
+        for c in o:
+            if c in n and o[c]["dtype"] != n[c]["dtype"]:
+                changes.append(f"{f}: column {c!r} type changed {o[c]['dtype']} -> {n[c]['dtype']}")
+    return changes
+
+
+# --- the build ---------------------------------------------------------------------------------
+
+def select_features(features: pd.DataFrame, cfg: ReleaseConfig) -> pd.DataFrame:
+    from ..clinical.link import KEY_COLUMNS
+
+    sel = cfg.features
+    df = features
+    if sel.modalities is not None:
+        df = df[df["modality"].isin(sel.modalities)]
+    if sel.rois is not None:
+        df = df[df["roi"].isin(sel.rois)]
+    fcols = [c for c in df.columns if c not in KEY_COLUMNS]
+    keep = [c for c in fcols if any(fnmatch.fnmatchcase(c, p) for p in sel.include)
+            and not any(fnmatch.fnmatchcase(c, p) for p in sel.exclude)]
+    if not keep:
+        raise ConfigError(f"release features.include/exclude select no feature column (of {len(fcols)})")
+    return df[sel.key_columns + keep].reset_index(drop=True)
+
+
+def software_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("biomarkers", "pyradiomics-bhklab", "pyradiomics", "pandas", "pyarrow", "numpy", "SimpleITK", "pydantic", "pandera"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _readme(cfg: ReleaseConfig, version: str, manifest: dict) -> str:
+    c = manifest["cohort"]
+    t = manifest["tables"]
+    lines = [
+        f"# {cfg.title or cfg.name} - release {version}", "",
+        cfg.description or "", "",
+        f"- Release: `{cfg.name}-{version}`" + (f" for {cfg.partner}" if cfg.partner else ""),
+        f"- Created (UTC): {manifest['created']}",
+    ]
+    if cfg.licence:
+        lines.append(f"- Licence / terms: {cfg.licence}")
+    lines += [
+        "", "## Cohort", "", c["definition"] or "(no definition given)", "",
+        f"- Patients: {c['n_patients']}; image series x ROI rows: {t['features.parquet']['rows']}",
+        f"- Centres: {', '.join(f'{k} ({v})' for k, v in c['centres'].items()) or 'n/a'}",
+        f"- Modalities: {', '.join(f'{k} ({v})' for k, v in c['modalities'].items())}; ROIs: {', '.join(c['rois'])}",
+        "", "## Files", "", "| file | rows | columns | SHA-256 |", "|---|---|---|---|",
+    ]
+    for f in ("features.parquet", "clinical.parquet"):
+        lines.append(f"| {f} | {t[f]['rows']} | {t[f]['n_columns']} | `{manifest['files'][f]['sha256']}` |")
+    lines += [
+        "| data_dictionary.csv / .md | | | see manifest.json |", "",
+        "`features.parquet`: one row per patient x image series x ROI; feature columns are named as pyradiomics "
+        "names them, `<image type>_<feature class>_<feature>` (e.g. `original_firstorder_Mean`). "
+        "`clinical.parquet`: one row per patient. Join the two on `patient_id` (pseudonymous). "
+        "Every column is described in `data_dictionary.csv` / `data_dictionary.md`.",
+        "", "## Reading", "", "```python",
+        "import pandas as pd", "features = pd.read_parquet('features.parquet')",
+        "clinical = pd.read_parquet('clinical.parquet')",
+        "table = features.merge(clinical, on='patient_id')", "```", "",
+        "```sql", "-- DuckDB", "SELECT * FROM 'features.parquet' f JOIN 'clinical.parquet' c USING (patient_id);", "```", "",
+        "## Verifying", "",
+        "`manifest.json` lists the SHA-256 of every other file (`files`); e.g. `sha256sum features.parquet`.", "",
+        "## Privacy", "",
+        "Patient ids are keyed pseudonyms (the key stays at the hospital); image UIDs are replaced; no names, "
+        "birth dates or real dates are released. Before release every table was scanned for identifying values and every "
+        f"file for the original patient ids, and every combination of the quasi-identifiers "
+        f"({', '.join(manifest['privacy']['quasi_identifiers']) or 'none'}) was checked to occur at least "
+        f"k = {manifest['privacy']['k']} times. Do not attempt to re-identify patients.", "",
+    ]
+    if manifest.get("schema_changes", {}).get("changes"):
+        sc = manifest["schema_changes"]
+        lines += ["## Changes since " + sc["previous_version"], ""] + [f"- {x}" for x in sc["changes"]] + [""]
+    sw = manifest["software"]
+    lines += ["## Software", "", ", ".join(f"{k} {v}" for k, v in sw.items()), ""]
+    return "\n".join(lines)
+
+
+def build_release(
+    features: str | Path,
+    clinical_files: Iterable[str | Path],
+    config: ReleaseConfig,
+    releases_dir: str | Path,
+    version: str | None = None,
+    archive: bool = False,
+    schema=None,
+    deidentifier=None,
+    config_path: str | Path | None = None,
+    tracking_uri: str | None | bool = None,
+) -> ReleaseResult:
+    """Build, check and write one release (see the module docstring).
+
+    Args:
+        features: FEATURES folder (``features_wide.parquet``, optional ``features_long.parquet``
+            and ``provenance.json``) or a features_wide Parquet file.
+        clinical_files: clinical exports, loaded with ``schema`` (pseudonymised there).
+        config: the release configuration.
+        releases_dir: folder holding all releases.
+        version: ``X.Y.Z``; default: next patch version (``1.0.0`` for the first).
+        archive: also write ``<name>-<version>.tar.gz``.
+        schema: :class:`~biomarkers.clinical.ClinicalSchema` (default: ``config.clinical_schema``,
+            relative to ``config_path``).
+        deidentifier: default ``Deidentifier(schema.deid)``.
+        tracking_uri: MLflow tracking URI (None: ``biomarkers.tracking.tracking_uri()``);
+            ``False`` skips MLflow logging.
+
+    Raises:
+        ReleaseExistsError: the version exists. PrivacyError: identifying values or
+        k-anonymity violations (the message says which). ConfigError, InputError.
+    """
+    from ..clinical.link import read_features
+    from ..clinical.load import load_clinical
+    from ..clinical.schema import load_schema
+    from ..deid import Deidentifier
+
+    releases = Path(releases_dir)
+    features = Path(features)
+    features_dir = features if features.is_dir() else features.parent
+    version = version or next_version(releases, config.name)
+    parse_version(version)
+    final = releases / f"{config.name}-{version}"
+    if final.exists():
+        raise ReleaseExistsError(f"{final}: release {config.name} {version} already exists; releases are immutable, use a new version")
+    if schema is None:
+        if not config.clinical_schema:
+            raise ConfigError("release config: clinical_schema is not set (and no schema given)")
+        sp = Path(config.clinical_schema)
+        if not sp.is_absolute() and config_path is not None:
+            sp = Path(config_path).parent / sp
+        schema = load_schema(sp)
+    deid = deidentifier or Deidentifier(schema.deid)
+
+    # --- tables ---
+    fw = read_features(features)
+    fsel = select_features(fw, config)
+    clinical, vrep = load_clinical(list(clinical_files), schema, deid, known_patients=set(fsel["patient_id"].astype(str)))
+    if config.privacy.age_variable:
+        if config.privacy.age_variable not in clinical.columns:
+            raise ConfigError(f"release privacy.age_variable {config.privacy.age_variable!r} is not a clinical variable")
+        clinical["age_band"] = age_band(clinical[config.privacy.age_variable], config.privacy.age_band_years)
+    unknown = [v for v in config.clinical_variables if v not in clinical.columns or v == "patient_id"]
+    if unknown:
+        raise ConfigError(f"release clinical_variables {unknown} are not clinical variables (known: {list(clinical.columns[1:])})")
+    cohort = sorted(set(fsel["patient_id"].astype(str)) & set(clinical["patient_id"].astype(str)))
+    if not cohort:
+        raise InputError("release cohort is empty: no patient has both features and valid clinical data")
+    n_clinical_only = int((~clinical["patient_id"].isin(cohort)).sum())
+    clinical = clinical[clinical["patient_id"].isin(cohort)].sort_values("patient_id").reset_index(drop=True)
+    frel = fsel[fsel["patient_id"].isin(cohort)].sort_values(["patient_id", "modality", "roi"], kind="stable").reset_index(drop=True)
+    crel = clinical[["patient_id", *config.clinical_variables]].reset_index(drop=True)
+
+    # --- privacy checks (before anything is written) ---
+    check_k_anonymity(clinical, config.privacy.quasi_identifiers, config.privacy.k)
+    prefix = deid.settings.prefix
+    uid_root = deid.settings.uid_root if deid.enabled else None
+    findings = find_identifying(frel, "features.parquet", prefix, uid_root) + find_identifying(crel, "clinical.parquet", prefix, uid_root)
+    if findings:
+        raise PrivacyError(
+            f"release refused: {len(findings)} identifying value(s) found:\n  " + "\n  ".join(findings[:30])
+        )
+
+    # --- write into a temporary folder, check the files, rename into place ---
+    releases.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{config.name}-{version}.", suffix=".tmp", dir=releases))
+    try:
+        write_parquet(tmp / "features.parquet", frel)
+        write_parquet(tmp / "clinical.parquet", crel)
+        prov = read_provenance(features_dir)
+        settings = extraction_settings(prov)
+        ddict = build_dictionary(frel, crel, schema, features_dir, config.privacy.age_band_years)
+        write_csv(tmp / "data_dictionary.csv", ddict)
+        write_text(tmp / "data_dictionary.md", dictionary_markdown(ddict, settings))
+
+        tables = {
+            "features.parquet": {"rows": len(frel), "n_columns": frel.shape[1], "columns": table_schema(frel)},
+            "clinical.parquet": {"rows": len(crel), "n_columns": crel.shape[1], "columns": table_schema(crel)},
+        }
+        previous = [v for v in existing_versions(releases, config.name) if parse_version(v) < parse_version(version)]
+        changes: list[str] = []
+        sc: dict = {"previous_version": None, "changes": []}
+        if previous:
+            old = json.loads((releases / f"{config.name}-{previous[-1]}" / MANIFEST).read_text(encoding="utf-8"))
+            changes = schema_changes(old.get("tables", {}), tables)
+            sc = {"previous_version": previous[-1], "changes": changes}
+        manifest = {
+            "name": config.name,
+            "version": version,
+            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "software": software_versions(),
+            "extraction": {
+                "versions": prov.get("versions", {}),
+                "params": {k: {"name": v["name"], "param_hash": v["param_hash"]} for k, v in settings.items()},
+            },
+            "config_hashes": {
+                "release_config": sha256_json(config.model_dump(mode="json")),
+                "clinical_schema": sha256_json(schema.model_dump(mode="json")),
+                "extraction_params": {k: v["param_hash"] for k, v in settings.items()},
+            },
+            "inputs": {"features_wide_sha256": sha256_file(features_dir / "features_wide.parquet" if features.is_dir() else features)},
+            "cohort": {
+                "definition": config.cohort,
+                "n_patients": len(cohort),
+                "centres": {str(k): int(v) for k, v in crel_or(clinical, "centre").items()},
+                "modalities": {str(k): int(v) for k, v in frel["modality"].value_counts().sort_index().items()},
+                "rois": sorted(map(str, frel["roi"].unique())),
+                "features_selection": config.features.model_dump(mode="json"),
+                "clinical_variables": list(config.clinical_variables),
+                "excluded": {
+                    "features_without_clinical": int(fsel.loc[~fsel["patient_id"].isin(cohort), "patient_id"].nunique()),
+                    "clinical_without_features": n_clinical_only,
+                    "clinical_rows_rejected": int(vrep.n_read - vrep.n_kept),
+                },
+            },
+            "privacy": {
+                "k": config.privacy.k,
+                "quasi_identifiers": list(config.privacy.quasi_identifiers),
+                "identifier_scan": "biomarkers.deid.scan.find_identifying_values + original-id scan of every file",
+            },
+            "tables": tables,
+            "schema_changes": sc,
+        }
+        manifest["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
+                             for f in RELEASE_FILES if f != "README.md"}
+        write_text(tmp / "README.md", _readme(config, version, manifest))
+        manifest["files"]["README.md"] = {"sha256": sha256_file(tmp / "README.md"), "bytes": (tmp / "README.md").stat().st_size}
+        hits = scan_for_originals(tmp, deid.links().keys(), deid.links())
+        if hits:
+            raise PrivacyError("release refused: original patient id(s) found in release files:\n  " + "\n  ".join(hits[:30]))
+        write_json(tmp / MANIFEST, manifest)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o444)  # read-only: releases are immutable
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            raise ReleaseExistsError(f"{final}: release {config.name} {version} appeared during the build; not overwritten")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = ReleaseResult(config.name, version, final, manifest, schema_changes=changes, validation=vrep)
+    if archive:
+        result.archive = write_archive(final)
+    if tracking_uri is not False:
+        result.mlflow_run_id = log_release(result, config, tracking_uri or None)
+    return result
+
+
+def crel_or(clinical: pd.DataFrame, col: str) -> pd.Series:
+    if col not in clinical.columns:
+        return pd.Series(dtype=int)
+    return clinical[col].astype("string").fillna("<missing>").value_counts().sort_index()
+
+
+def write_archive(folder: Path) -> Path:
+    """``<folder>.tar.gz`` (sorted members, fixed owner) and ``<folder>.tar.gz.sha256``."""
+    dest = folder.with_name(folder.name + ".tar.gz")
+    if dest.exists():
+        raise ReleaseExistsError(f"{dest}: archive already exists; not overwritten")
+
+    def clean(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        return ti
+
+    with atomic_path(dest) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for f in sorted(folder.iterdir()):
+                tar.add(f, arcname=f"{folder.name}/{f.name}", filter=clean)
+    os.chmod(dest, 0o444)
+    write_text(dest.with_name(dest.name + ".sha256"), f"{sha256_file(dest)}  {dest.name}\n")
+    return dest
+
+
+def verify_release(folder: str | Path) -> list[str]:
+    """Re-hash every file listed in the manifest; return the problems (empty: the release verifies)."""
+    folder = Path(folder)
+    m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    problems = []
+    for f, info in m["files"].items():
+        p = folder / f
+        if not p.is_file():
+            problems.append(f"{f}: missing")
+        elif sha256_file(p) != info["sha256"]:
+            problems.append(f"{f}: checksum mismatch")
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in m["files"] and p.name != MANIFEST)
+    problems += [f"{f}: not in the manifest" for f in extra]
+    return problems
+
+
+def log_release(result: ReleaseResult, config: ReleaseConfig, tracking_uri: str | None = None) -> str:
+    """Log the release to MLflow: both tables as datasets (digest = file SHA-256 prefix), the folder as artifacts."""
+    import mlflow
+
+    from ..tracking import get_or_create_experiment, safe_source, using_tracking
+
+    m = result.manifest
+    with using_tracking(tracking_uri) as uri:
+        exp = get_or_create_experiment(config.mlflow_experiment, uri)
+        with mlflow.start_run(experiment_id=exp, run_name=f"{result.name}-{result.version}") as run:
+            for f, ctx in (("features.parquet", "release-features"), ("clinical.parquet", "release-clinical")):
+                df = pd.read_parquet(result.path / f)
+                ds = mlflow.data.from_pandas(
+                    df, source=safe_source(result.path / f),
+                    name=f"{result.name}-{result.version}-{f.split('.')[0]}",
+                    digest=m["files"][f]["sha256"][:32],
+                )
+                mlflow.log_input(ds, context=ctx)
+            mlflow.log_params({
+                "release.name": result.name, "release.version": result.version, "privacy.k": config.privacy.k,
+                "cohort.n_patients": m["cohort"]["n_patients"],
+                "features.rows": m["tables"]["features.parquet"]["rows"],
+                "features.columns": m["tables"]["features.parquet"]["n_columns"],
+            })
+            mlflow.set_tags({
+                "biomarkers.stage": "release",
+                "biomarkers.release.manifest_sha256": sha256_file(result.path / MANIFEST),
+                "biomarkers.release.schema_changes": str(len(result.schema_changes)),
+            })
+            mlflow.log_artifacts(str(result.path), artifact_path=f"release/{result.name}-{result.version}")
+            return run.info.run_id
