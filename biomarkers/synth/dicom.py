@@ -11,13 +11,14 @@ the same cohort rewrites byte-identical files.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 from .phantom import F18_HALF_LIFE_S, Centre, Lesion, lesion_contour
 
@@ -28,7 +29,8 @@ RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 def det_uid(*parts: object) -> str:
     """Deterministic ``2.25.<int>`` UID from the given parts (synthetic data only)."""
-    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
+    digest = hashlib.sha256("\x00".join(str(p) for p in parts).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 @dataclass(frozen=True)

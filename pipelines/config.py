@@ -1,0 +1,193 @@
+"""``PipelineConfig``: the YAML of ``biomarkers run`` (one section per stage, each the stage's own settings).
+
+Example (see ``configs/pipeline.yaml`` for every key)::
+
+    name: my-study
+    source:
+      dicom: /data/dicom            # ingest SRC (relative paths: relative to this file)
+      clinical: [/data/clinical/*.csv]
+    out: /data/biomarkers-out       # OUT: dataset/, features/, clinical/, analysis.parquet, run_report.json
+    executor: local                 # local | local:N | serial | dask://HOST:PORT
+    tracking: {uri: null, experiment: biomarkers-pipeline}
+    deid: {...}                     # biomarkers.deid.DeidSettings (imaging AND clinical)
+    ingest: {...}                   # biomarkers.dicom.settings.IngestSettings (without deid)
+    extract: {params: {CT: radiomics/ct.yaml, PT: radiomics/pet.yaml}}
+    clinical: {schema: clinical_schema.yaml}   # or the schema inline
+    experiments: {run: true, specs: [../experiments/demo.yaml]}
+    release: {enabled: false}
+
+Unknown keys are errors naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Union
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from biomarkers.config import Settings, read_yaml, validate
+from biomarkers.io import sha256_json
+
+#: Stage modules that could not be imported: "section" -> reason (the stage fails with it).
+UNAVAILABLE: dict[str, str] = {}
+
+
+class _Opaque(Settings):
+    """Stand-in for a stage's settings model whose module is not available (keys kept as given)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _optional(section: str, module: str, name: str):
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception as err:  # noqa: BLE001 - a missing stage must not break the others
+        UNAVAILABLE[section] = f"{module}.{name} is not available ({type(err).__name__}: {err})"
+        return _Opaque
+
+
+from biomarkers.deid import DeidSettings  # noqa: E402
+
+IngestSettings = _optional("ingest", "biomarkers.dicom.settings", "IngestSettings")
+ClinicalSchema = _optional("clinical", "biomarkers.clinical.schema", "ClinicalSchema")
+ExperimentSpec = _optional("experiments", "biomarkers.modeling.spec", "ExperimentSpec")
+
+
+class SourceSection(Settings):
+    """Inputs of the pipeline."""
+
+    dicom: Path = Field(description="folder of DICOM files (searched recursively): the ingest SRC")
+    clinical: list[str] = Field(default_factory=list, description="clinical files (CSV/XLSX) or globs")
+
+
+class TrackingSection(Settings):
+    """Where the pipeline's MLflow run (and the experiments' runs) are logged."""
+
+    uri: str | None = None  # default: env MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = "biomarkers-pipeline"
+    enabled: bool = True
+
+
+class ExtractSection(Settings):
+    """Feature extraction: pyradiomics parameter files, one per modality or one for all (``"*"``)."""
+
+    enabled: bool = True
+    params: dict[str, Path] | Path = Field(description="parameter file, or {MODALITY: file}")
+
+
+class ClinicalSection(Settings):
+    """Clinical loading and linkage (``schema``: a file or the schema inline)."""
+
+    enabled: bool = True
+    schema_: Union[Path, ClinicalSchema] = Field(alias="schema")  # type: ignore[valid-type]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
+
+
+class ExperimentsSection(Settings):
+    """Modelling experiments run on the pipeline's analysis table."""
+
+    run: bool = False
+    specs: list[Path] = Field(default_factory=list)  # experiment YAML files (relative to the config file)
+    inline: list[ExperimentSpec] = Field(default_factory=list)  # type: ignore[valid-type]
+    #: Replace each spec's ``input.table`` by the analysis table this pipeline produced.
+    use_pipeline_table: bool = True
+
+
+class ReleaseSection(Settings):
+    """Partner release of the analysis table (``biomarkers.release``)."""
+
+    enabled: bool = False
+    config: Path | None = None  # release config YAML (relative to the config file)
+
+
+class PipelineConfig(Settings):
+    """The whole pipeline (``biomarkers run CONFIG.yaml``)."""
+
+    name: str = Field("pipeline", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: SourceSection
+    out: Path
+    executor: str = "local"
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    deid: DeidSettings = Field(default_factory=DeidSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[valid-type]
+    extract: ExtractSection
+    clinical: ClinicalSection | None = None
+    experiments: ExperimentsSection = Field(default_factory=ExperimentsSection)
+    release: ReleaseSection = Field(default_factory=ReleaseSection)
+
+    @field_validator("ingest")
+    @classmethod
+    def _no_ingest_deid(cls, v):
+        if "deid" in getattr(v, "model_fields_set", set()) or "deid" in (getattr(v, "model_extra", None) or {}):
+            raise ValueError("set de-identification in the top-level 'deid' section (it applies to imaging and "
+                             "clinical data alike), not under ingest")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.experiments.run and not (self.experiments.specs or self.experiments.inline):
+            raise ValueError("experiments.run is true but neither experiments.specs nor experiments.inline is given")
+        if self.experiments.run and self.experiments.use_pipeline_table and self.clinical is None:
+            raise ValueError("experiments need the analysis table: add a clinical section (schema) or set "
+                             "experiments.use_pipeline_table: false")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def resolved(self, base_dir: str | Path) -> "PipelineConfig":
+        """A copy with every relative path made absolute relative to ``base_dir`` (the config's folder)."""
+        base = Path(base_dir).resolve()
+
+        def r(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+        upd: dict[str, Any] = {
+            "out": r(self.out),
+            "source": self.source.model_copy(update={
+                "dicom": r(self.source.dicom),
+                "clinical": [c if Path(c).is_absolute() else str(base / c) for c in self.source.clinical],
+            }),
+        }
+        params = self.extract.params
+        upd["extract"] = self.extract.model_copy(update={
+            "params": {k: r(v) for k, v in params.items()} if isinstance(params, dict) else r(params)})
+        if self.clinical is not None and isinstance(self.clinical.schema_, Path):
+            upd["clinical"] = self.clinical.model_copy(update={"schema_": r(self.clinical.schema_)})
+        upd["experiments"] = self.experiments.model_copy(update={"specs": [r(p) for p in self.experiments.specs]})
+        upd["release"] = self.release.model_copy(update={"config": r(self.release.config)})
+        return self.model_copy(update=upd)
+
+    def ingest_settings(self):
+        """The ingest settings with the pipeline's de-identification section."""
+        if UNAVAILABLE.get("ingest"):
+            return self.ingest
+        return self.ingest.model_copy(update={"deid": self.deid})
+
+    def config_hash(self) -> str:
+        """SHA-256 of the validated configuration (canonical JSON; paths as resolved)."""
+        return sha256_json(self.model_dump(mode="json", by_alias=True))
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+    """Read ``path``, apply top-level ``overrides`` (e.g. ``{"executor": ...}``), validate and resolve paths.
+
+    Raises:
+        ConfigError: naming the file and the dotted key of every problem.
+    """
+    path = Path(path)
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        from biomarkers.errors import ConfigError
+
+        raise ConfigError(f"{path}: expected a mapping of sections (name, source, out, ...)")
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            data[k] = v
+    return validate(PipelineConfig, data, source=str(path)).resolved(path.parent)
+
+
+def config_from_dict(data: dict, base_dir: str | Path, source: str = "<config>") -> PipelineConfig:
+    """Validate an in-memory config (the demo's embedded defaults) and resolve its paths against ``base_dir``."""
+    return validate(PipelineConfig, data, source=source).resolved(base_dir)
