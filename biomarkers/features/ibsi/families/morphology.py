@@ -1,8 +1,7 @@
 """Morphological features (morph_*) and local intensity features (loc_*).
 
-The mesh (marching cubes at iso-level 0.5 of the padded morphological mask) is
-pyradiomics' C implementation (``radiomics.cShape``): mesh volume, area and
-maximum 3D diameter. Convex hull and axis-aligned bounding box use the mesh
+The mesh (marching cubes at iso-level 0.5 of the padded morphological mask,
+scikit-image) gives mesh volume and area. Maximum diameter, convex hull and axis-aligned bounding box use the mesh
 vertices, which for a binary mask are exactly the midpoints of the edges
 between ROI and non-ROI voxel centres (computed directly). Positions are
 index * spacing in mm; covariances use ``n - 1`` (see :mod:`..corrections`).
@@ -15,18 +14,43 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import signal, special
 from scipy.spatial import ConvexHull
 
 from ..corrections import covariance
 
 
-def _mesh(morph: np.ndarray, spacing) -> tuple[float, float, float]:
-    from radiomics import cShape
+def _mesh(morph: np.ndarray, spacing) -> tuple[float, float, np.ndarray]:
+    """Mesh volume (mm^3), area (mm^2) and vertices (mm) of the 0.5 iso-surface.
 
-    m = np.pad(morph, 1).astype(bool)
-    area, volume, diam = cShape.calculate_coefficients(m, np.asarray(spacing, dtype=np.float64))
-    return float(volume), float(area), float(diam[3])
+    Marching cubes of scikit-image on the zero-padded mask; volume from the
+    divergence theorem (sum of signed tetrahedra), area from the triangles.
+    """
+    from skimage import measure
+
+    m = np.pad(morph, 1).astype(np.float32)
+    verts, faces, _, _ = measure.marching_cubes(m, level=0.5, spacing=tuple(float(s) for s in spacing))
+    a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area = 0.5 * float(np.linalg.norm(cross, axis=1).sum())
+    volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
+    return volume, area, verts
+
+
+def _max_diameter(points: np.ndarray) -> float:
+    """Largest distance between two points (searched among the convex hull vertices)."""
+    try:
+        p = points[ConvexHull(points).vertices]
+    except Exception:  # degenerate (flat) point set  # noqa: BLE001
+        p = points
+    if len(p) > 4000:
+        p = p[:4000]
+    best = 0.0
+    for start in range(0, len(p), 512):  # blocks of rows: bounded memory, no per-point loop
+        d = np.sum((p[start:start + 512, None, :] - p[None, :, :]) ** 2, axis=2)
+        best = max(best, float(d.max()))
+    return math.sqrt(best)
 
 
 def _boundary_vertices(morph: np.ndarray, spacing) -> np.ndarray:
@@ -66,16 +90,23 @@ def _moran_geary(image: np.ndarray, int_mask: np.ndarray, spacing) -> tuple[floa
     x = np.where(int_mask, image, 0.0)
     mu = x[int_mask].mean()
     z = np.where(int_mask, image - mu, 0.0)
+    # circular convolution on a grid of >= 2n-1 per axis is exact for all pairs inside the box
     shape = int_mask.shape
-    axes = [np.arange(-(s - 1), s) * sp for s, sp in zip(shape, spacing)]
-    dz, dy, dx = np.meshgrid(*axes, indexing="ij")
+    L = [sp_fft.next_fast_len(2 * s - 1, real=True) for s in shape]
+    axes = []
+    for n_ax, s, sp in zip(L, shape, spacing):
+        r = np.arange(n_ax)
+        r = np.where(r < n_ax // 2 + 1, r, r - n_ax)
+        axes.append(np.where(np.abs(r) <= s - 1, r, 10**9) * sp)
+    dz, dy, dx = np.meshgrid(*axes, indexing="ij", sparse=True)
     d = np.sqrt(dz**2 + dy**2 + dx**2)
     with np.errstate(divide="ignore"):
         k = np.where(d > 0, 1.0 / d, 0.0)
+    kf = sp_fft.rfftn(k, L)
+    crop = tuple(slice(0, s) for s in shape)
 
     def conv(a):
-        return signal.fftconvolve(a, k, mode="valid" if False else "full")[
-            tuple(slice(s - 1, 2 * s - 1) for s in shape)]
+        return sp_fft.irfftn(sp_fft.rfftn(a, L) * kf, L)[crop]
 
     km = conv(m)
     kz = conv(z)
@@ -93,7 +124,7 @@ def _moran_geary(image: np.ndarray, int_mask: np.ndarray, spacing) -> tuple[floa
 def morphology(image: np.ndarray, morph_mask: np.ndarray, int_mask: np.ndarray, spacing) -> dict:
     """IBSI morphological features (OMBB and MVEE densities are not computed)."""
     spacing = np.asarray(spacing, dtype=np.float64)
-    vol, area, diam = _mesh(morph_mask, spacing)
+    vol, area, _ = _mesh(morph_mask, spacing)
     n = int(morph_mask.sum())
     out = {"morph_volume": vol, "morph_vol_approx": n * float(np.prod(spacing)), "morph_area_mesh": area}
     out["morph_av"] = area / vol
@@ -108,7 +139,8 @@ def morphology(image: np.ndarray, morph_mask: np.ndarray, int_mask: np.ndarray, 
     com_geom = pos.mean(axis=0)
     com_int = (ipos * w[:, None]).sum(axis=0) / w.sum() if w.sum() != 0 else ipos.mean(axis=0)
     out["morph_com"] = float(np.linalg.norm(com_geom - com_int))
-    out["morph_diam"] = diam
+    verts = _boundary_vertices(morph_mask, spacing)
+    out["morph_diam"] = _max_diameter(verts)
     if n >= 2:
         ev = np.sort(np.linalg.eigvalsh(covariance(pos)))[::-1]
         ev = np.clip(ev, 0, None)
@@ -120,7 +152,6 @@ def morphology(image: np.ndarray, morph_mask: np.ndarray, int_mask: np.ndarray, 
     out["morph_pca_least_axis"] = 4 * math.sqrt(l3)
     out["morph_pca_elongation"] = math.sqrt(l2 / l1) if l1 > 0 else float("nan")
     out["morph_pca_flatness"] = math.sqrt(l3 / l1) if l1 > 0 else float("nan")
-    verts = _boundary_vertices(morph_mask, spacing)
     ext = verts.max(axis=0) - verts.min(axis=0)
     out["morph_vol_dens_aabb"] = vol / float(np.prod(ext))
     out["morph_area_dens_aabb"] = area / float(2 * (ext[0] * ext[1] + ext[1] * ext[2] + ext[0] * ext[2]))

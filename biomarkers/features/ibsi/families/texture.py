@@ -127,6 +127,16 @@ def glcm_features(P: np.ndarray, n_levels: int) -> dict:
 # matrix index (slice, direction, ...), i the grey level and j the run length /
 # zone size / distance / dependence count.
 
+def _group(*cols):
+    """Inverse index and first-row indices of the unique rows of integer columns (fast 1D sort)."""
+    key = np.zeros(cols[0].shape, np.int64)
+    for c in cols:
+        c = np.asarray(c, np.int64)
+        key = key * (int(c.max()) + 1 if c.size else 1) + c
+    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return inv.ravel(), first
+
+
 def _aggregate(k, i, j, w=None):
     k = np.asarray(k, np.int64)
     i = np.asarray(i, np.int64)
@@ -134,10 +144,9 @@ def _aggregate(k, i, j, w=None):
     w = np.ones(k.shape, np.float64) if w is None else np.asarray(w, np.float64)
     if k.size == 0:
         return k, i, j, w
-    key = np.stack([k, i, j])
-    uniq, inv = np.unique(key, axis=1, return_inverse=True)
-    cnt = np.bincount(inv.ravel(), weights=w)
-    return uniq[0], uniq[1], uniq[2], cnt
+    inv, first = _group(k, i, j)
+    cnt = np.bincount(inv, weights=w)
+    return k[first], i[first], j[first], cnt
 
 
 def size_features(k, i, j, w, n_voxels: np.ndarray, names: list[str]) -> dict:
@@ -150,28 +159,26 @@ def size_features(k, i, j, w, n_voxels: np.ndarray, names: list[str]) -> dict:
     """
     k, i, j, w = _aggregate(k, i, j, w)
     K = len(n_voxels)
-    i = i.astype(np.float64)
-    j = j.astype(np.float64)
+    fi = i.astype(np.float64)
+    fj = j.astype(np.float64)
     ns = np.bincount(k, weights=w, minlength=K)
     with np.errstate(divide="ignore", invalid="ignore"):
         def tot(x):
             return np.bincount(k, weights=w * x, minlength=K) / ns
-        f = [tot(1 / j**2), tot(j**2), tot(1 / i**2), tot(i**2), tot(1 / (i**2 * j**2)), tot(i**2 / j**2),
-             tot(j**2 / i**2), tot(i**2 * j**2)]
-        _, inv_i = np.unique(np.stack([k, i.astype(np.int64)]), axis=1, return_inverse=True)
-        ki = np.unique(np.stack([k, i.astype(np.int64)]), axis=1)[0]
-        si = np.bincount(inv_i.ravel(), weights=w)
-        glnu = np.bincount(ki, weights=si**2, minlength=K) / ns
-        _, inv_j = np.unique(np.stack([k, j.astype(np.int64)]), axis=1, return_inverse=True)
-        kj = np.unique(np.stack([k, j.astype(np.int64)]), axis=1)[0]
-        sj = np.bincount(inv_j.ravel(), weights=w)
-        jnu = np.bincount(kj, weights=sj**2, minlength=K) / ns
+        f = [tot(1 / fj**2), tot(fj**2), tot(1 / fi**2), tot(fi**2), tot(1 / (fi**2 * fj**2)), tot(fi**2 / fj**2),
+             tot(fj**2 / fi**2), tot(fi**2 * fj**2)]
+        inv, first = _group(k, i)
+        si = np.bincount(inv, weights=w)
+        glnu = np.bincount(k[first], weights=si**2, minlength=K) / ns
+        inv, first = _group(k, j)
+        sj = np.bincount(inv, weights=w)
+        jnu = np.bincount(k[first], weights=sj**2, minlength=K) / ns
         f += [glnu, glnu / ns, jnu, jnu / ns, ns / np.asarray(n_voxels, np.float64)]
         p = w / ns[k]
-        mu_i = np.bincount(k, weights=p * i, minlength=K)
-        mu_j = np.bincount(k, weights=p * j, minlength=K)
-        f.append(np.bincount(k, weights=p * (i - mu_i[k]) ** 2, minlength=K))
-        f.append(np.bincount(k, weights=p * (j - mu_j[k]) ** 2, minlength=K))
+        mu_i = np.bincount(k, weights=p * fi, minlength=K)
+        mu_j = np.bincount(k, weights=p * fj, minlength=K)
+        f.append(np.bincount(k, weights=p * (fi - mu_i[k]) ** 2, minlength=K))
+        f.append(np.bincount(k, weights=p * (fj - mu_j[k]) ** 2, minlength=K))
         f.append(-np.bincount(k, weights=p * np.log2(p), minlength=K))
         if len(names) > 16:
             f.append(np.bincount(k, weights=p**2, minlength=K))
