@@ -1,3 +1,48 @@
-"""CLI commands of the extract stage (placeholder: filled in by its issue)."""
+"""CLI: ``biomarkers extract DATASET --params PARAMS.yaml --out FEATURES`` (radiomic features)."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from ._app import app
+
+
+@app.command("extract")
+def extract(
+    dataset: Path = typer.Argument(..., help="An ingest output folder (manifest.parquet, images/, masks/)."),
+    params: List[str] = typer.Option(
+        ..., "--params", "-p",
+        help="pyradiomics parameter file (configs/radiomics/*.yaml). Repeat as MODALITY=FILE for per-modality "
+        "files, e.g. --params CT=configs/radiomics/ct.yaml --params PT=configs/radiomics/pet.yaml; a FILE "
+        "without MODALITY= applies to every other modality.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="FEATURES folder: items/, features_long.parquet, "
+                             "features_wide.parquet, provenance.json, report.json."),
+    executor: str = typer.Option("local", "--executor", "-e",
+                                 help="Where items run: local (workers = cores), local:N, serial or dask://HOST:PORT."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (items to extract, cached, skipped); write nothing."),
+) -> None:
+    """Extract radiomic features for every ROI of every series in DATASET.
+
+    Items already extracted with the same image, mask, parameters and library versions are
+    not recomputed. Exit status 0 when the run completed, even if some items failed (see
+    FEATURES/report.json); 2 for invalid input or parameters.
+    """
+    from ..features.extract import Extract
+    from ..logs import echo
+
+    stage = Extract(dataset, params, out, executor=executor).validate()
+    if dry_run:
+        plan = stage.plan(dry_run=True)
+        for line in plan.lines():
+            echo(line)
+        return
+    plan = stage.plan()
+    echo(plan.summary())
+    report = stage.run(plan)
+    echo(report.summary())
+    echo(f"features: {out / 'features_wide.parquet'} ({report.extra['tables']['features_wide.parquet']} rows, "
+         f"{report.extra['tables']['feature_columns']} features)")

@@ -163,7 +163,11 @@ class Extract:
         return self
 
     # ------------------------------------------------------------------ plan
-    def plan(self) -> ExtractPlan:
+    def plan(self, dry_run: bool = False) -> ExtractPlan:
+        """Decide per mask row: extract, cached (item file exists), skipped or failed (with reason).
+
+        With ``dry_run`` nothing is written (not even the file-hash cache).
+        """
         if self._manifest is None or self.params is None:
             self.validate()
         m = self._manifest
@@ -236,8 +240,9 @@ class Extract:
         keys = {it.key for it in plan.items}
         if items_dir.is_dir():
             plan.stale = sorted(p for p in items_dir.glob("*.parquet") if p.stem not in keys)
-        self.out.mkdir(parents=True, exist_ok=True)
-        cache.save()
+        if not dry_run:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cache.save()
         return plan
 
     # ------------------------------------------------------------------ run
