@@ -160,9 +160,16 @@ def convert_stack(payload: dict) -> dict:
     """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _convert_stack(payload)
+    from pydicom import config
+
+    mode = config.settings.reading_validation_mode
+    try:
+        config.settings.reading_validation_mode = config.IGNORE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _convert_stack(payload)
+    finally:
+        config.settings.reading_validation_mode = mode
 
 
 def _convert_stack(payload: dict) -> dict:

@@ -367,10 +367,17 @@ def index_paths(items: list[tuple[str, str]]) -> list[tuple[str, object]]:
     """Read the headers of ``(absolute path, rel)`` pairs (a work item: picklable, top level)."""
     import warnings
 
+    from pydicom import config
+
     out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's value-length warnings: not our problem
-        return _index_paths(items, out)
+    mode = config.settings.reading_validation_mode
+    try:
+        config.settings.reading_validation_mode = config.IGNORE  # invalid VR lengths etc. are not our problem
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _index_paths(items, out)
+    finally:
+        config.settings.reading_validation_mode = mode
 
 
 def _index_paths(items, out):
