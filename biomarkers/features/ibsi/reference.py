@@ -7,6 +7,9 @@ NOTE FOR THE EXTRACTION AREA (``biomarkers ibsi`` command)::
     # dataset: "digital_phantom" or "config_A" .. "config_E"
     # columns: tag, family, feature, value, reference, tolerance, status ("pass"|"fail"|"missing"|"no reference")
     summarise(df) -> DataFrame per family with pass/fail/missing counts
+    run_dataset(dataset, data_dir=None, diagnostics=True) -> dict[tag, value]
+    # computes the features of a reference dataset with PHANTOM_SETTINGS[dataset]
+    # (the ``ibsi:`` sections for configs/radiomics/ibsi_*.yaml) and PHANTOM_FILES
 
 ``values`` maps IBSI tags (the ``tag`` column of the reference CSVs, e.g. ``morph_vol``,
 ``cm_joint_max_3D_avg``) to values. A value passes when ``|value - reference| <= tolerance``
@@ -23,6 +26,34 @@ import numpy as np
 import pandas as pd
 
 DATASETS = ("digital_phantom", "config_A", "config_B", "config_C", "config_D", "config_E")
+
+#: The ``ibsi:`` settings of each IBSI 1 reference dataset (IBSI 1 document, table of
+#: CT phantom configurations; the digital phantom is used without discretisation).
+PHANTOM_SETTINGS: dict[str, dict] = {
+    "digital_phantom": dict(discretisation="none", bin_width=None, ivh_discretisation="none",
+                            aggregation=["2D", "2.5D", "3D"]),
+    "config_A": dict(reseg_range=[-500, 400], discretisation="fbs", bin_width=25,
+                     ivh_discretisation="none", aggregation=["2D", "2.5D"]),
+    "config_B": dict(spacing=[2.0, 2.0, 2.0], in_plane_only=True, interpolation="linear",
+                     round_intensities=True, reseg_range=[-500, 400], discretisation="fbn",
+                     bin_width=None, bin_count=32, ivh_discretisation="none", aggregation=["2D", "2.5D"]),
+    "config_C": dict(spacing=[2.0, 2.0, 2.0], interpolation="linear", round_intensities=True,
+                     reseg_range=[-1000, 400], discretisation="fbs", bin_width=25,
+                     ivh_discretisation="fbs", ivh_bin_width=2.5, aggregation=["3D"]),
+    "config_D": dict(spacing=[2.0, 2.0, 2.0], interpolation="linear", round_intensities=True,
+                     outlier_sd=3, discretisation="fbn", bin_width=None, bin_count=32,
+                     ivh_discretisation="none", aggregation=["3D"]),
+    "config_E": dict(spacing=[2.0, 2.0, 2.0], interpolation="cubic", round_intensities=True,
+                     reseg_range=[-1000, 400], outlier_sd=3, discretisation="fbn", bin_width=None,
+                     bin_count=32, ivh_discretisation="fbn", ivh_bin_count=1000, aggregation=["3D"]),
+}
+
+#: Image and mask of each dataset, relative to the shared data folder.
+PHANTOM_FILES: dict[str, tuple[str, str]] = {
+    "digital_phantom": ("ibsi1_digital_phantom/image.nii.gz", "ibsi1_digital_phantom/mask.nii.gz"),
+    **{f"config_{c}": ("ibsi1_ct_phantom/nifti/image/phantom.nii.gz", "ibsi1_ct_phantom/nifti/mask/mask.nii.gz")
+       for c in "ABCDE"},
+}
 DEFAULT_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ibsi1_reference"
 
 
@@ -88,3 +119,23 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     t = t[["pass", "fail", "missing", "no reference"]]
     t.loc["total"] = t.sum()
     return t
+
+
+def run_dataset(dataset: str, data_dir: str | Path | None = None, diagnostics: bool = True) -> dict[str, float]:
+    """Features (tag -> value) of an IBSI reference dataset with its :data:`PHANTOM_SETTINGS`.
+
+    ``data_dir`` holds ``ibsi1_digital_phantom/`` and ``ibsi1_ct_phantom/`` (default: the
+    parent of :func:`reference_dir`).
+    """
+    import SimpleITK as sitk
+
+    from . import IbsiSettings, compute
+
+    base = Path(data_dir) if data_dir is not None else reference_dir().parent
+    img_rel, msk_rel = PHANTOM_FILES[dataset]
+    image = sitk.ReadImage(str(base / img_rel))
+    mask = sitk.ReadImage(str(base / msk_rel))
+    settings = IbsiSettings(**PHANTOM_SETTINGS[dataset])
+    arr = sitk.GetArrayFromImage(image).astype(np.float64)
+    roi = sitk.GetArrayFromImage(mask) > 0
+    return compute(arr, roi, tuple(image.GetSpacing()[::-1]), settings, diagnostics=diagnostics)
