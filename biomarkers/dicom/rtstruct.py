@@ -85,11 +85,11 @@ def read_rtstruct(path: str | Path) -> StructureSet:
             continue
         for c in rc.get("ContourSequence", []):
             gtype = str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
+            if gtype != "CLOSED_PLANAR":  # POINT / OPEN_PLANAR / OPEN_NONPLANAR: not a region
+                roi.other_types[gtype] = roi.other_types.get(gtype, 0) + 1
+                continue
             data = _contour_data(c)
             if data is None or len(data) < 3:
-                continue
-            if gtype != "CLOSED_PLANAR":
-                roi.other_types[gtype] = roi.other_types.get(gtype, 0) + 1
                 continue
             roi.contours.append(data)
             for ci in c.get("ContourImageSequence", []):
