@@ -1,3 +1,96 @@
-"""CLI commands of the modeling stage (placeholder: filled in by its issue)."""
+"""CLI commands of the modelling stage: ``experiment``, ``compare``, ``predict``."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..logs import echo
+from ._app import app
+
+_URI_HELP = ("MLflow tracking URI (e.g. http://127.0.0.1:5000). Default: $MLFLOW_TRACKING_URI, "
+             "else sqlite:///<cwd>/mlflow.db")
+
+
+def format_leaderboard(df) -> str:
+    """Plain-text leaderboard: one line per pipeline, metrics rounded to 3 decimals."""
+    import math
+
+    if df.empty:
+        return "(no pipeline runs)"
+    head = f"{'pipeline':<24} {'AUC [95% CI]':<24} {'bal.acc':>8} {'sens':>6} {'spec':>6} {'brier':>6} {'perm p':>7} {'held-out AUC':>12}  run_id"
+    lines = [head]
+
+    def f(row, k, w, nd=3):
+        v = row.get(k)
+        return f"{'-':>{w}}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>{w}.{nd}f}"
+
+    for _, r in df.iterrows():
+        r = r.to_dict()
+        auc = f"{r['auc']:.3f} [{r.get('auc_ci_low', float('nan')):.3f}, {r.get('auc_ci_high', float('nan')):.3f}]"
+        lines.append(
+            f"{r['pipeline']:<24} {auc:<24} {f(r, 'balanced_accuracy', 8)} {f(r, 'sensitivity', 6, 2)} "
+            f"{f(r, 'specificity', 6, 2)} {f(r, 'brier', 6)} {f(r, 'permutation_p_value', 7)} "
+            f"{f(r, 'heldout_auc', 12)}  {r['run_id']}"
+        )
+    return "\n".join(lines)
+
+
+@app.command("experiment")
+def experiment_cmd(
+    spec: Path = typer.Argument(..., help="Experiment spec YAML (experiments/*.yaml)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=_URI_HELP),
+    table: Optional[Path] = typer.Option(None, "--table", help="Use this analysis table instead of input.table."),
+    permutations: Optional[int] = typer.Option(None, "--permutations", help="Label permutations for a p-value "
+                                               "(overrides validation.permutations; each repeats the nested CV)."),
+) -> None:
+    """Run the candidate pipelines of SPEC with nested CV and log them to MLflow."""
+    from ..modeling.experiment import run_experiment
+
+    res = run_experiment(spec, tracking_uri=tracking_uri, table=table, permutations=permutations)
+    echo(f"experiment {res.experiment!r} (id {res.experiment_id}), parent run {res.parent_run_id} in {res.tracking_uri}")
+    echo(format_leaderboard(res.table().sort_values("auc", ascending=False)))
+    echo(f"best pipeline: {res.best}" + (f"; registered as version {res.registered_version}" if res.registered_version else ""))
+
+
+@app.command("compare")
+def compare_cmd(
+    experiment: str = typer.Argument(..., help="MLflow experiment name (the spec's name)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=_URI_HELP),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Parent run to show (default: the latest)."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the leaderboard to this CSV file."),
+) -> None:
+    """Print the leaderboard of EXPERIMENT's latest run, read from MLflow (same numbers as the UI)."""
+    from ..io import write_csv
+    from ..modeling.experiment import leaderboard
+
+    df = leaderboard(experiment, tracking_uri=tracking_uri, parent_run_id=run_id)
+    echo(format_leaderboard(df))
+    if csv is not None:
+        write_csv(csv, df)
+
+
+@app.command("predict")
+def predict_cmd(
+    model_uri: str = typer.Argument(..., help="MLflow model URI: runs:/<run_id>/model, models:/<name>/<version>, "
+                                    "models:/m-<id> or a local model folder."),
+    table: Path = typer.Argument(..., help="Parquet/CSV with the model's input columns (one row per patient)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write predictions to this .csv or .parquet "
+                                       "(default: CSV on stdout)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=_URI_HELP),
+) -> None:
+    """Score new patients with a logged model: id column + probability of the positive class."""
+    from ..io import write_csv, write_parquet
+    from ..modeling.experiment import predict_table
+
+    res = predict_table(model_uri, table, tracking_uri=tracking_uri)
+    if out is None:
+        print(res.to_csv(index=False), end="")
+    elif out.suffix.lower() == ".parquet":
+        write_parquet(out, res)
+        echo(f"{len(res)} predictions -> {out}")
+    else:
+        write_csv(out, res)
+        echo(f"{len(res)} predictions -> {out}")

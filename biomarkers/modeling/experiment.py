@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,14 @@ def run_experiment(
     ``table`` overrides ``spec.input.table``; ``permutations`` overrides
     ``validation.permutations``. Returns the per-pipeline results (metrics as logged).
     """
+    with warnings.catch_warnings():
+        for msg in ("The specified dataset source can be interpreted", "Hint: Inferred schema contains integer",
+                    "Saving scikit-learn models in the pickle"):
+            warnings.filterwarnings("ignore", message=msg)
+        return _run_experiment(spec, tracking_uri, table, permutations)
+
+
+def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -45,27 +45,48 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
     }
 
 
+def auc_rank(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic (ties count 1/2); NaN if one class is absent."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(p)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
 def bootstrap_ci(
     y: np.ndarray, p: np.ndarray, n: int = 1000, confidence: float = 0.95, threshold: float = 0.5, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CIs (resampling patients with replacement) for every metric."""
+    """Percentile bootstrap CIs (resampling patients with replacement) for every metric.
+
+    Resamples with a single class are skipped (AUC, sensitivity or specificity undefined).
+    """
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
+    nan2 = (float("nan"), float("nan"))
     if n <= 0:
-        return {m: (float("nan"), float("nan")) for m in METRICS}
+        return {m: nan2 for m in METRICS}
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {m: [] for m in METRICS}
     N = len(y)
-    for _ in range(n):
-        idx = rng.integers(0, N, N)
-        yy = y[idx]
-        if yy.min() == yy.max():
-            continue
-        for k, v in binary_metrics(yy, p[idx], threshold).items():
-            draws[k].append(v)
+    idx = rng.integers(0, N, size=(n, N))
+    yy, pp = y[idx], p[idx]
+    npos = yy.sum(axis=1)
+    ok = (npos > 0) & (npos < N)
+    yy, pp, npos = yy[ok], pp[ok], npos[ok]
+    if not len(yy):
+        return {m: nan2 for m in METRICS}
+    pred = pp >= threshold
+    sens = (pred & (yy == 1)).sum(axis=1) / npos
+    spec = (~pred & (yy == 0)).sum(axis=1) / (N - npos)
+    auc = np.array([auc_rank(a, b) for a, b in zip(yy, pp)])
+    draws = {"auc": auc, "balanced_accuracy": (sens + spec) / 2, "sensitivity": sens, "specificity": spec,
+             "brier": ((pp - yy) ** 2).mean(axis=1)}
     a = (1.0 - confidence) / 2.0
-    return {m: (float(np.nanquantile(v, a)), float(np.nanquantile(v, 1 - a))) if v else (float("nan"),) * 2
-            for m, v in draws.items()}
+    return {m: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) for m, v in draws.items()}
 
 
 def _search(pipe: Pipeline, grid: dict, val: ValidationSpec, seed: int):

@@ -5,7 +5,7 @@ tracking URI explicitly and :func:`using_tracking` restores the previous global 
 
 Privacy: parameters, tags and dataset sources never carry absolute paths (which may
 contain a user's or patient's name); :func:`safe_source` renders a path relative to
-the working directory, or as ``sha256:<12 hex of the parent folder>/<file name>``.
+the working directory, or as ``sha256-<12 hex of the parent folder>/<file name>``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -110,13 +111,13 @@ def get_or_create_experiment(name: str, uri: str | None = None) -> str:
 
 
 def safe_source(path: str | os.PathLike) -> str:
-    """A loggable rendering of ``path``: relative to the cwd if below it, else hashed parent + name."""
+    """A loggable rendering of ``path``: relative to the cwd if below it, else ``sha256-<12 hex of the parent folder>/<name>``."""
     p = Path(path).resolve()
     try:
         return p.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         h = hashlib.sha256(str(p.parent).encode()).hexdigest()[:12]
-        return f"sha256:{h}/{p.name}"
+        return f"sha256-{h}/{p.name}"
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -155,7 +156,10 @@ def log_feature_set(
     path = Path(table_path)
     if df is None:
         df = read_table(path)
-    ds = mlflow.data.from_pandas(df, source=safe_source(path), name=name, targets=targets)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        ds = mlflow.data.from_pandas(df, source=safe_source(path), name=name, targets=targets)
     mlflow.log_input(ds, context=context)
     if path.is_file():
         mlflow.set_tag(f"biomarkers.dataset.{name}.sha256", sha256_file(path))
@@ -193,7 +197,9 @@ def child_run(run_name: str, tags: dict | None = None):
     """A nested run under the active parent run."""
     import mlflow
 
-    with mlflow.start_run(run_name=run_name, nested=True, tags={"biomarkers.run_kind": "pipeline", **(tags or {})}) as run:
+    active = mlflow.active_run()
+    exp_id = active.info.experiment_id if active else None
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=True, tags={"biomarkers.run_kind": "pipeline", **(tags or {})}) as run:
         yield run
 
 
