@@ -69,7 +69,7 @@ CENTRE_A = textwrap.dedent(
     """\
     patient_id,centre,age,sex,grade,histology,diagnosis_date,followup_months,comment
     STS_001,A,54,M,2,LPS,2011-03-14,-5,ok
-    STS_002,A,61,female,two,lms,2012-07-01,40.5,ok
+    STS_002,A,61,male,two,lms,2012-07-01,40.5,ok
     STS_003,A,95,F,3,ups,2010-11-30,12,ok
     XX-99,A,50,M,1,lps,2011-01-01,10,unknown id format
     STS_099,A,47,M,1,lps,2011-01-01,10,not in imaging
@@ -83,19 +83,19 @@ CENTRE_A = textwrap.dedent(
 # centre B: cp1252, semicolon, decimal comma, accented header and value, d.m.Y dates.
 CENTRE_B = (
     "Patient ID;Âge (années);Gender;Tumour grade;Histology;Diagnosis date;Follow-up (months)\r\n"
-    "STS_004;38,5;1;1;Liposarcome myxoïde;02.05.2013;24,5\r\n"
+    "STS_004;38,5;2;1;Liposarcome myxoïde;02.05.2013;24,5\r\n"
     "STS_005;72;2;3;LMS;17.09.2009;7\r\n"
     "STS_013;abc;2;3;LMS;17.09.2009;7\r\n"
 )
 
-#: What the good rows say (original values, before de-identification).
+#: What the good rows say (original values, before de-identification); sex as in the DICOM headers.
 EXPECTED = {
     "STS_001": dict(centre="A", age=54.0, sex="male", grade=2, histology="liposarcoma", diagnosis_date=dt.date(2011, 3, 14), followup_months=None),
-    "STS_002": dict(centre="A", age=61.0, sex="female", grade=None, histology="leiomyosarcoma", diagnosis_date=dt.date(2012, 7, 1), followup_months=40.5),
+    "STS_002": dict(centre="A", age=61.0, sex="male", grade=None, histology="leiomyosarcoma", diagnosis_date=dt.date(2012, 7, 1), followup_months=40.5),
     "STS_003": dict(centre="A", age=89.0, sex="female", grade=3, histology="UPS", diagnosis_date=dt.date(2010, 11, 30), followup_months=12.0),
-    "STS_004": dict(centre="B", age=38.5, sex="male", grade=1, histology="liposarcoma", diagnosis_date=dt.date(2013, 5, 2), followup_months=24.5),
+    "STS_004": dict(centre="B", age=38.5, sex="female", grade=1, histology="liposarcoma", diagnosis_date=dt.date(2013, 5, 2), followup_months=24.5),
     "STS_005": dict(centre="B", age=72.0, sex="female", grade=3, histology="leiomyosarcoma", diagnosis_date=dt.date(2009, 9, 17), followup_months=7.0),
-    "STS_006": dict(centre="C", age=66.0, sex="female", grade=2, histology="UPS", diagnosis_date=dt.date(2014, 1, 20), followup_months=30.0),
+    "STS_006": dict(centre="C", age=66.0, sex="male", grade=2, histology="UPS", diagnosis_date=dt.date(2014, 1, 20), followup_months=30.0),
 }
 TEST_SECRET = "test-secret-0123456789abcdef"
 
@@ -126,7 +126,7 @@ def write_clinical(tmp: Path) -> dict[str, Path]:
     wb = Workbook()
     ws = wb.active
     ws.append(["patient_id", "centre", "age", "sex", "grade", "histology", "diagnosis_date", "followup_months"])
-    ws.append(["STS_006", "C", 66, 2, 2, "UPS", dt.datetime(2014, 1, 20), 30])
+    ws.append(["STS_006", "C", 66, 1, 2, "UPS", dt.datetime(2014, 1, 20), 30])
     wb.save(c)
     schema = tmp / "schema.yaml"
     schema.write_text(SCHEMA_YAML, encoding="utf-8")

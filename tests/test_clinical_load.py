@@ -157,3 +157,26 @@ def test_example_schema_config_is_valid():
     s = load_schema(REPO / "configs" / "clinical_schema.yaml")
     assert s.variables["sex"].mandatory and s.centres["B"].decimal == ","
     assert math.isclose(s.variables["age"].max, 120)
+
+
+def test_clinical_ids_and_dates_meet_the_real_dicom_headers(loaded, shared_data):
+    """Imaging and clinical meet without identifiers: the pseudonym of the DICOM PatientID of the
+    real STS series equals the clinical pseudonym, and both get the same date shift (intervals kept)."""
+    import pydicom
+
+    from biomarkers.deid import Deidentifier
+
+    p, df, rep = loaded
+    deid = Deidentifier()
+    by_id = df.set_index("patient_id")
+    for orig, exp in EXPECTED.items():
+        f = sorted((shared_data / "sts" / "dicom" / orig / "CT" / "image").glob("*.dcm"))[0]
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        pid = deid.patient_id(ds.PatientID)  # what the ingest writes for this series
+        assert pid in by_id.index
+        row = by_id.loc[pid]
+        assert row["sex"] == {"M": "male", "F": "female"}[ds.PatientSex]
+        study = dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date()
+        shifted_study = deid.date(study, ds.PatientID)
+        assert shifted_study != study
+        assert (shifted_study - row["diagnosis_date"].date()) == (study - exp["diagnosis_date"])

@@ -191,11 +191,12 @@ def test_k_anonymity_refusal_names_the_combination(inputs, tmp_path):
     assert "k-anonymity (k=2)" in msg
     # STS_001: 54 years, male, centre A -> alone in its group (hand computed from the exports)
     assert "age_band=50-59, sex=male, centre=A: 1 patient(s)" in msg
-    assert "age_band=30-39, sex=male, centre=B: 1 patient(s)" in msg
+    assert "age_band=30-39, sex=female, centre=B: 1 patient(s)" in msg
     assert "6 combination(s)" in msg
-    # sex alone: 2 male, 4 female -> passes with k=2, fails with k=3 naming the male group
-    with pytest.raises(PrivacyError, match=r"sex=male: 2 patient\(s\)"):
-        build(inputs, tmp_path / "R", config=cfg(privacy={"k": 3, "quasi_identifiers": ["sex"]}))
+    # sex alone: 3 male, 3 female -> passes with k=3, fails with k=4 naming both groups
+    build(inputs, tmp_path / "R", config=cfg(privacy={"k": 3, "quasi_identifiers": ["sex"]}))
+    with pytest.raises(PrivacyError, match=r"sex=female: 3 patient\(s\); sex=male: 3 patient\(s\)"):
+        build(inputs, tmp_path / "R", config=cfg(privacy={"k": 4, "quasi_identifiers": ["sex"]}))
 
 
 def test_versions_immutable_and_schema_change_reported(inputs, tmp_path):
@@ -245,7 +246,7 @@ def test_cli_release_and_refusal_exit_status(inputs, tmp_path, capsys):
     conf.write_text(conf.read_text().replace("k: 2", "k: 5"))
     assert main(args + ["--version", "2.0.1"]) == 2
     err = capsys.readouterr().err
-    assert "k-anonymity (k=5)" in err and "sex=female: 4 patient(s)" in err
+    assert "k-anonymity (k=5)" in err and "sex=female: 3 patient(s)" in err
     assert not (tmp_path / "R" / "sts-cli-2.0.1").exists()
 
 
