@@ -259,3 +259,18 @@ def test_structure_set_references_are_read(shared_data):
     assert ss.referenced_series_uids == (str(ds.SeriesInstanceUID),)
     assert len(ss.referenced_sop_uids) > 0
     assert [r.name for r in ss.rois] == ["GTV_Mass_CT"] and len(ss.rois[0].contours) == 32
+
+
+def test_referenced_sop_instances_take_precedence(shared_data, stacks):
+    """A stack holding the SOP instances the contours name wins over the referenced series / FoR match."""
+    by_patient, by_case = stacks
+    rs = shared_data / "sts" / "dicom" / "STS_002" / "CT" / "mask" / "RS.dcm"
+    sops = read_rtstruct(rs).referenced_sop_uids
+    mr = by_case["STS_002/MR_T1"]
+    files = [dataclasses.replace(f, sop_instance_uid=sops[i % len(sops)]) for i, f in enumerate(mr.files)]
+    cands = [by_case["STS_002/CT"], dataclasses.replace(mr, files=files), by_case["STS_002/PET"]]
+    (r,) = masks_from_object(rtstruct_object(rs), cands, MaskSettings())
+    assert r.status == "converted" and r.stack_key == "STS_002/MR_T1"
+    # without that overlap the referenced series (CT) is chosen
+    (r,) = masks_from_object(rtstruct_object(rs), by_patient["STS_002"], MaskSettings())
+    assert r.stack_key == "STS_002/CT"
