@@ -180,3 +180,22 @@ def test_clinical_ids_and_dates_meet_the_real_dicom_headers(loaded, shared_data)
         shifted_study = deid.date(study, ds.PatientID)
         assert shifted_study != study
         assert (shifted_study - row["diagnosis_date"].date()) == (study - exp["diagnosis_date"])
+
+
+@pytest.mark.parametrize("encoding,delimiter,expected_encoding", [
+    ("utf-8-sig", "\t", "utf-8-sig"),
+    ("utf-16", "\t", "utf-16"),
+    ("cp1252", "|", "cp1252"),
+    ("utf-8", ";", "utf-8"),
+])
+def test_reader_detects_encoding_and_delimiter(tmp_path, encoding, delimiter, expected_encoding):
+    from biomarkers.clinical.readers import read_table
+
+    rows = [["patient_id", "Âge (années)", "histology"], ["STS_004", "38,5", "Liposarcome myxoïde"], ["STS_005", "72", "LMS"]]
+    f = tmp_path / "centre_b.csv"
+    f.write_bytes("\r\n".join(delimiter.join(r) for r in rows).encode(encoding))
+    raw = read_table(f)
+    assert (raw.encoding, raw.delimiter) == (expected_encoding, delimiter)
+    assert list(raw.frame.columns[1:4]) == rows[0]
+    assert raw.frame["histology"].tolist() == ["Liposarcome myxoïde", "LMS"]
+    assert raw.frame["__line__"].tolist() == [2, 3]

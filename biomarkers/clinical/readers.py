@@ -34,10 +34,12 @@ class RawTable:
 
 
 def decode_bytes(data: bytes) -> tuple[str, str]:
-    """Decode a text export: UTF-8 (with or without BOM), then cp1252, then charset-normalizer's guess.
+    """Decode a text export: UTF-16 (with BOM), UTF-8 (with or without BOM), then cp1252, then charset-normalizer's guess.
 
     Returns (text, encoding name). Latin-1 is the last resort (it decodes any byte).
     """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel "Unicode text" exports
+        return data.decode("utf-16"), "utf-16"
     for enc in ("utf-8-sig", "cp1252"):
         try:
             text = data.decode(enc)
