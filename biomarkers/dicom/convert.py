@@ -158,18 +158,10 @@ def units_of(modality: str, dicom_units: str, suv: bool) -> str:
 # ----------------------------------------------------------------- work item
 def convert_stack(payload: dict) -> dict:
     """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""
-    import warnings
+    from .index import quiet_pydicom
 
-    from pydicom import config
-
-    mode = config.settings.reading_validation_mode
-    try:
-        config.settings.reading_validation_mode = config.IGNORE
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _convert_stack(payload)
-    finally:
-        config.settings.reading_validation_mode = mode
+    with quiet_pydicom():
+        return _convert_stack(payload)
 
 
 def _convert_stack(payload: dict) -> dict:

@@ -15,6 +15,7 @@ Identifiers kept here are the original DICOM values, in memory only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -363,21 +364,27 @@ def _segmentation(path: Path, rel: str, common: dict, sop_class: str) -> Segment
     )
 
 
-def index_paths(items: list[tuple[str, str]]) -> list[tuple[str, object]]:
-    """Read the headers of ``(absolute path, rel)`` pairs (a work item: picklable, top level)."""
+@contextlib.contextmanager
+def quiet_pydicom():
+    """Silence pydicom's value-validation warnings/logs for the duration (restores the mode)."""
     import warnings
 
     from pydicom import config
 
-    out = []
     mode = config.settings.reading_validation_mode
     try:
-        config.settings.reading_validation_mode = config.IGNORE  # invalid VR lengths etc. are not our problem
+        config.settings.reading_validation_mode = config.IGNORE
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _index_paths(items, out)
+            yield
     finally:
         config.settings.reading_validation_mode = mode
+
+
+def index_paths(items: list[tuple[str, str]]) -> list[tuple[str, object]]:
+    """Read the headers of ``(absolute path, rel)`` pairs (a work item: picklable, top level)."""
+    with quiet_pydicom():
+        return _index_paths(items, [])
 
 
 def _index_paths(items, out):

@@ -238,12 +238,12 @@ class Ingest:
                 plan = self.plan(executor)
             self.out.mkdir(parents=True, exist_ok=True)
             deid = self.deidentifier
-            import warnings
-
             import pydicom
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            from .index import quiet_pydicom
+
+            old_manifest = _read_old_manifest(self.out)
+            with quiet_pydicom():
                 for p in plan.items:  # whitelisted metadata, read here so the secret never travels
                     ds = pydicom.dcmread(p["stack"].files[0].path, stop_before_pixels=True)
                     p["metadata"] = deid.metadata(ds)
@@ -261,7 +261,7 @@ class Ingest:
                         rows.append(image_row(p, st.grid, st.qc, qc_flags(st.qc), "", "failed", st.reason))
                     advance()
             self._write_manifest(rows)  # checkpoint before masks
-            rows += self._run_masks(plan, executor)
+            rows += self._run_masks(plan, executor, old_manifest)
         finally:
             if own:
                 executor.close()
@@ -301,14 +301,13 @@ class Ingest:
         return report
 
     # ------------------------------------------------------------------ masks
-    def _run_masks(self, plan: IngestPlan, executor: Executor) -> list[dict]:
+    def _run_masks(self, plan: IngestPlan, executor: Executor, old: pd.DataFrame | None) -> list[dict]:
         s = self.settings
         deid = self.deidentifier
         converted = [st for st in plan.stacks if st.status == "converted" and st.grid is not None]
         by_patient: dict[str, list[ImageStack]] = defaultdict(list)
         for st in converted:
             by_patient[st.patient_id].append(st)
-        old = _read_old_manifest(self.out)
         masks_cfg = s.masks.model_dump(mode="json")
         items: list[tuple[str, dict]] = []
         rows: list[dict] = []

@@ -1,0 +1,72 @@
+"""``biomarkers ingest`` on the command line: exit status, de-identification switches, config errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+
+from biomarkers.cli import main
+
+
+def test_cli_ingest_phantom(shared_data, tmp_path, capsys):
+    src = shared_data / "ibsi1_ct_phantom" / "dicom"
+    out = tmp_path / "out"
+    link = tmp_path / "keys" / "linkage.csv"
+    rc = main(["ingest", str(src), str(out), "--executor", "serial", "--linkage-table", str(link)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "ingest: 2 done" in printed
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["deidentified"] is True and rep["counts"] == {"done": 2, "skipped": 0, "failed": 0}
+    df = pd.read_parquet(out / "manifest.parquet")
+    rows = list(csv.DictReader(link.open()))
+    assert len(rows) == 1 and rows[0]["pseudonym"] == df.patient_id.iloc[0] != rows[0]["original_id"]
+    assert (link.stat().st_mode & 0o777) == 0o600
+    # dry run on the finished output: everything is current, nothing written
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    assert main(["ingest", str(src), str(out), "--dry-run", "--executor", "serial"]) == 0
+    assert "1 up to date" in capsys.readouterr().out
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()) == before
+
+
+def test_cli_no_deid_is_recorded(shared_data, tmp_path):
+    out = tmp_path / "out"
+    assert main(["ingest", str(shared_data / "ibsi1_ct_phantom" / "dicom"), str(out), "--no-deid", "--executor", "serial"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["deidentified"] is False
+    df = pd.read_parquet(out / "manifest.parquet")
+    assert not df.patient_id.iloc[0].startswith("BM-")
+
+
+def test_cli_errors_exit_2(shared_data, tmp_path, capsys, monkeypatch):
+    src = shared_data / "ibsi1_ct_phantom" / "dicom"
+    out = tmp_path / "out"
+    # linkage table inside OUT is refused before any work
+    assert main(["ingest", str(src), str(out), "--linkage-table", str(out / "k.csv")]) == 2
+    assert "must not be written inside the output folder" in capsys.readouterr().err
+    assert not out.exists()
+    # unknown config key: the message names the file and the key
+    cfg = tmp_path / "ingest.yaml"
+    cfg.write_text("allow_gapz: true\n")
+    assert main(["ingest", str(src), str(out), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg) in err and "allow_gapz" in err
+    # missing source folder
+    assert main(["ingest", str(tmp_path / "nope"), str(out)]) == 2
+    assert "source folder not found" in capsys.readouterr().err
+    # no secret: clear error, exit 2
+    monkeypatch.delenv("BIOMARKERS_SECRET")
+    assert main(["ingest", str(src), str(out)]) == 2
+    assert "BIOMARKERS_SECRET" in capsys.readouterr().err
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    from biomarkers.config import load_yaml
+    from biomarkers.dicom.ingest import IngestSettings
+
+    s = load_yaml(Path(__file__).resolve().parent.parent / "configs" / "ingest.yaml", IngestSettings)
+    assert s.allow_gaps is False and s.deid.enabled is True
