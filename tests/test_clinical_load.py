@@ -15,7 +15,7 @@ import pytest
 from test_clinical_fixtures import EXPECTED, date_offset, pseudonym, write_clinical
 
 from biomarkers.clinical import ClinicalValidationError, load_clinical, load_schema
-from biomarkers.errors import ConfigError
+from biomarkers.errors import ConfigError, InputError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -199,3 +199,20 @@ def test_reader_detects_encoding_and_delimiter(tmp_path, encoding, delimiter, ex
     assert list(raw.frame.columns[1:4]) == rows[0]
     assert raw.frame["histology"].tolist() == ["Liposarcome myxoïde", "LMS"]
     assert raw.frame["__line__"].tolist() == [2, 3]
+
+
+def test_unreadable_file_or_missing_id_column_does_not_stop_the_others(tmp_path):
+    p = write_clinical(tmp_path)
+    noid = tmp_path / "centre_a_noid.csv"
+    noid.write_text("name_of_patient,age,sex\nx,54,M\n", encoding="utf-8")
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"this is not a zip file")
+    df, rep = load_clinical([noid, broken, p["c"]], load_schema(p["schema"]))
+    assert list(df["patient_id"]) == [pseudonym("STS_006")]
+    probs = {Path(i.file).name: i for i in rep.issues if i.row is None and i.action == "rejected"}
+    assert "no patient id column" in probs["centre_a_noid.csv"].problem
+    assert "broken.xlsx" in probs["broken.xlsx"].problem and "cannot read" in probs["broken.xlsx"].problem
+    rr = rep.run_report()
+    assert {c.case: c.status for c in rr.cases} == {"centre_a_noid.csv": "failed", "broken.xlsx": "failed", "centre_c.xlsx:row 1": "done"}
+    with pytest.raises(InputError, match="no clinical file could be loaded"):
+        load_clinical([noid], load_schema(p["schema"]))

@@ -107,6 +107,9 @@ class ValidationReport:
         for i in self.issues:
             by_row.setdefault((i.file, i.row), []).append(i)
         for f in self.files:
+            if f.get("error"):
+                rep.add(Path(f["file"]).name, "failed", f["error"])
+                continue
             for r in range(1, f["rows"] + 1):
                 issues = by_row.get((f["file"], r), [])
                 rejected = [i for i in issues if i.action in ("rejected", "load aborted")]
@@ -247,7 +250,12 @@ def load_clinical(
 
     offset = 0
     for path in files:
-        raw = read_table(path)
+        try:
+            raw = read_table(path)
+        except InputError as err:  # one unreadable file does not stop the others
+            report.issues.append(Issue(str(path), None, None, "", "", "", f"file not loaded: {err}", "", "rejected"))
+            report.files.append({"file": str(path), "format": path.suffix.lstrip("."), "rows": 0, "error": str(err)})
+            continue
         header = [c for c in raw.frame.columns if c not in (ROW, LINE)]
         centre = schema.centre_for_file(path, header)
         cspec = schema.centres.get(centre) if centre else None
@@ -277,10 +285,12 @@ def load_clinical(
         out["__row__"] = df[ROW].to_numpy()
         out["__line__"] = df[LINE].to_numpy()
         if "patient_id" not in src_of:
-            raise InputError(
-                f"{path}: no patient id column (expected {schema.patient_id.column!r}"
-                + (f" or the centre's name for it" if centre else "") + f"; columns found: {header})"
-            )
+            problem = (f"file not loaded: no patient id column (expected {schema.patient_id.column!r}"
+                       + (" or the centre's name for it" if centre else "") + f"; columns found: {header})")
+            report.issues.append(Issue(fname, None, None, "", "patient_id", "", problem, "", "rejected"))
+            report.files[-1]["error"] = problem
+            report.n_read += len(df)
+            continue
         ids = _normalise(df[src_of["patient_id"]], missing)
         out["__orig__"] = ids.to_numpy()
         # centre
@@ -315,8 +325,10 @@ def load_clinical(
         parts.append(out)
         offset += n
 
+    if not parts:
+        raise InputError("no clinical file could be loaded:\n  " + "\n  ".join(i.problem for i in report.issues if i.row is None and i.action == "rejected"))
     table = pd.concat(parts) if len(parts) > 1 else parts[0]
-    report.n_read = len(table)
+    report.n_read += len(table)
     table["__norm__"] = table["__orig__"].map(lambda v: normalise_id(v) if isinstance(v, str) and v.strip() else None)
     table["__pseudo__"] = table["__orig__"].map(lambda v: deid.patient_id(v) if isinstance(v, str) and v.strip() else "")
 
