@@ -19,6 +19,7 @@ so reasons are safe to write to reports).
 from __future__ import annotations
 
 import glob as _glob
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -123,6 +124,14 @@ def _size_flags(arr: np.ndarray, settings: MaskSettings) -> tuple[list[str], str
     return [], ""
 
 
+def _err_text(err: Exception) -> str:
+    """Error text without file paths (an OSError message names the path; paths may hold identifiers)."""
+    if isinstance(err, OSError):
+        return f"{type(err).__name__}: {err.strerror or 'I/O error'}"
+    text = re.sub(r"(['\"])(?:[A-Za-z]:)?[/\\][^'\"]*\1", "<file>", str(err))
+    return f"{type(err).__name__}: {text[:200]}"
+
+
 def _failed_object(kind: str, status: Status, reason: str) -> list[MaskResult]:
     return [MaskResult("", "", None, None, status, reason, [], kind)]
 
@@ -143,8 +152,7 @@ def _choose_stack(
     """Pick the stack a segmentation refers to.
 
     Candidates are stacks sharing a referenced SOP instance, the referenced
-    series, or the frame of reference. Among them the one with the highest
-    stacks whose geometric score (fraction of the object's points/frames on its
+    series, or the frame of reference. Among them, stacks whose geometric score (fraction of the object's points/frames on its
     grid) reaches ``min_score`` are preferred, then a stack holding referenced
     SOP instances, then one of the referenced series, then the higher score,
     then the closer fit (``score_of`` returns ``(fraction, closeness)``; e.g.
@@ -183,7 +191,7 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
     try:
         ss = read_rtstruct(obj.path)
     except Exception as err:  # noqa: BLE001 - any unreadable file becomes a reason
-        return _failed_object("RTSTRUCT", "failed", f"cannot read RTSTRUCT: {type(err).__name__}: {err}")
+        return _failed_object("RTSTRUCT", "failed", f"cannot read RTSTRUCT: {_err_text(err)}")
     names = [r.name for r in ss.rois]
     decisions = match_roi_names(names, settings.rois)
     results: list[MaskResult] = []
@@ -248,7 +256,7 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
     try:
         seg = read_seg(obj.path)
     except Exception as err:  # noqa: BLE001
-        return _failed_object("SEG", "failed", f"cannot read SEG: {type(err).__name__}: {err}")
+        return _failed_object("SEG", "failed", f"cannot read SEG: {_err_text(err)}")
     labels = [seg.segments[n] for n in sorted(seg.segments)]
     numbers = sorted(seg.segments)
     decisions = match_roi_names(labels, settings.rois)
@@ -286,7 +294,7 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
         arrays = segment_arrays(seg, stack.grid, ks, settings.fractional_threshold)
     except Exception as err:  # noqa: BLE001
         return results + [
-            MaskResult(c, label, stack.key, None, "failed", f"cannot decode SEG pixel data: {type(err).__name__}: {err}", [], "SEG")
+            MaskResult(c, label, stack.key, None, "failed", f"cannot decode SEG pixel data: {_err_text(err)}", [], "SEG")
             for _, label, c in chosen
         ]
     for n, label, canonical in chosen:
@@ -393,7 +401,7 @@ def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskS
             img = nib.load(str(path))
             arr = np.asanyarray(img.dataobj)
         except Exception as err:  # noqa: BLE001
-            results.append(MaskResult(d.canonical, stem, stack.key, None, "failed", f"{label}: cannot read: {type(err).__name__}: {err}", [], "NIFTI"))
+            results.append(MaskResult(d.canonical, stem, stack.key, None, "failed", f"{label}: cannot read: {_err_text(err)}", [], "NIFTI"))
             continue
         while arr.ndim > 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
