@@ -65,7 +65,7 @@ def test_scan_finds_values_in_every_layer(tmp_path):
     where = {(h.path.split("/")[-1], h.layer.split(":")[0], h.label) for h in hits}
     assert ("plain.txt", "raw", "name") in where
     assert ("img.nii.gz", "gunzip", "pid") in where
-    assert ("utf16.txt", "raw", "dob") in where
+    assert ("utf16.txt", "raw/utf-16", "dob") in where
     assert ("model.zip", "zip", "name") in where
     assert ("table.parquet", "parquet-table", "dob") in where
     assert ("table.parquet", "parquet-table", "name") in where
@@ -162,3 +162,19 @@ def test_find_identifying_values_clean_release_table():
         }
     )
     assert find_identifying_values(df) == []
+
+
+def test_scan_offsets_alignment_and_non_ascii(tmp_path):
+    blob = bytes(range(256)) * 3 + b"xx" + "Zyxwortel".encode("utf-16-le") + b"\x00\x01" + b"QCH-07301!"
+    (tmp_path / "b.bin").write_bytes(b"\x07" + blob)  # odd alignment of the UTF-16 text
+    hits = {(h.label, h.layer, h.offset) for h in scan_files([tmp_path / "b.bin"], NEEDLES)}
+    u16 = 1 + 768 + 2
+    assert ("name", "raw/utf-16", u16) in hits
+    assert ("pid", "raw", 1 + len(blob) - len(b"QCH-07301!")) in hits
+    (tmp_path / "c.txt").write_text("Dr. Jürgen Müller-Lüdenscheid", encoding="latin-1")
+    (tmp_path / "d.txt").write_text("MÜLLER-LÜDENSCHEID^JÜRGEN", encoding="utf-8")
+    got = scan_files([tmp_path / "d.txt"], {"n": ("Müller-Lüdenscheid^Jürgen", "name")})
+    assert got and got[0].label == "n"
+    got = scan_files([tmp_path / "c.txt"], {"n": ("Müller-Lüdenscheid^Jürgen", "name")})  # Latin-1, "First Last"
+    assert got and got[0].label == "n"
+    assert scan_files([tmp_path / "b.bin"], {"n": ("Müller-Lüdenscheid^Jürgen", "name")}) == []

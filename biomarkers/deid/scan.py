@@ -113,22 +113,84 @@ def _guess_kind(label: str, value: str) -> Kind:
     return "text"
 
 
-def _needle_table(needles: Mapping[str, object]) -> list[tuple[str, bytes]]:
-    """(label, lower-case UTF-8 variant) pairs. Needle values: a string (kind guessed from
-    label and value) or a ``(value, kind)`` tuple."""
-    table: set[tuple[str, bytes]] = set()
-    for label, spec in needles.items():
-        if isinstance(spec, (tuple, list)):
-            value, kind = str(spec[0]), spec[1]
-        else:
-            value, kind = str(spec), _guess_kind(label, str(spec))
-        for variant in identifying_variants(value, kind):
-            for enc in ("utf-8", "utf-16-le"):
-                try:
-                    table.add((label, variant.lower().encode(enc)))
-                except UnicodeEncodeError:
-                    pass
-    return sorted(table)
+class _Needles:
+    """Compiled needles. ASCII variants are searched inside the printable-ASCII runs of the data
+    (and of its UTF-16-LE rendering), which is exact -- an ASCII needle can only occur inside
+    such a run -- and much faster than searching every byte of voxel data; other variants
+    (non-ASCII names) are searched as-is (each case variant) in all bytes, encoded in UTF-8,
+    Latin-1 (DICOM ISO_IR 100) and UTF-16-LE."""
+
+    def __init__(self, needles: Mapping[str, object]):
+        ascii_: set[tuple[str, bytes]] = set()
+        other: set[tuple[str, bytes]] = set()
+        for label, spec in needles.items():
+            if isinstance(spec, (tuple, list)):
+                value, kind = str(spec[0]), spec[1]
+            else:
+                value, kind = str(spec), _guess_kind(label, str(spec))
+            for variant in identifying_variants(value, kind):
+                low = variant.lower()
+                if low.isascii() and low.isprintable():
+                    ascii_.add((label, low.encode("ascii")))
+                else:  # case variants are in the set already; search each as-is in every encoding
+                    for enc in ("utf-8", "latin-1", "utf-16-le"):
+                        try:
+                            other.add((label, variant.encode(enc)))
+                        except UnicodeEncodeError:
+                            pass
+        self.ascii = sorted(ascii_)
+        self.other = sorted(other)
+        self.min_len = min((len(b) for _, b in self.ascii), default=1)
+
+    def __len__(self) -> int:
+        return len(self.ascii) + len(self.other)
+
+    def _runs(self, data: bytes):
+        """Yield (text, offsets) for the printable-ASCII runs of ``data`` as bytes and as
+        UTF-16-LE (both alignments): ``text`` joins the lower-cased runs with newlines,
+        ``offsets`` maps positions in ``text`` back to byte offsets in ``data``."""
+        import numpy as np
+
+        views = [(np.frombuffer(data, dtype=np.uint8), 0, 1)]
+        for align in (0, 1):
+            k = (len(data) - align) // 2
+            if k >= self.min_len:
+                views.append((np.frombuffer(data, dtype="<u2", count=k, offset=align), align, 2))
+        for codes, align, width in views:
+            m = ((codes >= 0x20) & (codes <= 0x7E)).view(np.int8)
+            d = np.diff(np.concatenate(([0], m, [0])).astype(np.int8))
+            starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+            keep = (ends - starts) >= self.min_len
+            starts, ends = starts[keep], ends[keep]
+            if not len(starts):
+                continue
+            if width == 1:
+                chunks = [data[a:e] for a, e in zip(starts.tolist(), ends.tolist())]
+            else:
+                chunks = [codes[a:e].astype(np.uint8).tobytes() for a, e in zip(starts.tolist(), ends.tolist())]
+            text = b"\n".join(chunks).lower()
+            pos = np.concatenate(([0], np.cumsum((ends - starts) + 1)[:-1]))
+            yield text, pos, starts * width + align, width
+
+    def search(self, data: bytes, path: str, layer: str, hits: list[Hit]) -> None:
+        import numpy as np
+
+        seen: set[tuple[str, bytes]] = set()
+        for text, pos, byte_starts, width in self._runs(data):
+            for label, needle in self.ascii:
+                if (label, needle) in seen:
+                    continue
+                i = text.find(needle)
+                if i >= 0:
+                    seen.add((label, needle))
+                    j = int(np.searchsorted(pos, i, side="right")) - 1
+                    offset = int(byte_starts[j]) + (i - int(pos[j])) * width
+                    hits.append(Hit(label, path, layer if width == 1 else f"{layer}/utf-16", offset, needle.decode()))
+        if self.other:
+            for label, needle in self.other:
+                i = data.find(needle)
+                if i >= 0:
+                    hits.append(Hit(label, path, layer, i, needle.decode("utf-8", "replace")))
 
 
 # ----------------------------------------------------------------------------- file scanning
@@ -148,12 +210,8 @@ class Hit:
         return f"{self.path} [{self.layer} @ {self.offset}]: {self.label} ({self.variant!r})"
 
 
-def _find_all(data: bytes, table: list[tuple[str, bytes]], path: str, layer: str, hits: list[Hit]) -> None:
-    low = data.lower()
-    for label, needle in table:
-        i = low.find(needle)
-        if i >= 0:
-            hits.append(Hit(label, path, layer, i, needle.decode("utf-8", "replace")))
+def _find_all(data: bytes, table: "_Needles", path: str, layer: str, hits: list[Hit]) -> None:
+    table.search(data, path, layer, hits)
 
 
 def _parquet_text(data: bytes) -> bytes:
@@ -256,7 +314,7 @@ def scan_files(paths: Iterable[str | Path] | str | Path, needles: Mapping[str, o
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    table = _needle_table(needles)
+    table = _Needles(needles)
     hits: list[Hit] = []
     for f, rel in _iter_files(paths):
         _find_all(rel.encode("utf-8"), table, rel, "name", hits)
