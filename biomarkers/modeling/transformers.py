@@ -117,11 +117,17 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         seen = site.isin(self.sites_).to_numpy()
         act = self.active_
         if seen.any():
-            covars = pd.DataFrame({"SITE": site.to_numpy()[seen]})
+            # neuroHarmonize re-encodes the sites present in the batch, so a batch lacking a
+            # training site fails; pad one placeholder row per training site (ComBat applies
+            # each row independently, so placeholders do not change the real rows)
+            data = out[np.ix_(seen, act)]
+            pad = np.repeat(self.grand_mean_[None, :], len(self.sites_), axis=0)
+            covars = pd.DataFrame({"SITE": np.concatenate([site.to_numpy()[seen].astype(object),
+                                                           np.asarray(self.sites_, dtype=object)])})
             with _quiet():
-                harm = harmonizationApply(out[np.ix_(seen, act)], covars, self.model_)
+                harm = harmonizationApply(np.vstack([data, pad]), covars, self.model_)
             block = out[seen]
-            block[:, act] = harm
+            block[:, act] = harm[: len(data)]
             out[seen] = block
         for s in pd.unique(site[~seen]):
             rows = (site == s).to_numpy()
