@@ -256,3 +256,12 @@ def test_example_release_config_is_valid():
     c = load_release_config(REPO / "configs" / "release.yaml")
     assert c.privacy.k == 5 and "age_band" in c.privacy.quasi_identifiers
     assert (REPO / "configs" / c.clinical_schema).is_file()
+
+
+def test_mlflow_failure_keeps_the_complete_release_and_says_so(inputs, tmp_path):
+    p, fdir, schema = inputs
+    res = build_release(fdir, [p["a"], p["b"], p["c"]], cfg(), tmp_path / "R", schema=schema,
+                        tracking_uri="nosuchscheme://nowhere")
+    assert res.mlflow_run_id is None and res.mlflow_error
+    assert "not logged to MLflow" in res.summary()
+    assert verify_release(res.path) == []

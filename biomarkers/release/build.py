@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
+import logging
 import os
 import platform
 import shutil
@@ -59,6 +60,7 @@ class ReleaseResult:
     schema_changes: list[str] = field(default_factory=list)
     validation: object = None  # clinical ValidationReport
     mlflow_run_id: str | None = None
+    mlflow_error: str | None = None
 
     def summary(self) -> str:
         m = self.manifest
@@ -71,6 +73,8 @@ class ReleaseResult:
             s += f"\n  archive: {self.archive}"
         if self.mlflow_run_id:
             s += f"\n  MLflow run: {self.mlflow_run_id}"
+        if self.mlflow_error:
+            s += f"\n  WARNING: not logged to MLflow ({self.mlflow_error})"
         return s
 
 
@@ -380,7 +384,10 @@ def build_release(
         os.chmod(tmp, 0o755)
         if final.exists():
             raise ReleaseExistsError(f"{final}: release {config.name} {version} appeared during the build; not overwritten")
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError as err:  # another build renamed the same version into place first
+            raise ReleaseExistsError(f"{final}: release {config.name} {version} already exists ({err.strerror}); not overwritten") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -388,7 +395,13 @@ def build_release(
     if archive:
         result.archive = write_archive(final)
     if tracking_uri is not False:
-        result.mlflow_run_id = log_release(result, config, tracking_uri or None)
+        try:
+            result.mlflow_run_id = log_release(result, config, tracking_uri or None)
+        except Exception as err:  # the release itself is complete and immutable: report, do not undo
+            result.mlflow_error = f"{type(err).__name__}: {err}"
+            logging.getLogger(__name__).warning(
+                "release %s-%s was built but could not be logged to MLflow: %s", config.name, version, result.mlflow_error
+            )
     return result
 
 
