@@ -12,6 +12,8 @@ Feature naming in the long table: ``image_type="original"``, ``feature_class="ib
 family`` (``ibsimorph``, ``ibsiloc``, ``ibsistat``, ``ibsiih``, ``ibsiivh``, ``ibsicm``,
 ``ibsirlm``, ``ibsiszm``, ``ibsidzm``, ``ibsingt``, ``ibsingl``), ``feature`` = the
 IBSI tag without its family prefix (``joint_max_3D_avg``), ``ibsi_code`` = the tag.
+With ``diagnostics: true`` the IBSI diagnostic values come as ``feature_class="ibsidiag"``,
+``feature`` = ``ibsi_code`` = the diagnostic tag (``int_mask_vox_count_reseg_roi``).
 """
 
 from __future__ import annotations
@@ -204,9 +206,14 @@ def compute_prepared(prep: Prepared, settings: IbsiSettings) -> dict[str, float]
 
 
 def compute(image: np.ndarray, mask: np.ndarray, spacing, settings: IbsiSettings,
-            diagnostics: bool = False) -> dict[str, float]:
-    """IBSI features of ``image``/``mask`` arrays (z, y, x); ``spacing`` (dz, dy, dx) in mm."""
-    if diagnostics and "diagnostics" not in settings.families:
+            diagnostics: bool | None = None) -> dict[str, float]:
+    """IBSI features of ``image``/``mask`` arrays (z, y, x); ``spacing`` (dz, dy, dx) in mm.
+
+    ``diagnostics`` (default: ``settings.diagnostics``) adds the IBSI diagnostic values.
+    """
+    if diagnostics is None:
+        diagnostics = settings.diagnostics
+    if "diagnostics" not in settings.families:
         diagnostics = False
     prep = prepare(image, mask, tuple(float(s) for s in spacing), settings, diagnostics=diagnostics)
     return compute_prepared(prep, settings)
@@ -216,6 +223,9 @@ def settings_from_params(params: dict) -> IbsiSettings:
     """The :class:`IbsiSettings` of a parameter dict (its ``ibsi:`` section, or the section itself)."""
     section = params.get("ibsi", params) if isinstance(params, dict) else params
     return validate(IbsiSettings, section or {}, source="ibsi")
+
+
+_FAMILY_PREFIXES = {"morph", "loc", "stat", "ih", "ivh", "cm", "rlm", "szm", "dzm", "ngt", "ngl"}
 
 
 def extract_ibsi(image, mask, params: dict) -> list[dict]:
@@ -233,10 +243,12 @@ def extract_ibsi(image, mask, params: dict) -> list[dict]:
     label = (params.get("setting") or {}).get("label") if isinstance(params, dict) and "ibsi" in params else None
     roi = (marr == label) if label is not None else (marr > 0)
     spacing = tuple(float(s) for s in image.GetSpacing()[::-1])
-    values = compute(arr, roi, spacing, settings, diagnostics=False)
+    values = compute(arr, roi, spacing, settings)
     rows = []
     for tag, value in values.items():
         family, _, rest = tag.partition("_")
+        if family not in _FAMILY_PREFIXES:  # diagnostic values (img_dim_x_init_img, ...)
+            family, rest = "diag", tag
         rows.append({"image_type": "original", "feature_class": f"ibsi{family}", "feature": rest,
                      "ibsi_code": tag, "value": value})
     return rows

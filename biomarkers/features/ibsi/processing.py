@@ -81,6 +81,9 @@ class IbsiSettings(Settings):
     ivh_bin_count: int | None = Field(None, gt=0)
     aggregation: tuple[Aggregation, ...] = ("3D",)
     families: tuple[str, ...] = FAMILIES
+    diagnostics: bool = Field(
+        False, description="also report IBSI diagnostic values (image/ROI dimensions, counts, intensities "
+        "before/after interpolation and resegmentation); interpolates the whole image")
     distance_mask: Literal["morphological", "intensity"] = Field(
         "morphological", description="mask whose border defines GLDZM distances")
 
