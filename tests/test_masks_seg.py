@@ -17,6 +17,9 @@ from biomarkers.geometry import read_nifti
 
 from test_masks_rtstruct import stack_from_dir
 
+# highdicom warns about the source images' patient name / VR lengths: not what is tested here
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 
 def _source_datasets(stack):
     return [pydicom.dcmread(f.path) for f in stack.files]
@@ -137,3 +140,26 @@ def test_seg_missing_series_and_geometry_mismatch(tmp_path, sts2, shared_data):
     # only the CT of the same patient (same frame of reference, other grid)
     (r,) = masks_from_object(seg_object(path), [stacks["CT"]], MaskSettings())
     assert r.status == "failed" and r.reason.startswith("geometry does not match") and "frame size" in r.reason
+
+
+def test_labelmap_seg(tmp_path, sts2):
+    stacks, refs = sts2
+    st = stacks["PET"]
+    ref = (refs["PET"] > 0).astype(np.uint8)
+    other = np.zeros_like(ref)
+    other[2:6, 3:7, 10:12] = 1
+    other[ref > 0] = 0
+    labels = (ref + 2 * other).astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=_source_datasets(st),
+        pixel_array=np.transpose(labels, (2, 1, 0)),
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=[_description(1, "GTV_Mass"), _description(2, "Other")],
+        series_instance_uid=hd.UID(), series_number=98, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="biomarkers-tests", manufacturer_model_name="test", software_versions="0", device_serial_number="0",
+    )
+    path = tmp_path / "labelmap.dcm"
+    seg.save_as(path)
+    by = {r.roi: r for r in masks_from_object(seg_object(path), [st], MaskSettings())}
+    assert np.array_equal(by["GTV_Mass"].array, ref)
+    assert np.array_equal(by["Other"].array, other)
