@@ -346,6 +346,8 @@ def load_clinical(
             check_text[(var, len(checks))] = f"out of range [{'-inf' if spec.min is None else f'{spec.min:g}'}, {'inf' if spec.max is None else f'{spec.max:g}'}]" + (f" {spec.unit}" if spec.unit else "")
             checks.append(pa.Check.in_range(lo, hi))
         allowed = spec.allowed_values()
+        if allowed is not None and spec.type in ("str", "category"):
+            allowed = [str(a) for a in allowed]  # text columns compare as text ("1" == 1)
         if allowed is not None:
             check_text[(var, len(checks))] = f"not an allowed value (allowed: {', '.join(map(str, allowed))})"
             checks.append(pa.Check.isin(allowed))
