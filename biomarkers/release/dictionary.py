@@ -221,7 +221,7 @@ def build_dictionary(
             if allowed:
                 meaning += f" (values: {', '.join(map(str, allowed))})"
             elif v.min is not None or v.max is not None:
-                meaning += f" (range {v.min if v.min is not None else '-inf'} to {v.max if v.max is not None else 'inf'})"
+                meaning += f" (range {'-inf' if v.min is None else f'{v.min:g}'} to {'inf' if v.max is None else f'{v.max:g}'})"
             if v.age:
                 meaning += "; capped at the de-identification maximum age"
             if v.type == "date":
