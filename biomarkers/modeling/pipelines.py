@@ -91,10 +91,10 @@ def build_pipeline(spec: PipelineSpec, feature_columns: list[str], centre_column
         remainder="passthrough",
         verbose_feature_names_out=False,
     )
-    if spec.harmonize == "combat":
+    if spec.harmonize in ("combat", "combat_eb"):
         if not centre_column:
-            raise ConfigError(f"pipeline {spec.name}: harmonize: combat needs input.centre_column")
-        harm = ComBatHarmonizer(site_column=centre_column)
+            raise ConfigError(f"pipeline {spec.name}: harmonize: {spec.harmonize} needs input.centre_column")
+        harm = ComBatHarmonizer(site_column=centre_column, eb=spec.harmonize == "combat_eb")
     else:
         harm = DropColumns(columns=(centre_column,) if centre_column else ())
     scaler = {"none": "passthrough", "standard": StandardScaler(), "robust": RobustScaler()}[spec.scale]

@@ -100,7 +100,9 @@ class PipelineSpec(Settings):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     impute: Literal["median", "mean"] = "median"
-    harmonize: Literal["none", "combat"] = "none"
+    #: ``combat``: ComBat location/scale by centre (neuroHarmonize, no EB shrinkage);
+    #: ``combat_eb``: with empirical Bayes shrinkage (for centres with very few patients)
+    harmonize: Literal["none", "combat", "combat_eb"] = "none"
     scale: Literal["none", "standard", "robust"] = "standard"
     redundancy: float | None = Field(0.9, gt=0.0, le=1.0)
     select: SelectSpec = SelectSpec()
@@ -152,9 +154,9 @@ class ExperimentSpec(Settings):
     @model_validator(mode="after")
     def _combat_needs_centre(self) -> "ExperimentSpec":
         if self.input.centre_column is None:
-            bad = [p.name for p in self.pipelines if p.harmonize == "combat"]
+            bad = [p.name for p in self.pipelines if p.harmonize != "none"]
             if bad:
-                raise ValueError(f"pipelines {bad} use harmonize: combat but input.centre_column is null")
+                raise ValueError(f"pipelines {bad} use ComBat harmonisation but input.centre_column is null")
             if self.validation.heldout_centre is not None:
                 raise ValueError("validation.heldout_centre needs input.centre_column")
         return self

@@ -4,7 +4,7 @@ All take and return pandas DataFrames (column names are feature names), learn on
 ``fit`` (so inside CV they see the training fold only) and implement
 ``get_feature_names_out``.
 
-* :class:`ComBatHarmonizer` -- ComBat (neuroHarmonize, empirical Bayes) by centre. The centre
+* :class:`ComBatHarmonizer` -- ComBat (neuroHarmonize; location/scale, optional empirical Bayes) by centre. The centre
   is a column of X (strings) that the transformer consumes and drops, so it survives any CV
   splitter. Centres unseen in ``fit`` are location/scale-aligned to the pooled training
   distribution using their own rows (transductive, label-free).
@@ -63,12 +63,15 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     site_column : column of X holding the site/centre label (consumed and dropped).
-    eb : empirical Bayes shrinkage of the site parameters (ComBat default).
+    eb : empirical Bayes shrinkage of the site parameters (neuroCombat's default). Off by
+        default: with many features EB leaves a residual site signal that a classifier can
+        pick up (measured: centre accuracy 0.49 vs chance 0.33 on 200 synthetic features,
+        0.33 without EB); useful for centres with very few patients.
     min_per_site : sites with fewer training rows are merged into one "other" site
         (ComBat needs >=2 rows per site to estimate a variance).
     """
 
-    def __init__(self, site_column: str = "centre", eb: bool = True, min_per_site: int = 2):
+    def __init__(self, site_column: str = "centre", eb: bool = False, min_per_site: int = 2):
         self.site_column = site_column
         self.eb = eb
         self.min_per_site = min_per_site
