@@ -265,3 +265,28 @@ def test_mlflow_failure_keeps_the_complete_release_and_says_so(inputs, tmp_path)
     assert res.mlflow_run_id is None and res.mlflow_error
     assert "not logged to MLflow" in res.summary()
     assert verify_release(res.path) == []
+
+
+def test_release_from_a_loaded_clinical_table_and_config_path(inputs, tmp_path):
+    """The pipeline's form: clinical table already loaded (pseudonymised), config given as a path."""
+    from biomarkers.clinical import load_clinical
+    from biomarkers.deid import Deidentifier
+
+    p, fdir, schema = inputs
+    deid = Deidentifier(schema.deid)
+    clin, _ = load_clinical([p["a"], p["b"], p["c"]], schema, deid)
+    conf = tmp_path / "release.yaml"
+    conf.write_text(f"name: sts-pipe\nclinical_schema: {p['schema']}\nclinical_variables: [sex, grade]\n"
+                    "privacy: {k: 3, quasi_identifiers: [sex]}\n")
+    res = build_release(fdir, clin, conf, tmp_path / "R", deidentifier=deid, tracking_uri=False)
+    assert res.to_dict()["name"] == "sts-pipe" and verify_release(res.path) == []
+    assert list(pd.read_parquet(res.path / "clinical.parquet").columns) == ["patient_id", "sex", "grade"]
+    # a raw (non-pseudonymised) id injected into the table is refused
+    bad = clin.copy()
+    bad.loc[bad["patient_id"] == pseudonym("STS_002"), "patient_id"] = "STS_002"
+    feats = features_wide()
+    feats.loc[feats["patient_id"] == pseudonym("STS_002"), "patient_id"] = "STS_002"
+    feats.to_parquet(fdir / "features_wide.parquet", index=False)
+    with pytest.raises(PrivacyError, match=r"features.parquet: column 'patient_id' row \d+: id"):
+        build_release(fdir, bad, conf, tmp_path / "R", version="9.9.9", tracking_uri=False)
+    assert not (tmp_path / "R" / "sts-pipe-9.9.9").exists()

@@ -62,6 +62,14 @@ class ReleaseResult:
     mlflow_run_id: str | None = None
     mlflow_error: str | None = None
 
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "version": self.version, "path": str(self.path),
+            "archive": None if self.archive is None else str(self.archive), "schema_changes": self.schema_changes,
+            "mlflow_run_id": self.mlflow_run_id, "mlflow_error": self.mlflow_error,
+            "files": self.manifest.get("files", {}), "cohort": self.manifest.get("cohort", {}),
+        }
+
     def summary(self) -> str:
         m = self.manifest
         s = (f"release {self.name}-{self.version}: {m['cohort']['n_patients']} patients, "
@@ -230,8 +238,8 @@ def _readme(cfg: ReleaseConfig, version: str, manifest: dict) -> str:
 
 def build_release(
     features: str | Path,
-    clinical_files: Iterable[str | Path],
-    config: ReleaseConfig,
+    clinical_files: Iterable[str | Path] | pd.DataFrame,
+    config: ReleaseConfig | str | Path,
     releases_dir: str | Path,
     version: str | None = None,
     archive: bool = False,
@@ -245,14 +253,16 @@ def build_release(
     Args:
         features: FEATURES folder (``features_wide.parquet``, optional ``features_long.parquet``
             and ``provenance.json``) or a features_wide Parquet file.
-        clinical_files: clinical exports, loaded with ``schema`` (pseudonymised there).
-        config: the release configuration.
+        clinical_files: clinical exports, loaded with ``schema`` (pseudonymised there), or a
+            table already produced by :func:`~biomarkers.clinical.load_clinical` (pseudonymised
+            ``patient_id``; the original-id file scan then uses ``deidentifier.links()`` if given).
+        config: the release configuration (or the path of its YAML file).
         releases_dir: folder holding all releases.
         version: ``X.Y.Z``; default: next patch version (``1.0.0`` for the first).
         archive: also write ``<name>-<version>.tar.gz``.
         schema: :class:`~biomarkers.clinical.ClinicalSchema` (default: ``config.clinical_schema``,
             relative to ``config_path``).
-        deidentifier: default ``Deidentifier(schema.deid)``.
+        deidentifier: default ``Deidentifier(schema.deid)`` (for raw clinical exports).
         tracking_uri: MLflow tracking URI (None: ``biomarkers.tracking.tracking_uri()``);
             ``False`` skips MLflow logging.
 
@@ -263,8 +273,13 @@ def build_release(
     from ..clinical.link import read_features
     from ..clinical.load import load_clinical
     from ..clinical.schema import load_schema
-    from ..deid import Deidentifier
+    from ..deid import DeidSettings, Deidentifier
+    from .config import load_release_config
 
+    if isinstance(config, (str, Path)):
+        config_path = config_path or config
+        config = load_release_config(config)
+    preloaded = isinstance(clinical_files, pd.DataFrame)
     releases = Path(releases_dir)
     features = Path(features)
     features_dir = features if features.is_dir() else features.parent
@@ -273,19 +288,29 @@ def build_release(
     final = releases / f"{config.name}-{version}"
     if final.exists():
         raise ReleaseExistsError(f"{final}: release {config.name} {version} already exists; releases are immutable, use a new version")
-    if schema is None:
-        if not config.clinical_schema:
-            raise ConfigError("release config: clinical_schema is not set (and no schema given)")
+    if schema is None and config.clinical_schema:
         sp = Path(config.clinical_schema)
         if not sp.is_absolute() and config_path is not None:
             sp = Path(config_path).parent / sp
         schema = load_schema(sp)
-    deid = deidentifier or Deidentifier(schema.deid)
+    if schema is None and not preloaded:
+        raise ConfigError("release config: clinical_schema is not set (and no schema given)")
+    deid = deidentifier if (deidentifier is not None or preloaded) else Deidentifier(schema.deid)
+    deid_settings = deid.settings if deid is not None else (schema.deid if schema is not None else DeidSettings())
 
     # --- tables ---
     fw = read_features(features)
     fsel = select_features(fw, config)
-    clinical, vrep = load_clinical(list(clinical_files), schema, deid, known_patients=set(fsel["patient_id"].astype(str)))
+    if preloaded:
+        clinical, vrep = clinical_files.copy(), None
+        if "patient_id" not in clinical.columns:
+            raise InputError("clinical table has no patient_id column")
+        clinical["patient_id"] = clinical["patient_id"].astype("string")
+        dup = clinical["patient_id"][clinical["patient_id"].duplicated()].unique()
+        if len(dup):
+            raise InputError(f"duplicated patient id(s) in the clinical table: {', '.join(map(str, dup))}")
+    else:
+        clinical, vrep = load_clinical(list(clinical_files), schema, deid, known_patients=set(fsel["patient_id"].astype(str)))
     if config.privacy.age_variable:
         if config.privacy.age_variable not in clinical.columns:
             raise ConfigError(f"release privacy.age_variable {config.privacy.age_variable!r} is not a clinical variable")
@@ -303,8 +328,8 @@ def build_release(
 
     # --- privacy checks (before anything is written) ---
     check_k_anonymity(clinical, config.privacy.quasi_identifiers, config.privacy.k)
-    prefix = deid.settings.prefix
-    uid_root = deid.settings.uid_root if deid.enabled else None
+    prefix = deid_settings.prefix
+    uid_root = deid_settings.uid_root if deid_settings.enabled else None
     findings = find_identifying(frel, "features.parquet", prefix, uid_root) + find_identifying(crel, "clinical.parquet", prefix, uid_root)
     if findings:
         raise PrivacyError(
@@ -345,7 +370,7 @@ def build_release(
             },
             "config_hashes": {
                 "release_config": sha256_json(config.model_dump(mode="json")),
-                "clinical_schema": sha256_json(schema.model_dump(mode="json")),
+                "clinical_schema": None if schema is None else sha256_json(schema.model_dump(mode="json")),
                 "extraction_params": {k: v["param_hash"] for k, v in settings.items()},
             },
             "inputs": {"features_wide_sha256": sha256_file(features_dir / "features_wide.parquet" if features.is_dir() else features)},
@@ -360,7 +385,7 @@ def build_release(
                 "excluded": {
                     "features_without_clinical": int(fsel.loc[~fsel["patient_id"].isin(cohort), "patient_id"].nunique()),
                     "clinical_without_features": n_clinical_only,
-                    "clinical_rows_rejected": int(vrep.n_read - vrep.n_kept),
+                    "clinical_rows_rejected": None if vrep is None else int(vrep.n_read - vrep.n_kept),
                 },
             },
             "privacy": {
@@ -375,7 +400,8 @@ def build_release(
                              for f in RELEASE_FILES if f != "README.md"}
         write_text(tmp / "README.md", _readme(config, version, manifest))
         manifest["files"]["README.md"] = {"sha256": sha256_file(tmp / "README.md"), "bytes": (tmp / "README.md").stat().st_size}
-        hits = scan_for_originals(tmp, deid.links().keys(), deid.links())
+        links = deid.links() if deid is not None else {}
+        hits = scan_for_originals(tmp, links.keys(), links)
         if hits:
             raise PrivacyError("release refused: original patient id(s) found in release files:\n  " + "\n  ".join(hits[:30]))
         write_json(tmp / MANIFEST, manifest)
