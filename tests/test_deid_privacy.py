@@ -163,3 +163,125 @@ def test_exported_dicom_converts_to_same_voxels_and_masks(runs):
         np.testing.assert_allclose(ia.affine, i_f.affine, atol=1e-6)
     masks = a[a.kind == "mask"]
     assert len(masks) == 2 and (masks.voxel_count > 0).all()
+
+
+# ------------------------------------------------------------------ downstream stages
+
+CLINICAL_CSV = """patient_id,name,birth_date,age,sex,diagnosis_date,surgery_date,phone,email,comment
+{p0},{n0},{b0},93,M,2019-08-10,2019-09-24,+41 61 555 12 34,jz@example.org,"{w0}, 12 Nightingale Lane"
+{p1},{n1},{b1},57,F,2019-09-02,2019-10-30,+41 61 555 12 34,jz@example.org,"{w1}, 12 Nightingale Lane"
+"""
+
+SCHEMA = """patient_id: {column: patient_id, pattern: "QCH[0-9]{5}X"}
+join: series
+how: inner
+variables:
+  age: {type: float, min: 0, max: 120, age: true}
+  sex: {type: category, mapping: {M: male, F: female}}
+  diagnosis_date: {type: date}
+  surgery_date: {type: date}
+"""
+
+PARAMS = """setting: {label: 1, binWidth: 25}
+imageType: {Original: {}}
+featureClass: {firstorder: [Mean, Median, Maximum], shape: [VoxelVolume]}
+"""
+
+RELEASE = """name: privacy-test
+clinical_variables: [age_band, sex]
+features: {include: ["original_*"]}
+privacy: {k: 1, quasi_identifiers: [age_band, sex], age_variable: age}
+mlflow_experiment: privacy-releases
+"""
+
+
+@pytest.fixture(scope="module")
+def downstream(runs, planted, work):
+    """extract (CLI) -> link with a planted clinical CSV (CLI) -> analysis table logged to
+    MLflow (sqlite) -> release (CLI, logged to the same store)."""
+    import mlflow
+
+    from biomarkers.cli import main
+    from biomarkers.tracking import log_feature_set
+
+    out, _ = runs
+    _, needles, canaries = planted
+    hospital = work / "hospital"
+    fmt = {}
+    for i, c in enumerate(canaries):
+        b = c.birth_date
+        fmt.update({f"p{i}": c.patient_id, f"n{i}": c.name, f"b{i}": f"{b[6:]}.{b[4:6]}.{b[:4]}",
+                    f"w{i}": c.name.replace("^", " ")})
+    csv_path = hospital / "clinical_centre_a.csv"
+    csv_path.write_text(CLINICAL_CSV.format(**fmt))
+    clinical_needles = dict(needles)
+    clinical_needles.update({"clinical:diagnosis_date": ("2019-08-10", "date"),
+                             "clinical:surgery_date": ("2019-10-30", "date"),
+                             "clinical:email": ("jz@example.org", "text")})
+    cfg = work / "cfg"
+    cfg.mkdir()
+    (cfg / "schema.yaml").write_text(SCHEMA)
+    (cfg / "params.yaml").write_text(PARAMS)
+    (cfg / "release.yaml").write_text(RELEASE)
+    d = {"FEAT": work / "FEAT", "LINK": work / "LINK", "REL": work / "REL", "MLRUNS": work / "mlstore"}
+    d["MLRUNS"].mkdir()
+    uri = f"sqlite:///{d['MLRUNS'] / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BIOMARKERS_SECRET", SECRET)
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.chdir(work)  # nothing may land in the repository
+    try:
+        assert main(["extract", str(out["A"]), "--params", str(cfg / "params.yaml"), "--out", str(d["FEAT"]),
+                     "--executor", "serial"]) == 0
+        analysis = d["LINK"] / "analysis.parquet"
+        assert main(["link", "--features", str(d["FEAT"]), "--clinical", str(csv_path), "--schema",
+                     str(cfg / "schema.yaml"), "--out", str(analysis)]) == 0
+        mlflow.set_tracking_uri(uri)
+        exp = mlflow.create_experiment("privacy-analysis", artifact_location=str(d["MLRUNS"] / "artifacts"))
+        with mlflow.start_run(experiment_id=exp):
+            log_feature_set(analysis, "analysis")
+            mlflow.log_artifact(str(analysis))
+            mlflow.log_artifact(str(d["FEAT"] / "features_wide.parquet"))
+        assert main(["release", "--features", str(d["FEAT"]), "--clinical", str(csv_path), "--config",
+                     str(cfg / "release.yaml"), "--schema", str(cfg / "schema.yaml"), "--out", str(d["REL"]),
+                     "--tracking-uri", uri]) == 0
+    finally:
+        mlflow.set_tracking_uri(None)
+        mp.undo()
+    return d, uri, clinical_needles, csv_path
+
+
+def test_downstream_positive_control(downstream):
+    _, _, needles, csv_path = downstream
+    found = {h.label for h in scan_files([csv_path], needles)}
+    assert {"clinical:diagnosis_date", "clinical:email"} <= found
+    assert any(lbl.endswith(":PatientBirthDate") for lbl in found)  # DD.MM.YYYY rendering of the DICOM date
+
+
+def test_no_planted_value_in_features_link_release_or_mlflow(downstream):
+    from biomarkers.deid.scan import scan_mlflow
+
+    d, uri, needles, _ = downstream
+    assert list(d["REL"].iterdir()) and (d["FEAT"] / "features_wide.parquet").is_file()
+    hits = scan_files([d["FEAT"], d["LINK"], d["REL"], d["MLRUNS"]], needles) + scan_mlflow(uri, needles)
+    assert hits == [], "\n".join(map(str, hits[:30]))
+
+
+def test_clinical_pseudonyms_meet_imaging_and_intervals_preserved(downstream, runs, planted):
+    import datetime as dt
+
+    d, _, _, _ = downstream
+    out, _ = runs
+    _, _, canaries = planted
+    analysis = pd.read_parquet(d["LINK"] / "analysis.parquet")
+    imaging = set(_manifest(out["A"]).patient_id)
+    assert set(analysis.patient_id) == imaging  # every clinical row met its images
+    p = Pseudonymizer(SECRET.encode())
+    planted_dates = {canaries[0].patient_id: ("2019-08-10", "2019-09-24"), canaries[1].patient_id: ("2019-09-02", "2019-10-30")}
+    for orig, (diag, surg) in planted_dates.items():
+        row = analysis[analysis.patient_id == p.patient_id(orig)].iloc[0]
+        got_diag = pd.Timestamp(row.diagnosis_date).date()
+        got_surg = pd.Timestamp(row.surgery_date).date()
+        assert got_diag == dt.date.fromisoformat(diag) + dt.timedelta(days=p.date_offset_days(orig))
+        assert (got_surg - got_diag) == dt.date.fromisoformat(surg) - dt.date.fromisoformat(diag)  # 45 / 58 days
+    assert analysis.loc[analysis.patient_id == p.patient_id(canaries[0].patient_id), "age"].iloc[0] == 89.0
