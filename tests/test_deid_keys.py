@@ -182,6 +182,11 @@ def test_settings_validation():
         validate(DeidSettings, {"max_shift_days": 0}, source="deid.yaml")
     with pytest.raises(ConfigError, match="dates"):
         validate(DeidSettings, {"dates": "drop"}, source="deid.yaml")
+    with pytest.raises(ConfigError, match="deid.yaml: uid_root"):
+        validate(DeidSettings, {"uid_root": "1.2.03"}, source="deid.yaml")
+    with pytest.raises(ConfigError, match="deid.yaml: prefix"):
+        validate(DeidSettings, {"prefix": "BM-"}, source="deid.yaml")
+    assert validate(DeidSettings, {"uid_root": "1.2.826.0.1.3680043.10.99"}).uid_root == "1.2.826.0.1.3680043.10.99"
 
 
 # --------------------------------------------------------------------------- linkage table

@@ -27,8 +27,8 @@ class DeidSettings(Settings):
 
     enabled: bool = True
     demo: bool = False  # use the public demo secret when no secret is set (synthetic data only)
-    prefix: str = "BM"  # pseudonym prefix
-    uid_root: str = "2.25"  # root of generated DICOM UIDs
+    prefix: str = Field("BM", pattern=r"^[A-Za-z0-9_]{1,16}$")  # pseudonym prefix (letters, digits, _)
+    uid_root: str = Field("2.25", pattern=r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$", max_length=43)  # root of new UIDs
     dates: Literal["shift", "year"] = "shift"  # shift per patient, or keep the year only
     max_shift_days: int = Field(365, ge=1, le=3650)  # dates move back 1..max_shift_days days per patient
     max_age: int = Field(89, ge=1, le=150)  # ages above are capped at this value
