@@ -290,3 +290,30 @@ def test_release_from_a_loaded_clinical_table_and_config_path(inputs, tmp_path):
     with pytest.raises(PrivacyError, match=r"features.parquet: column 'patient_id' row \d+: id"):
         build_release(fdir, bad, conf, tmp_path / "R", version="9.9.9", tracking_uri=False)
     assert not (tmp_path / "R" / "sts-pipe-9.9.9").exists()
+
+
+def test_intervals_released_instead_of_dates(inputs, tmp_path):
+    """Dates are refused; the days between two dates (same shift for both) are released."""
+    p, fdir, schema = inputs
+    sch = tmp_path / "s.yaml"
+    sch.write_text(textwrap.dedent("""\
+        patient_id: {column: patient_id}
+        variables:
+          sex: {type: category, mapping: {M: male, F: female}}
+          diagnosis_date: {type: date}
+          surgery_date: {type: date}
+        """))
+    f = tmp_path / "dates.csv"
+    f.write_text("patient_id,centre,sex,diagnosis_date,surgery_date\n" + "\n".join(
+        f"STS_00{i},A,{'M' if i % 2 else 'F'},2011-03-0{i},2011-04-1{i}" for i in range(1, 7)) + "\n")
+    base = dict(privacy={"k": 3, "quasi_identifiers": ["sex"], "age_variable": None})
+    with pytest.raises(PrivacyError, match="clinical.parquet: column 'diagnosis_date'.*date"):
+        build_release(fdir, [f], cfg(clinical_variables=["sex", "diagnosis_date"], **base), tmp_path / "R",
+                      schema=load_schema(sch), tracking_uri=False)
+    conf = cfg(clinical_variables=["sex", "days_to_surgery"], intervals={"days_to_surgery": {"start": "diagnosis_date", "end": "surgery_date"}}, **base)
+    res = build_release(fdir, [f], conf, tmp_path / "R", schema=load_schema(sch), tracking_uri=False)
+    clin = pd.read_parquet(res.path / "clinical.parquet").set_index("patient_id")
+    # 2011-03-0i -> 2011-04-1i: 31 + 10 = 41 days for every patient (hand computed)
+    assert clin["days_to_surgery"].tolist() == [41] * 6
+    d = pd.read_csv(res.path / "data_dictionary.csv", keep_default_na=False).set_index("column")
+    assert d.loc["days_to_surgery", "unit"] == "days" and "diagnosis_date" in d.loc["days_to_surgery", "meaning"]

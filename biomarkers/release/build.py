@@ -315,6 +315,12 @@ def build_release(
         if config.privacy.age_variable not in clinical.columns:
             raise ConfigError(f"release privacy.age_variable {config.privacy.age_variable!r} is not a clinical variable")
         clinical["age_band"] = age_band(clinical[config.privacy.age_variable], config.privacy.age_band_years)
+    for name, iv in config.intervals.items():
+        miss = [c for c in (iv.start, iv.end) if c not in clinical.columns]
+        if miss or name in clinical.columns:
+            raise ConfigError(f"release intervals.{name}: " + (f"unknown date variable(s) {miss}" if miss else "name already used"))
+        start, end = pd.to_datetime(clinical[iv.start]), pd.to_datetime(clinical[iv.end])
+        clinical[name] = (end - start).dt.days.astype("Int64")
     unknown = [v for v in config.clinical_variables if v not in clinical.columns or v == "patient_id"]
     if unknown:
         raise ConfigError(f"release clinical_variables {unknown} are not clinical variables (known: {list(clinical.columns[1:])})")
@@ -344,7 +350,8 @@ def build_release(
         write_parquet(tmp / "clinical.parquet", crel)
         prov = read_provenance(features_dir)
         settings = extraction_settings(prov)
-        ddict = build_dictionary(frel, crel, schema, features_dir, config.privacy.age_band_years)
+        ddict = build_dictionary(frel, crel, schema, features_dir, config.privacy.age_band_years,
+                                 {k: v.description or f"Days from {v.start} to {v.end}" for k, v in config.intervals.items()})
         write_csv(tmp / "data_dictionary.csv", ddict)
         write_text(tmp / "data_dictionary.md", dictionary_markdown(ddict, settings))
 

@@ -42,6 +42,14 @@ class PrivacySettings(Settings):
     age_band_years: int = Field(10, ge=1)
 
 
+class Interval(Settings):
+    """A derived variable: whole days from one date variable to another (dates themselves are never released)."""
+
+    start: str
+    end: str
+    description: str = ""
+
+
 class ReleaseConfig(Settings):
     """One partner release line (``name``); versions are given on the command line."""
 
@@ -54,8 +62,11 @@ class ReleaseConfig(Settings):
     cohort: str = ""
     #: Clinical schema YAML (relative paths are relative to this config file).
     clinical_schema: str | None = None
-    #: Clinical variables released (``age_band`` is derived from ``privacy.age_variable``).
+    #: Clinical variables released (``age_band`` is derived from ``privacy.age_variable``; names of
+    #: ``intervals`` may be listed too).
     clinical_variables: list[str] = Field(default_factory=list)
+    #: Derived day counts between two date variables, e.g. ``{followup_days: {start: diagnosis_date, end: last_visit}}``.
+    intervals: dict[str, Interval] = Field(default_factory=dict)
     features: FeatureSelection = Field(default_factory=FeatureSelection)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     #: MLflow experiment the releases are logged to.

@@ -180,6 +180,7 @@ def build_dictionary(
     schema=None,
     features_dir: Path | None = None,
     age_band_years: int | None = None,
+    derived: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """The data dictionary (see module docstring); one row per column of both tables."""
     prov = read_provenance(features_dir)
@@ -227,6 +228,8 @@ def build_dictionary(
             if v.type == "date":
                 meaning += "; shifted per patient by the de-identification offset"
             rows.append({**base, "kind": "clinical", "meaning": meaning, "unit": v.unit or ""})
+        elif derived and col in derived:
+            rows.append({**base, "kind": "clinical", "meaning": derived[col], "unit": "days"})
         elif col == "age_band" and age_band_years:
             rows.append({**base, "kind": "clinical", "meaning": KEY_MEANINGS["age_band"] + f", {age_band_years}-year bands", "unit": "years"})
         else:
