@@ -212,3 +212,65 @@ def test_cli_deid_export_with_linkage_table(planted, tmp_path, capsys):
     assert scan_files([out], needles) == []
     # the pseudonym is the one of the environment's secret
     assert (out / Deidentifier(DeidSettings()).patient_id(c.patient_id)).is_dir()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_seg_references_and_masks_survive_export(planted, tmp_path, monkeypatch):
+    """A DICOM SEG (highdicom) over the planted CT: after export its references point at the
+    exported CT, and ingest of the export gives the same image and mask as ingest of the source."""
+    import highdicom as hd
+    import pandas as pd
+    from pydicom.sr.codedict import codes
+
+    from biomarkers.dicom.ingest import run_ingest
+    from biomarkers.dicom.settings import IngestSettings
+
+    src, needles, c = planted
+    monkeypatch.setenv("BIOMARKERS_SECRET", SECRET.decode())
+    site = tmp_path / "site" / c.patient_id / "CT"
+    (site / "image").mkdir(parents=True)
+    ct_files = sorted((src / c.patient_id / "CT" / "image").glob("*.dcm"))
+    for f in ct_files:
+        (site / "image" / f.name).write_bytes(f.read_bytes())
+    sources = sorted((pydicom.dcmread(f) for f in ct_files), key=lambda d: float(d.ImagePositionPatient[2]))
+    mask = np.zeros((len(sources), sources[0].Rows, sources[0].Columns), dtype=np.uint8)  # frames, rows, columns
+    mask[20:31, 90:131, 80:121] = 1  # k 20..30, j (rows) 90..130, i (columns) 80..120: 11 x 41 x 41 voxels
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1, segment_label="GTV_Box", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)],
+        series_instance_uid=hd.UID(), series_number=99, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="QCH lab", manufacturer_model_name="seg", software_versions="0", device_serial_number=c.serial,
+    )
+    (site / "seg").mkdir()
+    seg.save_as(site / "seg" / "SEG.dcm")
+
+    out = tmp_path / "E"
+    deid = Deidentifier(DeidSettings())
+    assert export_dicom(tmp_path / "site", out, deid).counts()["done"] == 60
+    assert scan_files([out], needles) == []
+    new = _read_all(out)
+    eseg = next(d for d in new.values() if d.Modality == "SEG")
+    ct = {u: d for u, d in new.items() if d.Modality == "CT"}
+    ct_series = next(iter(ct.values())).SeriesInstanceUID
+    assert eseg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct_series
+    assert {i.ReferencedSOPInstanceUID for i in eseg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} == set(ct)
+    refs = {
+        s.ReferencedSOPInstanceUID
+        for fg in eseg.PerFrameFunctionalGroupsSequence
+        for di in fg.DerivationImageSequence
+        for s in di.SourceImageSequence
+    }
+    assert refs and refs <= set(ct)
+    assert eseg.FrameOfReferenceUID == next(iter(ct.values())).FrameOfReferenceUID
+    assert "DeviceSerialNumber" not in eseg and [s.SegmentLabel for s in eseg.SegmentSequence] == ["GTV_Box"]
+
+    a = run_ingest(tmp_path / "site", tmp_path / "A", executor="serial")
+    f = run_ingest(out, tmp_path / "F", settings=IngestSettings(deid=DeidSettings(enabled=False)), executor="serial")
+    assert a.counts() == f.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    cols = ["patient_id", "series_uid", "kind", "roi", "path", "voxel_count", "content_hash"]
+    ma = pd.read_parquet(tmp_path / "A" / "manifest.parquet").sort_values("path").reset_index(drop=True)[cols]
+    mf = pd.read_parquet(tmp_path / "F" / "manifest.parquet").sort_values("path").reset_index(drop=True)[cols]
+    pd.testing.assert_frame_equal(ma, mf)
+    assert int(ma.loc[ma.kind == "mask", "voxel_count"].iloc[0]) == 11 * 41 * 41
