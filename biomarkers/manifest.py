@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 #: Columns every manifest has, in order. Stages may add more columns after these.
 COLUMNS: list[str] = [
     "patient_id",  # pseudonym
@@ -36,8 +34,10 @@ COLUMNS: list[str] = [
 ]
 
 
-def read_manifest(dataset: str | Path) -> pd.DataFrame:
+def read_manifest(dataset: str | Path) -> "pd.DataFrame":  # noqa: F821
     """Read ``DATASET/manifest.parquet`` (a ``biomarkers ingest`` output folder)."""
+    import pandas as pd  # lazy: importing COLUMNS must stay cheap (ingest workers)
+
     p = Path(dataset) / "manifest.parquet"
     if not p.is_file():
         from .errors import InputError

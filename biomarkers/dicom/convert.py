@@ -37,13 +37,26 @@ _DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): 
 
 
 # ----------------------------------------------------------------- NIfTI output
+def _gzip_writer(raw, compresslevel: int):
+    """A gzip stream on ``raw``: ISA-L (package ``isal``, ~5-10x faster) for levels 0-3 when
+    installed, the standard library otherwise. Both write standard gzip (mtime 0, no name)."""
+    if compresslevel <= 3:
+        try:
+            from isal import igzip
+
+            return igzip.IGzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0)
+        except ImportError:
+            pass
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0)
+
+
 def write_nifti(img, dest: str | Path, compresslevel: int = 1) -> Path:
     """Write a nibabel image atomically as ``.nii.gz`` (gzip ``compresslevel``, mtime 0)."""
     import nibabel as nib
 
     dest = Path(dest)
     with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0) as gz:
+        with open(tmp, "wb") as raw, _gzip_writer(raw, compresslevel) as gz:
             fm = {"image": nib.FileHolder(fileobj=gz), "header": nib.FileHolder(fileobj=gz)}
             img.to_file_map(fm)
     return dest

@@ -264,7 +264,7 @@ def _skip_sequence(buf: bytes, pos: int, explicit: bool, depth: int = 0) -> int 
 def _decode(raw: bytes, vr: str):
     if vr == "US":
         return _U16.unpack_from(raw, 0)[0] if len(raw) >= 2 else None
-    if any(b >= 0x80 for b in raw):
+    if not raw.isascii():
         raise ValueError("non-ASCII text")  # character sets: let pydicom decode
     s = raw.decode("ascii").rstrip("\x00 ").strip()
     if vr in ("DS", "IS", "CS") and "\\" in s:

@@ -32,8 +32,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from ..errors import InputError
 from ..executors import Executor, get_executor
 from ..io import sha256_json, write_csv, write_parquet
@@ -260,7 +258,6 @@ class Ingest:
                         st.status, st.reason = "failed", _clean_error(oc.error)
                         rows.append(image_row(p, st.grid, st.qc, qc_flags(st.qc), "", "failed", st.reason))
                     advance()
-            self._write_manifest(rows)  # checkpoint before masks
             rows += self._run_masks(plan, executor, old_manifest)
         finally:
             if own:
@@ -301,7 +298,7 @@ class Ingest:
         return report
 
     # ------------------------------------------------------------------ masks
-    def _run_masks(self, plan: IngestPlan, executor: Executor, old: pd.DataFrame | None) -> list[dict]:
+    def _run_masks(self, plan: IngestPlan, executor: Executor, old: list[dict] | None) -> list[dict]:
         s = self.settings
         deid = self.deidentifier
         converted = [st for st in plan.stacks if st.status == "converted" and st.grid is not None]
@@ -420,8 +417,10 @@ class Ingest:
         write_csv(self.out / "manifest.csv", df)
 
 
-def manifest_frame(rows: list[dict]) -> pd.DataFrame:
+def manifest_frame(rows: list[dict]):
     """Rows -> manifest DataFrame with :data:`biomarkers.manifest.COLUMNS` (sorted, stable types)."""
+    import pandas as pd  # imported late: keeps the main process small while workers run
+
     df = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=COLUMNS)
     for c in COLUMNS:
         if c in ("n_files", "voxel_count"):
@@ -433,29 +432,32 @@ def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     return df.sort_values(["patient_id", "kind", "modality", "path", "series_uid", "stack", "roi"], kind="stable").reset_index(drop=True)
 
 
-def _read_old_manifest(out: Path) -> pd.DataFrame | None:
-    p = out / "manifest.parquet"
+def _read_old_manifest(out: Path) -> list[dict] | None:
+    """Mask rows of the previous run (from manifest.csv: no pandas needed while workers run)."""
+    import csv
+
+    p = out / "manifest.csv"
     if not p.is_file():
         return None
     try:
-        return pd.read_parquet(p)
-    except Exception:  # noqa: BLE001 - a damaged manifest only means recomputing
+        with open(p, newline="", encoding="utf-8") as fh:
+            return [r for r in csv.DictReader(fh) if r.get("kind") == "mask"]
+    except (OSError, csv.Error, UnicodeDecodeError):  # a damaged manifest only means recomputing
         return None
 
 
-def _reusable(old: pd.DataFrame | None, input_hash: str, out: Path) -> list[dict] | None:
-    if old is None or not len(old):
+def _reusable(old: list[dict] | None, input_hash: str, out: Path) -> list[dict] | None:
+    if not old:
         return None
-    sel = old[(old["kind"] == "mask") & (old["input_hash"] == input_hash)]
-    if not len(sel):
+    rows = [dict(r) for r in old if r.get("input_hash") == input_hash]
+    if not rows:
         return None
-    rows = sel.to_dict("records")
     for r in rows:
         if r["status"] == "converted" and not (out / r["path"]).is_file():
             return None
-        for c in ("voxel_count",):
-            r[c] = None if pd.isna(r[c]) else int(r[c])
-        r["volume_ml"] = None if pd.isna(r["volume_ml"]) else float(r["volume_ml"])
+        r["voxel_count"] = int(float(r["voxel_count"])) if r.get("voxel_count") not in (None, "") else None
+        r["volume_ml"] = float(r["volume_ml"]) if r.get("volume_ml") not in (None, "") else None
+        r["n_files"] = int(float(r["n_files"])) if r.get("n_files") not in (None, "") else None
     return rows
 
 
