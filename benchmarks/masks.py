@@ -222,14 +222,14 @@ def main(argv=None) -> int:
             line += f"{d:20.4f} {tm:18.3f} "
         print(line, flush=True)
     print()
-    print(f"{'tool':<16} {'mean dice':>10} {'min dice':>9} {'max |dvol| %':>13} {'s/mask':>8} {'x biomarkers':>13}")
+    print(f"{'tool':<20} {'mean dice':>10} {'min dice':>9} {'max |dvol| %':>13} {'s/mask':>8} {'x biomarkers':>13}")
     base = statistics.mean(r[2] for r in results["biomarkers"]) if "biomarkers" in results else None
     for t, rs_ in results.items():
         ds = [r[0] for r in rs_]
         dvs = [abs(r[1]) for r in rs_ if r[1] == r[1]]
         tm = statistics.mean(r[2] for r in rs_)
         ratio = f"{tm / base:13.1f}" if base else f"{'':>13}"
-        print(f"{t:<16} {statistics.mean(ds):10.4f} {min(ds):9.4f} {max(dvs) if dvs else float('nan'):13.3f} {tm:8.3f} {ratio}")
+        print(f"{t:<20} {statistics.mean(ds):10.4f} {min(ds):9.4f} {max(dvs) if dvs else float('nan'):13.3f} {tm:8.3f} {ratio}")
     return 0
 
 
