@@ -150,8 +150,9 @@ def test_moran_geary_match_pairwise_definition():
     img = rng.normal(size=mask.shape) + np.arange(7)[None, None, :]
     m, c = morphology._moran_geary(img, mask, (3.0, 1.0, 0.5))
     mb, cb = _brute_moran_geary(img, mask, (3.0, 1.0, 0.5))
-    assert m == pytest.approx(mb, rel=1e-9)
-    assert c == pytest.approx(cb, rel=1e-9)
+    # single-precision FFTs: agreement to ~1e-7 relative
+    assert m == pytest.approx(mb, rel=1e-5)
+    assert c == pytest.approx(cb, rel=1e-5)
 
 
 # ------------------------------------------------------------ texture: GLDZM, NGLDM, aggregation

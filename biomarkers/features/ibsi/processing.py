@@ -81,6 +81,8 @@ class IbsiSettings(Settings):
     ivh_bin_count: int | None = Field(None, gt=0)
     aggregation: tuple[Aggregation, ...] = ("3D",)
     families: tuple[str, ...] = FAMILIES
+    pyradiomics: bool = Field(
+        True, description="read by the extraction engine: also run pyradiomics (false: IBSI features only)")
     diagnostics: bool = Field(
         False, description="also report IBSI diagnostic values (image/ROI dimensions, counts, intensities "
         "before/after interpolation and resegmentation); interpolates the whole image")

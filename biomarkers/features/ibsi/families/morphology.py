@@ -102,11 +102,13 @@ def _moran_geary(image: np.ndarray, int_mask: np.ndarray, spacing) -> tuple[floa
     d = np.sqrt(dz**2 + dy**2 + dx**2)
     with np.errstate(divide="ignore"):
         k = np.where(d > 0, 1.0 / d, 0.0)
-    kf = sp_fft.rfftn(k, L)
+    # single precision FFTs: ~1e-6 relative error on sums of positive weights, far below
+    # the IBSI tolerances, at half the cost
+    kf = sp_fft.rfftn(k.astype(np.float32), L)
     crop = tuple(slice(0, s) for s in shape)
 
     def conv(a):
-        return sp_fft.irfftn(sp_fft.rfftn(a, L) * kf, L)[crop]
+        return sp_fft.irfftn(sp_fft.rfftn(a.astype(np.float32), L) * kf, L)[crop].astype(np.float64)
 
     km = conv(m)
     kz = conv(z)

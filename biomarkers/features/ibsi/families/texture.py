@@ -138,12 +138,22 @@ def _group(*cols):
 
 
 def _aggregate(k, i, j, w=None):
+    """Sum weights ``w`` (default 1) per unique (k, i, j); dense bincount when the key range is small."""
     k = np.asarray(k, np.int64)
     i = np.asarray(i, np.int64)
     j = np.asarray(j, np.int64)
     w = np.ones(k.shape, np.float64) if w is None else np.asarray(w, np.float64)
     if k.size == 0:
         return k, i, j, w
+    ni, nj = int(i.max()) + 1, int(j.max()) + 1
+    span = (int(k.max()) + 1) * ni * nj
+    if span <= 20_000_000:
+        key = (k * ni + i) * nj + j
+        cnt = np.bincount(key, weights=w, minlength=span)
+        nz = np.flatnonzero(cnt)
+        kk, rest = np.divmod(nz, ni * nj)
+        ii, jj = np.divmod(rest, nj)
+        return kk, ii, jj, cnt[nz]
     inv, first = _group(k, i, j)
     cnt = np.bincount(inv, weights=w)
     return k[first], i[first], j[first], cnt
@@ -167,12 +177,15 @@ def size_features(k, i, j, w, n_voxels: np.ndarray, names: list[str]) -> dict:
             return np.bincount(k, weights=w * x, minlength=K) / ns
         f = [tot(1 / fj**2), tot(fj**2), tot(1 / fi**2), tot(fi**2), tot(1 / (fi**2 * fj**2)), tot(fi**2 / fj**2),
              tot(fj**2 / fi**2), tot(fi**2 * fj**2)]
-        inv, first = _group(k, i)
-        si = np.bincount(inv, weights=w)
-        glnu = np.bincount(k[first], weights=si**2, minlength=K) / ns
-        inv, first = _group(k, j)
-        sj = np.bincount(inv, weights=w)
-        jnu = np.bincount(k[first], weights=sj**2, minlength=K) / ns
+        K1, ni, nj = int(k.max()) + 1 if k.size else 1, int(i.max()) + 1 if i.size else 1, int(j.max()) + 1 if j.size else 1
+        si = np.bincount(k * ni + i, weights=w, minlength=K1 * ni).reshape(K1, ni)
+        glnu = np.zeros(K)
+        glnu[:K1] = (si**2).sum(axis=1)
+        glnu /= ns
+        sj = np.bincount(k * nj + j, weights=w, minlength=K1 * nj).reshape(K1, nj)
+        jnu = np.zeros(K)
+        jnu[:K1] = (sj**2).sum(axis=1)
+        jnu /= ns
         f += [glnu, glnu / ns, jnu, jnu / ns, ns / np.asarray(n_voxels, np.float64)]
         p = w / ns[k]
         mu_i = np.bincount(k, weights=p * fi, minlength=K)
@@ -198,35 +211,39 @@ NGL_NAMES = ["lde", "hde", "lgce", "hgce", "ldlge", "ldhge", "hdlge", "hdhge", "
 # --------------------------------------------------------------------- GLRLM
 
 def runs(levels: np.ndarray, d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All runs along direction ``d``: (grey level, length, slice index of the run start)."""
-    d = np.asarray(d)
-    roi = levels > 0
-    prev = np.zeros_like(levels)  # prev[v] = levels[v - d]
-    nxt = np.zeros_like(levels)  # nxt[v] = levels[v + d]
-    _, b, sl = _shift_pair(levels, tuple(d))
-    nxt[sl] = b
-    _, b, sl = _shift_pair(levels, tuple(-d))
-    prev[sl] = b
-    start = roi & (prev != levels)
-    end = roi & (nxt != levels)
-    ax = int(np.nonzero(d)[0][0])
+    """All runs along direction ``d``: (grey level, length, slice index of the run start).
+
+    Run lengths by dynamic programming over the planes perpendicular to the first
+    non-zero axis of ``d`` (one vectorised 2D step per plane, walking backwards):
+    ``len[v] = len[v + d] + 1`` if ``v + d`` has the same grey level, else 1.
+    Requires the zero border around the ROI (the in-plane shifts wrap into it).
+    """
+    d = tuple(int(x) for x in d)
+    ax = next(a for a in range(3) if d[a] != 0)
     sign = d[ax]
-
-    def key_pos(mask):
-        c = np.array(np.nonzero(mask), dtype=np.int64)  # (3, n)
-        t = c[ax] * sign
-        base = c - t[None, :] * d[:, None]
-        big = int(max(levels.shape))
-        off = base + 2 * big
-        line = (off[0] * (5 * big) + off[1]) * (5 * big) + off[2]
-        order = np.lexsort((t, line))
-        return c[:, order], t[order]
-
-    cs, ts = key_pos(start)
-    _, te = key_pos(end)
-    length = te - ts + 1
-    lev = levels[cs[0], cs[1], cs[2]]
-    return lev, length, cs[0]
+    L = np.moveaxis(levels, ax, 0)
+    other = [d[a] * sign for a in range(3) if a != ax]  # step in the other axes per +1 along ax
+    if sign < 0:
+        L = L[::-1]
+    n = L.shape[0]
+    length = np.zeros(L.shape, np.int32)
+    length[n - 1] = L[n - 1] > 0
+    shift = (-other[0], -other[1])
+    for t in range(n - 2, -1, -1):
+        nxt_lev = np.roll(L[t + 1], shift, axis=(0, 1))
+        nxt_len = np.roll(length[t + 1], shift, axis=(0, 1))
+        cur = L[t]
+        same = (cur > 0) & (nxt_lev == cur)
+        length[t] = np.where(same, nxt_len + 1, cur > 0)
+    if sign < 0:
+        length = length[::-1]
+    length = np.moveaxis(length, 0, ax)
+    prev = np.zeros_like(levels)  # prev[v] = levels[v - d]
+    _, b, sl = _shift_pair(levels, tuple(-x for x in d))
+    prev[sl] = b
+    start = (levels > 0) & (prev != levels)
+    z = np.nonzero(start)[0]
+    return levels[start], length[start].astype(np.int64), z
 
 
 # --------------------------------------------------------------------- zones
