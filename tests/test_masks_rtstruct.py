@@ -274,3 +274,19 @@ def test_referenced_sop_instances_take_precedence(shared_data, stacks):
     # without that overlap the referenced series (CT) is chosen
     (r,) = masks_from_object(rtstruct_object(rs), by_patient["STS_002"], MaskSettings())
     assert r.stack_key == "STS_002/CT"
+
+
+def test_mask_settings_validation_names_key(tmp_path):
+    from biomarkers.config import load_yaml
+    from biomarkers.errors import ConfigError
+
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("rois:\n  GTV_Mass: ['tumour', 're:gtv_?m.*']\nnifti_pattern: '../mask/*.nii.gz'\nresample: nearest\n")
+    s = load_yaml(ok, MaskSettings)
+    assert s.rois == {"GTV_Mass": ["tumour", "re:gtv_?m.*"]} and s.resample == "nearest"
+    for text, key in [("rois:\n  GTV: ['re:(unclosed']\n", "rois"), ("resample: linear\n", "resample"), ("roi: {}\n", "roi")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError) as ei:
+            load_yaml(bad, MaskSettings)
+        assert str(bad) in str(ei.value) and f"{key}:" in str(ei.value)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import Settings
 from ..geometry import Grid
@@ -71,6 +71,20 @@ class MaskSettings(Settings):
     min_points_inside: float = Field(0.5, gt=0, le=1)
     min_voxels: int = Field(10, ge=0)
     fractional_threshold: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("rois")
+    @classmethod
+    def _check_patterns(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, pats in v.items():
+            if not str(name).strip():
+                raise ValueError("empty canonical ROI name")
+            for p in pats or []:
+                if str(p).startswith("re:"):
+                    try:
+                        re.compile(p[3:])
+                    except re.error as err:
+                        raise ValueError(f"ROI {name!r}: invalid regular expression {p!r}: {err}") from None
+        return v
 
 
 @dataclass
