@@ -164,11 +164,15 @@ class _Needles:
             starts, ends = starts[keep], ends[keep]
             if not len(starts):
                 continue
-            if width == 1:
-                chunks = [data[a:e] for a, e in zip(starts.tolist(), ends.tolist())]
-            else:
-                chunks = [codes[a:e].astype(np.uint8).tobytes() for a, e in zip(starts.tolist(), ends.tolist())]
-            text = b"\n".join(chunks).lower()
+            # vectorised: keep the run characters plus one newline after each run
+            delta = np.zeros(len(codes) + 1, dtype=np.int32)
+            delta[starts] += 1  # runs are separated: no index repeats
+            delta[ends] -= 1
+            keep = np.append(np.cumsum(delta[:-1]) > 0, False)
+            keep[ends] = True
+            chars = np.append(codes, 10).astype(np.uint8)
+            chars[ends] = 10
+            text = chars[keep].tobytes().lower()
             pos = np.concatenate(([0], np.cumsum((ends - starts) + 1)[:-1]))
             yield text, pos, starts * width + align, width
 
