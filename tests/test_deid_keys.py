@@ -149,6 +149,7 @@ def test_year_mode_and_disabled():
     year = Deidentifier(DeidSettings(dates="year"), pseudonymizer=p)
     assert year.date(dt.date(2003, 11, 30), "P1") == dt.date(2003, 7, 1)
     assert year.date("30.11.2003", "P1") == dt.date(2003, 7, 1)
+    assert year.date(dt.datetime(2003, 11, 30, 14, 5), "P1") == dt.datetime(2003, 7, 1)
     assert year.dicom_date("20031130", "P1") == "20030701"
     off = Deidentifier(DeidSettings(enabled=False))
     assert off.date(dt.date(2003, 11, 30), "P1") == dt.date(2003, 11, 30)

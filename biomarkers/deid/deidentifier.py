@@ -78,7 +78,10 @@ class Deidentifier:
                 raise ValueError(f"not a date: {value!r}")
             value = parsed
         if self.settings.dates == "year":
-            return value.replace(month=_dates.YEAR_ONLY_MONTH_DAY[0], day=_dates.YEAR_ONLY_MONTH_DAY[1])
+            month, day = _dates.YEAR_ONLY_MONTH_DAY
+            if hasattr(value, "hour"):  # datetimes: the time of day goes too
+                return value.replace(month=month, day=day, hour=0, minute=0, second=0, microsecond=0)
+            return value.replace(month=month, day=day)
         return self.pseudonymizer.shift_date(value, original_patient_id)
 
     def offset_days(self, original_patient_id: Any) -> int:
