@@ -274,3 +274,17 @@ def test_seg_references_and_masks_survive_export(planted, tmp_path, monkeypatch)
     mf = pd.read_parquet(tmp_path / "F" / "manifest.parquet").sort_values("path").reset_index(drop=True)[cols]
     pd.testing.assert_frame_equal(ma, mf)
     assert int(ma.loc[ma.kind == "mask", "voxel_count"].iloc[0]) == 11 * 41 * 41
+
+
+def test_year_mode_and_resume(planted, exported, tmp_path):
+    src, _, c = planted
+    one = next(src.rglob("RS.dcm"))
+    year = Deidentifier(DeidSettings(dates="year"), pseudonymizer=Pseudonymizer(SECRET))
+    ds = deidentify_dataset(pydicom.dcmread(one), year)
+    assert ds.StudyDate == c.study_date[:4] + "0701" and ds.StructureSetDate == c.study_date[:4] + "0701"
+    # a second export into the same folder rewrites nothing
+    out, first, deid = exported
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")}
+    again = export_dicom(src, out, deid)
+    assert again.counts()["done"] == 60 and sum(r.cached for r in again.cases) == 60
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")} == before
