@@ -36,6 +36,17 @@ CONVERTER_VERSION = "1"
 _DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
 
 
+def warm_up(_payload=None) -> int:
+    """Import what conversion needs (a no-op work item run while the main process indexes)."""
+    import os
+
+    import nibabel  # noqa: F401
+    import pydicom  # noqa: F401
+    import pydicom.pixels  # noqa: F401
+
+    return os.getpid()
+
+
 # ----------------------------------------------------------------- NIfTI output
 def _gzip_writer(raw, compresslevel: int):
     """A gzip stream on ``raw``: ISA-L (package ``isal``, ~5-10x faster) for levels 0-3 when
@@ -182,7 +193,7 @@ def _convert_stack(payload: dict) -> dict:
 
     Payload keys: stack (ImageStack, qualified), out (OUT folder), path (NIfTI path
     relative to OUT), ids (pseudonymised patient_id/study_uid/series_uid/stack),
-    metadata (whitelisted acquisition metadata), settings (dict: allow_gaps,
+    deid (DeidSettings as a dict: sidecar metadata policy), settings (dict: allow_gaps,
     pet_suv, spacing_tolerance, position_tolerance_mm, compresslevel),
     input_hash, deidentified (bool).
     """
@@ -198,12 +209,13 @@ def _convert_stack(payload: dict) -> dict:
     factors = None
     dicom_units = first.extra.get("units", "")
     suv = False
-    if stack.modality == "PT" and dicom_units.upper() == "BQML" and s.get("pet_suv", True):
-        import pydicom
+    import pydicom
 
+    ds = pydicom.dcmread(first.path, stop_before_pixels=True)
+    metadata = _metadata(ds, payload.get("deid") or {})
+    if stack.modality == "PT" and dicom_units.upper() == "BQML" and s.get("pet_suv", True):
         from .pet import suv_factors
 
-        ds = pydicom.dcmread(first.path, stop_before_pixels=True)
         acq = [(f.extra.get("acquisition_datetime", ""), f.extra.get("acquisition_date", ""), f.extra.get("acquisition_time", "")) for f in files]
         factors, pet = suv_factors(ds, acq)
         suv = True
@@ -234,7 +246,7 @@ def _convert_stack(payload: dict) -> dict:
         "dicom_units": dicom_units or None,
         "dtype": str(arr.dtype),
         "values": "integer (lossless)" if kind == "integer" else "float32",
-        "acquisition": payload.get("metadata", {}),
+        "acquisition": metadata,
         "geometry": {
             **grid.to_dict(),
             "coordinate_system": "origin_lps/direction_lps: DICOM patient LPS (mm); the NIfTI affine is RAS",
@@ -253,6 +265,20 @@ def _convert_stack(payload: dict) -> dict:
     }
     write_json(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), sidecar)
     return image_row(payload, grid, qc, flags, content_hash, status="converted", reason="")
+
+
+def _metadata(ds, deid_settings: dict) -> dict:
+    """Whitelisted acquisition metadata via :meth:`biomarkers.deid.Deidentifier.metadata`.
+
+    Metadata needs no secret: the worker's Deidentifier gets a random throwaway key, so
+    the site secret never travels to workers (e.g. a remote dask cluster).
+    """
+    import os
+
+    from ..deid import DeidSettings, Deidentifier, Pseudonymizer
+
+    d = Deidentifier(DeidSettings(**deid_settings), pseudonymizer=Pseudonymizer(os.urandom(32)))
+    return d.metadata(ds)
 
 
 def image_row(payload: dict, grid: Grid | None, qc: dict, flags: list[str], content_hash: str, status: str, reason: str) -> dict:

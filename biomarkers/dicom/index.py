@@ -339,9 +339,6 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
     (SegmentationObject), ``"other"`` (DicomFile of an unsupported object) or
     ``"unused"`` (UnusedFile).
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     if path.name.upper() == "DICOMDIR":
         return "unused", UnusedFile(rel, "DICOMDIR (ignored)")
     try:
@@ -356,6 +353,9 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
     if ds is not None and ds.get("SOPClassUID") in IMAGE_SOPS and _i(ds.get("NumberOfFrames"), 1) in (None, 1):
         pixel = ds.pixel
     else:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
         try:
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
@@ -427,6 +427,8 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
             if size < expected:
                 return "unused", UnusedFile(rel, f"truncated file ({size} bytes, pixel data needs {expected})")
             # unusual layout: check with a full read
+            import pydicom
+
             try:
                 full = pydicom.dcmread(path, force=forced)
                 n = len(full.PixelData)
@@ -453,6 +455,8 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
     if nframes <= 1 and ds.get("PerFrameFunctionalGroupsSequence") is None:
         return "image", [base]
     # multi-frame: needs the functional groups (a full header read of this one file)
+    import pydicom
+
     try:
         full = pydicom.dcmread(path, stop_before_pixels=True, force=forced)
     except Exception as err:  # noqa: BLE001
