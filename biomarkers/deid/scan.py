@@ -156,21 +156,25 @@ class _Needles:
             k = (len(data) - align) // 2
             if k >= self.min_len:
                 views.append((np.frombuffer(data, dtype="<u2", count=k, offset=align), align, 2))
+        k = max(1, min(self.min_len, 8))  # runs of >= k characters: a superset of the runs a needle fits in
         for codes, align, width in views:
-            m = ((codes >= 0x20) & (codes <= 0x7E)).view(np.int8)
-            d = np.diff(np.concatenate(([0], m, [0])).astype(np.int8))
-            starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-            keep = (ends - starts) >= self.min_len
-            starts, ends = starts[keep], ends[keep]
-            if not len(starts):
+            m = (codes >= 0x20) & (codes <= 0x7E)
+            n = len(m)
+            if n < k:
                 continue
-            # vectorised: keep the run characters plus one newline after each run
-            delta = np.zeros(len(codes) + 1, dtype=np.int32)
-            delta[starts] += 1  # runs are separated: no index repeats
-            delta[ends] -= 1
-            keep = np.append(np.cumsum(delta[:-1]) > 0, False)
-            keep[ends] = True
-            chars = np.append(codes, 10).astype(np.uint8)
+            w = m[: n - k + 1].copy()  # w[t]: m[t : t + k] all printable
+            for sh in range(1, k):
+                w &= m[sh : n - k + 1 + sh]
+            if not w.any():
+                continue
+            keep = np.zeros(n + 1, dtype=bool)  # characters inside a run of >= k
+            for sh in range(k):
+                keep[sh : sh + len(w)] |= w
+            d = np.diff(keep.view(np.int8), prepend=np.int8(0))
+            starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+            keep[ends] = True  # one newline after each run
+            chars = np.empty(n + 1, dtype=np.uint8)
+            chars[:n] = codes  # printable codes fit in a byte; others are dropped below
             chars[ends] = 10
             text = chars[keep].tobytes().lower()
             pos = np.concatenate(([0], np.cumsum((ends - starts) + 1)[:-1]))
