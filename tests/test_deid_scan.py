@@ -99,6 +99,13 @@ def test_scan_mlflow_sqlite_store(tmp_path, monkeypatch):
     assert {h.label for h in hits} == {"pid", "dob"}
     assert any(h.path.endswith("cohort.txt") and h.label == "dob" for h in hits)
     assert any("mlflow.db" in h.path and h.label == "pid" for h in hits)
+    import sqlite3 as _sq
+
+    con = _sq.connect(tmp_path / "mlflow.db")
+    con.execute("UPDATE experiments SET artifact_location = 's3://bucket/x' WHERE name = 'leak'")
+    con.commit()
+    con.close()
+    assert "<artifact store not scanned>" in {h.label for h in scan_mlflow(uri, NEEDLES)}
 
 
 def test_cli_scan_exit_status(tmp_path, capsys):

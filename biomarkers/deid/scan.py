@@ -349,7 +349,11 @@ def _local_path(uri: str) -> Path | None:
 def scan_mlflow(store: str | Path, needles: Mapping[str, object]) -> list[Hit]:
     """Scan an MLflow store: ``sqlite:///path/mlflow.db`` (the database file, its
     journal/WAL files and every local artifact location it names) or a folder (a file
-    store such as ``mlruns/``, or a folder holding ``mlflow.db`` and artifacts)."""
+    store such as ``mlruns/``, or a folder holding ``mlflow.db`` and artifacts).
+
+    Artifact locations that are not local folders (``s3://``, ``mlflow-artifacts:/``...)
+    cannot be scanned here; each is returned as a Hit labelled ``<artifact store not scanned>``
+    so that a check never passes without having looked."""
     s = str(store)
     targets: list[Path] = []
     if s.startswith("sqlite:"):
@@ -367,17 +371,20 @@ def scan_mlflow(store: str | Path, needles: Mapping[str, object]) -> list[Hit]:
                 pass
         finally:
             con.close()
+        unreachable = sorted({u for u in locs if u and _local_path(u) is None})
         dirs = {p for p in (_local_path(u) for u in locs if u) if p is not None and p.exists()}
         # keep only top-most folders (run artifact folders lie inside experiment folders)
         for d in sorted(dirs, key=lambda p: len(p.parts)):
             if not any(t in d.parents or t == d for t in targets):
                 targets.append(d)
     else:
+        unreachable = []
         p = _local_path(s)
         if p is None or not p.exists():
             raise FileNotFoundError(f"{store}: MLflow store not found")
         targets.append(p)
-    return scan_files(targets, needles)
+    # an artifact store that cannot be read here (s3://, mlflow-artifacts:/...) is not clean: say so
+    return scan_files(targets, needles) + [Hit("<artifact store not scanned>", u, "mlflow", 0, "") for u in unreachable]
 
 
 # ----------------------------------------------------------------------------- table heuristics
