@@ -180,9 +180,14 @@ def test_characteristics_option_and_burned_in(planted, tmp_path):
     x.BurnedInAnnotation = "YES"
     x.save_as(d / "a.dcm")
     (d / "notes.txt").write_text("not dicom")
+    y = pydicom.dcmread(one)
+    y.PatientID = ""
+    y.save_as(d / "b.dcm")
     r = export_dicom(d, tmp_path / "out", deid)
-    assert r.counts() == {"done": 0, "skipped": 2, "failed": 0}
-    assert set(r.reasons()) == {"not a DICOM file", "burned-in annotation: pixel data may show identity"}
+    assert r.counts() == {"done": 0, "skipped": 2, "failed": 1}
+    assert set(r.reasons()) == {"not a DICOM file", "burned-in annotation: pixel data may show identity",
+                                "no PatientID: cannot derive a pseudonym"}
+    assert all(x.case.startswith("src-") for x in r.cases)  # source paths are not written to the report
 
 
 def test_export_refuses_disabled_deid_and_out_inside_src(planted, tmp_path):

@@ -117,6 +117,12 @@ def test_cli_scan_exit_status(tmp_path, capsys):
     (tmp_path / "a" / "y.txt").write_text("qch07301")
     assert main(["scan", str(tmp_path / "a"), "--needles", str(needles)]) == 1
     assert "y.txt" in capsys.readouterr().out
+    store = tmp_path / "mlruns"
+    (store / "1" / "abc" / "params").mkdir(parents=True)
+    (store / "1" / "abc" / "params" / "site").write_text("QCH-07301")
+    (tmp_path / "a" / "y.txt").unlink()
+    assert main(["scan", str(tmp_path / "a"), "--needles", str(needles), "--mlflow", str(store)]) == 1
+    (tmp_path / "a" / "y.txt").write_text("qch07301")
     bad = tmp_path / "bad.csv"
     bad.write_text("pid,QCH-07301,nickname\n")
     assert main(["scan", str(tmp_path / "a"), "--needles", str(bad)]) == 2
