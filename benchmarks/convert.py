@@ -29,10 +29,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the process tree in MB)."""
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall s, peak RSS of the process tree in MB, CPU s user+sys of the tree)."""
+    import resource
+
     import psutil
 
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     proc = psutil.Process(p.pid)
@@ -47,7 +50,9 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({p.returncode}): {p.stderr.read().decode()[-2000:]}")
-    return wall, peak / 2**20
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # includes the workers the tool waited for
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall, peak / 2**20, cpu
 
 
 def image_tree(data: Path, dest: Path) -> list[Path]:
@@ -108,20 +113,24 @@ def main() -> None:
         series = image_tree(args.data, src)
         n_files = sum(1 for _ in src.rglob("*") if _.is_file() or _.is_symlink()) - len(list(src.rglob("*/")))
         size_mb = sum(f.resolve().stat().st_size for f in src.rglob("*") if f.is_symlink()) / 2**20
-        ours_t, theirs_t, ours_m, theirs_m = [], [], [], []
+        ours_t, theirs_t, ours_m, theirs_m, ours_c, theirs_c = [], [], [], [], [], []
         for r in range(args.repeat):
             out_b, out_d = tmp / f"bm{r}", tmp / f"d2n{r}"
             out_d.mkdir()
-            w, m = run_measured(biomarkers + ["--quiet", "ingest", str(src), str(out_b), "--executor", args.executor], env)
+            w, m, c = run_measured(biomarkers + ["--quiet", "ingest", str(src), str(out_b), "--executor", args.executor], env)
             ours_t.append(w)
             ours_m.append(m)
-            w, m = run_measured([dcm2niix_bin(), "-z", "y", "-f", "%j", "-o", str(out_d), str(src)], env)
+            ours_c.append(c)
+            w, m, c = run_measured([dcm2niix_bin(), "-z", "y", "-f", "%j", "-o", str(out_d), str(src)], env)
             theirs_t.append(w)
             theirs_m.append(m)
+            theirs_c.append(c)
         print(f"{len(series)} series, {size_mb:.1f} MB of DICOM; executor {args.executor}; {os.cpu_count()} cores; "
               f"load average {os.getloadavg()[0]:.1f} (machine shared with other jobs)")
-        print(f"biomarkers ingest : best {min(ours_t):6.2f} s (runs {', '.join(f'{x:.2f}' for x in ours_t)}), peak {max(ours_m):6.0f} MB")
-        print(f"dcm2niix -z y     : best {min(theirs_t):6.2f} s (runs {', '.join(f'{x:.2f}' for x in theirs_t)}), peak {max(theirs_m):6.0f} MB")
+        print(f"biomarkers ingest : best {min(ours_t):6.2f} s (runs {', '.join(f'{x:.2f}' for x in ours_t)}), "
+              f"peak {max(ours_m):4.0f} MB, CPU {min(ours_c):5.2f} s")
+        print(f"dcm2niix -z y     : best {min(theirs_t):6.2f} s (runs {', '.join(f'{x:.2f}' for x in theirs_t)}), "
+              f"peak {max(theirs_m):4.0f} MB, CPU {min(theirs_c):5.2f} s")
         print(f"wall-time ratio biomarkers / dcm2niix: {min(ours_t) / min(theirs_t):.2f} (target <= 1.5); "
               f"peak memory target < 300 MB: {'met' if max(ours_m) < 300 else 'NOT met'}")
         # agreement per series

@@ -105,6 +105,10 @@ def test_manifest_sidecars_and_privacy(sts_out):
     imgs = df[df.kind == "image"]
     assert len(imgs) == 18 and (imgs.status == "converted").all()
     assert imgs["shape"].str.fullmatch(r"\d+ x \d+ x \d+").all()
+    from biomarkers.io import sha256_array
+
+    for _, r in imgs.head(3).iterrows():  # content_hash is the hash of the voxels as written
+        assert sha256_array(np.asanyarray(nib.load(str(sts_out / r.path)).dataobj)) == r.content_hash
     # one mask per RTSTRUCT on the image it was drawn on
     masks = df[df.kind == "mask"]
     assert (masks.status == "converted").sum() == 18

@@ -134,24 +134,50 @@ def _integer_dtype(lo: float, hi: float):
 def stack_values(files: list[DicomFile], frames: list[np.ndarray], factors=None) -> tuple[np.ndarray, str]:
     """Apply rescale (and optional per-slice or scalar factors) -> (array [slice, row, col], kind).
 
-    kind is "integer" (lossless integers) or "float".
+    kind is "integer" (lossless integers) or "float" (float32 computed in float64).
+    Works slice by slice into one preallocated array; ``frames`` entries are released
+    as they are used (peak memory: stored frames + output).
     """
-    slopes = np.array([1.0 if f.rescale_slope is None else f.rescale_slope for f in files])
-    inters = np.array([0.0 if f.rescale_intercept is None else f.rescale_intercept for f in files])
-    stored = np.stack(frames)
-    integer = factors is None and np.all(slopes == 1.0) and np.all(inters == np.round(inters)) and stored.dtype.kind in "iu"
+    slopes = [1.0 if f.rescale_slope is None else float(f.rescale_slope) for f in files]
+    inters = [0.0 if f.rescale_intercept is None else float(f.rescale_intercept) for f in files]
+    shape = (len(frames),) + tuple(frames[0].shape)
+    fac = None if factors is None else np.broadcast_to(np.asarray(factors, dtype=np.float64), (len(frames),))
+    integer = (
+        fac is None
+        and all(m == 1.0 for m in slopes)
+        and all(b == round(b) for b in inters)
+        and all(f.dtype.kind in "iu" for f in frames)
+    )
     if integer:
-        if np.all(inters == 0):
-            lo, hi = int(stored.min()), int(stored.max())
-            dt = _integer_dtype(lo, hi)
-            return (stored if stored.dtype == dt else stored.astype(dt)), "integer"
-        vals = stored.astype(np.int64) + inters.astype(np.int64)[:, None, None]
-        return vals.astype(_integer_dtype(int(vals.min()), int(vals.max()))), "integer"
-    vals = stored.astype(np.float64) * slopes[:, None, None] + inters[:, None, None]
-    if factors is not None:
-        f = np.asarray(factors, dtype=np.float64)
-        vals *= f[:, None, None] if f.ndim == 1 else float(f)
-    return vals.astype(np.float32), "float"
+        lo = min(int(f.min()) + int(b) for f, b in zip(frames, inters))
+        hi = max(int(f.max()) + int(b) for f, b in zip(frames, inters))
+        out = np.empty(shape, dtype=_integer_dtype(lo, hi))
+        for k, b in enumerate(inters):
+            f = frames[k]
+            out[k] = f if b == 0 else f.astype(np.int64) + int(b)
+            frames[k] = None  # type: ignore[call-overload]
+        return out, "integer"
+    out = np.empty(shape, dtype=np.float32)
+    for k, (m, b) in enumerate(zip(slopes, inters)):
+        v = frames[k].astype(np.float64) * m + b
+        if fac is not None:
+            v *= fac[k]
+        out[k] = v
+        frames[k] = None  # type: ignore[call-overload]
+    return out, "float"
+
+
+def sha256_voxels(arr: np.ndarray) -> str:
+    """Same digest as :func:`biomarkers.io.sha256_array` (dtype, shape, C-order bytes), in
+    slabs so a non-C-contiguous view (our [i, j, k] transpose) is never copied whole."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(str(arr.dtype).encode())
+    h.update(str(arr.shape).encode())
+    for i in range(arr.shape[0]):
+        h.update(np.ascontiguousarray(arr[i]).tobytes())
+    return h.hexdigest()
 
 
 def fill_gaps(vals: np.ndarray, k_index: list[int], n: int) -> np.ndarray:
@@ -232,7 +258,7 @@ def _convert_stack(payload: dict) -> dict:
     img = nifti_image(arr, grid)
     dest = out / rel
     write_nifti(img, dest, s.get("compresslevel", 1))
-    content_hash = sha256_array(arr)
+    content_hash = sha256_voxels(arr)
     units = units_of(stack.modality, dicom_units, suv)
     flags = qc_flags(qc)
     sidecar = {
