@@ -295,3 +295,65 @@ def test_bqml_pet_missing_weight_fails_with_reason(shared_data, tmp_path):
     row = manifest(out).iloc[0]
     assert row.status == "failed" and "PatientWeight" in row.reason
     assert report.counts()["failed"] == 1  # the run itself completed
+
+
+# ----------------------------------------------------------------- oblique and tilted geometry
+def _rewrite_geometry(shared_data, dest: Path, rotation: np.ndarray | None = None, shear_mm: float = 0.0) -> list[np.ndarray]:
+    """STS_003 CT with every slice rotated rigidly (about the first slice's position) and/or
+    shifted in-plane by ``shear_mm`` per slice along the column direction (a gantry tilt).
+    Returns the new ImagePositionPatient of every slice, sorted along the normal."""
+    dest.mkdir()
+    files = _series_files(shared_data, "STS_003", "CT")
+    dss = sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    p0 = np.asarray(dss[0].ImagePositionPatient, dtype=float)
+    R = np.eye(3) if rotation is None else rotation
+    out = []
+    for k, ds in enumerate(dss):
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        row, col = R @ iop[:3], R @ iop[3:]
+        pos = p0 + R @ (np.asarray(ds.ImagePositionPatient, dtype=float) - p0) + k * shear_mm * col
+        ds.ImageOrientationPatient = [f"{x:.10f}" for x in (*row, *col)]
+        ds.ImagePositionPatient = [f"{x:.6f}" for x in pos]
+        if shear_mm:
+            ds.GantryDetectorTilt = "10"
+        ds.save_as(dest / f"{k:04d}.dcm")
+        out.append(np.asarray([float(x) for x in ds.ImagePositionPatient]))
+    return out
+
+
+def test_oblique_series_matches_simpleitk(shared_data, tmp_path):
+    """An obliquely rotated copy: flagged 'oblique'; geometry and voxels equal SimpleITK's (GDCM) reading."""
+    import SimpleITK as sitk
+
+    a, b = np.deg2rad(25), np.deg2rad(-10)
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    Rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    src = tmp_path / "obl"
+    _rewrite_geometry(shared_data, src, rotation=Rx @ Rz)
+    out = tmp_path / "out"
+    run_ingest(src, out, executor="serial")
+    row = manifest(out).iloc[0]
+    assert row.status == "converted" and "oblique" in row.qc_flags, row.to_dict()
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(src)))
+    ref = tmp_path / "sitk.nii.gz"
+    sitk.WriteImage(reader.Execute(), str(ref))  # ITK writes its own LPS->RAS affine
+    same_world(out / row.path, ref)
+
+
+def test_gantry_tilt_flagged_and_positions_exact(shared_data, tmp_path):
+    src = tmp_path / "tilt"
+    positions = _rewrite_geometry(shared_data, src, shear_mm=0.5)
+    out = tmp_path / "out"
+    run_ingest(src, out, executor="serial")
+    row = manifest(out).iloc[0]
+    assert row.status == "converted" and "gantry_tilt" in row.qc_flags, row.to_dict()
+    img = nib.load(str(out / row.path))
+    ds = pydicom.dcmread(next(src.iterdir()), stop_before_pixels=True)
+    dy, dx = (float(x) for x in ds.PixelSpacing)
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    for k in (0, len(positions) // 2, len(positions) - 1):
+        for i, j in ((0, 0), (10, 20)):
+            lps = positions[k] + i * dx * iop[:3] + j * dy * iop[3:]  # DICOM PS3.3 C.7.6.2.1.1
+            ras = img.affine @ np.array([i, j, k, 1.0])
+            np.testing.assert_allclose(ras[:3], lps * np.array([-1, -1, 1]), atol=1e-3)

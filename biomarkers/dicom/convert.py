@@ -85,7 +85,7 @@ def _fast_read(f: DicomFile) -> np.ndarray | None:
     n = int(f.rows) * int(f.columns)
     arr = np.fromfile(f.path, dtype=dt, count=n, offset=int(off))
     if arr.size != n:
-        raise OSError(f"{f.rel}: pixel data shorter than expected (file changed since indexing?)")
+        raise OSError("pixel data shorter than expected (file changed since indexing?)")
     arr = arr.reshape(int(f.rows), int(f.columns))
     ba, bs = int(e["bits_allocated"]), int(e.get("bits_stored") or e["bits_allocated"])
     if bs < ba:
@@ -97,6 +97,13 @@ def _fast_read(f: DicomFile) -> np.ndarray | None:
     return arr
 
 
+def _no_paths(msg: str) -> str:
+    """Drop file paths from a library's error message (they may contain patient names/ids)."""
+    import re
+
+    return re.sub(r"(['\"]?)/[^\s'\"]+\1", "<path>", msg)
+
+
 def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
     """Stored pixel values (rows x columns) of every frame, in ``files`` order."""
     import pydicom
@@ -104,7 +111,10 @@ def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
     out: list[np.ndarray | None] = [None] * len(files)
     slow: dict[Path, list[int]] = defaultdict(list)
     for i, f in enumerate(files):
-        a = _fast_read(f)
+        try:
+            a = _fast_read(f)
+        except OSError as err:  # reasons name the slice, never the path (paths may hold identifiers)
+            raise ValueError(f"cannot read slice {i + 1} of {len(files)}: {err.strerror or err}") from None
         if a is None:
             slow[f.path].append(i)
         else:
@@ -114,8 +124,10 @@ def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
             ds = pydicom.dcmread(path)
             arr = ds.pixel_array
         except Exception as err:  # noqa: BLE001
-            rel = files[idx[0]].rel
-            raise ValueError(f"cannot decode pixel data of {rel}: {type(err).__name__}: {err}") from None
+            raise ValueError(
+                f"cannot decode pixel data of slice {idx[0] + 1} of {len(files)} "
+                f"(transfer syntax {files[idx[0]].transfer_syntax_uid}): {type(err).__name__}: {_no_paths(str(err))}"
+            ) from None
         for i in idx:
             fr = files[i].extra.get("frame")
             out[i] = arr[fr] if fr is not None and arr.ndim == 3 else arr

@@ -503,8 +503,10 @@ def _reusable(old: list[dict] | None, input_hash: str, out: Path) -> list[dict] 
 
 def _clean_error(err: str | None) -> str:
     """First line of a worker error (no tracebacks in the manifest)."""
+    from .convert import _no_paths
+
     msg = (err or "unknown error").strip().splitlines()[0]
-    return msg[:500]
+    return _no_paths(msg)[:500]
 
 
 def run_ingest(src, out, settings: IngestSettings | None = None, executor="local", deidentifier=None) -> RunReport:
