@@ -135,35 +135,51 @@ class LocalExecutor(Executor):
         return self._pool
 
     def map_unordered(self, func, items):
+        """See :meth:`Executor.map_unordered`.
+
+        A worker process that dies (killed, out of memory) breaks the whole pool and every
+        item in flight with it: the pool is replaced once per break and the items that were
+        in flight are resubmitted once; an item caught in a second break is reported as failed.
+        """
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
         pool = self._ensure()
         window = 2 * self.workers
-        pending: dict = {}
+        pending: dict = {}  # future -> (key, payload, tries, pool it was submitted to)
         it = iter(items)
         exhausted = False
-        while True:
-            while not exhausted and len(pending) < window:
-                try:
-                    key, payload = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending[pool.submit(_run_item_pooled, func, key, payload)] = key
-            if not pending:
-                return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                key = pending.pop(fut)
-                try:
-                    yield fut.result()
-                except BrokenProcessPool:
-                    yield Outcome(key, False, error="worker process died (out of memory or killed)")
-                    self._pool = None
-                    pool = self._ensure()
-                except Exception as exc:  # pickling errors etc.
-                    yield Outcome(key, False, error=f"{type(exc).__name__}: {exc}")
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    try:
+                        key, payload = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending[pool.submit(_run_item_pooled, func, key, payload)] = (key, payload, 0, pool)
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    key, payload, tries, fut_pool = pending.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool:
+                        if fut_pool is pool:  # first item seen from this break: replace the pool
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            self._pool = None
+                            pool = self._ensure()
+                        if tries == 0:
+                            pending[pool.submit(_run_item_pooled, func, key, payload)] = (key, payload, 1, pool)
+                            continue
+                        outcome = Outcome(key, False, error="worker process died (out of memory or killed)")
+                    except Exception as exc:  # pickling errors etc.
+                        outcome = Outcome(key, False, error=f"{type(exc).__name__}: {exc}")
+                    yield outcome
+        finally:  # consumer stopped early (or error): do not leave work running
+            for fut in pending:
+                fut.cancel()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -180,15 +196,32 @@ class DaskExecutor(Executor):
         from distributed import Client
 
         self._own = client is None
-        self.client = client if client is not None else Client(address, timeout="30s")
+        if client is None:
+            try:
+                client = Client(address, timeout="30s")
+            except (OSError, TimeoutError) as err:
+                raise ConfigError(f"executor dask: cannot connect to the dask scheduler at {address} ({err}); "
+                                  "start one with 'dask scheduler' and workers with 'dask worker ADDRESS'") from None
+        self.client = client
         self.address = address or self.client.scheduler.address
+        if not self._threads():
+            try:  # a cluster that is still starting: wait a little for a worker
+                self.client.wait_for_workers(1, timeout=60)
+            except (TimeoutError, OSError):
+                if self._own:
+                    self.client.close()
+                raise ConfigError(f"executor dask: no worker is connected to the scheduler at {self.address}") from None
+        self.workers = max(1, self._threads())
+
+    def _threads(self) -> int:
         info = self.client.scheduler_info()
-        self.workers = max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+        return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
 
     def map_unordered(self, func, items):
         from distributed import as_completed
 
-        window = 2 * max(1, self.workers)
+        self.workers = max(1, self._threads())  # the cluster may have grown or shrunk
+        window = 2 * self.workers
         it = iter(items)
         ac = as_completed()
         keys: dict = {}
@@ -206,14 +239,20 @@ class DaskExecutor(Executor):
         for _ in range(window):
             if not submit_next():
                 break
-        for fut in ac:
-            key = keys.pop(fut.key)
-            try:
-                yield fut.result()
-            except Exception as exc:  # KilledWorker, lost connection...
-                yield Outcome(key, False, error=f"{type(exc).__name__}: {exc}")
-            fut.release()
-            submit_next()
+        try:
+            for fut in ac:
+                key = keys.pop(fut.key)
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # KilledWorker (after a retry), lost connection...
+                    outcome = Outcome(key, False, error=f"{type(exc).__name__}: {exc}")
+                fut.release()
+                submit_next()
+                yield outcome
+        finally:  # consumer stopped early (or error): cancel what is still queued on the cluster
+            rest = list(ac.futures) if hasattr(ac, "futures") else []
+            if rest:
+                self.client.cancel(rest)
 
     def close(self) -> None:
         if self._own:

@@ -65,7 +65,9 @@ class SourceSection(Settings):
 class TrackingSection(Settings):
     """Where the pipeline's MLflow run (and the experiments' runs) are logged."""
 
-    uri: str | None = None  # default: env MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    #: MLflow tracking URI; a bare path is relative to the config file (``*.db``: a SQLite store).
+    #: Default: env MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db.
+    uri: str | None = None
     experiment: str = "biomarkers-pipeline"
     enabled: bool = True
 
@@ -157,6 +159,11 @@ class PipelineConfig(Settings):
             upd["clinical"] = self.clinical.model_copy(update={"schema_": r(self.clinical.schema_)})
         upd["experiments"] = self.experiments.model_copy(update={"specs": [r(p) for p in self.experiments.specs]})
         upd["release"] = self.release.model_copy(update={"config": r(self.release.config)})
+        uri = self.tracking.uri
+        if uri and "://" not in uri:  # a local path: a SQLite file (*.db) or a file store folder
+            path = r(Path(uri))
+            upd["tracking"] = self.tracking.model_copy(
+                update={"uri": f"sqlite:///{path.as_posix()}" if uri.endswith(".db") else path.as_posix()})
         return self.model_copy(update=upd)
 
     def ingest_settings(self):

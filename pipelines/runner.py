@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,12 +286,9 @@ class Pipeline:
             "release": [self.out / "release_report.json"],
         }.get(name, [])
 
-    def _reports(self, name: str) -> Path | None:
-        return {
-            "ingest": self.paths["dataset"] / "report.json",
-            "extract": self.paths["features"] / "report.json",
-            "clinical": self.paths["clinical_report"],
-        }.get(name)
+    def _reports(self, name: str) -> Path:
+        """Where the cases of a stage's last run are kept (replayed when the stage is cached)."""
+        return self.out / ".pipeline" / f"{name}_cases.json"
 
     def _fail(self, name: str, reason: str) -> None:
         self.stages[name] = StageOutcome("failed", reason=reason)
@@ -320,7 +318,9 @@ class Pipeline:
             return
         echo(f"[{name}] running")
         try:
-            rep, details = getattr(self, f"_stage_{name}")()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+                rep, details = getattr(self, f"_stage_{name}")()
         except BiomarkersError as err:
             self._fail(name, str(err))
             return
@@ -332,8 +332,9 @@ class Pipeline:
             return
         if rep is not None:
             for r in rep.cases:
-                r.stage = name if not r.stage or r.stage in ("ingest", "extract") else r.stage
+                r.stage = name
             self.report.extend(rep)
+            rep.write(self._reports(name))
         counts = rep.counts() if rep is not None else {}
         computed = rep.n_computed() if rep is not None else 0
         outputs = {self._rel(p): self.hasher.file(p) for p in self._outputs(name) if p.is_file()}
@@ -348,7 +349,7 @@ class Pipeline:
         """Add the cases of the stage's last report, marked cached."""
         p = self._reports(name)
         counts = {"done": 0, "skipped": 0, "failed": 0}
-        if p is None or not p.is_file():
+        if not p.is_file():
             return counts
         try:
             cases = json.loads(p.read_text()).get("cases", [])
@@ -472,7 +473,8 @@ class Pipeline:
         from biomarkers.tracking import log_feature_set, using_tracking
 
         status = "FINISHED" if not any(s.status == "failed" for s in self.stages.values()) else "FAILED"
-        with using_tracking(self._tracking_uri()):
+        with using_tracking(self._tracking_uri()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
             with mlflow.start_run(run_id=run_id):
                 mlflow.log_params({"config_hash": self.cfg.config_hash()[:16], "executor": self._executor_desc[:200],
                                    "pipeline": self.cfg.name})

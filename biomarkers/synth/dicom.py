@@ -114,6 +114,15 @@ def _image_common(ds: Dataset, p: PatientInfo, series_uid: str, series_no: int, 
     ds.HighBit = 15
 
 
+def _slice(ds: Dataset, sop: str, k: int, z: float, origin: float) -> None:
+    """Set the per-slice attributes of a series' dataset."""
+    ds.SOPInstanceUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = [f"{origin:.4f}", f"{origin:.4f}", f"{z:.4f}"]
+    ds.SliceLocation = f"{z:.4f}"
+
+
 def write_ct_series(folder: Path, p: PatientInfo, centre: Centre, hu: np.ndarray, origin: float,
                     z_positions: np.ndarray) -> tuple[str, list[tuple[str, float]]]:
     """Write a CT series (int16 stored values, RescaleIntercept -1024). Returns (series UID, [(SOP UID, z)])."""
@@ -121,22 +130,23 @@ def write_ct_series(folder: Path, p: PatientInfo, centre: Centre, hu: np.ndarray
     series_uid = p.uid("ct-series")
     stored = np.clip(np.rint(hu + 1024.0), -32768, 32767).astype(np.int16)
     refs = []
+    ds = _base(p, centre, CT_STORAGE, "", "CT")  # one dataset per series, per-slice values updated
+    _image_common(ds, p, series_uid, 2, 0, float(z_positions[0]), origin, centre.pixel_spacing_mm,
+                  centre.slice_thickness_mm, hu.shape[1])
+    ds.SeriesDescription = "CT THORAX"
+    ds.KVP = "120"
+    ds.XRayTubeCurrent = 200
+    ds.ConvolutionKernel = centre.kernel_name
+    ds.BodyPartExamined = "CHEST"
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
     for k, z in enumerate(z_positions):
         sop = p.uid("ct", k)
-        ds = _base(p, centre, CT_STORAGE, sop, "CT")
-        _image_common(ds, p, series_uid, 2, k, float(z), origin, centre.pixel_spacing_mm,
-                      centre.slice_thickness_mm, hu.shape[1])
-        ds.SeriesDescription = "CT THORAX"
-        ds.KVP = "120"
-        ds.XRayTubeCurrent = 200
-        ds.ConvolutionKernel = centre.kernel_name
-        ds.BodyPartExamined = "CHEST"
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = "-1024"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
+        _slice(ds, sop, k, float(z), origin)
         ds.PixelData = stored[k].tobytes()
         ds.save_as(folder / f"CT_{k + 1:04d}.dcm", enforce_file_format=True)
         refs.append((sop, float(z)))
@@ -163,37 +173,38 @@ def write_pet_series(folder: Path, p: PatientInfo, centre: Centre, suv: np.ndarr
     bqml = suv * decayed / (p.weight_kg * 1000.0)
     spacing = 2.0 * centre.pixel_spacing_mm
     refs = []
+    ds = _base(p, centre, PET_STORAGE, "", "PT")
+    _image_common(ds, p, series_uid, 3, 0, float(z_positions[0]), origin, spacing, centre.pet_slice_mm, suv.shape[1])
+    ds.SeriesDescription = "PET WB AC"
+    ds.SeriesTime = scan_time.split(".")[0]
+    ds.AcquisitionTime = scan_time.split(".")[0]
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.Units = "BQML"
+    ds.DecayCorrection = "START"
+    ds.CorrectedImage = ["ATTN", "DECY"]
+    ds.SeriesType = ["WHOLE BODY", "IMAGE"]
+    ds.CountsSource = "EMISSION"
+    ds.NumberOfSlices = len(z_positions)
+    ds.FrameReferenceTime = "0"
+    ds.ActualFrameDuration = 120000
+    ds.DecayFactor = "1"
+    ds.ReconstructionMethod = "OSEM"
+    ri = Dataset()
+    ri.Radiopharmaceutical = "Fluorodeoxyglucose"
+    ri.RadiopharmaceuticalStartTime = inj_time
+    ri.RadionuclideTotalDose = f"{dose_bq:.1f}"
+    ri.RadionuclideHalfLife = f"{F18_HALF_LIFE_S}"
+    ri.RadionuclidePositronFraction = "0.9673"
+    ds.RadiopharmaceuticalInformationSequence = Sequence([ri])
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = "0"
     for k, z in enumerate(z_positions):
         sop = p.uid("pet", k)
-        ds = _base(p, centre, PET_STORAGE, sop, "PT")
-        _image_common(ds, p, series_uid, 3, k, float(z), origin, spacing, centre.pet_slice_mm, suv.shape[1])
-        ds.SeriesDescription = "PET WB AC"
-        ds.SeriesTime = scan_time.split(".")[0]
-        ds.AcquisitionTime = scan_time.split(".")[0]
-        ds.ImageType = ["ORIGINAL", "PRIMARY"]
-        ds.Units = "BQML"
-        ds.DecayCorrection = "START"
-        ds.CorrectedImage = ["ATTN", "DECY"]
-        ds.SeriesType = ["WHOLE BODY", "IMAGE"]
-        ds.CountsSource = "EMISSION"
-        ds.NumberOfSlices = len(z_positions)
+        _slice(ds, sop, k, float(z), origin)
         ds.ImageIndex = k + 1
-        ds.FrameReferenceTime = "0"
-        ds.ActualFrameDuration = 120000
-        ds.DecayFactor = "1"
-        ds.ReconstructionMethod = "OSEM"
-        ri = Dataset()
-        ri.Radiopharmaceutical = "Fluorodeoxyglucose"
-        ri.RadiopharmaceuticalStartTime = inj_time
-        ri.RadionuclideTotalDose = f"{dose_bq:.1f}"
-        ri.RadionuclideHalfLife = f"{F18_HALF_LIFE_S}"
-        ri.RadionuclidePositronFraction = "0.9673"
-        ds.RadiopharmaceuticalInformationSequence = Sequence([ri])
         sl = bqml[k]
         slope = max(float(sl.max()), 1e-3) / 32000.0
         stored = np.clip(np.rint(sl / slope), 0, 32767).astype(np.int16)
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = "0"
         ds.RescaleSlope = f"{slope:.10g}"
         ds.PixelData = stored.tobytes()
         ds.save_as(folder / f"PT_{k + 1:04d}.dcm", enforce_file_format=True)

@@ -54,11 +54,11 @@ class Centre:
 
 
 _TEMPLATES = [
-    dict(ct_offset_hu=0.0, ct_noise_hu=12.0, ct_kernel_sigma=0.5, kernel_name="STANDARD", slice_thickness_mm=3.0,
+    dict(ct_offset_hu=0.0, ct_noise_hu=12.0, ct_kernel_sigma=0.4, kernel_name="STANDARD", slice_thickness_mm=3.0,
          pixel_spacing_mm=3.5, pet_slice_mm=4.0, pet_scale=1.0, manufacturer="GE MEDICAL SYSTEMS", roi_name="GTV"),
     dict(ct_offset_hu=45.0, ct_noise_hu=22.0, ct_kernel_sigma=0.0, kernel_name="B45f", slice_thickness_mm=4.0,
          pixel_spacing_mm=3.6, pet_slice_mm=5.0, pet_scale=1.25, manufacturer="SIEMENS", roi_name="GTV_primary"),
-    dict(ct_offset_hu=-35.0, ct_noise_hu=16.0, ct_kernel_sigma=1.0, kernel_name="FC13", slice_thickness_mm=3.5,
+    dict(ct_offset_hu=-35.0, ct_noise_hu=16.0, ct_kernel_sigma=0.7, kernel_name="FC13", slice_thickness_mm=3.5,
          pixel_spacing_mm=3.4, pet_slice_mm=4.0, pet_scale=0.85, manufacturer="TOSHIBA", roi_name="gtv"),
 ]
 
@@ -97,11 +97,11 @@ class Lesion:
 
 def sample_lesion(rng: np.random.Generator, outcome: int) -> Lesion:
     """Draw a lesion: larger, denser, more heterogeneous and more avid when ``outcome == 1``."""
-    radius = float(np.clip(rng.normal(15.0 if outcome else 10.0, 2.2), 6.0, 22.0))
+    radius = float(np.clip(rng.normal(19.0 if outcome else 14.0, 2.4), 8.0, 24.0))
     axes = tuple(float(radius * f) for f in rng.uniform(0.85, 1.15, size=3))
     # the lesion sits in the right lung (patient's right = -x in LPS)
-    cx = float(rng.uniform(-75.0, -55.0))
-    cy = float(rng.uniform(-15.0, 15.0))
+    cx = float(rng.uniform(-70.0, -60.0))
+    cy = float(rng.uniform(-12.0, 12.0))
     cz = float(rng.uniform(-20.0, 20.0))
     return Lesion(
         centre_lps=(cx, cy, cz),
