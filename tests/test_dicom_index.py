@@ -41,6 +41,14 @@ def messy_src(shared_data, tmp_path) -> Path:
     ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.save_as(src / "scout")
+    sr = pydicom.dcmread(files[0])  # a non-image object (Basic Text SR) in its own series
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    sr.SeriesInstanceUID = pydicom.uid.generate_uid()
+    sr.Modality = "SR"
+    for kw in ("PixelData", "Rows", "Columns"):
+        delattr(sr, kw)
+    sr.save_as(src / "report_sr")
     return src
 
 
@@ -51,7 +59,9 @@ def test_index_reports_bad_files_and_splits_localizer(messy_src, shared_data):
     assert reasons["notes.dcm"] == "not a DICOM file", reasons
     assert reasons["copy_of_slice"].startswith("duplicate of a/b/"), reasons
     assert "DICOMDIR" in reasons["DICOMDIR"], reasons
-    assert idx.n_files == len(_series(shared_data)) + 5
+    assert idx.n_files == len(_series(shared_data)) + 6
+    assert [f.rel for f in idx.unsupported] == ["report_sr"]
+    assert idx.unsupported[0].extra["reason"].startswith("unsupported object")
     stacks = build_stacks(idx.files)
     assert [len(s.files) for s in stacks] == [len(_series(shared_data)), 1]
     assert stacks[0].series_uid == stacks[1].series_uid and stacks[1].key.endswith("#2")
@@ -66,13 +76,15 @@ def test_bad_files_do_not_stop_the_run(messy_src, shared_data, tmp_path):
     report = run_ingest(messy_src, out, executor="serial")
     rep = json.loads((out / "report.json").read_text())
     unused = {u["path"]: u["reason"] for u in rep["unused_files"]}
-    assert set(unused) == {"truncated.dcm", "notes.dcm", "copy_of_slice", "DICOMDIR"}
+    assert set(unused) == {"truncated.dcm", "notes.dcm", "copy_of_slice", "DICOMDIR", "report_sr"}
     df = pd.read_parquet(out / "manifest.parquet")
-    img = df[df.kind == "image"].set_index("stack")
+    sr = df[df.modality == "SR"]
+    assert len(sr) == 1 and sr.status.iloc[0] == "skipped" and sr.reason.iloc[0].startswith("unsupported object")
+    img = df[(df.kind == "image") & (df.modality == "PT")].set_index("stack")
     assert img.loc["", "status"] == "converted"
     assert img.loc["#2", "status"] == "skipped" and img.loc["#2", "reason"] == "localizer"
     assert "localizer" in img.loc["#2", "qc_flags"]
-    assert report.counts() == {"done": 1, "skipped": 1, "failed": 0}
+    assert report.counts() == {"done": 1, "skipped": 2, "failed": 0}
     # the converted stack is the full series, unchanged by the extra files
     ref = nib.load(str(shared_data / "sts/nifti/STS_001/PET_image.nii.gz"))
     got = nib.load(str(out / img.loc["", "path"]))

@@ -70,3 +70,28 @@ def test_example_config_is_valid():
 
     s = load_yaml(Path(__file__).resolve().parent.parent / "configs" / "ingest.yaml", IngestSettings)
     assert s.allow_gaps is False and s.deid.enabled is True
+
+
+def test_cli_demo_secret_recorded(shared_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("BIOMARKERS_SECRET")
+    out = tmp_path / "out"
+    assert main(["ingest", str(shared_data / "ibsi1_ct_phantom" / "dicom"), str(out), "--demo", "--executor", "serial"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["deidentified"] is True and rep["demo_secret"] is True
+
+
+def test_ingest_on_a_dask_cluster(shared_data, tmp_path):
+    """The same conversion through a real dask scheduler and worker (in-process cluster)."""
+    from distributed import Client, LocalCluster
+
+    from biomarkers.dicom.ingest import run_ingest
+    from biomarkers.executors import DaskExecutor
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        report = run_ingest(shared_data / "ibsi1_ct_phantom" / "dicom", tmp_path / "out", executor=DaskExecutor(client=client))
+    assert report.counts() == {"done": 2, "skipped": 0, "failed": 0}, report.summary()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["executor"].startswith("dask")
+    ref = tmp_path / "ref"
+    run_ingest(shared_data / "ibsi1_ct_phantom" / "dicom", ref, executor="serial")
+    a, b = pd.read_parquet(tmp_path / "out" / "manifest.parquet"), pd.read_parquet(ref / "manifest.parquet")
+    assert list(a.content_hash) == list(b.content_hash)

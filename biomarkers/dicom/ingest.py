@@ -191,7 +191,7 @@ class Ingest:
         from .index import list_files
 
         n = len(list_files(self.src, exclude))
-        if n > self.SERIAL_INDEX_MAX_FILES or executor.name == "serial":
+        if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local":
             return index_folder(self.src, exclude=exclude, executor=executor if n > self.SERIAL_INDEX_MAX_FILES else None)
         warm = threading.Thread(
             target=lambda: list(executor.map_unordered(warm_up, [(f"warm-{i}", None) for i in range(executor.workers)])),
@@ -257,6 +257,7 @@ class Ingest:
             if plan is None:
                 plan = self.plan(executor)
             self.out.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(self.out)
             deid = self.deidentifier
             old_manifest = _read_old_manifest(self.out)
             for p in plan.items:
@@ -301,7 +302,11 @@ class Ingest:
                     "unsupported_objects": len(idx.unsupported),
                     "not_used": len(idx.unused),
                 },
-                "unused_files": [{"path": u.rel, "reason": u.reason} for u in idx.unused],
+                "unused_files": sorted(
+                    [{"path": u.rel, "reason": u.reason} for u in idx.unused]
+                    + [{"path": f.rel, "reason": f.extra.get("reason", "unsupported object")} for f in idx.unsupported],
+                    key=lambda u: u["path"],
+                ),
                 "outputs": {
                     "images": sum(1 for r in rows if r["kind"] == "image" and r["status"] == "converted"),
                     "masks": sum(1 for r in rows if r["kind"] == "mask" and r["status"] == "converted"),
@@ -499,6 +504,19 @@ def _reusable(old: list[dict] | None, input_hash: str, out: Path) -> list[dict] 
         r["volume_ml"] = float(r["volume_ml"]) if r.get("volume_ml") not in (None, "") else None
         r["n_files"] = int(float(r["n_files"])) if r.get("n_files") not in (None, "") else None
     return rows
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files a killed run left behind (``biomarkers.io.atomic_path`` names)."""
+    for sub in ("images", "masks"):
+        d = out / sub
+        if d.is_dir():
+            for p in d.rglob(".*.tmp*"):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+    for p in out.glob(".*.tmp*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def _clean_error(err: str | None) -> str:
