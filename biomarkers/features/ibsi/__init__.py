@@ -30,9 +30,15 @@ from .processing import IbsiSettings, Prepared, prepare
 __all__ = ["IbsiSettings", "Prepared", "prepare", "compute", "compute_prepared", "extract_ibsi", "settings_from_params"]
 
 
+def _nanmean(x) -> float:
+    """Mean over the matrices of an aggregation, ignoring undefined (NaN) values; NaN if none."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
 def _mean(x: np.ndarray, valid: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)[valid]
-    return float(np.nanmean(x)) if x.size else float("nan")
+    return _nanmean(np.asarray(x, dtype=np.float64)[valid])
 
 
 def _cm(prep: Prepared, aggs) -> dict:
@@ -49,7 +55,7 @@ def _cm(prep: Prepared, aggs) -> dict:
         valid = s > 0
         f = texture.glcm_features(P[valid], ng)
         for name, v in f.items():
-            out[f"cm_{name}_{suffix}"] = float(np.nanmean(v)) if v.size else float("nan")
+            out[f"cm_{name}_{suffix}"] = _nanmean(v)
 
     if need3:
         per_dir = M.sum(axis=1)
@@ -103,12 +109,14 @@ def _rlm(prep: Prepared, aggs) -> dict:
     return out
 
 
-def _zones(prep: Prepared, aggs, families) -> dict:
+def _zones(prep: Prepared, aggs, families, distance_mask: str = "morphological") -> dict:
     out: dict = {}
     L = prep.levels
     n = float((L > 0).sum())
     nslice = (L > 0).sum(axis=(1, 2)).astype(np.float64)
-    dmask = prep.morph_mask if prep.__dict__.get("distance_mask", "morphological") == "morphological" else prep.int_mask
+    # IBSI: distances to the border of the morphological mask (holes left by resegmentation
+    # are not borders); the CT phantom configurations confirm it
+    dmask = prep.morph_mask if distance_mask == "morphological" else prep.int_mask
     want_dzm = "dzm" in families
     if "3D" in aggs:
         dist = texture.distance_map(dmask, two_d=False) if want_dzm else None
@@ -143,7 +151,7 @@ def _ngt(prep: Prepared, aggs) -> dict:
         valid = cnt.sum(axis=1) > 0
         f = texture.ngtdm_features(cnt[valid], s[valid])
         for name, v in f.items():
-            out[f"ngt_{name}_{suffix}"] = float(np.nanmean(v)) if v.size else float("nan")
+            out[f"ngt_{name}_{suffix}"] = _nanmean(v)
 
     if "3D" in aggs:
         g, diff, z = texture.ngtdm_terms(L, two_d=False)
@@ -178,7 +186,6 @@ def compute_prepared(prep: Prepared, settings: IbsiSettings) -> dict[str, float]
     """All IBSI features (tag -> value) of an already prepared image."""
     fam = set(settings.families)
     aggs = set(settings.aggregation)
-    prep.__dict__["distance_mask"] = settings.distance_mask
     out: dict[str, Any] = {}
     if "diagnostics" in fam:
         out.update(prep.diagnostics)
@@ -197,7 +204,7 @@ def compute_prepared(prep: Prepared, settings: IbsiSettings) -> dict[str, float]
     if "rlm" in fam:
         out.update(_rlm(prep, aggs))
     if "szm" in fam or "dzm" in fam:
-        out.update(_zones(prep, aggs, fam))
+        out.update(_zones(prep, aggs, fam, settings.distance_mask))
     if "ngt" in fam:
         out.update(_ngt(prep, aggs))
     if "ngl" in fam:

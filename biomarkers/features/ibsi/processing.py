@@ -328,12 +328,16 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
 
 
 def _ivh_values(image, int_mask, settings: IbsiSettings) -> dict:
-    """Discretised intensities for the IVH and the intensity range used for gamma.
+    """Discretised intensities for the IVH, the grid they are evaluated on and the gamma range.
 
-    Returns {"values": per-voxel discretised intensity, "grid": evaluation points,
-    "min": , "max": } following IBSI 1 section 3.5: with fbs bins are represented
-    by their lower... centres? (see :mod:`corrections`), with no discretisation the
-    intensities themselves on a unit grid, with fbn the bin index.
+    Returns ``{"values", "grid", "min", "max"}`` (IBSI 1 section 3.5):
+
+    * ``none``: intensities rounded to integers on a unit grid; the intensity fraction
+      gamma uses the resegmentation range when one is set (configurations A, B), else the
+      ROI min/max (D);
+    * ``fbs``: bin centres ``low + (d - 0.5) w`` (``low`` = resegmentation lower bound),
+      gamma over the resegmentation range (C);
+    * ``fbn``: the bin numbers 1..N, gamma over [1, N] (E, 1000 bins).
     """
     vals = image[int_mask]
     m = settings.ivh_discretisation
