@@ -263,11 +263,16 @@ def _expected_suv(stored: dict, decay_s: float) -> np.ndarray:
         # injection 09:00:00, series 10:30:00 on the same day (full DateTime given): 5400 s
         dict(inj_datetime="20050702090000", inj_time="090000", series_date="20050702", series_time="103000", decay_s=5400.0),
         # time only, injection 23:40 the evening before a scan at 00:20 (crosses midnight): 2400 s
-        dict(inj_datetime=None, inj_time="234000", series_date="20050703", series_time="002000", decay_s=2400.0),
+        dict(inj_datetime=None, inj_time="234000", series_date="20050703", series_time="002000", decay_s=2400.0,
+             flag="injection_previous_day"),
+        # injection DateTime on another day than the scan (a data-entry error): time of day used, flagged
+        dict(inj_datetime="20050601090000", inj_time="090000", series_date="20050702", series_time="103000", decay_s=5400.0,
+             flag="injection_date_disagrees"),
     ],
 )
 def test_bqml_pet_to_suv(shared_data, tmp_path, case):
     decay_s = case.pop("decay_s")
+    flag = case.pop("flag", None)
     stored = _bqml_copy(shared_data, tmp_path / "pet", **case)
     out = tmp_path / "out"
     run_ingest(tmp_path / "pet", out, executor="serial")
@@ -284,8 +289,10 @@ def test_bqml_pet_to_suv(shared_data, tmp_path, case):
     side = json.loads(p.with_name(p.name.replace(".nii.gz", ".json")).read_text())
     assert side["units"].startswith("SUVbw")
     assert abs(side["pet_suv"]["decay_s"] - decay_s) < 1e-6
-    if case["inj_datetime"] is None:
-        assert "injection_previous_day" in side["qc_flags"]
+    if flag:
+        assert flag in side["qc_flags"] and flag in manifest(out).qc_flags.iloc[0]
+    else:
+        assert not side["qc_flags"]
 
 
 def test_bqml_pet_missing_weight_fails_with_reason(shared_data, tmp_path):
