@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GeometryError, InputError
-from ..io import sha256_json, write_parquet
+from ..io import atomic_path, sha256_json
 
 #: Bump when the item files' content or the way values are computed changes.
 ITEM_FORMAT = "1"
@@ -179,8 +179,7 @@ def ibsi_value(feature_class: str, feature: str, relation: str, value: float, cl
         return value
     if relation == "shift":
         return value if float(settings.get("voxelArrayShift", 0) or 0) == 0 else float("nan")
-    from .ibsi.corrections import correct_pyradiomics
-
+    correct_pyradiomics = _corrections().correct_pyradiomics
     n = 0
     if relation == "pca_axis":
         vol, dv = class_values.get("VoxelVolume"), _spacing_product(diagnostics)
@@ -188,6 +187,28 @@ def ibsi_value(feature_class: str, feature: str, relation: str, value: float, cl
             return float("nan")
         n = int(round(float(vol) / dv))
     return float(correct_pyradiomics(f"{feature_class}_{feature}", value, n))
+
+
+def _corrections():
+    """:mod:`biomarkers.features.ibsi.corrections` without importing the whole IBSI package.
+
+    The package's ``__init__`` imports every feature family (scipy; about 80 MB per worker
+    process); the corrections module needs only the standard library and numpy, so workers
+    that only run pyradiomics load that one file (registered under its own name, so a later
+    ``import biomarkers.features.ibsi`` reuses it).
+    """
+    import importlib.util
+    import sys
+
+    name = "biomarkers.features.ibsi.corrections"
+    mod = sys.modules.get(name)
+    if mod is None:
+        path = Path(__file__).resolve().parent / "ibsi" / "corrections.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules[name] = mod
+    return mod
 
 
 def pyradiomics_rows(result: dict, settings: dict) -> list[dict]:
@@ -239,6 +260,19 @@ def ibsi_rows(image, mask, params: dict) -> list[dict]:
             }
         )
     return out
+
+
+def write_item(path: str | Path, rows: list[dict]) -> None:
+    """Write an item's rows as Parquet, atomically (pyarrow only: no pandas in the workers)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
+    floats = {"value", "ibsi_value"}
+    schema = pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in cols])
+    table = pa.table({c: [r[c] for r in rows] for c in cols}, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def peak_rss_mb() -> float:
@@ -307,7 +341,6 @@ def extract_item(item: Item) -> dict:
 
     Returns a small summary (number of features, seconds, peak memory of the worker in MB).
     """
-    import pandas as pd
     import SimpleITK as sitk
 
     t0 = time.perf_counter()
@@ -327,25 +360,21 @@ def extract_item(item: Item) -> dict:
     rows, info = compute_rows(image, mask, item.params, label)
     if not rows:
         raise InputError("no features computed (check featureClass / imageType in the parameter file)")
-    df = pd.DataFrame(rows)
     ident = {
         "patient_id": item.patient_id,
         "study_uid": item.study_uid,
         "series_uid": item.series_uid,
         "modality": item.modality,
         "roi": item.roi,
+        "params_name": item.params_name,
+        "params_hash": item.params_hash,
+        "image_hash": item.image_hash,
+        "mask_hash": item.mask_hash,
+        "item_key": item.key,
     }
-    for k, v in ident.items():
-        df[k] = v
-    df["params_name"] = item.params_name
-    df["params_hash"] = item.params_hash
-    df["image_hash"] = item.image_hash
-    df["mask_hash"] = item.mask_hash
-    df["item_key"] = item.key
-    df = df[LONG_COLUMNS + PROVENANCE_COLUMNS]
-    write_parquet(item.out_path, df)
+    write_item(item.out_path, [{**ident, **r} for r in rows])
     return {
-        "n_features": int(len(df)),
+        "n_features": len(rows),
         "roi_voxels": n_voxels,
         "seconds": round(time.perf_counter() - t0, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),

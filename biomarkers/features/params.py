@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import read_yaml
 from ..errors import ConfigError
 from ..io import sha256_file, sha256_json
 
@@ -106,6 +105,8 @@ def validate_params(params: Mapping[str, Any], source: str) -> None:
 
 def load_params(path: str | Path, modality: str = DEFAULT) -> ParamSet:
     """Read, validate and hash one pyradiomics parameter file."""
+    from ..config import read_yaml  # pydantic: not needed in worker processes
+
     path = Path(path)
     data = read_yaml(path)
     if data is None:
