@@ -22,6 +22,7 @@ Unknown keys are errors naming the file and the dotted key.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Union
 
@@ -149,7 +150,7 @@ class PipelineConfig(Settings):
             "out": r(self.out),
             "source": self.source.model_copy(update={
                 "dicom": r(self.source.dicom),
-                "clinical": [c if Path(c).is_absolute() else str(base / c) for c in self.source.clinical],
+                "clinical": [os.path.normpath(c if Path(c).is_absolute() else str(base / c)) for c in self.source.clinical],
             }),
         }
         params = self.extract.params

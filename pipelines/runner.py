@@ -191,14 +191,14 @@ class Pipeline:
             "link": c.clinical is not None and c.clinical.enabled and c.extract.enabled,
             "tracking": c.tracking.enabled,
             "experiments": c.experiments.run,
-            "release": c.release.enabled,
+            "release": c.release.enabled and c.clinical is not None,
         }[name]
 
     @staticmethod
     def _upstream(name: str) -> list[str]:
         return {
             "ingest": [], "extract": ["ingest"], "clinical": ["ingest"], "link": ["extract", "clinical"],
-            "tracking": ["extract"], "experiments": ["link"], "release": ["link"],
+            "tracking": ["extract"], "experiments": ["link"], "release": ["extract", "clinical"],
         }[name]
 
     def executor(self) -> Executor | str:
@@ -270,7 +270,8 @@ class Pipeline:
             table = self._hash_out(self.paths["analysis"]) if c.experiments.use_pipeline_table else ""
             parts = {"specs": specs, "inline": inline, "table": table, "tracking": self._tracking_uri()}
         elif name == "release":
-            parts = {"table": self._hash_out(self.paths["analysis"]),
+            parts = {"features": self._hash_out(self.paths["features"] / "features_wide.parquet"),
+                     "clinical": self._hash_out(self.paths["clinical"]),
                      "config": self.hasher.file(c.release.config) if c.release.config else None}
         else:  # pragma: no cover
             raise KeyError(name)
@@ -442,12 +443,19 @@ class Pipeline:
         return rep, {"experiments": results}
 
     def _stage_release(self):
+        import pandas as pd
+
         from biomarkers.release import build_release
 
-        rep = build_release(self.paths["analysis"], self.paths["release"], config=self.cfg.release.config,
-                            deidentifier=self.deidentifier())
-        write_json(self.out / "release_report.json", rep.to_dict() if hasattr(rep, "to_dict") else {})
-        return (rep if isinstance(rep, RunReport) else None), {}
+        if self.cfg.release.config is None:
+            raise ConfigError("release.enabled is true but release.config (a release YAML) is not set")
+        res = build_release(self.paths["features"], pd.read_parquet(self.paths["clinical"]), self.cfg.release.config,
+                            self.paths["release"], schema=self._clinical_schema(), deidentifier=self.deidentifier(),
+                            config_path=self.cfg.release.config, tracking_uri=self._tracking_uri())
+        write_json(self.out / "release_report.json", res.to_dict())
+        rep = RunReport("release")
+        rep.add(f"release/{res.name}-{res.version}", "done", "", path=self._rel(Path(res.path)))
+        return rep, {"release": f"{res.name}-{res.version}", "mlflow_run_id": res.mlflow_run_id}
 
     # ----------------------------------------------------------------- MLflow
     def _start_mlflow_run(self) -> str | None:

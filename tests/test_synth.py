@@ -180,7 +180,7 @@ def test_clinical_csv_quirks(cohort):
 
 def test_invalid_age_quirk_planted(tmp_path):
     out = tmp_path / "c"
-    s = synthesize(out, patients=9, centres=3, seed=2, executor="serial", pet=False, ct_size=32)
+    s = synthesize(out, patients=9, centres=3, seed=2, executor="serial", pet=False, ct_size=64)
     quirks = {(q["centre"], q["quirk"]) for q in s["clinical_quirks"]}
     assert ("C1", "invalid_age") in quirks and ("C2", "invalid_age") in quirks
     c1 = pd.read_csv(out / "clinical" / "C1.csv", dtype=str)
@@ -188,7 +188,7 @@ def test_invalid_age_quirk_planted(tmp_path):
 
 
 def test_deterministic_and_additive(tmp_path):
-    kw = dict(centres=3, seed=11, executor="serial", pet=False, ct_size=32)
+    kw = dict(centres=3, seed=11, executor="serial", pet=False, ct_size=64)
     a, b = tmp_path / "a", tmp_path / "b"
     synthesize(a, patients=4, **kw)
     synthesize(b, patients=6, **kw)
@@ -204,4 +204,4 @@ def test_deterministic_and_additive(tmp_path):
         sorted(p.relative_to(b) for p in (b / "dicom").rglob("*.dcm"))
     # a folder holding another cohort is refused
     with pytest.raises(Exception, match="other settings"):
-        synthesize(a, patients=6, centres=3, seed=12, executor="serial", pet=False, ct_size=32)
+        synthesize(a, patients=6, centres=3, seed=12, executor="serial", pet=False, ct_size=64)

@@ -38,8 +38,11 @@ def run_cmd(
     echo(f"run report: {pipe.paths['run_report']}")
     failed = [k for k, s in pipe.stages.items() if s.status == "failed"]
     if failed:
-        echo(f"stage(s) failed: {', '.join(failed)} (see the run report)")
-        raise typer.Exit(1)
+        from ..errors import BiomarkersError
+
+        raise BiomarkersError(f"pipeline incomplete: stage(s) {', '.join(failed)} failed: "
+                              + "; ".join(f"{k}: {pipe.stages[k].reason.splitlines()[0][:300]}" for k in failed)
+                              + f" (see {pipe.paths['run_report']})")
 
 
 @app.command("synth")

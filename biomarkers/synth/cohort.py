@@ -208,7 +208,8 @@ def synthesize(
         patients: number of patients in total, spread round-robin over the centres.
         centres: number of centres (scanner profiles and clinical CSV styles cycle every 3).
         seed: random seed; the same (seed, patients, centres) always gives identical files.
-        ct_size / pet_size: in-plane matrix of the CT / PET images (pixels).
+        ct_size / pet_size: in-plane matrix of the CT / PET images (pixels; at least 64 / 32 so that the
+            lesion, 60-70 mm right of the midline, lies in the field of view).
         pet: also write the PET series and its RTSTRUCT.
         executor: optional :mod:`biomarkers.executors` spec or Executor to write patients in parallel.
     """
@@ -217,6 +218,9 @@ def synthesize(
 
     if patients < 1 or centres < 1:
         raise ConfigError(f"synth: --patients and --centres must be >= 1 (got {patients}, {centres})")
+    if ct_size < 64 or pet_size < 32:
+        raise ConfigError(f"synth: ct_size >= 64 and pet_size >= 32 are needed for the lesion to lie in the field of "
+                          f"view (got {ct_size}, {pet_size})")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     meta_path = root / "synth.json"
