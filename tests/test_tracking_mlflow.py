@@ -202,6 +202,38 @@ def test_compare_and_predict_cli(local_run, project, capsys, tmp_path):
     assert main(["compare", "no-such-experiment", "--tracking-uri", uri]) == 2
 
 
+def test_one_failing_pipeline_does_not_stop_the_others(tmp_path, capsys):
+    df = synthetic_table(40, 20, n_centres=2, signal=1.5, seed=9)
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    spec = {
+        "name": "fail-test", "input": {"table": str(tmp_path / "t.parquet")},
+        "pipelines": [
+            {"name": "broken", "model": {"type": "random_forest", "params": {"n_estimators": -1}}},
+            {"name": "ok", "select": {"method": "univariate", "k": 3}},
+        ],
+        "validation": {"outer_folds": 3, "inner_folds": 2, "bootstrap": 50}, "log_models": False,
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run_experiment(tmp_path / "s.yaml", tracking_uri=uri)
+    assert [p.name for p in res.pipelines] == ["ok"]
+    cases = {c.case: c for c in res.report.cases}
+    assert cases["broken"].status == "failed" and "n_estimators" in cases["broken"].reason
+    assert cases["ok"].status == "done"
+    lb = leaderboard("fail-test", uri).set_index("pipeline")
+    assert lb.loc["broken", "status"] == "failed" and lb.loc["ok", "status"] == "done"
+    c = MlflowClient(uri)
+    assert c.get_run(lb.loc["broken", "run_id"]).info.status == "FAILED"
+    assert "n_estimators" in c.get_run(lb.loc["broken", "run_id"]).data.tags["biomarkers.error"]
+    assert main(["compare", "fail-test", "--tracking-uri", uri]) == 0
+    assert "broken                   failed" in capsys.readouterr().out
+    # a configuration error is reported before anything runs, naming the pipeline and key
+    spec["pipelines"][1]["grid"] = {"model__gamma": [1]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["experiment", str(tmp_path / "s.yaml"), "--tracking-uri", uri]) == 2
+    assert "pipeline ok: grid keys ['model__gamma']" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- real mlflow server
 
 

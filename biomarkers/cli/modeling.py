@@ -29,6 +29,9 @@ def format_leaderboard(df) -> str:
 
     for _, r in df.iterrows():
         r = r.to_dict()
+        if r.get("auc") is None or (isinstance(r["auc"], float) and math.isnan(r["auc"])):
+            lines.append(f"{r['pipeline']:<24} {r.get('status', 'failed')} (see the run's tag biomarkers.error)  {r['run_id']}")
+            continue
         auc = f"{r['auc']:.3f} [{r.get('auc_ci_low', float('nan')):.3f}, {r.get('auc_ci_high', float('nan')):.3f}]"
         lines.append(
             f"{r['pipeline']:<24} {auc:<24} {f(r, 'balanced_accuracy', 8)} {f(r, 'sensitivity', 6, 2)} "

@@ -32,7 +32,8 @@ import pandas as pd
 import yaml
 
 from .. import tracking
-from ..errors import ConfigError, InputError
+from ..errors import BiomarkersError, ConfigError, InputError
+from ..report import RunReport
 from .data import Dataset, build_dataset
 from .pipelines import build_pipeline, selected_features
 from .spec import ExperimentSpec, PipelineSpec, load_spec
@@ -69,6 +70,7 @@ class ExperimentResult:
     best: str | None = None
     registered_version: str | None = None
     dataset_digest: str | None = None
+    report: RunReport | None = None
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([{"pipeline": p.name, **p.metrics, "run_id": p.run_id} for p in self.pipelines])
@@ -175,6 +177,8 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
     table_path = Path(spec.input.table)
     df = tracking.read_table(table_path)
     ds = build_dataset(df, spec, source=str(table_path.name))
+    for pspec in spec.pipelines:  # configuration errors (e.g. grid keys) before anything is logged
+        build_pipeline(pspec, ds.feature_columns, ds.centre_column, seed=spec.validation.seed)
     source = tracking.safe_source(table_path)
     uri = tracking.tracking_uri(tracking_uri)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json") | {"input": {**spec.model_dump(mode="json")["input"], "table": source}}, sort_keys=False)
@@ -193,57 +197,24 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
             mlflow.log_text(pd.Series(ds.dropped_features, name="reason").to_csv(index_label="feature"),
                             "features/dropped_features.csv")
         result = ExperimentResult(spec.name, exp_id, parent.info.run_id, uri, dataset_digest=dset.digest)
+        report = RunReport("experiment")
+        result.report = report
         for pspec in spec.pipelines:
             t1 = time.time()
-            with tracking.child_run(pspec.name, tags={"biomarkers.pipeline": pspec.name}) as child:
-                mlflow.log_params(tracking.flatten(pspec.model_dump(mode="json"), "pipeline"))
-                tracking.log_feature_set(table_path, name=table_path.stem,
-                                         df=ds.frame.drop(columns=[spec.input.id_column]), targets=spec.target.column)
-                cv, held, final, best_params = run_pipeline(pspec, ds, spec, permutations)
-                metrics = _metric_dict("", cv.metrics, cv.ci)
-                metrics.update(n_patients=len(cv.y), n_positive=int(cv.y.sum()), n_features=len(ds.feature_columns))
-                if cv.permutation_p is not None:
-                    metrics["permutation_p_value"] = cv.permutation_p
-                    metrics["permutation_auc_mean"] = float(np.mean(cv.permutation_aucs))
-                if held is not None:
-                    metrics.update(_metric_dict("heldout_", held.metrics, held.ci))
-                    metrics["heldout_n_patients"] = held.n_test
-                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
-                for i, a in enumerate(cv.fold_auc):
-                    if np.isfinite(a):
-                        mlflow.log_metric("fold_auc", a, step=i)
-                if best_params:
-                    mlflow.log_params({f"final.{k}": str(v) for k, v in best_params.items()})
-                # artifacts
-                oof_p = cv.oof_mean
-                auc_txt = f"AUC {cv.metrics['auc']:.2f} [{cv.ci['auc'][0]:.2f}, {cv.ci['auc'][1]:.2f}]"
-                from .plots import calibration_figure, roc_figure
-
-                fig = roc_figure(cv.y, oof_p, f"{pspec.name}: nested CV", auc_txt)
-                mlflow.log_figure(fig, "plots/roc.png")
-                plt.close(fig)
-                fig = calibration_figure(cv.y, oof_p, f"{pspec.name}: calibration")
-                mlflow.log_figure(fig, "plots/calibration.png")
-                plt.close(fig)
-                sel = cv.feature_frequency()
-                final_feats = set(selected_features(final))
-                sel["in_final_model"] = sel["feature"].isin(final_feats)
-                extra = sorted(final_feats - set(sel["feature"]))
-                if extra:
-                    sel = pd.concat([sel, pd.DataFrame({"feature": extra, "n_folds": 0, "frequency": 0.0,
-                                                        "in_final_model": True})], ignore_index=True)
-                mlflow.log_text(sel.to_csv(index=False), "features/selected_features.csv")
-                ids = ds.ids if held is None else ds.ids[(ds.centres != str(spec.validation.heldout_centre)).to_numpy()]
-                oof_df = pd.DataFrame({spec.input.id_column: ids.to_numpy(), "target": cv.y, "probability": oof_p})
-                mlflow.log_text(oof_df.to_csv(index=False), "predictions/oof.csv")
-                model_uri = None
-                if spec.log_models:
-                    info = _log_model(final, ds, spec, None)
-                    model_uri = info.model_uri
-                    mlflow.set_tag("biomarkers.model_uri", model_uri)
-                mlflow.log_metric("duration_s", time.time() - t1)
-            result.pipelines.append(PipelineResult(pspec.name, child.info.run_id, metrics, cv, held, sel, model_uri, final))
-            log.info("%s: %s (%.0f s)", pspec.name, auc_txt, time.time() - t1)
+            try:
+                pr = _run_child(pspec, ds, spec, table_path, permutations, plt)
+            except BiomarkersError:
+                raise
+            except Exception as err:  # noqa: BLE001 - one failing pipeline does not stop the others
+                reason = f"{type(err).__name__}: {err}"
+                log.warning("pipeline %s failed: %s", pspec.name, reason)
+                report.add(pspec.name, "failed", reason[:500])
+                continue
+            result.pipelines.append(pr)
+            report.add(pspec.name, "done", auc=pr.metrics["auc"], run_id=pr.run_id, seconds=round(time.time() - t1, 1))
+        mlflow.log_text(__import__("json").dumps(report.to_dict(), indent=2, default=str), "report.json")
+        if not result.pipelines:
+            raise InputError(f"experiment {spec.name!r}: every pipeline failed: {report.reasons()}")
         best = max(result.pipelines, key=lambda r: (np.nan_to_num(r.metrics["auc"], nan=-1), -r.metrics["brier"]))
         result.best = best.name
         mlflow.set_tag("biomarkers.best_pipeline", best.name)
@@ -255,6 +226,70 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
             result.registered_version = str(mv.version)
             mlflow.set_tag("biomarkers.registered_model", f"{spec.registered_model}/{mv.version}")
     return result
+
+
+def _run_child(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, table_path: Path, permutations, plt) -> PipelineResult:
+    """One child run: nested CV, held-out centre, final refit, metrics, plots, features, model.
+
+    On an error the child run is tagged ``biomarkers.status=failed`` with the reason and ends FAILED.
+    """
+    import mlflow
+
+    t1 = time.time()
+    with tracking.child_run(pspec.name, tags={"biomarkers.pipeline": pspec.name}) as child:
+        mlflow.log_params(tracking.flatten(pspec.model_dump(mode="json"), "pipeline"))
+        tracking.log_feature_set(table_path, name=table_path.stem,
+                                 df=ds.frame.drop(columns=[spec.input.id_column]), targets=spec.target.column)
+        try:
+            cv, held, final, best_params = run_pipeline(pspec, ds, spec, permutations)
+        except Exception as err:
+            mlflow.set_tags({"biomarkers.status": "failed", "biomarkers.error": f"{type(err).__name__}: {err}"[:5000]})
+            raise
+        mlflow.set_tag("biomarkers.status", "done")
+        metrics = _metric_dict("", cv.metrics, cv.ci)
+        metrics.update(n_patients=len(cv.y), n_positive=int(cv.y.sum()), n_features=len(ds.feature_columns))
+        if cv.permutation_p is not None:
+            metrics["permutation_p_value"] = cv.permutation_p
+            metrics["permutation_auc_mean"] = float(np.mean(cv.permutation_aucs))
+        if held is not None:
+            metrics.update(_metric_dict("heldout_", held.metrics, held.ci))
+            metrics["heldout_n_patients"] = held.n_test
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for i, a in enumerate(cv.fold_auc):
+            if np.isfinite(a):
+                mlflow.log_metric("fold_auc", a, step=i)
+        if best_params:
+            mlflow.log_params({f"final.{k}": str(v) for k, v in best_params.items()})
+        # artifacts
+        oof_p = cv.oof_mean
+        auc_txt = f"AUC {cv.metrics['auc']:.2f} [{cv.ci['auc'][0]:.2f}, {cv.ci['auc'][1]:.2f}]"
+        from .plots import calibration_figure, roc_figure
+
+        fig = roc_figure(cv.y, oof_p, f"{pspec.name}: nested CV", auc_txt)
+        mlflow.log_figure(fig, "plots/roc.png")
+        plt.close(fig)
+        fig = calibration_figure(cv.y, oof_p, f"{pspec.name}: calibration")
+        mlflow.log_figure(fig, "plots/calibration.png")
+        plt.close(fig)
+        sel = cv.feature_frequency()
+        final_feats = set(selected_features(final))
+        sel["in_final_model"] = sel["feature"].isin(final_feats)
+        extra = sorted(final_feats - set(sel["feature"]))
+        if extra:
+            sel = pd.concat([sel, pd.DataFrame({"feature": extra, "n_folds": 0, "frequency": 0.0,
+                                                "in_final_model": True})], ignore_index=True)
+        mlflow.log_text(sel.to_csv(index=False), "features/selected_features.csv")
+        ids = ds.ids if held is None else ds.ids[(ds.centres != str(spec.validation.heldout_centre)).to_numpy()]
+        oof_df = pd.DataFrame({spec.input.id_column: ids.to_numpy(), "target": cv.y, "probability": oof_p})
+        mlflow.log_text(oof_df.to_csv(index=False), "predictions/oof.csv")
+        model_uri = None
+        if spec.log_models:
+            info = _log_model(final, ds, spec, None)
+            model_uri = info.model_uri
+            mlflow.set_tag("biomarkers.model_uri", model_uri)
+        mlflow.log_metric("duration_s", time.time() - t1)
+    log.info("%s: %s (%.0f s)", pspec.name, auc_txt, time.time() - t1)
+    return PipelineResult(pspec.name, child.info.run_id, metrics, cv, held, sel, model_uri, final)
 
 
 def _experiment(client, experiment: str):
@@ -286,7 +321,8 @@ def leaderboard(experiment: str, tracking_uri: str | None = None, parent_run_id:
     children = c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000)
     rows = []
     for r in children:
-        row: dict[str, Any] = {"pipeline": r.info.run_name}
+        row: dict[str, Any] = {"pipeline": r.info.run_name,
+                               "status": r.data.tags.get("biomarkers.status", r.info.status.lower())}
         for m in LEADERBOARD_METRICS:
             if m in r.data.metrics:
                 row[m] = r.data.metrics[m]
@@ -295,7 +331,10 @@ def leaderboard(experiment: str, tracking_uri: str | None = None, parent_run_id:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    cols = ["pipeline"] + [m for m in LEADERBOARD_METRICS if m in df.columns] + ["run_id"]
+    cols = ["pipeline"] + [m for m in LEADERBOARD_METRICS if m in df.columns] + ["status", "run_id"]
+    if "auc" not in df.columns:
+        df["auc"] = np.nan
+        cols.insert(1, "auc")
     return df[cols].sort_values("auc", ascending=False, na_position="last").reset_index(drop=True)
 
 
