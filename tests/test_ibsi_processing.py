@@ -129,3 +129,19 @@ def test_extract_ibsi_hook_rows(shared_data):
     assert by["morph_vol_approx"]["value"] == pytest.approx(592.0)
     assert by["ngl_dc_energy_3D"]["value"] == pytest.approx(0.0533, abs=5e-5)
     assert not any(r["ibsi_code"].startswith("cm_") for r in rows)
+
+
+def test_prepare_sitk_geometry_matches_simpleitk_resampling(shared_data):
+    """The prepared image sits where SimpleITK's own (linear) resampling puts the original."""
+    from biomarkers.features.ibsi import prepare_sitk
+
+    d = shared_data / "ibsi1_ct_phantom" / "nifti"
+    image = sitk.ReadImage(str(d / "image" / "phantom.nii.gz"))
+    mask = sitk.ReadImage(str(d / "mask" / "mask.nii.gz"))
+    params = {"ibsi": {"spacing": [2.0, 2.0, 2.0], "interpolation": "linear", "round_intensities": True}}
+    img, int_mask, morph_mask = prepare_sitk(image, mask, params)
+    assert img.GetSpacing() == (2.0, 2.0, 2.0)
+    ref = sitk.GetArrayFromImage(sitk.Resample(image, img, sitk.Transform(), sitk.sitkLinear, -2000.0))
+    roi = sitk.GetArrayFromImage(morph_mask) > 0
+    assert roi.sum() == 45985  # IBSI configuration C-E reference morphological voxel count
+    assert np.abs(ref[roi] - sitk.GetArrayFromImage(img)[roi]).max() <= 0.5 + 1e-6  # rounding only

@@ -27,7 +27,8 @@ from biomarkers.config import validate
 from .families import intensity, morphology, texture
 from .processing import IbsiSettings, Prepared, prepare
 
-__all__ = ["IbsiSettings", "Prepared", "prepare", "compute", "compute_prepared", "extract_ibsi", "settings_from_params"]
+__all__ = ["IbsiSettings", "Prepared", "prepare", "prepare_sitk", "compute", "compute_prepared", "extract_ibsi",
+           "settings_from_params"]
 
 
 def _nanmean(x) -> float:
@@ -232,6 +233,41 @@ def settings_from_params(params: dict) -> IbsiSettings:
     return validate(IbsiSettings, section or {}, source="ibsi")
 
 
+def prepare_sitk(image, mask, params: dict):
+    """IBSI-processed (image, intensity mask, morphological mask) as SimpleITK images.
+
+    For running other feature code (e.g. pyradiomics with resampling and resegmentation
+    disabled) on exactly the IBSI-prepared data: the image on the centre-aligned
+    resampled grid, cropped to the ROI bounding box plus one voxel, with origin, spacing
+    and direction (LPS, as SimpleITK) consistent with the original image; masks uint8.
+    Grey levels are not discretised here (see :func:`prepare` for ``levels``).
+    """
+    import SimpleITK as sitk
+
+    settings = settings_from_params(params)
+    arr = sitk.GetArrayFromImage(image).astype(np.float64)
+    roi = _roi(mask, params)
+    spacing = tuple(float(s) for s in image.GetSpacing()[::-1])
+    prep = prepare(arr, roi, spacing, settings)
+    origin = image.TransformContinuousIndexToPhysicalPoint(tuple(float(i) for i in prep.index0[::-1]))
+    out = []
+    for a in (prep.image, prep.int_mask.astype(np.uint8), prep.morph_mask.astype(np.uint8)):
+        im = sitk.GetImageFromArray(a)
+        im.SetSpacing(tuple(prep.spacing[::-1]))
+        im.SetOrigin(origin)
+        im.SetDirection(image.GetDirection())
+        out.append(im)
+    return tuple(out)
+
+
+def _roi(mask, params) -> np.ndarray:
+    import SimpleITK as sitk
+
+    marr = sitk.GetArrayFromImage(mask)
+    label = (params.get("setting") or {}).get("label") if isinstance(params, dict) and "ibsi" in params else None
+    return (marr == label) if label is not None else (marr > 0)
+
+
 _FAMILY_PREFIXES = {"morph", "loc", "stat", "ih", "ivh", "cm", "rlm", "szm", "dzm", "ngt", "ngl"}
 
 
@@ -246,9 +282,7 @@ def extract_ibsi(image, mask, params: dict) -> list[dict]:
 
     settings = settings_from_params(params)
     arr = sitk.GetArrayFromImage(image).astype(np.float64)
-    marr = sitk.GetArrayFromImage(mask)
-    label = (params.get("setting") or {}).get("label") if isinstance(params, dict) and "ibsi" in params else None
-    roi = (marr == label) if label is not None else (marr > 0)
+    roi = _roi(mask, params)
     spacing = tuple(float(s) for s in image.GetSpacing()[::-1])
     values = compute(arr, roi, spacing, settings)
     rows = []

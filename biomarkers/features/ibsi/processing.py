@@ -124,6 +124,8 @@ class Prepared:
     full_image: np.ndarray | None = None  # image extent around the ROI used for local peaks
     full_int_mask: np.ndarray | None = None
     diagnostics: dict = field(default_factory=dict)
+    #: fractional index (z, y, x) in the ORIGINAL image of voxel [0, 0, 0] of ``image``/masks
+    index0: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def grid_positions(n: int, s: float, s_new: float) -> np.ndarray:
@@ -256,20 +258,26 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
         sx, sy, sz = settings.spacing
         new_spacing = (spacing[0] if settings.in_plane_only else sz, sy, sx)
     margin_mm = PEAK_RADIUS_MM + 2 * max(new_spacing)
+    # geometry bookkeeping: array index k of the current grid <-> original index pos0 + (k + off) * step
+    pos0 = [0.0, 0.0, 0.0]
+    step = [1.0, 1.0, 1.0]
+    off = [0, 0, 0]
     if any(abs(a - b) > 1e-9 for a, b in zip(new_spacing, spacing)):
         if diagnostics:  # whole image (diagnostic values are image-wide)
             img_r, msk_r, sp = resample(image, mask, spacing, new_spacing, settings.interpolation,
                                         settings.round_intensities, settings.mask_threshold)
+            k_starts = [0, 0, 0]
         else:
             # crop the original around the ROI, then evaluate the global new grid inside the crop
             # (6 extra original voxels of spline support at the crop border)
             bb = _bbox(mask)
-            sl_orig, axes = [], []
+            sl_orig, axes, k_starts = [], [], []
             for (a, b), n, s, sn in zip(bb, image.shape, spacing, new_spacing):
                 pos = grid_positions(n, s, sn)
                 m = margin_mm / s
                 keep = np.nonzero((pos >= a - m) & (pos <= b - 1 + m))[0]
                 k0, k1 = int(keep.min()), int(keep.max()) + 1
+                k_starts.append(k0)
                 o0 = max(0, int(math.floor(pos[k0])) - 6)
                 o1 = min(n, int(math.ceil(pos[k1 - 1])) + 7)
                 sl_orig.append(slice(o0, o1))
@@ -285,6 +293,9 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
             msk_r = ndimage.map_coordinates(sub_msk, coords, order=1, mode="constant", cval=0.0)
             msk_r = msk_r >= settings.mask_threshold - _EPS
             sp = tuple(float(s) for s in new_spacing)
+        pos0 = [float(grid_positions(n, s, sn)[0]) for n, s, sn in zip(image.shape, spacing, new_spacing)]
+        step = [sn / s for s, sn in zip(spacing, new_spacing)]
+        off = list(k_starts)
         image, mask, spacing = img_r, msk_r, sp
         if not mask.any():
             raise InputError("ROI mask is empty after resampling")
@@ -297,6 +308,7 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
                        min(n, b + int(math.ceil(PEAK_RADIUS_MM / s)) + 1))
                  for (a, b), n, s in zip(bb, image.shape, spacing))
     image, mask = image[crop], mask[crop]
+    off = [o + c.start for o, c in zip(off, crop)]
     int_mask = resegment(image, mask, settings.reseg_range, settings.outlier_sd)
     if not int_mask.any():
         raise InputError("intensity mask is empty after resegmentation")
@@ -312,6 +324,7 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
     full_image, full_int = image, int_mask
     bb = _bbox(mask)
     tight = tuple(slice(a, b) for a, b in bb)
+    index0 = tuple(p + (o + t.start - 1) * st for p, o, t, st in zip(pos0, off, tight, step))
     pad = [(1, 1)] * 3
     return Prepared(
         image=np.pad(image[tight], pad, mode="edge"),
@@ -322,6 +335,7 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
         n_levels=n_levels,
         ivh=ivh,
         full_image=full_image,
+        index0=index0,
         full_int_mask=full_int,
         diagnostics=diag,
     )
