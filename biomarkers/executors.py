@@ -137,32 +137,44 @@ class LocalExecutor(Executor):
     def map_unordered(self, func, items):
         """See :meth:`Executor.map_unordered`.
 
-        A worker process that dies (killed, out of memory) breaks the whole pool and every
-        item in flight with it: the pool is replaced once per break and the items that were
-        in flight are resubmitted once; an item caught in a second break is reported as failed.
+        A worker process that dies (killed, out of memory) breaks the whole process pool and
+        every item in flight with it. The pool is then replaced and the items that were in
+        flight are rerun one at a time: an item that breaks the pool while running alone is
+        reported as failed ("worker process died"), the others complete normally. So a lost
+        worker loses only its own item.
         """
+        from collections import deque
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
         pool = self._ensure()
         window = 2 * self.workers
-        pending: dict = {}  # future -> (key, payload, tries, pool it was submitted to)
+        pending: dict = {}  # future -> (key, payload, isolated?, pool it was submitted to)
+        suspects: deque = deque()  # items in flight when the pool broke: rerun alone
         it = iter(items)
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < window:
-                    try:
-                        key, payload = next(it)
-                    except StopIteration:
-                        exhausted = True
+                limit = 1 if suspects else window
+                while len(pending) < limit:
+                    if suspects:
+                        key, payload = suspects.popleft()
+                        alone = True
+                    elif not exhausted:
+                        try:
+                            key, payload = next(it)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        alone = False
+                    else:
                         break
-                    pending[pool.submit(_run_item_pooled, func, key, payload)] = (key, payload, 0, pool)
+                    pending[pool.submit(_run_item_pooled, func, key, payload)] = (key, payload, alone, pool)
                 if not pending:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    key, payload, tries, fut_pool = pending.pop(fut)
+                    key, payload, alone, fut_pool = pending.pop(fut)
                     try:
                         outcome = fut.result()
                     except BrokenProcessPool:
@@ -170,8 +182,8 @@ class LocalExecutor(Executor):
                             pool.shutdown(wait=False, cancel_futures=True)
                             self._pool = None
                             pool = self._ensure()
-                        if tries == 0:
-                            pending[pool.submit(_run_item_pooled, func, key, payload)] = (key, payload, 1, pool)
+                        if not alone:
+                            suspects.append((key, payload))
                             continue
                         outcome = Outcome(key, False, error="worker process died (out of memory or killed)")
                     except Exception as exc:  # pickling errors etc.
