@@ -27,6 +27,9 @@ from biomarkers.config import validate
 from .families import intensity, morphology, texture
 from .processing import IbsiSettings, Prepared, prepare
 
+#: bump when feature values can change: the extraction engine keys its incremental cache on it
+__version__ = "1.0.0"
+
 __all__ = ["IbsiSettings", "Prepared", "prepare", "prepare_sitk", "compute", "compute_prepared", "extract_ibsi",
            "settings_from_params"]
 
