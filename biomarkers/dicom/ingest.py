@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,8 +187,6 @@ class Ingest:
     SERIAL_INDEX_MAX_FILES = 5000
 
     def _index(self, exclude, executor: Executor) -> IndexResult:
-        import threading
-
         from .index import list_files
 
         n = len(list_files(self.src, exclude))
@@ -260,6 +259,9 @@ class Ingest:
             _remove_stale_temporaries(self.out)
             deid = self.deidentifier
             old_manifest = _read_old_manifest(self.out)
+            # the manifest writer's imports (pyarrow pulls in pandas) load while workers convert
+            preload = threading.Thread(target=_preload_manifest_writer, daemon=True)
+            preload.start()
             for p in plan.items:
                 p["deid"] = self.settings.deid.model_dump(mode="json")
             rows: list[dict] = list(plan.rows) + [dict(r, _cached=True) for r in plan.cached]
@@ -434,6 +436,13 @@ class Ingest:
     # ------------------------------------------------------------------ manifest
     def _write_manifest(self, rows: list[dict]) -> None:
         write_manifest(self.out, rows)
+
+
+def _preload_manifest_writer() -> None:
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:  # pragma: no cover - reported when the manifest is written
+        pass
 
 
 _INT_COLUMNS = ("n_files", "voxel_count")
