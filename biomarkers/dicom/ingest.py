@@ -149,13 +149,10 @@ class Ingest:
         s = self.settings
         deid = self.deidentifier
         conv = s.conversion_dict()
-        counters: dict[str, int] = defaultdict(int)
         for st in stacks:
             qualify(st, s.allow_gaps, s.spacing_tolerance, s.position_tolerance_mm)
-            payload = self._payload(st, counters)
+            payload = self._payload(st)
             plan.payload_of[st.key] = payload
-            if payload is None:
-                continue
             if st.status == "skipped":
                 plan.rows.append(image_row(payload, st.grid, st.qc, qc_flags(st.qc), "", "skipped", st.reason))
                 continue
@@ -202,7 +199,8 @@ class Ingest:
         finally:
             warm.join()
 
-    def _payload(self, st: ImageStack, counters: dict) -> dict | None:
+    def _payload(self, st: ImageStack) -> dict:
+        """Work-item payload of a stack: pseudonymised ids, output path, settings (no secret)."""
         deid = self.deidentifier
         if not st.patient_id:
             st.status, st.reason = "skipped", "missing PatientID"
