@@ -42,7 +42,6 @@ def warm_up(_payload=None) -> int:
 
     import nibabel  # noqa: F401
     import pydicom  # noqa: F401
-    import pydicom.pixels  # noqa: F401
 
     return os.getpid()
 
