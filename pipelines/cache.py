@@ -4,9 +4,9 @@
 with (hash of its inputs' content and its settings) and the SHA-256 of its outputs.
 A stage whose key is unchanged and whose outputs still have those hashes is skipped.
 
-File fingerprints are content hashes (SHA-256), remembered per file together with
-its size and modification time (``OUT/.pipeline/filehashes.json``) so that an
-unchanged file is not re-read: the same trick as git's index.
+File fingerprints are content hashes (SHA-256), remembered together with sizes and
+modification times (``OUT/.pipeline/filehashes.json``) so that unchanged inputs are
+not re-read: the same trick as git's index. No path is stored in clear.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from biomarkers.io import sha256_file, sha256_json, write_json
 
 
 class FileHasher:
-    """SHA-256 of files, cached by (size, mtime_ns) in a JSON file."""
+    """SHA-256 of files and folder trees, cached by (size, mtime) in a JSON file.
+
+    The cache holds no path in clear (source paths may name patients): single files are
+    keyed by the SHA-256 of their path, and a folder tree by the SHA-256 of its path with,
+    as fingerprint, one SHA-256 over every (relative name, size, mtime) below it. When the
+    fingerprint changes (a file added, removed or touched), the whole tree is re-hashed.
+    """
 
     def __init__(self, cache_path: Path):
         self.cache_path = Path(cache_path)
@@ -30,9 +36,13 @@ class FileHasher:
             self._cache = {}
         self._dirty = False
 
+    @staticmethod
+    def _key(kind: str, path: Path) -> str:
+        return sha256_json([kind, str(Path(path).resolve())])
+
     def file(self, path: Path) -> str:
         st = path.stat()
-        k = str(path.resolve())
+        k = self._key("file", path)
         hit = self._cache.get(k)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2]
@@ -44,16 +54,25 @@ class FileHasher:
     def tree(self, root: Path) -> str:
         """One hash over every file below ``root`` (relative names and contents; hidden files ignored)."""
         root = Path(root)
-        entries = []
+        listing = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for f in sorted(filenames):
                 if f.startswith("."):
                     continue
                 p = Path(dirpath) / f
-                entries.append((p.relative_to(root).as_posix(), self.file(p)))
-        entries.sort()
-        return sha256_json(entries)
+                st = p.stat()
+                listing.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+        listing.sort()
+        fingerprint = sha256_json(listing)
+        k = self._key("tree", root)
+        hit = self._cache.get(k)
+        if hit and hit[0] == fingerprint:
+            return hit[1]
+        h = sha256_json([(rel, sha256_file(root / rel)) for rel, _, _ in listing])
+        self._cache[k] = [fingerprint, h]
+        self._dirty = True
+        return h
 
     def files(self, paths: list[Path]) -> str:
         return sha256_json([(Path(p).name, self.file(Path(p))) for p in paths])

@@ -500,7 +500,6 @@ class Pipeline:
                     if s.get("run_id"):
                         mlflow.set_tag(f"biomarkers.experiment.{s['name']}.run_id", s["run_id"])
                 for p, folder in [(self.paths["run_report"], "reports"),
-                                  (self.paths["features"] / "provenance.json", "reports/extract"),
                                   (self.paths["clinical_report"], "reports/clinical"), (self.paths["link_report"], "reports"),
                                   (self.out / "experiments.json", "reports")]:
                     if p.is_file():

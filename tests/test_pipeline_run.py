@@ -196,3 +196,20 @@ def test_killed_run_resumes_to_the_same_result(runs):
     # the items written before the kill are reused
     assert len(_computed(rep, "extract")) <= 8 - runs["items_before_resume"]
     pd.testing.assert_frame_equal(runs["kill_wide"], runs["local_wide"], check_exact=True)
+
+
+def test_no_identifier_in_outputs_or_mlflow(runs):
+    """Every output of the pipeline (including its caches) and the MLflow store are free of the
+    synthetic patients' ids, names and birth dates (ground truth of the generator)."""
+    from biomarkers.deid.scan import scan_files, scan_mlflow
+
+    gt = pd.read_csv(runs["root"] / "cohort" / "ground_truth.csv", dtype=str)
+    needles = {}
+    for r in gt.itertuples():
+        needles[f"id {r.patient_id}"] = (r.patient_id, "id")
+        needles[f"name {r.patient_id}"] = (r.name, "name")
+        needles[f"birth {r.patient_id}"] = (r.birth_date, "date")
+    hits = scan_files([runs["root"] / "out_local"], needles)
+    assert not hits, hits[:5]
+    hits = scan_mlflow(f"sqlite:///{runs['root'] / 'mlflow.db'}", needles)
+    assert not hits, hits[:5]

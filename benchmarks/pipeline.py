@@ -1,0 +1,166 @@
+"""Benchmark of the end-to-end pipeline on a synthetic cohort, all figures from one run.
+
+Usage::
+
+    .venv/bin/python benchmarks/pipeline.py [--patients 200] [--workers 2] [--out DIR] [--keep]
+
+Prints:
+
+* cold time: a first run (ingest with de-identification, extraction CT+PET, clinical
+  loading and linkage, MLflow logging; no modelling) with ``local:W``;
+* warm rerun (nothing changed) as a fraction of cold (target < 5%);
+* the same pipeline after adding 10 patients, as a fraction of cold (target < 10%);
+* the speed-up of W workers over 1 (cold runs on the same cohort) as a fraction of the
+  machine's ceiling, the speed-up of a pure-CPU calibration task run the same way
+  through the same executor, in the same run (target >= 90%);
+* peak memory (max RSS) of the coordinating process (the ``biomarkers run`` process,
+  not its workers) at N/4 and N patients (target: no more than 1.2x apart).
+
+Each pipeline run is a separate ``python -c`` process (start-up and imports included) so
+its peak RSS is measured with ``getrusage(RUSAGE_SELF)`` inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+RUNNER = r"""
+import json, resource, sys, time
+from pipelines import Pipeline, load_config
+t0 = time.perf_counter()
+p = Pipeline(load_config(sys.argv[1]), executor=sys.argv[2])
+rep = p.run()
+el = time.perf_counter() - t0
+stages = {k: {"status": v.status, "s": v.elapsed_s, "computed": v.computed} for k, v in p.stages.items()}
+print("@@" + json.dumps({"elapsed": el, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                         "stages": stages, "counts": rep.counts()}))
+"""
+
+
+def burn(n: int) -> int:
+    """Pure-CPU calibration work (no I/O, no numpy)."""
+    acc = 0
+    for i in range(n):
+        acc = (acc * 31 + i) % 1000003
+    return acc
+
+
+def calibrate(workers: int, items: int, n: int) -> float:
+    """Wall time of ``items`` calibration items through ``local:workers`` (pool start-up included)."""
+    from biomarkers.executors import get_executor
+
+    t0 = time.perf_counter()
+    with get_executor(f"local:{workers}") as ex:
+        for o in ex.map_unordered(burn, [(str(i), n) for i in range(items)]):
+            assert o.ok, o.error
+    return time.perf_counter() - t0
+
+
+def write_config(root: Path, name: str, cohort: str) -> Path:
+    from pipelines.demo import DEMO_PARAMS, DEMO_SCHEMA
+
+    for k, v in DEMO_PARAMS.items():
+        (root / "params").mkdir(exist_ok=True)
+        (root / "params" / f"{k}.yaml").write_text(yaml.safe_dump(v))
+    cfg = {
+        "name": name,
+        "source": {"dicom": f"{cohort}/dicom", "clinical": [f"{cohort}/clinical/*.csv"]},
+        "out": f"out_{name}",
+        "tracking": {"uri": "mlflow.db", "experiment": "benchmark"},
+        "deid": {"demo": True},
+        "ingest": {"masks": {"rois": {"GTV": ["GTV", "GTV_primary", "gtv"]}}},
+        "extract": {"params": {"CT": "params/ct.yaml", "PT": "params/pet.yaml"}},
+        "clinical": {"schema": DEMO_SCHEMA},
+    }
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def run(cfg: Path, executor: str) -> dict:
+    env = dict(os.environ)
+    env.pop("BIOMARKERS_SECRET", None)  # demo secret (synthetic data)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    p = subprocess.run([sys.executable, "-c", RUNNER, str(cfg), executor], cwd=cfg.parent, env=env,
+                       capture_output=True, text=True)
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
+    if p.returncode != 0 or not line:
+        raise SystemExit(f"pipeline run failed ({cfg.name}, {executor}):\n{p.stderr[-3000:]}")
+    return json.loads(line[0][2:])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--centres", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    a = ap.parse_args(argv)
+    from biomarkers.synth import synthesize
+
+    root = Path(a.out or tempfile.mkdtemp(prefix="bm-bench-pipeline-")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    n, small, w = a.patients, max(1, a.patients // 4), a.workers
+    print(f"benchmark folder: {root}; {n} patients, {a.centres} centres, {w} workers, {os.cpu_count()} CPUs")
+    t0 = time.perf_counter()
+    synthesize(root / "cohort", patients=n, centres=a.centres, seed=1, executor=f"local:{w}")
+    synthesize(root / "cohort_small", patients=small, centres=a.centres, seed=1, executor=f"local:{w}")
+    print(f"synthetic cohorts written in {time.perf_counter() - t0:.0f} s")
+
+    # machine ceiling: the same executor, pure CPU work, 1 vs W workers
+    items, per = 8 * w, 2_000_000
+    c1 = calibrate(1, items, per)
+    cw = calibrate(w, items, per)
+    ceiling = c1 / cw
+
+    one = run(write_config(root, "one", "cohort"), "local:1")
+    cold = run(write_config(root, "main", "cohort"), f"local:{w}")
+    warm = run(root / "main.yaml", f"local:{w}")
+    synthesize(root / "cohort", patients=n + 10, centres=a.centres, seed=1, executor=f"local:{w}")
+    added = run(root / "main.yaml", f"local:{w}")
+    small_run = run(write_config(root, "small", "cohort_small"), f"local:{w}")
+
+    speedup = one["elapsed"] / cold["elapsed"]
+    par = {s: (one["stages"][s]["s"] / cold["stages"][s]["s"]) for s in ("ingest", "extract")
+           if cold["stages"][s]["s"] > 0}
+    rows = [
+        ("cold time (s)", f"{cold['elapsed']:.1f}", ""),
+        ("warm rerun / cold", f"{warm['elapsed'] / cold['elapsed']:.1%}", "< 5%"),
+        ("10 added patients / cold", f"{added['elapsed'] / cold['elapsed']:.1%}", "< 10%"),
+        (f"speed-up {w} workers vs 1 (whole pipeline)", f"{speedup:.2f}x", ""),
+        ("  ... per stage (ingest, extract)", ", ".join(f"{k} {v:.2f}x" for k, v in par.items()), ""),
+        (f"calibration ceiling {w} vs 1", f"{ceiling:.2f}x", ""),
+        ("speed-up / ceiling", f"{speedup / ceiling:.0%}", ">= 90%"),
+        (f"peak RSS coordinator, {small} patients (MB)", f"{small_run['maxrss_mb']:.0f}", ""),
+        (f"peak RSS coordinator, {n} patients (MB)", f"{cold['maxrss_mb']:.0f}", ""),
+        (f"peak RSS ratio {n}/{small}", f"{cold['maxrss_mb'] / small_run['maxrss_mb']:.2f}x", "<= 1.2x"),
+    ]
+    print()
+    for k, v, t in rows:
+        print(f"{k:<48} {v:>24}  {t}")
+    print("\nstage seconds (cold, 1 worker):", {k: v["s"] for k, v in one["stages"].items() if v["s"]})
+    print(f"stage seconds (cold, {w} workers):", {k: v["s"] for k, v in cold["stages"].items() if v["s"]})
+    print("stage seconds (warm):", {k: v["s"] for k, v in warm["stages"].items() if v["s"]})
+    print("stage seconds (+10 patients):", {k: v["s"] for k, v in added["stages"].items() if v["s"]},
+          "computed:", {k: v["computed"] for k, v in added["stages"].items() if v["computed"]})
+    if not a.keep and a.out is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
