@@ -14,12 +14,13 @@ def test_cli_ingest_phantom(shared_data, tmp_path, capsys):
     src = shared_data / "ibsi1_ct_phantom" / "dicom"
     out = tmp_path / "out"
     link = tmp_path / "keys" / "linkage.csv"
-    rc = main(["ingest", str(src), str(out), "--executor", "serial", "--linkage-table", str(link)])
+    rc = main(["ingest", str(src), str(out), "--linkage-table", str(link)])  # default executor: auto
     assert rc == 0
     printed = capsys.readouterr().out
     assert "ingest: 2 done" in printed
     rep = json.loads((out / "report.json").read_text())
     assert rep["deidentified"] is True and rep["counts"] == {"done": 2, "skipped": 0, "failed": 0}
+    assert rep["executor"].startswith("serial")  # auto: 7 MB of pixel data convert in-process
     df = pd.read_parquet(out / "manifest.parquet")
     rows = list(csv.DictReader(link.open()))
     assert len(rows) == 1 and rows[0]["pseudonym"] == df.patient_id.iloc[0] != rows[0]["original_id"]

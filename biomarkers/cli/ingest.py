@@ -15,7 +15,13 @@ def ingest(
     src: Path = typer.Argument(..., help="Folder of DICOM files (any names, nested; DICOMDIR ignored). Never modified."),
     out: Path = typer.Argument(..., help="Output dataset folder: manifest.parquet/.csv, report.json, images/, masks/."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Ingest settings YAML (see configs/ingest.yaml)."),
-    executor: str = typer.Option("local", "--executor", "-e", help="Where series convert: local, local:N, serial or dask://HOST:PORT."),
+    executor: str = typer.Option(
+        "auto",
+        "--executor",
+        "-e",
+        help="Where series convert: auto (in this process for small jobs, <= 128 MB of pixel data, else local), "
+        "local (a process per core), local:N, serial or dask://HOST:PORT.",
+    ),
     no_deid: bool = typer.Option(False, "--no-deid", help="Write original identifiers (no pseudonyms). Recorded in report.json."),
     demo: bool = typer.Option(False, "--demo", help="Use the public demo secret when BIOMARKERS_SECRET is unset (synthetic data only)."),
     linkage_table: Optional[Path] = typer.Option(

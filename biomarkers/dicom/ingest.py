@@ -94,7 +94,8 @@ class Ingest:
         settings: :class:`IngestSettings` (defaults when None).
         deidentifier: a :class:`biomarkers.deid.Deidentifier`; default built from ``settings.deid``
             (reads the secret from ``BIOMARKERS_SECRET``).
-        executor: an Executor or a spec (``local``, ``local:N``, ``serial``, ``dask://host:port``).
+        executor: an Executor or a spec (``local``, ``local:N``, ``serial``, ``dask://host:port``,
+            or ``auto``: in this process for small jobs, else ``local``; see AUTO_SERIAL_MAX_BYTES).
     """
 
     def __init__(self, src, out, settings: IngestSettings | None = None, deidentifier=None, executor=None):
@@ -113,10 +114,25 @@ class Ingest:
             self._deid = Deidentifier(self.settings.deid)
         return self._deid
 
-    def _executor(self) -> tuple[Executor, bool]:
-        if isinstance(self._executor_spec, Executor):
-            return self._executor_spec, False
-        return get_executor(self._executor_spec), True
+    #: ``executor="auto"``: convert in this process when the plan holds at most this many
+    #: bytes of pixel data (a process pool's start-up, ~1 s of CPU per worker, would cost
+    #: more than it saves), else on a local process pool with one worker per core.
+    AUTO_SERIAL_MAX_BYTES = 128 * 2**20
+
+    def _executor(self, plan: IngestPlan | None = None) -> tuple[Executor, bool]:
+        spec = self._executor_spec
+        if isinstance(spec, Executor):
+            return spec, False
+        if spec == "auto":
+            if plan is None:
+                return get_executor("serial"), True
+            nbytes = sum(
+                (f.rows or 0) * (f.columns or 0) * ((f.extra.get("bits_allocated") or 16) // 8)
+                for p in plan.items
+                for f in p["stack"].files
+            )
+            return get_executor("serial" if nbytes <= self.AUTO_SERIAL_MAX_BYTES else "local"), True
+        return get_executor(spec), True
 
     # ------------------------------------------------------------------ validate
     def validate(self) -> None:
@@ -248,7 +264,9 @@ class Ingest:
         from ..logs import progress
 
         self.validate()
-        executor, own = self._executor()
+        if plan is None and self._executor_spec == "auto":
+            plan = self.plan()  # indexes in this process; the plan's size picks the executor
+        executor, own = self._executor(plan)
         report = RunReport("ingest")
         try:
             if plan is None:
