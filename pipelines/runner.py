@@ -112,6 +112,8 @@ class Pipeline:
         for p in c.experiments.specs:
             if c.experiments.run and not Path(p).is_file():
                 raise ConfigError(f"experiments.specs: {p} not found")
+        if c.deid.enabled:
+            self.deidentifier()  # the secret must be available before anything runs (SecretError otherwise)
 
     def plan(self) -> dict[str, StageOutcome]:
         """Which stages would run and which are cached (nothing is written except the file-hash cache)."""
@@ -127,8 +129,17 @@ class Pipeline:
                 planned[name] = StageOutcome("planned", reason=f"inputs not available yet ({err})")
                 continue
             cached = name not in ("tracking",) and self.state.is_current(name, key, self.hasher)
-            planned[name] = StageOutcome("cached" if cached else "planned", key=key[:12],
-                                         reason=UNAVAILABLE.get(self._section(name), ""))
+            reason = UNAVAILABLE.get(self._section(name), "")
+            if name == "ingest" and not cached and not reason:
+                try:
+                    from biomarkers.dicom.ingest import Ingest
+
+                    ing = Ingest(self.cfg.source.dicom, self.paths["dataset"], self.cfg.ingest_settings(),
+                                 deidentifier=self.deidentifier(), executor="serial")
+                    reason = ing.plan().summary()
+                except Exception as err:  # noqa: BLE001 - a dry run reports, it does not fail
+                    reason = f"cannot plan: {type(err).__name__}: {err}"
+            planned[name] = StageOutcome("cached" if cached else "planned", key=key[:12], reason=reason)
         self.hasher.save()
         return planned
 
@@ -499,6 +510,11 @@ class Pipeline:
                 for s in self.stages.get("experiments", StageOutcome("")).details.get("experiments", []):
                     if s.get("run_id"):
                         mlflow.set_tag(f"biomarkers.experiment.{s['name']}.run_id", s["run_id"])
+                rel = self.stages.get("release", StageOutcome("")).details
+                if rel.get("mlflow_run_id"):
+                    mlflow.set_tag("biomarkers.release.run_id", rel["mlflow_run_id"])
+                if rel.get("release"):
+                    mlflow.set_tag("biomarkers.release", rel["release"])
                 for p, folder in [(self.paths["run_report"], "reports"),
                                   (self.paths["clinical_report"], "reports/clinical"), (self.paths["link_report"], "reports"),
                                   (self.out / "experiments.json", "reports")]:

@@ -205,3 +205,15 @@ def test_deterministic_and_additive(tmp_path):
     # a folder holding another cohort is refused
     with pytest.raises(Exception, match="other settings"):
         synthesize(a, patients=6, centres=3, seed=12, executor="serial", pet=False, ct_size=64)
+
+
+def test_synth_command(tmp_path, capsys):
+    from biomarkers.cli import main
+
+    out = tmp_path / "c"
+    assert main(["synth", str(out), "--patients", "2", "--centres", "2", "--seed", "4", "--executor", "serial"]) == 0
+    assert "2 patients in 2 centres" in capsys.readouterr().out
+    gt = pd.read_csv(out / "ground_truth.csv")
+    assert list(gt["centre"]) == ["C1", "C2"]
+    assert sorted(p.name for p in (out / "clinical").iterdir()) == ["C1.csv", "C2.csv"]
+    assert main(["synth", str(tmp_path / "d"), "--patients", "0"]) == 2  # a clear error, not a traceback
