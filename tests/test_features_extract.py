@@ -57,14 +57,71 @@ def sts_dataset(tmp_path_factory, shared_data):
     return make_dataset(root, cases)
 
 
+@pytest.fixture(scope="module")
+def sts_reference(sts_dataset, tmp_path_factory):
+    """Serial extraction of the reference NIfTI dataset: (folder, report, long table, wide table)."""
+    out = tmp_path_factory.mktemp("sts_features") / "serial"
+    r = run_extract(sts_dataset, PARAMS, out, executor="serial")
+    return out, r, pd.read_parquet(out / "features_long.parquet"), pd.read_parquet(out / "features_wide.parquet")
+
+
 @pytest.mark.slow
-def test_sts_reproducible_parallel_incremental(sts_dataset, shared_data, tmp_path):
-    out1, out2 = tmp_path / "serial", tmp_path / "parallel"
-    r1 = run_extract(sts_dataset, PARAMS, out1, executor="serial")
+def test_sts_from_own_ingest_equals_reference_nifti(shared_data, sts_reference, tmp_path):
+    """Ingest the STS DICOM with biomarkers, extract, and compare with the reference NIfTI extraction."""
+    import os
+
+    from biomarkers.dicom.ingest import IngestSettings, run_ingest
+    from biomarkers.dicom.masks import MaskSettings
+    from biomarkers.geometry import read_nifti
+    from biomarkers.manifest import read_manifest
+
+    src, ds = tmp_path / "dicom", tmp_path / "ingested"
+    sts = shared_data / "sts" / "dicom"
+    for root, _dirs, names in os.walk(sts):
+        rel = Path(root).relative_to(sts)
+        (src / rel).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            (src / rel / n).symlink_to(Path(root) / n)
+    ing = run_ingest(src, ds, IngestSettings(masks=MaskSettings(rois={"GTV_Mass": []})), executor="serial")
+    assert ing.counts()["failed"] == 0
+    r = run_extract(ds, PARAMS, tmp_path / "features", executor="local:2")
+    assert r.counts() == {"done": 18, "skipped": 0, "failed": 0}
+    wide_i = pd.read_parquet(tmp_path / "features" / "features_wide.parquet")
+    wide_r = sts_reference[3]
+    man = read_manifest(ds)
+    refs = {(p, MODS[m]): (read_nifti(shared_data / "sts/nifti" / p / f"{m}_image.nii.gz"),
+                           read_nifti(shared_data / "sts/nifti" / p / f"{m}_mask.nii.gz"))
+            for p in STS_PATIENTS for m in MODS}
+    feats = [c for c in wide_r.columns if c.startswith("original_")]
+    matched = set()
+    for _, row in wide_i.iterrows():
+        mrow = man[(man["kind"] == "mask") & (man["source_series_uid"] == row["series_uid"])].iloc[0]
+        img, grid = read_nifti(ds / mrow["image_path"])
+        msk, _ = read_nifti(ds / mrow["path"])
+        (key,) = [k for k, ((_a, g), _m) in refs.items() if k[1] == row["modality"] and g.mismatch(grid) is None]
+        matched.add(key)
+        (ref_img, _), (ref_msk, _) = refs[key]
+        assert np.array_equal(msk > 0, ref_msk > 0), key  # the same mask voxels
+        ref_row = wide_r[(wide_r.patient_id == key[0]) & (wide_r.modality == key[1])].iloc[0]
+        a, b = row[feats].astype(float), ref_row[feats].astype(float)
+        if np.array_equal(img.astype(np.float64), ref_img.astype(np.float64)):
+            # same voxels (CT, MR): the same numbers, bit for bit
+            assert (a.values == b.values).all(), (key, a[a.values != b.values])
+        else:
+            # PET: SUVs differ in the last float32 digit between the two conversions (slope x value)
+            assert np.abs(img.astype(np.float64) - ref_img.astype(np.float64)).max() < 1e-5
+            assert np.allclose(a.values, b.values, rtol=1e-6, atol=0), key
+            tex = [c for c in feats if c.split("_")[1] in ("glcm", "glrlm", "glszm", "gldm", "ngtdm", "shape")]
+            assert (a[tex].values == b[tex].values).all(), key  # same grey levels: identical texture
+    assert len(matched) == 18
+
+
+@pytest.mark.slow
+def test_sts_reproducible_parallel_incremental(sts_dataset, sts_reference, shared_data, tmp_path):
+    out1, r1, long1, wide1 = sts_reference
+    out2 = tmp_path / "parallel"
     assert r1.counts() == {"done": 18, "skipped": 0, "failed": 0}
     assert r1.n_computed() == 18
-    long1 = pd.read_parquet(out1 / "features_long.parquet")
-    wide1 = pd.read_parquet(out1 / "features_wide.parquet")
     assert list(long1.columns[:10]) == ["patient_id", "study_uid", "series_uid", "modality", "roi", "image_type",
                                         "feature_class", "feature", "ibsi_code", "value"]
     assert len(wide1) == 18 and list(wide1.columns[:5]) == ["patient_id", "study_uid", "series_uid", "modality", "roi"]

@@ -306,6 +306,8 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
     """Run pyradiomics (+ the IBSI module when ``params`` has an ``ibsi`` section) on SimpleITK images."""
     import logging
 
+    import radiomics  # noqa: F401 - its import sets the "radiomics" logger's level: quiet it afterwards
+
     from .params import strip_extra
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
