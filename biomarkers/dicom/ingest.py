@@ -275,9 +275,6 @@ class Ingest:
             _remove_stale_temporaries(self.out)
             deid = self.deidentifier
             old_manifest = _read_old_manifest(self.out)
-            # the manifest writer's imports (pyarrow pulls in pandas) load while workers convert
-            preload = threading.Thread(target=_preload_manifest_writer, daemon=True)
-            preload.start()
             for p in plan.items:
                 p["deid"] = self.settings.deid.model_dump(mode="json")
             rows: list[dict] = list(plan.rows) + [dict(r, _cached=True) for r in plan.cached]
@@ -452,13 +449,6 @@ class Ingest:
     # ------------------------------------------------------------------ manifest
     def _write_manifest(self, rows: list[dict]) -> None:
         write_manifest(self.out, rows)
-
-
-def _preload_manifest_writer() -> None:
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:  # pragma: no cover - reported when the manifest is written
-        pass
 
 
 _INT_COLUMNS = ("n_files", "voxel_count")
