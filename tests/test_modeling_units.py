@@ -198,3 +198,16 @@ def test_combat_handles_unseen_and_tiny_centres():
     # the seen offset is removed too: centre B's f0 mean equals the others' after ComBat
     means = full.groupby(X["centre"].to_numpy())["f0"].mean()
     assert abs(means["B"] - means["A"]) < 0.5 and abs(means["B"] - means["C"]) < 0.5
+
+
+def test_too_few_patients_for_the_folds_is_a_clear_error():
+    from biomarkers.modeling.spec import ValidationSpec
+    from biomarkers.modeling.validation import nested_cv
+
+    X = pd.DataFrame({"f": np.arange(12.0)})
+    y = np.array([1] * 4 + [0] * 8)
+    pipe = build_pipeline(PipelineSpec(name="a"), ["f"], None)
+    with pytest.raises(InputError, match="smaller class has 4 patients: fewer than validation.outer_folds"):
+        nested_cv(pipe, {}, X, y, ValidationSpec(outer_folds=5))
+    with pytest.raises(InputError, match="too few for 4 outer x 4 inner folds"):
+        nested_cv(pipe, {"model__C": [1.0]}, X, y, ValidationSpec(outer_folds=4, inner_folds=4))

@@ -136,6 +136,19 @@ class CVResult:
         return df.sort_values(["frequency", "feature"], ascending=[False, True]).reset_index(drop=True)
 
 
+def check_folds(y: np.ndarray, val: ValidationSpec, inner: bool = True) -> None:
+    """Each class needs at least outer_folds patients (stratification) and enough for the inner folds."""
+    from ..errors import InputError
+
+    n_min = int(min(np.sum(y == 0), np.sum(y == 1)))
+    if n_min < val.outer_folds:
+        raise InputError(f"the smaller class has {n_min} patients: fewer than validation.outer_folds "
+                         f"({val.outer_folds}); lower outer_folds or add patients")
+    if inner and n_min * (val.outer_folds - 1) // val.outer_folds < val.inner_folds:
+        raise InputError(f"the smaller class has {n_min} patients: too few for {val.outer_folds} outer x "
+                         f"{val.inner_folds} inner folds; lower inner_folds")
+
+
 def _oof(pipe, grid, X, y, val, seed, keep_details=True):
     outer = RepeatedStratifiedKFold(n_splits=val.outer_folds, n_repeats=val.outer_repeats, random_state=seed)
     oof = np.full((val.outer_repeats, len(y)), np.nan)
@@ -160,6 +173,7 @@ def nested_cv(pipe: Pipeline, grid: dict, X: pd.DataFrame, y: np.ndarray, val: V
     times; p = (1 + #{AUC_perm >= AUC}) / (1 + permutations).
     """
     y = np.asarray(y).astype(int)
+    check_folds(y, val, inner=bool(grid))
     oof, counts, fold_auc, params = _oof(pipe, grid, X, y, val, val.seed)
     p = np.nanmean(oof, axis=0)
     metrics = binary_metrics(y, p, val.threshold)

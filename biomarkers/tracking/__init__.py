@@ -153,9 +153,15 @@ def log_feature_set(
 
     from ..io import sha256_file
 
+    import pandas as pd
+
     path = Path(table_path)
     if df is None:
         df = read_table(path)
+    df = df.copy()
+    for c in df.columns:  # Arrow-backed strings -> Python objects (MLflow's digest/schema code expects them)
+        if isinstance(df[c].dtype, pd.StringDtype) or str(df[c].dtype).startswith(("string", "large_string", "str")):
+            df[c] = df[c].astype(object)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
