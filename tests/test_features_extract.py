@@ -304,3 +304,26 @@ def test_dask_executor_same_values(shared_data, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask/features_long.parquet"),
                                   pd.read_parquet(tmp_path / "serial/features_long.parquet"))
     shutil.rmtree(tmp_path / "dask")
+
+
+def test_filtered_image_types_naming(shared_data, tmp_path):
+    """LoG and Wavelet features keep pyradiomics' names in the wide table; the long table splits them."""
+    import yaml
+
+    pet = yaml.safe_load((CFG / "pet.yaml").read_text())
+    pet["imageType"] = {"Original": {}, "LoG": {"sigma": [2.0]}, "Wavelet": {}}
+    pet["featureClass"] = {"firstorder": ["Mean", "Kurtosis"], "glcm": ["Contrast"]}
+    f = tmp_path / "pet_filters.yaml"
+    f.write_text(yaml.safe_dump(pet))
+    ds = make_dataset(tmp_path / "ds", [("P1", "PT", shared_data / "sts/nifti/STS_003/PET_image.nii.gz",
+                                          shared_data / "sts/nifti/STS_003/PET_mask.nii.gz")])
+    r = run_extract(ds, f, tmp_path / "features", executor="serial")
+    assert r.counts()["done"] == 1
+    wide = pd.read_parquet(tmp_path / "features" / "features_wide.parquet")
+    long = pd.read_parquet(tmp_path / "features" / "features_long.parquet")
+    assert {"original_firstorder_Mean", "log-sigma-2-0-mm-3D_firstorder_Mean", "wavelet-LLH_glcm_Contrast",
+            "wavelet-HHH_firstorder_Kurtosis"} <= set(wide.columns)
+    assert wide.shape[1] == 5 + 3 * (1 + 1 + 8)  # 3 features x (original + LoG + 8 wavelet bands)
+    k = long[(long.image_type == "wavelet-LLH") & (long.feature == "Kurtosis")].iloc[0]
+    assert k["feature_class"] == "firstorder" and k["ibsi_code"] == "stat_kurt"
+    assert k["ibsi_value"] == pytest.approx(k["value"] - 3)
