@@ -234,6 +234,28 @@ def test_one_failing_pipeline_does_not_stop_the_others(tmp_path, capsys):
     assert "pipeline ok: grid keys ['model__gamma']" in capsys.readouterr().err
 
 
+def test_no_path_with_a_name_reaches_the_store(tmp_path):
+    """A table kept in a folder named after a person: the name must not reach the store
+    (params, tags, dataset source, spec artifact, model metadata...), checked with the
+    de-identification scanner over the SQLite database and every artifact file."""
+    from biomarkers.deid.scan import scan_mlflow
+
+    folder = tmp_path / "Doe^Jane 1961-04-12"
+    folder.mkdir()
+    synthetic_table(36, 12, n_centres=2, signal=1.5, seed=4).to_parquet(folder / "t.parquet", index=False)
+    spec = {"name": "privacy", "input": {"table": "t.parquet"}, "pipelines": [{"name": "lr", "select": {"k": 3}}],
+            "validation": {"outer_folds": 3, "inner_folds": 2, "bootstrap": 20}, "registered_model": "privacy"}
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    run_experiment(folder / "spec.yaml", tracking_uri=uri)
+    assert (tmp_path / "store" / "mlartifacts").is_dir()
+    hits = scan_mlflow(uri, {"patient": ("Doe^Jane", "name"), "birth": ("19610412", "date")})
+    assert hits == []
+    # the scanner does find the name when it is there (the check can fail)
+    (tmp_path / "store" / "mlartifacts" / "planted.txt").write_text("DOE^JANE")
+    assert scan_mlflow(uri, {"patient": ("Doe^Jane", "name")})
+
+
 # --------------------------------------------------------------------------- real mlflow server
 
 

@@ -3,7 +3,7 @@
 MLflow layout of one :func:`run_experiment` call:
 
 * parent run (tag ``biomarkers.run_kind=experiment``): flattened spec as params, the spec
-  YAML as artifact ``spec/<name>.yaml``, the input dataset (``mlflow.data``), tags
+  as run (defaults filled in, table path made relative/hashed) as artifact ``spec/<file name>``, the input dataset (``mlflow.data``), tags
   ``biomarkers.best_pipeline`` and metric ``best_auc``;
 * one child run per pipeline (tag ``biomarkers.run_kind=pipeline``, run name = pipeline
   name): pipeline params, the input dataset, metrics ``auc, auc_ci_low, auc_ci_high``, the
@@ -181,15 +181,16 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
         build_pipeline(pspec, ds.feature_columns, ds.centre_column, seed=spec.validation.seed)
     source = tracking.safe_source(table_path)
     uri = tracking.tracking_uri(tracking_uri)
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json") | {"input": {**spec.model_dump(mode="json")["input"], "table": source}}, sort_keys=False)
+    # the spec as run (all defaults filled in); input.table rendered like the dataset source so that
+    # no absolute path (which may contain a person's name) reaches the tracking store
+    dumped = spec.model_dump(mode="json")
+    dumped["input"]["table"] = source
+    spec_yaml = yaml.safe_dump(dumped, sort_keys=False)
     t0 = time.time()
     with tracking.parent_run(spec.name, uri, run_name=f"{spec.name}", tags={"biomarkers.spec": spec_path.name if spec_path else "<object>"}) as parent:
         exp_id = parent.info.experiment_id
         mlflow.log_params(_spec_params(spec, source))
-        if spec_path is not None:
-            mlflow.log_artifact(str(spec_path), artifact_path="spec")
-        else:
-            mlflow.log_text(spec_yaml, "spec/spec.yaml")
+        mlflow.log_text(spec_yaml, f"spec/{spec_path.name if spec_path else 'spec.yaml'}")
         dset = tracking.log_feature_set(table_path, name=table_path.stem, df=ds.frame.drop(columns=[spec.input.id_column]),
                                         targets=spec.target.column)
         mlflow.log_metrics({"n_patients": len(ds.y), "n_positive": int(ds.y.sum()), "n_features": len(ds.feature_columns)})
