@@ -52,21 +52,19 @@ def _cm(prep: Prepared, aggs) -> dict:
     need2 = "2D" in aggs or "2.5D" in aggs
     if not (need2 or need3):
         return out
-    M = texture.glcm_matrices(prep.levels, ng, texture.DIRS_3D if need3 else texture.DIRS_2D)
 
     def emit(P, suffix):
-        s = P.sum(axis=(1, 2))
-        valid = s > 0
+        valid = P.sum(axis=(1, 2)) > 0
         f = texture.glcm_features(P[valid], ng)
         for name, v in f.items():
             out[f"cm_{name}_{suffix}"] = _nanmean(v)
 
     if need3:
-        per_dir = M.sum(axis=1)
+        per_dir = texture.glcm_matrices(prep.levels, ng, texture.DIRS_3D, per_slice=False)[:, 0]
         emit(per_dir, "3D_avg")
         emit(per_dir.sum(axis=0, keepdims=True), "3D_comb")
     if need2:
-        M2 = M[:4]
+        M2 = texture.glcm_matrices(prep.levels, ng, texture.DIRS_2D, per_slice=True)
         if "2D" in aggs:
             emit(M2.reshape(-1, ng, ng), "2D_avg")
             emit(M2.sum(axis=0), "2D_comb")

@@ -44,16 +44,17 @@ def _log2(x):
 
 # --------------------------------------------------------------------- GLCM
 
-def glcm_matrices(levels: np.ndarray, n_levels: int, dirs) -> np.ndarray:
-    """Symmetric co-occurrence counts per (direction, slice): shape (D, Z, Ng, Ng)."""
-    nz = levels.shape[0]
+def glcm_matrices(levels: np.ndarray, n_levels: int, dirs, per_slice: bool = True) -> np.ndarray:
+    """Symmetric co-occurrence counts per direction: shape (D, Z, Ng, Ng), or (D, 1, Ng, Ng)
+    summed over slices when ``per_slice`` is false (3D: saves memory for many grey levels)."""
+    nz = levels.shape[0] if per_slice else 1
     out = np.zeros((len(dirs), nz, n_levels, n_levels), dtype=np.float64)
-    zidx = np.broadcast_to(np.arange(nz)[:, None, None], levels.shape)
+    zidx = np.broadcast_to(np.arange(levels.shape[0])[:, None, None], levels.shape)
     for k, d in enumerate(dirs):
         a, b, sl = _shift_pair(levels, d)
-        z = zidx[sl]
         ok = (a > 0) & (b > 0)
-        ai, bi, zi = a[ok] - 1, b[ok] - 1, z[ok]
+        ai, bi = a[ok] - 1, b[ok] - 1
+        zi = zidx[sl][ok] if per_slice else 0
         cnt = np.bincount((zi * n_levels + ai) * n_levels + bi, minlength=nz * n_levels * n_levels)
         m = cnt.reshape(nz, n_levels, n_levels).astype(np.float64)
         out[k] = m + m.transpose(0, 2, 1)
