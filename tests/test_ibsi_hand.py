@@ -217,3 +217,15 @@ def test_run_lengths_in_all_13_directions():
     assert sorted(runs[(0, 0, 1)][1].tolist()) == [3]
     assert sorted(runs[(1, 1, -1)][1].tolist()) == [1, 1, 1]
     assert sum(r[1].sum() for r in runs.values()) == 13 * 3  # every voxel in one run per direction
+
+
+def test_ivh_without_discretisation_on_non_integer_data():
+    from biomarkers.features.ibsi.processing import IbsiSettings, _ivh_values
+
+    img = np.array([0.5, 1.25, 1.25, 2.0])[None, None, :]
+    ivh = _ivh_values(img, np.ones(img.shape, bool), IbsiSettings(ivh_discretisation="none"))
+    assert ivh["grid"].tolist() == [0.5, 1.25, 2.0]
+    f = intensity.intensity_volume_histogram(ivh)
+    # nu = [1, .75, .25] at gamma = [0, .5, 1]
+    assert f["ivh_v10"] == pytest.approx(0.75) and f["ivh_v90"] == pytest.approx(0.25)
+    assert f["ivh_i90"] == pytest.approx(1.25)

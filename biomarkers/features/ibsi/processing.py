@@ -346,7 +346,8 @@ def _ivh_values(image, int_mask, settings: IbsiSettings) -> dict:
 
     Returns ``{"values", "grid", "min", "max"}`` (IBSI 1 section 3.5):
 
-    * ``none``: intensities rounded to integers on a unit grid; the intensity fraction
+    * ``none``: integer intensities (CT) on a unit grid, other data on their distinct
+      values (for PET/MR prefer ``fbs`` or ``fbn`` with ~1000 bins); the intensity fraction
       gamma uses the resegmentation range when one is set (configurations A, B), else the
       ROI min/max (D);
     * ``fbs``: bin centres ``low + (d - 0.5) w`` (``low`` = resegmentation lower bound),
@@ -358,13 +359,15 @@ def _ivh_values(image, int_mask, settings: IbsiSettings) -> dict:
     lo_r = settings.reseg_range[0] if settings.reseg_range is not None else None
     hi_r = settings.reseg_range[1] if settings.reseg_range is not None else None
     if m == "none":
-        v = np.round(vals)
+        integer = bool(np.all(np.abs(vals - np.round(vals)) < 1e-6))
+        v = np.round(vals) if integer else vals
         lo, hi = v.min(), v.max()
         if lo_r is not None and settings.outlier_sd is None:
             lo = lo_r
         if hi_r is not None and settings.outlier_sd is None:
             hi = hi_r
-        grid = np.arange(v.min(), v.max() + 1.0)
+        # integer data (CT): every integer between min and max; otherwise the distinct values
+        grid = np.arange(v.min(), v.max() + 1.0) if integer else np.unique(v)
         return {"values": v, "grid": grid, "min": float(lo), "max": float(hi)}
     if m == "fbs":
         w = settings.ivh_bin_width
