@@ -286,6 +286,11 @@ def test_cli_extract_dry_run_and_errors(sts_dataset, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "6 items (6 to extract, 0 cached), 12 skipped" in text
     assert not out.exists()
+    rc = main(["extract", str(sts_dataset), "--params", f"PET={CFG / 'pet.yaml'}", "--out", str(out), "--executor", "serial"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "extract: 6 done (6 computed), 0 skipped, 0 failed" not in text  # the 12 CT/MR items are skipped
+    assert "6 done (6 computed), 12 skipped, 0 failed" in text and "(6 rows, 107 features)" in text
     assert main(["extract", str(tmp_path / "nope"), "--params", str(CFG / "pet.yaml"), "--out", str(out)]) == 2
     assert "not an ingest output" in capsys.readouterr().err
 

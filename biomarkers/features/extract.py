@@ -176,6 +176,7 @@ class Extract:
         items_dir = self.out / ITEMS_DIR
         cache = _HashCache(self.out / HASH_CACHE)
         plan = ExtractPlan()
+        seen: set[str] = set()
         images = m[m["kind"] == "image"]
         by_path = {str(r["path"]): r for _, r in images.iterrows()}
         masks = m[m["kind"] == "mask"].copy()
@@ -230,9 +231,10 @@ class Extract:
                 "mask_content_hash": _s(r.get("content_hash")),
                 "params": ps.name,
             }
-            if any(x.key == key for x in plan.items):
+            if key in seen:
                 plan.problems.append(PlannedCase(case, "skipped", f"duplicate of item {key} (same case listed twice)"))
                 continue
+            seen.add(key)
             plan.items.append(it)
         plan.items.sort(key=lambda i: (i.patient_id, i.modality, i.series_uid, i.roi, i.params_name))
         for it in plan.items:
