@@ -43,7 +43,7 @@ def ensure_env() -> None:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
     if _run([PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], env=env) != 0:
         sys.exit("pip upgrade failed")
-    if _run([PY, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test,bench]"], env=env) != 0:
+    if _run([PY, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"], env=env) != 0:
         sys.exit("installing biomarkers failed (see pip's message above)")
     stamp.write_text(want)
 
