@@ -205,10 +205,12 @@ def test_missing_slice_skipped_or_converted_with_flag(shared_data, tmp_path):
     np.testing.assert_allclose(g[..., k], 0.5 * (r[..., k - 1] + r[..., k + 1]), rtol=1e-5, atol=1e-5 * np.abs(r).max())
 
 
-@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless", "JPEGLSLossless"])
 def test_compressed_copies_same_voxels(shared_data, tmp_path, syntax):
     import pydicom.uid
 
+    if syntax == "JPEGLSLossless":
+        pytest.importorskip("jpeg_ls", reason="pydicom's JPEG-LS encoder needs the pyjpegls package")
     uid = getattr(pydicom.uid, syntax)
     src = tmp_path / "enc"
     src.mkdir()
@@ -220,6 +222,40 @@ def test_compressed_copies_same_voxels(shared_data, tmp_path, syntax):
     out = tmp_path / "out"
     run_ingest(src, out, executor="serial")
     same_world(image_path(out, "STS_003", "CT"), shared_data / "sts/nifti/STS_003/CT_image.nii.gz")
+
+
+def test_jpeg_baseline_copy_decodes_like_pillow(shared_data, tmp_path):
+    """8-bit JPEG baseline (lossy) slices made with Pillow: our conversion (pydicom + pylibjpeg)
+    gives what Pillow decodes from the same bytes (+-1: the two libjpeg builds' IDCTs)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    src = tmp_path / "jpeg"
+    src.mkdir()
+    expected = {}
+    for f in _series_files(shared_data, "STS_001", "MR_T1"):
+        ds = pydicom.dcmread(f)
+        v = ds.pixel_array.astype(np.float64)
+        v8 = np.clip(v * 255.0 / 1000.0, 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(v8).save(buf, "JPEG", quality=90)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.LossyImageCompression = "01"
+        ds.save_as(src / f.name, enforce_file_format=True)
+        expected[float(ds.ImagePositionPatient[2])] = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    out = tmp_path / "out"
+    run_ingest(src, out, executor="serial")
+    got = np.asanyarray(nib.load(str(image_path(out, "STS_001", "MR"))).dataobj).astype(int)
+    exp = np.stack([expected[z] for z in sorted(expected)]).transpose(2, 1, 0).astype(int)  # [i=col, j=row, k]
+    assert got.shape == exp.shape
+    assert np.max(np.abs(got - exp)) <= 1
 
 
 # ----------------------------------------------------------------- PET in Bq/ml -> SUV
