@@ -279,6 +279,7 @@ class Ingest:
                 p["deid"] = self.settings.deid.model_dump(mode="json")
             rows: list[dict] = list(plan.rows) + [dict(r, _cached=True) for r in plan.cached]
             by_key = {p["stack"].key: p for p in plan.items}
+            log.info("%s; converting on %s", plan.summary(), executor.describe())
             with progress("Converting series", len(plan.items)) as advance:
                 for oc in executor.map_unordered(convert_stack, [(p["stack"].key, p) for p in plan.items]):
                     p = by_key[oc.key]
@@ -286,9 +287,11 @@ class Ingest:
                     if oc.ok:
                         st.status, st.out_path = "converted", p["path"]
                         rows.append(oc.value)
+                        log.debug("converted %s", p["path"])
                     else:
                         st.status, st.reason = "failed", _clean_error(oc.error)
                         rows.append(image_row(p, st.grid, st.qc, qc_flags(st.qc), "", "failed", st.reason))
+                        log.warning("%s/%s: failed: %s", p["ids"]["patient_id"], p["tag"], st.reason)
                     advance()
             rows += self._run_masks(plan, executor, old_manifest)
         finally:
