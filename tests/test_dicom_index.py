@@ -34,6 +34,7 @@ def messy_src(shared_data, tmp_path) -> Path:
     data = files[3].read_bytes()
     (src / "truncated.dcm").write_bytes(data[: len(data) - 1000])  # pixel data cut short
     (src / "notes.dcm").write_text("this is not a DICOM file\n")
+    (src / "cut_in_header").write_bytes(data[:700])  # ends inside the header
     shutil.copyfile(files[5], src / "copy_of_slice")  # same SOP instance, another name
     (src / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
     ds = pydicom.dcmread(files[10])
@@ -57,9 +58,10 @@ def test_index_reports_bad_files_and_splits_localizer(messy_src, shared_data):
     reasons = {u.rel: u.reason for u in idx.unused}
     assert reasons["truncated.dcm"].startswith("truncated"), reasons
     assert reasons["notes.dcm"] == "not a DICOM file", reasons
+    assert reasons["cut_in_header"].startswith(("truncated", "unreadable")), reasons
     assert reasons["copy_of_slice"].startswith("duplicate of a/b/"), reasons
     assert "DICOMDIR" in reasons["DICOMDIR"], reasons
-    assert idx.n_files == len(_series(shared_data)) + 6
+    assert idx.n_files == len(_series(shared_data)) + 7
     assert [f.rel for f in idx.unsupported] == ["report_sr"]
     assert idx.unsupported[0].extra["reason"].startswith("unsupported object")
     stacks = build_stacks(idx.files)
@@ -76,7 +78,7 @@ def test_bad_files_do_not_stop_the_run(messy_src, shared_data, tmp_path):
     report = run_ingest(messy_src, out, executor="serial")
     rep = json.loads((out / "report.json").read_text())
     unused = {u["path"]: u["reason"] for u in rep["unused_files"]}
-    assert set(unused) == {"truncated.dcm", "notes.dcm", "copy_of_slice", "DICOMDIR", "report_sr"}
+    assert set(unused) == {"truncated.dcm", "notes.dcm", "cut_in_header", "copy_of_slice", "DICOMDIR", "report_sr"}
     df = pd.read_parquet(out / "manifest.parquet")
     sr = df[df.modality == "SR"]
     assert len(sr) == 1 and sr.status.iloc[0] == "skipped" and sr.reason.iloc[0].startswith("unsupported object")

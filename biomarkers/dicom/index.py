@@ -408,6 +408,8 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
         "frame": None,
         "pixel_offset": None,
     }
+    if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
+        return "unused", UnusedFile(rel, "truncated or incomplete image header (no Rows/Columns)")
     if sop_class not in IMAGE_SOPS or ds.get("Rows") is None:
         extra["reason"] = f"unsupported object: {IMAGE_SOPS.get(sop_class) or _sop_name(sop_class)}"
         return "other", DicomFile(**common, extra=extra)
