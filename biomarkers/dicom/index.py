@@ -369,7 +369,7 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
     if not sop_class or not sop_uid:
         if forced:
             return "unused", UnusedFile(rel, "not a DICOM file")
-        return "unused", UnusedFile(rel, "DICOM file without SOPClassUID/SOPInstanceUID")
+        return "unused", UnusedFile(rel, "truncated or incomplete DICOM header (no SOPClassUID/SOPInstanceUID)")
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP or sop_class == DICOMDIR_SOP:
         return "unused", UnusedFile(rel, "DICOMDIR (ignored)")
