@@ -185,3 +185,29 @@ def test_enhanced_multiframe_ct(shared_data, tmp_path):
     b = nib.as_closest_canonical(nib.load(str(shared_data / "sts/nifti/STS_003/CT_image.nii.gz")))
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-3)
     assert np.array_equal(a.get_fdata(), b.get_fdata())
+
+
+def test_undecodable_series_fails_alone(shared_data, tmp_path):
+    """An RLE series with one slice cut short fails with a reason; the other series converts."""
+    from pydicom.uid import RLELossless
+
+    src = tmp_path / "src"
+    (src / "good").mkdir(parents=True)
+    (src / "bad").mkdir()
+    for f in _series(shared_data, "STS_001", "PET"):
+        shutil.copyfile(f, src / "good" / f.name)
+    bad = _series(shared_data, "STS_002", "PET")
+    for i, f in enumerate(bad):
+        ds = pydicom.dcmread(f)
+        ds.compress(RLELossless)
+        ds.save_as(src / "bad" / f.name)
+        if i == 4:
+            data = (src / "bad" / f.name).read_bytes()
+            (src / "bad" / f.name).write_bytes(data[: len(data) - 400])
+    out = tmp_path / "out"
+    report = run_ingest(src, out, executor="serial")
+    df = pd.read_parquet(out / "manifest.parquet")
+    assert sorted(df.status) == ["converted", "failed"], df[["status", "reason"]]
+    reason = df[df.status == "failed"].reason.iloc[0]
+    assert "slice" in reason and "STS_002" not in reason and str(src) not in reason, reason
+    assert report.counts() == {"done": 1, "skipped": 0, "failed": 1}

@@ -299,7 +299,9 @@ class Ingest:
                 executor.close()
         self._write_manifest(rows)
         for r in rows:
-            case = r["path"] or f"{r['patient_id']}/{r['modality']}_{r['series_uid'][-12:]}"
+            case = r["path"] or f"{r['patient_id']}/{r['modality'] or 'OT'}_{r['series_uid'][-12:]}" + (
+                f"__{r['roi']}" if r["kind"] == "mask" and r.get("roi") else ""
+            )
             report.add(
                 case=case[:-7] if case.endswith(".nii.gz") else case,
                 status=STATUS_TO_CASE[r["status"]],
