@@ -31,7 +31,7 @@ from ..io import write_json, write_text
 from .dicom import PatientInfo, write_ct_series, write_pet_series, write_rtstruct
 from .phantom import centre_profile, ct_volume, pet_suv_volume, sample_lesion
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 _GIVEN_M = ["JOHN", "PETER", "HANS", "LUCA", "PIERRE", "JAN", "MARCO", "DAVID", "THOMAS", "KARL", "ERIK", "PAUL"]
 _GIVEN_F = ["JANE", "MARIA", "ANNA", "SOPHIE", "CLAIRE", "EVA", "LAURA", "JULIA", "ELENA", "SARA", "INGRID", "LEA"]

@@ -97,7 +97,7 @@ class Lesion:
 
 def sample_lesion(rng: np.random.Generator, outcome: int) -> Lesion:
     """Draw a lesion: larger, denser, more heterogeneous and more avid when ``outcome == 1``."""
-    radius = float(np.clip(rng.normal(19.0 if outcome else 14.0, 2.4), 8.0, 24.0))
+    radius = float(np.clip(rng.normal(16.0 if outcome else 14.0, 2.4), 8.0, 24.0))
     axes = tuple(float(radius * f) for f in rng.uniform(0.85, 1.15, size=3))
     # the lesion sits in the right lung (patient's right = -x in LPS)
     cx = float(rng.uniform(-70.0, -60.0))
@@ -107,9 +107,9 @@ def sample_lesion(rng: np.random.Generator, outcome: int) -> Lesion:
         centre_lps=(cx, cy, cz),
         semi_axes_mm=axes,  # type: ignore[arg-type]
         angle_rad=float(rng.uniform(0, np.pi)),
-        ct_mean_hu=float(rng.normal(55.0 if outcome else 30.0, 8.0)),
-        ct_texture_sd_hu=float(abs(rng.normal(30.0 if outcome else 12.0, 4.0))),
-        suv_peak=float(max(1.5, rng.normal(9.0 if outcome else 4.5, 1.3))),
+        ct_mean_hu=float(rng.normal(47.0 if outcome else 35.0, 8.0)),
+        ct_texture_sd_hu=float(abs(rng.normal(20.0 if outcome else 14.0, 5.0))),
+        suv_peak=float(max(1.5, rng.normal(6.0 if outcome else 4.5, 1.3))),
     )
 
 
