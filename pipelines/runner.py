@@ -128,6 +128,9 @@ class Pipeline:
             except StageFailed as err:
                 planned[name] = StageOutcome("planned", reason=f"inputs not available yet ({err})")
                 continue
+            except BiomarkersError as err:
+                planned[name] = StageOutcome("failed", reason=str(err))
+                continue
             cached = name not in ("tracking",) and self.state.is_current(name, key, self.hasher)
             reason = UNAVAILABLE.get(self._section(name), "")
             if name == "ingest" and not cached and not reason:
@@ -160,6 +163,15 @@ class Pipeline:
                     self._fail(name, f"not run: upstream stage {failed_up[0]} failed")
                     continue
                 self._run_stage(name)
+        except BaseException:  # interrupted (Ctrl-C...): the MLflow run must not stay RUNNING
+            if run_id is not None:
+                try:
+                    from biomarkers.tracking import client
+
+                    client(self._tracking_uri()).set_terminated(run_id, "KILLED")
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
         finally:
             if self._executor is not None and not isinstance(self.executor_spec, Executor):
                 self._executor.close()

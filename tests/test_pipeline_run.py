@@ -20,6 +20,8 @@ from biomarkers.synth import synthesize
 from pipelines import Pipeline, load_config
 from pipelines.demo import DEMO_PARAMS, DEMO_SCHEMA
 
+pytestmark = pytest.mark.slow  # ~1-2 min: several pipeline runs, a dask cluster and a killed subprocess
+
 SECRET = os.environ.get("BIOMARKERS_TEST_SECRET", "test-secret-0123456789abcdef")
 SYNTH = dict(centres=3, seed=5, executor="serial", pet=False, ct_size=64)
 
