@@ -343,6 +343,7 @@ def image_row(payload: dict, grid: Grid | None, qc: dict, flags: list[str], cont
         "volume_ml": None,
         "input_hash": payload["input_hash"],
         "content_hash": content_hash,
+        "_case": f"{ids['patient_id']}/{payload['tag']}" if payload.get("tag") else "",  # report only
     }
 
 
@@ -395,6 +396,7 @@ def convert_masks(payload: dict) -> list[dict]:
             "volume_ml": None,
             "input_hash": payload["input_hash"],
             "content_hash": "",
+            "_case": f"{payload['patient_id']}/{info['tag']}__{roi or 'object'}" if info else "",
         }
         if r.status == "converted" and r.array is not None and st is not None and info is not None:
             name = f"{info['tag']}__{safe_name(roi)}"

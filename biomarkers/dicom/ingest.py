@@ -299,7 +299,7 @@ class Ingest:
                 executor.close()
         self._write_manifest(rows)
         for r in rows:
-            case = r["path"] or f"{r['patient_id']}/{r['modality'] or 'OT'}_{r['series_uid'][-12:]}" + (
+            case = r["path"] or r.get("_case") or f"{r['patient_id']}/{r['modality'] or 'OT'}_{r['series_uid'][-12:]}" + (
                 f"__{r['roi']}" if r["kind"] == "mask" and r.get("roi") else ""
             )
             report.add(
