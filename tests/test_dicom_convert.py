@@ -410,3 +410,26 @@ def test_gantry_tilt_flagged_and_positions_exact(shared_data, tmp_path):
             lps = positions[k] + i * dx * iop[:3] + j * dy * iop[3:]  # DICOM PS3.3 C.7.6.2.1.1
             ras = img.affine @ np.array([i, j, k, 1.0])
             np.testing.assert_allclose(ras[:3], lps * np.array([-1, -1, 1]), atol=1e-3)
+
+
+def test_bqml_pet_without_decay_correction_per_slice(shared_data, tmp_path):
+    """DecayCorrection NONE: every slice decays to its own AcquisitionTime (here 10:00:00 + 20 s x slice)."""
+    src = tmp_path / "pet"
+    stored = _bqml_copy(shared_data, src, "20050702090000", "090000", "20050702", "100000", decay="NONE")
+    times = {}
+    for f in sorted(src.iterdir()):
+        ds = pydicom.dcmread(f)
+        k = int(ds.InstanceNumber)
+        t = 3600 + 20 * k  # seconds after the 09:00:00 injection
+        ds.AcquisitionTime = f"{10 + (20 * k) // 3600:02d}{((20 * k) % 3600) // 60:02d}{(20 * k) % 60:02d}"
+        ds.save_as(f)
+        times[float(ds.ImagePositionPatient[2])] = t
+    out = tmp_path / "out"
+    run_ingest(src, out, executor="serial")
+    got = np.asanyarray(nib.load(str(image_path(out, "STS_001", "PT"))).dataobj).astype(np.float64)
+    slices = []
+    for v in sorted(stored.values(), key=lambda v: float(v[2])):
+        d_ref = DOSE * 2.0 ** (-times[float(v[2])] / HALF_LIFE)
+        slices.append(v[0] * v[1] * WEIGHT * 1000.0 / d_ref)
+    exp = np.stack(slices).transpose(2, 1, 0)
+    np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-6 * np.abs(exp).max())
