@@ -59,7 +59,8 @@ def test_index_reports_bad_files_and_splits_localizer(messy_src, shared_data):
     assert reasons["truncated.dcm"].startswith("truncated"), reasons
     assert reasons["notes.dcm"] == "not a DICOM file", reasons
     assert reasons["cut_in_header"].startswith(("truncated", "unreadable")), reasons
-    assert reasons["copy_of_slice"].startswith("duplicate of a/b/"), reasons
+    assert reasons["copy_of_slice"].startswith("duplicate"), reasons
+    assert [u.duplicate_of for u in idx.unused if u.rel == "copy_of_slice"][0].startswith("a/b/")
     assert "DICOMDIR" in reasons["DICOMDIR"], reasons
     assert idx.n_files == len(_series(shared_data)) + 7
     assert [f.rel for f in idx.unsupported] == ["report_sr"]
@@ -75,10 +76,18 @@ def test_index_reports_bad_files_and_splits_localizer(messy_src, shared_data):
 
 def test_bad_files_do_not_stop_the_run(messy_src, shared_data, tmp_path):
     out = tmp_path / "out"
-    report = run_ingest(messy_src, out, executor="serial")
-    rep = json.loads((out / "report.json").read_text())
-    unused = {u["path"]: u["reason"] for u in rep["unused_files"]}
+    ing = Ingest(messy_src, out, executor="serial")
+    report = ing.run()
+    unused = {u["path"]: u["reason"] for u in ing.last_unused}  # what the CLI prints
     assert set(unused) == {"truncated.dcm", "notes.dcm", "cut_in_header", "copy_of_slice", "DICOMDIR", "report_sr"}
+    # report.json: the same files by keyed reference and reason, no source path (may name patients)
+    rep = json.loads((out / "report.json").read_text())
+    assert sorted(u["reason"] for u in rep["unused_files"]) == sorted(unused.values())
+    assert all("path" not in u and u["ref"].startswith("file-") for u in rep["unused_files"])
+    text = (out / "report.json").read_text()
+    assert not any(name in text for name in unused if name != "DICOMDIR")
+    dup = [u for u in rep["unused_files"] if u["duplicate_of"]][0]
+    assert dup["duplicate_of"].startswith("file-") and dup["duplicate_of"] != dup["ref"]
     df = pd.read_parquet(out / "manifest.parquet")
     sr = df[df.modality == "SR"]
     assert len(sr) == 1 and sr.status.iloc[0] == "skipped" and sr.reason.iloc[0].startswith("unsupported object")

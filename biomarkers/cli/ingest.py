@@ -60,18 +60,18 @@ def ingest(
             echo(f"  current  {r['path']}")
         for r in plan.rows:
             echo(f"  skip     {r['patient_id']}/{r['modality']}: {r['reason']}")
-        for u in plan.index.unused:
-            echo(f"  not used {u.rel}: {u.reason}")
+        for u in ing.unused_files(plan.index):
+            echo(f"  not used {u['path']}: {u['reason']}" + (f" ({u['duplicate_of']})" if u["duplicate_of"] else ""))
         return
     report = ing.run()
     echo(report.summary())
-    unused = report.extra.get("unused_files", [])
+    unused = ing.last_unused
     if unused:
-        echo(f"  {len(unused)} input file(s) not used:")
-        for u in unused[:20]:
-            echo(f"    {u['path']}: {u['reason']}")
-        if len(unused) > 20:
-            echo(f"    ... {len(unused) - 20} more in report.json")
+        echo(f"  {len(unused)} input file(s) not used (paths relative to SRC):")
+        for u in unused:
+            echo(f"    {u['path']}: {u['reason']}" + (f" ({u['duplicate_of']})" if u["duplicate_of"] else ""))
+        if settings.deid.enabled:
+            echo("  (report.json lists them by reference only: source paths may identify patients)")
     if not settings.deid.enabled:
         echo("  WARNING: de-identification was disabled (--no-deid): outputs carry original identifiers")
     if linkage_table is not None:

@@ -56,10 +56,15 @@ HEADER_TAGS = [
 
 @dataclass
 class UnusedFile:
-    """An input file that was not used, with why (path relative to SRC)."""
+    """An input file that was not used, with why (path relative to SRC).
+
+    ``reason`` never contains a path (paths may carry patient names); a duplicate
+    names the file it duplicates in ``duplicate_of``.
+    """
 
     rel: str
     reason: str
+    duplicate_of: str = ""
 
 
 @dataclass
@@ -591,7 +596,7 @@ def collect(results: Iterable[tuple[str, object]], n_files: int) -> IndexResult:
         rel = _rel_of((kind, v))
         key = v[0].sop_instance_uid if kind == "image" else v[1] if kind == "seg" else v.sop_instance_uid
         if key in seen:
-            res.unused.append(UnusedFile(rel, f"duplicate of {seen[key]} (same SOP instance)"))
+            res.unused.append(UnusedFile(rel, "duplicate (same SOP instance as another file)", duplicate_of=seen[key]))
             continue
         seen[key] = rel
         if kind == "image":

@@ -104,6 +104,7 @@ class Ingest:
         self.settings = settings or IngestSettings()
         self._deid = deidentifier
         self._executor_spec = executor if executor is not None else "local"
+        self.last_unused: list[dict] = []  # unused input files of the last run, with paths (not written)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -322,11 +323,7 @@ class Ingest:
                     "unsupported_objects": len(idx.unsupported),
                     "not_used": len(idx.unused),
                 },
-                "unused_files": sorted(
-                    [{"path": u.rel, "reason": u.reason} for u in idx.unused]
-                    + [{"path": f.rel, "reason": f.extra.get("reason", "unsupported object")} for f in idx.unsupported],
-                    key=lambda u: u["path"],
-                ),
+                "unused_files": self._unused_files_report(idx),
                 "outputs": {
                     "images": sum(1 for r in rows if r["kind"] == "image" and r["status"] == "converted"),
                     "masks": sum(1 for r in rows if r["kind"] == "mask" and r["status"] == "converted"),
@@ -336,7 +333,32 @@ class Ingest:
             }
         )
         report.write(self.out / "report.json")
+        self.last_unused = self.unused_files(idx)  # for the printed report (paths stay on this machine)
         return report
+
+    def unused_files(self, idx: IndexResult) -> list[dict]:
+        """Every input file not used: ``path`` (relative to SRC), ``reason``, ``duplicate_of``.
+
+        For the operator at the source site (printed by the CLI); never written to OUT
+        when de-identification is on (see :meth:`_unused_files_report`).
+        """
+        out = [{"path": u.rel, "reason": u.reason, "duplicate_of": u.duplicate_of} for u in idx.unused]
+        out += [{"path": f.rel, "reason": f.extra.get("reason", "unsupported object"), "duplicate_of": ""} for f in idx.unsupported]
+        return sorted(out, key=lambda u: u["path"])
+
+    def _unused_files_report(self, idx: IndexResult) -> list[dict]:
+        """``unused_files`` of report.json. Source paths often carry patient names or ids
+        (hospital exports name folders after patients), so with de-identification on each
+        file is given by a keyed reference (``ref``, stable across runs with the same
+        secret) instead of its path; the paths are printed, not stored."""
+        rows = self.unused_files(idx)
+        deid = self.deidentifier
+        if not deid.enabled:
+            return rows
+        def ref(rel: str) -> str:
+            return "file-" + series_tag(deid.uid("file:" + rel), deid.settings.uid_root) if rel else ""
+
+        return [{"ref": ref(r["path"]), "reason": r["reason"], "duplicate_of": ref(r["duplicate_of"])} for r in rows]
 
     # ------------------------------------------------------------------ masks
     def _run_masks(self, plan: IngestPlan, executor: Executor, old: list[dict] | None) -> list[dict]:
