@@ -287,12 +287,6 @@ def test_clinical_pseudonyms_meet_imaging_and_intervals_preserved(downstream, ru
     assert analysis.loc[analysis.patient_id == p.patient_id(canaries[0].patient_id), "age"].iloc[0] == 89.0
 
 
-@pytest.mark.xfail(
-    reason="KNOWN LEAK (ingest area): OUT/report.json 'unused_files' lists source files by their relative "
-    "path, and hospital exports name folders after patients; remove this marker once biomarkers/dicom/ingest.py "
-    "redacts them",
-    strict=False,
-)
 def test_unused_source_files_do_not_leak_their_paths(planted, work):
     """Non-DICOM files in patient-named folders (notes, DICOMDIR...) are reported without the path."""
     src, needles, canaries = planted
