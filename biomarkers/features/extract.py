@@ -172,7 +172,7 @@ class Extract:
             self.validate()
         m = self._manifest
         assert self.params is not None
-        versions = library_versions()
+        versions = {False: library_versions(False)}
         items_dir = self.out / ITEMS_DIR
         cache = _HashCache(self.out / HASH_CACHE)
         plan = ExtractPlan()
@@ -211,7 +211,10 @@ class Extract:
                 continue
             ih, mh = cache.get(img_abs), cache.get(mask_abs)
             ident = {"patient_id": patient, "study_uid": study, "series_uid": series, "modality": modality, "roi": roi}
-            key = item_key(ident, ih, mh, ps.param_hash, versions)
+            with_ibsi = ps.ibsi is not None
+            if with_ibsi not in versions:
+                versions[with_ibsi] = library_versions(True)
+            key = item_key(ident, ih, mh, ps.param_hash, versions[with_ibsi])
             settings = ps.settings
             tol = settings.get("geometryTolerance")
             it = Item(
@@ -278,7 +281,7 @@ class Extract:
         prov = {
             "stage": STAGE,
             "dataset": os.path.basename(os.path.abspath(self.dataset)),
-            "versions": library_versions(),
+            "versions": library_versions(any(ps.ibsi is not None for ps in (self.params.all() if self.params else []))),
             "params": [
                 {"modality": ps.modality, "name": ps.name, "path": str(ps.path), "param_hash": ps.param_hash,
                  "file_sha256": ps.file_hash, "params": ps.params}

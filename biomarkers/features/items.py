@@ -40,8 +40,12 @@ PROVENANCE_COLUMNS = [
 ]
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries the features depend on (part of every item key)."""
+def library_versions(with_ibsi: bool = False) -> dict[str, str]:
+    """Versions of the libraries the features depend on (part of every item key).
+
+    ``with_ibsi``: include the IBSI module's version (parameter files with an ``ibsi:`` section);
+    otherwise that package is not imported (it pulls in scipy: seconds of start-up).
+    """
     import numpy
     import radiomics
     import SimpleITK
@@ -58,7 +62,7 @@ def library_versions() -> dict[str, str]:
         v["PyWavelets"] = str(pywt.__version__)
     except ImportError:  # pragma: no cover
         pass
-    ibsi = ibsi_module()
+    ibsi = ibsi_module() if with_ibsi else None
     if ibsi is not None:
         v["biomarkers.features.ibsi"] = str(getattr(ibsi, "__version__", "0"))
     return v
