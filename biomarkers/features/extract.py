@@ -131,6 +131,20 @@ def _s(v: Any) -> str:
     return str(v)
 
 
+def _cost(voxel_count: Any, mask: Path) -> float:
+    """Relative cost of an item: the ROI voxel count of the manifest, else the mask file's size."""
+    try:
+        v = float(voxel_count)
+        if v == v and v > 0:
+            return v
+    except (TypeError, ValueError):
+        pass
+    try:
+        return float(mask.stat().st_size)
+    except OSError:
+        return 0.0
+
+
 class Extract:
     """The extract stage (validate / plan / run).
 
@@ -223,6 +237,7 @@ class Extract:
                 params=ps.params, params_hash=ps.param_hash, image_hash=ih, mask_hash=mh,
                 out_path=str((items_dir / f"{key}.parquet").resolve()),
                 geometry_tolerance_mm=float(tol) if tol else 1e-3,
+                details={"cost": _cost(r.get("voxel_count"), mask_abs)},
             )
             plan.sources[key] = {
                 "case": it.case,
@@ -242,6 +257,8 @@ class Extract:
         plan.items.sort(key=lambda i: (i.patient_id, i.modality, i.series_uid, i.roi, i.params_name))
         for it in plan.items:
             (plan.cached if Path(it.out_path).is_file() else plan.todo).append(it)
+        # largest ROIs first (longest-processing-time-first scheduling): the workers finish together
+        plan.todo.sort(key=lambda i: -float(i.details.get("cost", 0)))
         keys = {it.key for it in plan.items}
         if items_dir.is_dir():
             plan.stale = sorted(p for p in items_dir.glob("*.parquet") if p.stem not in keys)
