@@ -207,7 +207,7 @@ def test_too_few_patients_for_the_folds_is_a_clear_error():
     X = pd.DataFrame({"f": np.arange(12.0)})
     y = np.array([1] * 4 + [0] * 8)
     pipe = build_pipeline(PipelineSpec(name="a"), ["f"], None)
-    with pytest.raises(InputError, match="smaller class has 4 patients: fewer than validation.outer_folds"):
+    with pytest.raises(InputError, match="only 4 patients in the smaller class: fewer than validation.outer_folds"):
         nested_cv(pipe, {}, X, y, ValidationSpec(outer_folds=5))
     with pytest.raises(InputError, match="too few for 4 outer x 4 inner folds"):
         nested_cv(pipe, {"model__C": [1.0]}, X, y, ValidationSpec(outer_folds=4, inner_folds=4))

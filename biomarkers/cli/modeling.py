@@ -14,13 +14,22 @@ _URI_HELP = ("MLflow tracking URI (e.g. http://127.0.0.1:5000). Default: $MLFLOW
              "else sqlite:///<cwd>/mlflow.db")
 
 
+def _nan(v) -> bool:
+    import math
+
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def format_leaderboard(df) -> str:
     """Plain-text leaderboard: one line per pipeline, metrics rounded to 3 decimals."""
     import math
 
     if df.empty:
         return "(no pipeline runs)"
-    head = f"{'pipeline':<24} {'AUC [95% CI]':<24} {'bal.acc':>8} {'sens':>6} {'spec':>6} {'brier':>6} {'perm p':>7} {'held-out AUC':>12}  run_id"
+    survival = "auc" not in df.columns and "c_index" in df.columns
+    metric = "C-index [95% CI]" if survival else "AUC [95% CI]"
+    held = "held-out C" if survival else "held-out AUC"
+    head = f"{'pipeline':<24} {metric:<24} {'bal.acc':>8} {'sens':>6} {'spec':>6} {'brier':>6} {'perm p':>7} {held:>12}  run_id"
     lines = [head]
 
     def f(row, k, w, nd=3):
@@ -29,14 +38,15 @@ def format_leaderboard(df) -> str:
 
     for _, r in df.iterrows():
         r = r.to_dict()
-        if r.get("auc") is None or (isinstance(r["auc"], float) and math.isnan(r["auc"])):
+        key = "auc" if not _nan(r.get("auc")) else "c_index"
+        if _nan(r.get(key)):
             lines.append(f"{r['pipeline']:<24} {r.get('status', 'failed')} (see the run's tag biomarkers.error)  {r['run_id']}")
             continue
-        auc = f"{r['auc']:.3f} [{r.get('auc_ci_low', float('nan')):.3f}, {r.get('auc_ci_high', float('nan')):.3f}]"
+        auc = f"{r[key]:.3f} [{r.get(key + '_ci_low', float('nan')):.3f}, {r.get(key + '_ci_high', float('nan')):.3f}]"
         lines.append(
             f"{r['pipeline']:<24} {auc:<24} {f(r, 'balanced_accuracy', 8)} {f(r, 'sensitivity', 6, 2)} "
             f"{f(r, 'specificity', 6, 2)} {f(r, 'brier', 6)} {f(r, 'permutation_p_value', 7)} "
-            f"{f(r, 'heldout_auc', 12)}  {r['run_id']}"
+            f"{f(r, 'heldout_' + key, 12)}  {r['run_id']}"
         )
     return "\n".join(lines)
 
@@ -54,7 +64,8 @@ def experiment_cmd(
 
     res = run_experiment(spec, tracking_uri=tracking_uri, table=table, permutations=permutations)
     echo(f"experiment {res.experiment!r} (id {res.experiment_id}), parent run {res.parent_run_id} in {res.tracking_uri}")
-    echo(format_leaderboard(res.table().sort_values("auc", ascending=False)))
+    lb = res.table()
+    echo(format_leaderboard(lb.sort_values("auc" if "auc" in lb.columns else "c_index", ascending=False)))
     echo(f"best pipeline: {res.best}" + (f"; registered as version {res.registered_version}" if res.registered_version else ""))
 
 

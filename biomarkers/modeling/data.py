@@ -115,7 +115,12 @@ def apply_filters(df: pd.DataFrame, filters: list[CohortFilter], source: str = "
 
 @dataclass
 class Dataset:
-    """Model-ready data. ``X`` has the centre column (str) first when there is one."""
+    """Model-ready data. ``X`` has the centre column (str) first when there is one.
+
+    ``y``: 0/1 for a binary target; for survival a structured array (``event`` bool,
+    ``time`` float) as scikit-survival expects. ``strata`` (0/1: outcome or event) is what
+    the CV folds are stratified on.
+    """
 
     X: pd.DataFrame
     y: np.ndarray
@@ -125,6 +130,11 @@ class Dataset:
     centre_column: str | None
     frame: pd.DataFrame  # the filtered table restricted to id, centre, target, features
     dropped_features: dict[str, str]
+    kind: str = "binary"
+
+    @property
+    def strata(self) -> np.ndarray:
+        return self.y["event"].astype(int) if self.kind == "survival" else self.y
 
 
 def build_dataset(df: pd.DataFrame, spec: ExperimentSpec, source: str = "table") -> Dataset:
@@ -138,10 +148,20 @@ def build_dataset(df: pd.DataFrame, spec: ExperimentSpec, source: str = "table")
     if df[inp.id_column].duplicated().any():
         dups = df.loc[df[inp.id_column].duplicated(), inp.id_column].astype(str).head(3).tolist()
         raise InputError(f"{source}: one row per patient expected; repeated {inp.id_column}: {dups}")
+    survival = tgt.kind == "survival"
+    if survival and tgt.time not in df.columns:
+        raise InputError(f"{source}: target.time {tgt.time!r} is not a column of the table")
     df = apply_filters(df, spec.cohort, source)
-    n_missing_target = int(df[tgt.column].isna().sum())
-    df = df.loc[df[tgt.column].notna()]
+    need = [tgt.column] + ([tgt.time] if survival else [])
+    n_missing_target = int(df[need].isna().any(axis=1).sum())
+    df = df.loc[df[need].notna().all(axis=1)]
     exclude = {inp.id_column, tgt.column} | ({inp.centre_column} if inp.centre_column else set())
+    if survival:
+        exclude.add(tgt.time)
+        t = pd.to_numeric(df[tgt.time], errors="coerce")
+        if t.isna().any() or (t <= 0).any():
+            bad = df.loc[t.isna() | (t <= 0), inp.id_column].astype(str).head(3).tolist()
+            raise InputError(f"{source}: target.time {tgt.time!r} must be a positive number (rows {bad})")
     cols = select_feature_columns(df, spec.features, exclude, source)
     dropped: dict[str, str] = {}
     miss = df[cols].isna().mean()
@@ -158,6 +178,10 @@ def build_dataset(df: pd.DataFrame, spec: ExperimentSpec, source: str = "table")
             f"{source}: target {tgt.column!r} has a single class after filtering "
             f"(positive value {tgt.positive!r}; {n_missing_target} rows without target dropped)"
         )
+    if survival:
+        from sksurv.util import Surv
+
+        y = Surv.from_arrays(event=y.astype(bool), time=df[tgt.time].astype(float).to_numpy())
     X = df[cols].astype("float64")
     centres = None
     if inp.centre_column:
@@ -166,7 +190,8 @@ def build_dataset(df: pd.DataFrame, spec: ExperimentSpec, source: str = "table")
             raise InputError(f"{source}: {inp.centre_column!r} is missing for some rows")
         X.insert(0, inp.centre_column, centres.to_numpy(dtype=object))
     X = X.reset_index(drop=True)
-    frame = df[[inp.id_column] + ([inp.centre_column] if inp.centre_column else []) + [tgt.column] + cols].reset_index(drop=True)
+    frame = df[[inp.id_column] + ([inp.centre_column] if inp.centre_column else []) + [tgt.column]
+               + ([tgt.time] if survival else []) + cols].reset_index(drop=True)
     return Dataset(
         X=X,
         y=y,
@@ -176,4 +201,5 @@ def build_dataset(df: pd.DataFrame, spec: ExperimentSpec, source: str = "table")
         centre_column=inp.centre_column,
         frame=frame,
         dropped_features=dropped,
+        kind=tgt.kind,
     )

@@ -15,6 +15,9 @@ MLflow layout of one :func:`run_experiment` call:
   probability) and the final model (``model``; refitted on all patients, signature, input
   example, ``predict`` returns [P(0), P(1)]).
 * the best pipeline's model (by AUC) is registered as ``registered_model`` if set.
+
+Survival targets log ``c_index`` (+ CI), ``fold_c_index``, ``plots/km_risk_groups.png``,
+``predictions/oof.csv`` with time, event and risk_score; the model's ``predict`` is the risk score.
 """
 
 from __future__ import annotations
@@ -37,14 +40,14 @@ from ..report import RunReport
 from .data import Dataset, build_dataset
 from .pipelines import build_pipeline, selected_features
 from .spec import ExperimentSpec, PipelineSpec, load_spec
-from .validation import METRICS, CVResult, HeldOutResult, fit_with_search, heldout_centre, nested_cv
+from .validation import CVResult, HeldOutResult, fit_with_search, heldout_centre, nested_cv, predict_score, strata
 
 log = logging.getLogger("biomarkers.modeling")
 
 #: Columns of the leaderboard returned by :func:`leaderboard`.
 LEADERBOARD_METRICS = [
     "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "sensitivity", "specificity", "brier",
-    "permutation_p_value", "heldout_auc",
+    "c_index", "c_index_ci_low", "c_index_ci_high", "permutation_p_value", "heldout_auc", "heldout_c_index",
 ]
 
 
@@ -80,7 +83,7 @@ def _skops_types(model) -> list[str]:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(data=sio.dumps(model))
-    allowed = ("biomarkers.", "sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "pandas.")
+    allowed = ("biomarkers.", "sklearn.", "sksurv.", "numpy.", "scipy.", "builtins.", "collections.", "pandas.")
     bad = [t for t in untrusted if not t.startswith(allowed)]
     if bad:
         raise RuntimeError(f"model contains types that cannot be saved safely: {bad}")
@@ -93,28 +96,34 @@ def _log_model(pipe, ds: Dataset, spec: ExperimentSpec, registered_name: str | N
     from mlflow.models import infer_signature
 
     example = ds.X.head(5)
-    proba = pipe.predict_proba(example)
-    signature = infer_signature(example, proba)
+    survival = ds.kind == "survival"
+    out = pipe.predict(example) if survival else pipe.predict_proba(example)
+    signature = infer_signature(example, out)
     reqs = [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}", "neuroHarmonize", "biomarkers"]
+    if survival:
+        import sksurv
+
+        reqs.append(f"scikit-survival=={sksurv.__version__}")
     info = mlflow.sklearn.log_model(
         pipe,
         name="model",
         signature=signature,
         input_example=example,
-        pyfunc_predict_fn="predict_proba",
+        pyfunc_predict_fn="predict" if survival else "predict_proba",
         pip_requirements=reqs,
         serialization_format="skops",
         skops_trusted_types=_skops_types(pipe),
         registered_model_name=registered_name,
         metadata={"id_column": spec.input.id_column, "target": spec.target.column,
-                  "positive": str(spec.target.positive), "centre_column": spec.input.centre_column or ""},
+                  "positive": str(spec.target.positive), "centre_column": spec.input.centre_column or "",
+                  "target_kind": ds.kind},
     )
     return info
 
 
 def _metric_dict(prefix: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]) -> dict[str, float]:
     out = {}
-    for m in METRICS:
+    for m in metrics:
         out[f"{prefix}{m}"] = metrics[m]
         lo, hi = ci.get(m, (float("nan"), float("nan")))
         out[f"{prefix}{m}_ci_low"] = lo
@@ -193,7 +202,7 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
         mlflow.log_text(spec_yaml, f"spec/{spec_path.name if spec_path else 'spec.yaml'}")
         dset = tracking.log_feature_set(table_path, name=table_path.stem, df=ds.frame.drop(columns=[spec.input.id_column]),
                                         targets=spec.target.column)
-        mlflow.log_metrics({"n_patients": len(ds.y), "n_positive": int(ds.y.sum()), "n_features": len(ds.feature_columns)})
+        mlflow.log_metrics({"n_patients": len(ds.y), "n_positive": int(ds.strata.sum()), "n_features": len(ds.feature_columns)})
         if ds.dropped_features:
             mlflow.log_text(pd.Series(ds.dropped_features, name="reason").to_csv(index_label="feature"),
                             "features/dropped_features.csv")
@@ -212,14 +221,16 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
                 report.add(pspec.name, "failed", reason[:500])
                 continue
             result.pipelines.append(pr)
-            report.add(pspec.name, "done", auc=pr.metrics["auc"], run_id=pr.run_id, seconds=round(time.time() - t1, 1))
+            report.add(pspec.name, "done", run_id=pr.run_id, seconds=round(time.time() - t1, 1),
+                       **{pr.cv.primary: pr.metrics[pr.cv.primary]})
         mlflow.log_text(__import__("json").dumps(report.to_dict(), indent=2, default=str), "report.json")
         if not result.pipelines:
             raise InputError(f"experiment {spec.name!r}: every pipeline failed: {report.reasons()}")
-        best = max(result.pipelines, key=lambda r: (np.nan_to_num(r.metrics["auc"], nan=-1), -r.metrics["brier"]))
+        key = result.pipelines[0].cv.primary
+        best = max(result.pipelines, key=lambda r: (np.nan_to_num(r.metrics[key], nan=-1), -r.metrics.get("brier", 0.0)))
         result.best = best.name
         mlflow.set_tag("biomarkers.best_pipeline", best.name)
-        mlflow.log_metric("best_auc", best.metrics["auc"])
+        mlflow.log_metric(f"best_{key}", best.metrics[key])
         mlflow.log_metric("duration_s", time.time() - t0)
         if spec.registered_model and best.model_uri:
             mv = mlflow.register_model(best.model_uri, spec.registered_model,
@@ -248,30 +259,34 @@ def _run_child(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, table_pat
             raise
         mlflow.set_tag("biomarkers.status", "done")
         metrics = _metric_dict("", cv.metrics, cv.ci)
-        metrics.update(n_patients=len(cv.y), n_positive=int(cv.y.sum()), n_features=len(ds.feature_columns))
+        metrics.update(n_patients=len(cv.y), n_positive=int(strata(cv.y).sum()), n_features=len(ds.feature_columns))
         if cv.permutation_p is not None:
             metrics["permutation_p_value"] = cv.permutation_p
-            metrics["permutation_auc_mean"] = float(np.mean(cv.permutation_aucs))
+            metrics[f"permutation_{cv.primary}_mean"] = float(np.mean(cv.permutation_scores))
         if held is not None:
             metrics.update(_metric_dict("heldout_", held.metrics, held.ci))
             metrics["heldout_n_patients"] = held.n_test
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
-        for i, a in enumerate(cv.fold_auc):
+        for i, a in enumerate(cv.fold_scores):
             if np.isfinite(a):
-                mlflow.log_metric("fold_auc", a, step=i)
+                mlflow.log_metric(f"fold_{cv.primary}", a, step=i)
         if best_params:
             mlflow.log_params({f"final.{k}": str(v) for k, v in best_params.items()})
         # artifacts
         oof_p = cv.oof_mean
-        auc_txt = f"AUC {cv.metrics['auc']:.2f} [{cv.ci['auc'][0]:.2f}, {cv.ci['auc'][1]:.2f}]"
-        from .plots import calibration_figure, roc_figure
+        k = cv.primary
+        label = "AUC" if k == "auc" else "C-index"
+        auc_txt = f"{label} {cv.metrics[k]:.2f} [{cv.ci[k][0]:.2f}, {cv.ci[k][1]:.2f}]"
+        from .plots import calibration_figure, km_figure, roc_figure
 
-        fig = roc_figure(cv.y, oof_p, f"{pspec.name}: nested CV", auc_txt)
-        mlflow.log_figure(fig, "plots/roc.png")
-        plt.close(fig)
-        fig = calibration_figure(cv.y, oof_p, f"{pspec.name}: calibration")
-        mlflow.log_figure(fig, "plots/calibration.png")
-        plt.close(fig)
+        if ds.kind == "survival":
+            figs = {"plots/km_risk_groups.png": km_figure(cv.y, oof_p, f"{pspec.name}: OOF risk groups", auc_txt)}
+        else:
+            figs = {"plots/roc.png": roc_figure(cv.y, oof_p, f"{pspec.name}: nested CV", auc_txt),
+                    "plots/calibration.png": calibration_figure(cv.y, oof_p, f"{pspec.name}: calibration")}
+        for name, fig in figs.items():
+            mlflow.log_figure(fig, name)
+            plt.close(fig)
         sel = cv.feature_frequency()
         final_feats = set(selected_features(final))
         sel["in_final_model"] = sel["feature"].isin(final_feats)
@@ -281,7 +296,11 @@ def _run_child(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, table_pat
                                                 "in_final_model": True})], ignore_index=True)
         mlflow.log_text(sel.to_csv(index=False), "features/selected_features.csv")
         ids = ds.ids if held is None else ds.ids[(ds.centres != str(spec.validation.heldout_centre)).to_numpy()]
-        oof_df = pd.DataFrame({spec.input.id_column: ids.to_numpy(), "target": cv.y, "probability": oof_p})
+        if ds.kind == "survival":
+            oof_df = pd.DataFrame({spec.input.id_column: ids.to_numpy(), "time": cv.y["time"],
+                                   "event": cv.y["event"].astype(int), "risk_score": oof_p})
+        else:
+            oof_df = pd.DataFrame({spec.input.id_column: ids.to_numpy(), "target": cv.y, "probability": oof_p})
         mlflow.log_text(oof_df.to_csv(index=False), "predictions/oof.csv")
         model_uri = None
         if spec.log_models:
@@ -333,14 +352,19 @@ def leaderboard(experiment: str, tracking_uri: str | None = None, parent_run_id:
     if df.empty:
         return df
     cols = ["pipeline"] + [m for m in LEADERBOARD_METRICS if m in df.columns] + ["status", "run_id"]
-    if "auc" not in df.columns:
-        df["auc"] = np.nan
-        cols.insert(1, "auc")
-    return df[cols].sort_values("auc", ascending=False, na_position="last").reset_index(drop=True)
+    key = "c_index" if "c_index" in df.columns and "auc" not in df.columns else "auc"
+    if key not in df.columns:
+        df[key] = np.nan
+        cols.insert(1, key)
+    return df[cols].sort_values(key, ascending=False, na_position="last").reset_index(drop=True)
 
 
 def predict_table(model_uri: str, table: str | os.PathLike, tracking_uri: str | None = None) -> pd.DataFrame:
-    """Score the rows of ``table`` with an MLflow model; returns id (if present) + ``probability``."""
+    """Score the rows of ``table`` with an MLflow model.
+
+    Returns the id column (if present) and ``probability`` (of the positive class) or, for a
+    survival model, ``risk_score`` (higher = earlier event; relative, not a probability).
+    """
     import mlflow.pyfunc
 
     df = tracking.read_table(table)
@@ -362,8 +386,10 @@ def predict_table(model_uri: str, table: str | os.PathLike, tracking_uri: str | 
     for c in cols:
         X[c] = X[c].astype(str) if c == centre else X[c].astype("float64")
     out = np.asarray(model.predict(X))
-    proba = out[:, 1] if out.ndim == 2 else out
-    res = pd.DataFrame({"probability": proba})
+    if md.get("target_kind") == "survival":
+        res = pd.DataFrame({"risk_score": out.astype(float)})
+    else:
+        res = pd.DataFrame({"probability": out[:, 1] if out.ndim == 2 else out})
     idc = md.get("id_column")
     if idc and idc in df.columns:
         res.insert(0, idc, df[idc].astype(str).to_numpy())

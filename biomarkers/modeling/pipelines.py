@@ -20,7 +20,7 @@ from sklearn.svm import SVC
 
 from ..errors import ConfigError
 from .spec import ModelSpec, PipelineSpec
-from .transformers import ComBatHarmonizer, CorrelationClusterFilter, DropColumns, MRMRSelector
+from .transformers import ComBatHarmonizer, CorrelationClusterFilter, DropColumns, MRMRSelector, f_score
 
 STEPS = ("impute", "harmonize", "scale", "redundancy", "select", "model")
 
@@ -42,6 +42,24 @@ def make_model(spec: ModelSpec, seed: int = 0):
             raise ConfigError(f"model.params for svm: {err}") from None
     elif spec.type == "gradient_boosting":
         kw = dict(n_estimators=100, max_depth=2, learning_rate=0.1, subsample=0.8, random_state=seed)
+    elif spec.type == "cox":
+        from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+        kw = dict(alpha=1.0, ties="breslow")
+        kw.update(p)
+        try:
+            return CoxPHSurvivalAnalysis(**kw)
+        except TypeError as err:
+            raise ConfigError(f"model.params for cox: {err}") from None
+    elif spec.type == "random_survival_forest":
+        from sksurv.ensemble import RandomSurvivalForest
+
+        kw = dict(n_estimators=200, min_samples_leaf=5, max_features="sqrt", random_state=seed, n_jobs=1)
+        kw.update(p)
+        try:
+            return RandomSurvivalForest(**kw)
+        except TypeError as err:
+            raise ConfigError(f"model.params for random_survival_forest: {err}") from None
     else:  # pragma: no cover - pydantic prevents this
         raise ConfigError(f"unknown model type {spec.type!r}")
     kw.update(p)
@@ -57,7 +75,7 @@ def make_selector(method: str, k: int, seed: int = 0):
     if method == "none":
         return "passthrough"
     if method == "univariate":
-        return KBestSelector(f_classif, k=k)
+        return KBestSelector(f_score, k=k)
     if method == "l1":
         lr = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=0.5, class_weight="balanced", random_state=seed)
         return L1Selector(lr, threshold=-np.inf, max_features=k)
@@ -67,7 +85,10 @@ def make_selector(method: str, k: int, seed: int = 0):
 
 
 class KBestSelector(SelectKBest):
-    """SelectKBest (ANOVA F) capping k at the number of features left by the previous steps."""
+    """SelectKBest capping k at the number of features left by the previous steps.
+
+    Score: ANOVA F (binary target) or the univariate Cox score test (survival target).
+    """
 
     def fit(self, X, y=None, **kw):
         if self.k != "all" and self.k > X.shape[1]:

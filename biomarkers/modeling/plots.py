@@ -38,3 +38,20 @@ def calibration_figure(y: np.ndarray, p: np.ndarray, title: str, n_bins: int = 5
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def km_figure(y, risk: np.ndarray, title: str, text: str = ""):
+    """Kaplan-Meier curves of the patients above / below the median out-of-fold risk score."""
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    fig, ax = _figure()
+    high = np.asarray(risk) >= np.median(risk)
+    for mask, lab in ((~high, "low risk"), (high, "high risk")):
+        if mask.sum() == 0:
+            continue
+        t, s = kaplan_meier_estimator(y["event"][mask].astype(bool), y["time"][mask])
+        ax.step(t, s, where="post", lw=2, label=f"{lab} (n={int(mask.sum())})")
+    ax.set(xlabel="time", ylabel="event-free probability", title=f"{title}\n{text}".strip(), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -98,3 +98,36 @@ def synthetic_table(
     df.insert(0, "patient_id", [f"P{seed:03d}{i:04d}" for i in range(n_patients)])
     df.attrs["signal_features"] = sig
     return df
+
+
+def synthetic_survival_table(
+    n_patients: int = 120,
+    n_features: int = 60,
+    n_centres: int = 3,
+    signal: float = 0.0,
+    n_signal: int = 2,
+    censoring: float = 0.3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Like :func:`synthetic_table` but with a time-to-event target.
+
+    ``time_days`` follows an exponential law whose log-hazard is ``signal`` x the mean of
+    the (standardised) planted features; about ``censoring`` of patients are censored
+    (``event`` 0) at a uniform time before their event. Columns: patient_id, centre,
+    event, time_days, features (``df.attrs["signal_features"]`` lists the planted ones).
+    """
+    df = synthetic_table(n_patients, n_features, n_centres, signal=0.0, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    feats = [c for c in df.columns if c not in ("patient_id", "centre", "outcome")]
+    chosen = feats[:: max(1, len(feats) // n_signal)][:n_signal]
+    z = df[chosen].to_numpy(dtype=float)
+    z = (z - z.mean(axis=0)) / z.std(axis=0)
+    hazard = np.exp(signal * z.mean(axis=1)) / 365.0
+    t_event = rng.exponential(1.0 / hazard)
+    censored = rng.random(n_patients) < censoring
+    t_cens = t_event * rng.uniform(0.05, 1.0, n_patients)
+    df = df.drop(columns="outcome")
+    df.insert(2, "time_days", np.where(censored, t_cens, t_event) + 1.0)
+    df.insert(2, "event", (~censored).astype(int))
+    df.attrs["signal_features"] = chosen
+    return df

@@ -46,11 +46,24 @@ class InputSpec(Settings):
 
 
 class TargetSpec(Settings):
-    """The prediction target. ``kind: binary`` only (time-to-event is not implemented yet)."""
+    """The prediction target.
+
+    ``binary``: ``column`` holds the outcome, ``positive`` its positive value.
+    ``survival`` (time to event): ``time`` is the follow-up time column (any positive unit,
+    e.g. days), ``column`` the event indicator (``positive`` = event observed, anything
+    else = censored). Models predict a risk score; the metric is Harrell's C-index.
+    """
 
     column: str = "outcome"
-    kind: Literal["binary"] = "binary"
+    kind: Literal["binary", "survival"] = "binary"
     positive: Any = 1
+    time: str | None = None
+
+    @model_validator(mode="after")
+    def _time_for_survival(self) -> "TargetSpec":
+        if self.kind == "survival" and not self.time:
+            raise ValueError("target.kind survival needs target.time (the follow-up time column)")
+        return self
 
 
 class CohortFilter(Settings):
@@ -84,10 +97,18 @@ class SelectSpec(Settings):
     k: int = Field(10, ge=1)
 
 
-class ModelSpec(Settings):
-    """``params`` go to the scikit-learn estimator (for ``svm``: to the SVC inside a Platt calibration)."""
+BINARY_MODELS = ("logistic", "random_forest", "svm", "gradient_boosting")
+SURVIVAL_MODELS = ("cox", "random_survival_forest")
 
-    type: Literal["logistic", "random_forest", "svm", "gradient_boosting"] = "logistic"
+
+class ModelSpec(Settings):
+    """``params`` go to the estimator (for ``svm``: to the SVC inside a Platt calibration).
+
+    Binary targets: logistic, random_forest, svm, gradient_boosting. Survival targets
+    (scikit-survival): cox (ridge-penalised Cox PH, ``alpha``), random_survival_forest.
+    """
+
+    type: Literal["logistic", "random_forest", "svm", "gradient_boosting", "cox", "random_survival_forest"] = "logistic"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -118,7 +139,8 @@ class ValidationSpec(Settings):
     inner_folds: int = Field(3, ge=2)
     search: Literal["grid", "random"] = "grid"
     n_iter: int = Field(10, ge=1)
-    scoring: Literal["roc_auc", "balanced_accuracy", "neg_brier_score"] = "roc_auc"
+    #: inner-search criterion; default: roc_auc (binary), Harrell's C-index (survival)
+    scoring: Literal["roc_auc", "balanced_accuracy", "neg_brier_score"] | None = None
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     permutations: int = Field(0, ge=0)
@@ -150,6 +172,21 @@ class ExperimentSpec(Settings):
         if dup:
             raise ValueError(f"pipeline names must be unique (repeated: {', '.join(dup)})")
         return v
+
+    @model_validator(mode="after")
+    def _models_match_target(self) -> "ExperimentSpec":
+        ok = SURVIVAL_MODELS if self.target.kind == "survival" else BINARY_MODELS
+        bad = [f"{p.name} ({p.model.type})" for p in self.pipelines if p.model.type not in ok]
+        if bad:
+            raise ValueError(f"pipelines {bad}: model type not usable for a {self.target.kind} target "
+                             f"(use one of {', '.join(ok)})")
+        if self.target.kind == "survival":
+            bad = [p.name for p in self.pipelines if p.select.method == "l1"]
+            if bad:
+                raise ValueError(f"pipelines {bad}: select.method l1 is for binary targets (use univariate or mrmr)")
+            if self.validation.scoring is not None:
+                raise ValueError("validation.scoring applies to binary targets (survival uses the C-index)")
+        return self
 
     @model_validator(mode="after")
     def _combat_needs_centre(self) -> "ExperimentSpec":

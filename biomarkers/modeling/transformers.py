@@ -203,8 +203,48 @@ class CorrelationClusterFilter(TransformerMixin, BaseEstimator):
         return np.asarray(self.kept_, dtype=object)
 
 
+def cox_score(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """Univariate Cox score-test statistic (chi-square, 1 df) of every column of X.
+
+    ``y`` is a structured survival array (fields ``event``, ``time``). Breslow ties: the risk
+    set of an event at time t is every patient with time >= t. For a binary feature this is
+    the log-rank statistic. Returns (statistics, p-values), the SelectKBest score_func contract.
+    """
+    from scipy.stats import chi2
+
+    A = np.asarray(X, dtype=float)
+    event = np.asarray(y["event"], dtype=bool)
+    time = np.asarray(y["time"], dtype=float)
+    order = np.argsort(-time, kind="stable")
+    A, event, time = A[order], event[order], time[order]
+    cs1 = np.cumsum(A, axis=0)
+    cs2 = np.cumsum(A * A, axis=0)
+    n_at = np.arange(1, len(time) + 1, dtype=float)
+    # the risk set of a time t ends at the last row (in descending order) with time == t
+    last = np.searchsorted(-time, -time, side="right") - 1
+    ev = np.flatnonzero(event)
+    r = last[ev]
+    mean = cs1[r] / n_at[r, None]
+    var = cs2[r] / n_at[r, None] - mean**2
+    U = (A[ev] - mean).sum(axis=0)
+    info = var.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = np.where(info > 1e-12, U**2 / info, 0.0)
+    return stat, chi2.sf(stat, 1)
+
+
+def f_score(X, y):
+    """ANOVA F for a binary target, the Cox score test for a survival (structured) target."""
+    if getattr(np.asarray(y).dtype, "names", None):
+        return cox_score(X, y)
+    return f_classif(X, y)
+
+
 class MRMRSelector(TransformerMixin, BaseEstimator):
-    """Greedy mRMR: repeatedly add the feature maximising F(y) / mean |r| with the chosen ones."""
+    """Greedy mRMR: repeatedly add the feature maximising relevance / mean |r| with the chosen ones.
+
+    Relevance: ANOVA F (binary target) or the Cox score statistic (survival target).
+    """
 
     def __init__(self, k: int = 10):
         self.k = k
@@ -216,7 +256,7 @@ class MRMRSelector(TransformerMixin, BaseEstimator):
         A = X.to_numpy(dtype=float)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            F, _ = f_classif(A, y)
+            F, _ = f_score(A, y)
         F = np.nan_to_num(F, nan=0.0)
         k = min(self.k, A.shape[1])
         sd = A.std(axis=0)

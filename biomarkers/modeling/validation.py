@@ -89,19 +89,76 @@ def bootstrap_ci(
     return {m: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) for m, v in draws.items()}
 
 
-def _search(pipe: Pipeline, grid: dict, val: ValidationSpec, seed: int):
+def is_survival(y) -> bool:
+    """True for a structured (event, time) survival array."""
+    return bool(getattr(np.asarray(y).dtype, "names", None))
+
+
+def strata(y) -> np.ndarray:
+    """What folds are stratified on: the 0/1 outcome, or the event indicator for survival."""
+    return np.asarray(y["event"]).astype(int) if is_survival(y) else np.asarray(y).astype(int)
+
+
+def c_index(y, risk: np.ndarray) -> float:
+    """Harrell's concordance index (scikit-survival) of risk scores (higher = earlier event)."""
+    from sksurv.metrics import concordance_index_censored
+
+    return float(concordance_index_censored(y["event"].astype(bool), y["time"], np.asarray(risk, float))[0])
+
+
+def evaluate(y, p: np.ndarray, val: ValidationSpec) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Point metrics and bootstrap CIs: AUC & co. (binary) or the C-index (survival)."""
+    if not is_survival(y):
+        return (binary_metrics(y, p, val.threshold),
+                bootstrap_ci(y, p, val.bootstrap, val.confidence, val.threshold, val.seed))
+    m = {"c_index": c_index(y, p)}
+    draws = []
+    rng = np.random.default_rng(val.seed)
+    for _ in range(val.bootstrap):
+        idx = rng.integers(0, len(p), len(p))
+        if y["event"][idx].any():
+            draws.append(c_index(y[idx], p[idx]))
+    a = (1.0 - val.confidence) / 2.0
+    ci = (float(np.quantile(draws, a)), float(np.quantile(draws, 1 - a))) if draws else (float("nan"),) * 2
+    return m, {"c_index": ci}
+
+
+def primary_metric(y) -> str:
+    return "c_index" if is_survival(y) else "auc"
+
+
+def _score(y, p) -> float:
+    if is_survival(y):
+        return c_index(y, p) if np.asarray(y["event"]).any() else float("nan")
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def predict_score(model, X) -> np.ndarray:
+    """P(positive) for classifiers, the risk score for survival models."""
+    if hasattr(model, "predict_proba") and not hasattr(model[-1] if isinstance(model, Pipeline) else model,
+                                                         "predict_survival_function"):
+        return model.predict_proba(X)[:, 1]
+    return np.asarray(model.predict(X), dtype=float)
+
+
+def _search(pipe: Pipeline, grid: dict, val: ValidationSpec, seed: int, X, y):
     if not grid:
         return clone(pipe)
-    inner = StratifiedKFold(val.inner_folds, shuffle=True, random_state=seed)
+    inner = list(StratifiedKFold(val.inner_folds, shuffle=True, random_state=seed).split(X, strata(y)))
+    scoring = None if is_survival(y) else (val.scoring or "roc_auc")
     if val.search == "random":
-        return RandomizedSearchCV(clone(pipe), grid, n_iter=val.n_iter, cv=inner, scoring=val.scoring,
+        return RandomizedSearchCV(clone(pipe), grid, n_iter=val.n_iter, cv=inner, scoring=scoring,
                                   n_jobs=val.n_jobs, random_state=seed, error_score="raise")
-    return GridSearchCV(clone(pipe), grid, cv=inner, scoring=val.scoring, n_jobs=val.n_jobs, error_score="raise")
+    return GridSearchCV(clone(pipe), grid, cv=inner, scoring=scoring, n_jobs=val.n_jobs, error_score="raise")
 
 
 def fit_with_search(pipe: Pipeline, grid: dict, X: pd.DataFrame, y: np.ndarray, val: ValidationSpec, seed: int = 0):
-    """Fit the inner search (or the pipeline if the grid is empty); return (best pipeline, best params)."""
-    est = _search(pipe, grid, val, seed)
+    """Fit the inner search (or the pipeline if the grid is empty); return (best pipeline, best params).
+
+    Inner folds are stratified on the outcome (or event); the search criterion is
+    ``validation.scoring`` (default AUC) or, for survival, the model's C-index.
+    """
+    est = _search(pipe, grid, val, seed, X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=RuntimeWarning)
@@ -113,18 +170,22 @@ def fit_with_search(pipe: Pipeline, grid: dict, X: pd.DataFrame, y: np.ndarray, 
 
 @dataclass
 class CVResult:
-    """Outcome of nested CV for one pipeline."""
+    """Outcome of nested CV for one pipeline (``oof``: probabilities, or risk scores for survival)."""
 
-    oof: np.ndarray  # (repeats, n) out-of-fold probabilities
+    oof: np.ndarray  # (repeats, n) out-of-fold predictions
     y: np.ndarray
     metrics: dict[str, float]
     ci: dict[str, tuple[float, float]]
-    fold_auc: list[float]
+    fold_scores: list[float]  # AUC (or C-index) of each outer test fold
     feature_counts: Counter
     n_folds: int
     best_params: list[dict] = field(default_factory=list)
     permutation_p: float | None = None
-    permutation_aucs: list[float] = field(default_factory=list)
+    permutation_scores: list[float] = field(default_factory=list)
+
+    @property
+    def primary(self) -> str:
+        return primary_metric(self.y)
 
     @property
     def oof_mean(self) -> np.ndarray:
@@ -137,15 +198,17 @@ class CVResult:
 
 
 def check_folds(y: np.ndarray, val: ValidationSpec, inner: bool = True) -> None:
-    """Each class needs at least outer_folds patients (stratification) and enough for the inner folds."""
+    """Each class (or events/censored) needs at least outer_folds patients, and enough for the inner folds."""
     from ..errors import InputError
 
-    n_min = int(min(np.sum(y == 0), np.sum(y == 1)))
+    s = strata(y)
+    n_min = int(min(np.sum(s == 0), np.sum(s == 1)))
+    what = "events or censored patients" if is_survival(y) else "patients in the smaller class"
     if n_min < val.outer_folds:
-        raise InputError(f"the smaller class has {n_min} patients: fewer than validation.outer_folds "
+        raise InputError(f"only {n_min} {what}: fewer than validation.outer_folds "
                          f"({val.outer_folds}); lower outer_folds or add patients")
     if inner and n_min * (val.outer_folds - 1) // val.outer_folds < val.inner_folds:
-        raise InputError(f"the smaller class has {n_min} patients: too few for {val.outer_folds} outer x "
+        raise InputError(f"only {n_min} {what}: too few for {val.outer_folds} outer x "
                          f"{val.inner_folds} inner folds; lower inner_folds")
 
 
@@ -153,42 +216,43 @@ def _oof(pipe, grid, X, y, val, seed, keep_details=True):
     outer = RepeatedStratifiedKFold(n_splits=val.outer_folds, n_repeats=val.outer_repeats, random_state=seed)
     oof = np.full((val.outer_repeats, len(y)), np.nan)
     counts: Counter = Counter()
-    fold_auc, params = [], []
-    for i, (tr, te) in enumerate(outer.split(X, y)):
+    scores, params = [], []
+    for i, (tr, te) in enumerate(outer.split(X, strata(y))):
         best, bp = fit_with_search(pipe, grid, X.iloc[tr], y[tr], val, seed + i)
-        p = best.predict_proba(X.iloc[te])[:, 1]
+        p = predict_score(best, X.iloc[te])
         oof[i // val.outer_folds, te] = p
         if keep_details:
             counts.update(selected_features(best))
             params.append(bp)
-            fold_auc.append(float(roc_auc_score(y[te], p)) if len(np.unique(y[te])) == 2 else float("nan"))
-    return oof, counts, fold_auc, params
+            scores.append(_score(y[te], p))
+    return oof, counts, scores, params
 
 
 def nested_cv(pipe: Pipeline, grid: dict, X: pd.DataFrame, y: np.ndarray, val: ValidationSpec,
               permutations: int | None = None) -> CVResult:
     """Nested CV of ``pipe`` with inner search over ``grid``; optional label-permutation p-value.
 
-    The permutation test repeats the whole nested CV with shuffled labels ``permutations``
-    times; p = (1 + #{AUC_perm >= AUC}) / (1 + permutations).
+    ``y``: 0/1 outcome, or a structured survival array. Metrics are computed on each
+    patient's out-of-fold prediction averaged over repeats. The permutation test repeats the
+    whole nested CV with the outcomes (or (event, time) pairs) shuffled across patients
+    ``permutations`` times; p = (1 + #{score_perm >= score}) / (1 + permutations).
     """
-    y = np.asarray(y).astype(int)
+    y = np.asarray(y) if is_survival(y) else np.asarray(y).astype(int)
     check_folds(y, val, inner=bool(grid))
-    oof, counts, fold_auc, params = _oof(pipe, grid, X, y, val, val.seed)
+    oof, counts, scores, params = _oof(pipe, grid, X, y, val, val.seed)
     p = np.nanmean(oof, axis=0)
-    metrics = binary_metrics(y, p, val.threshold)
-    ci = bootstrap_ci(y, p, val.bootstrap, val.confidence, val.threshold, val.seed)
-    res = CVResult(oof, y, metrics, ci, fold_auc, counts, val.outer_folds * val.outer_repeats, params)
+    metrics, ci = evaluate(y, p, val)
+    res = CVResult(oof, y, metrics, ci, scores, counts, val.outer_folds * val.outer_repeats, params)
     n_perm = val.permutations if permutations is None else permutations
     if n_perm:
         rng = np.random.default_rng(val.seed + 7919)
-        aucs = []
+        perm = []
         for _ in range(n_perm):
-            yp = rng.permutation(y)
+            yp = y[rng.permutation(len(y))]
             o, *_ = _oof(pipe, grid, X, yp, val, val.seed, keep_details=False)
-            aucs.append(float(roc_auc_score(yp, np.nanmean(o, axis=0))))
-        res.permutation_aucs = aucs
-        res.permutation_p = (1 + sum(a >= metrics["auc"] for a in aucs)) / (1 + n_perm)
+            perm.append(_score(yp, np.nanmean(o, axis=0)))
+        res.permutation_scores = perm
+        res.permutation_p = (1 + sum(a >= metrics[res.primary] for a in perm)) / (1 + n_perm)
     return res
 
 
@@ -213,8 +277,7 @@ def heldout_centre(pipe: Pipeline, grid: dict, X: pd.DataFrame, y: np.ndarray, c
         raise ConfigError(f"validation.heldout_centre {centre!r} has no patients "
                           f"(centres: {sorted(centres.astype(str).unique())})")
     best, _ = fit_with_search(pipe, grid, X.loc[~test], y[~test], val, val.seed)
-    p = best.predict_proba(X.loc[test])[:, 1]
+    p = predict_score(best, X.loc[test])
     yt = y[test]
-    return HeldOutResult(str(centre), int((~test).sum()), int(test.sum()), p, yt,
-                         binary_metrics(yt, p, val.threshold),
-                         bootstrap_ci(yt, p, val.bootstrap, val.confidence, val.threshold, val.seed))
+    m, ci = evaluate(yt, p, val)
+    return HeldOutResult(str(centre), int((~test).sum()), int(test.sum()), p, yt, m, ci)
