@@ -148,30 +148,28 @@ class Pipeline:
 
     # ----------------------------------------------------------------- run
     def run(self) -> RunReport:
-        """Run every enabled stage; returns the pipeline RunReport (also written to OUT/run_report.json)."""
+        """Run every enabled stage; returns the pipeline RunReport (also written to OUT/run_report.json).
+
+        The MLflow run is created when the stages are done (with the pipeline's start time);
+        a rerun in which every stage was cached creates no new MLflow run (nothing new to
+        track) and reports the last run's id instead.
+        """
         self.validate()
         self._prepare()
+        t0 = time.time()
         self.report = RunReport("pipeline")
-        run_id = self._start_mlflow_run()
         try:
             for name in STAGES:
                 if not self._enabled(name):
                     self.stages[name] = StageOutcome("disabled")
+                    continue
+                if name == "tracking":  # done at the end, see _log_mlflow
                     continue
                 failed_up = [u for u in self._upstream(name) if self.stages.get(u, StageOutcome("")).status == "failed"]
                 if failed_up:
                     self._fail(name, f"not run: upstream stage {failed_up[0]} failed")
                     continue
                 self._run_stage(name)
-        except BaseException:  # interrupted (Ctrl-C...): the MLflow run must not stay RUNNING
-            if run_id is not None:
-                try:
-                    from biomarkers.tracking import client
-
-                    client(self._tracking_uri()).set_terminated(run_id, "KILLED")
-                except Exception:  # noqa: BLE001
-                    pass
-            raise
         finally:
             if self._executor is not None and not isinstance(self.executor_spec, Executor):
                 self._executor.close()
@@ -182,16 +180,14 @@ class Pipeline:
             "config_hash": self.cfg.config_hash(),
             "executor": self._executor_desc,
             "biomarkers_version": biomarkers.__version__,
-            "stages": {k: vars(v) for k, v in self.stages.items()},
-            "mlflow_run_id": run_id,
+            "mlflow_run_id": None,
         })
-        self.report.write(self.paths["run_report"])
         try:
-            self._finish_mlflow_run(run_id)
+            self._log_mlflow(t0)
         except Exception as err:  # noqa: BLE001 - the outputs are written; tracking problems are reported
             self._fail("tracking", f"logging to MLflow failed: {type(err).__name__}: {err}")
-            self.report.extra["stages"]["tracking"] = vars(self.stages["tracking"])
-            self.report.write(self.paths["run_report"])
+        self.report.extra["stages"] = {k: vars(v) for k, v in self.stages.items()}
+        self.report.write(self.paths["run_report"])
         return self.report
 
     # ----------------------------------------------------------------- internals
@@ -286,7 +282,7 @@ class Pipeline:
             parts = {"features": self._hash_out(self.paths["features"] / "features_wide.parquet"),
                      "clinical": self._hash_out(self.paths["clinical"]), "join": schema.join, "how": schema.how}
         elif name == "tracking":
-            parts = {"features": self._hash_out(self.paths["features"] / "features_wide.parquet")}
+            parts = {"uri": self._tracking_uri(), "experiment": c.tracking.experiment}
         elif name == "experiments":
             specs = [self.hasher.file(p) for p in c.experiments.specs]
             inline = [s.model_dump(mode="json") for s in c.experiments.inline]
@@ -435,10 +431,6 @@ class Pipeline:
             rep.add(pid, "skipped", "clinical row but no features")
         return rep, {"rows": lrep.n_rows, "columns": lrep.n_columns, "patients_linked": lrep.n_patients_linked}
 
-    def _stage_tracking(self):
-        """Nothing to compute: the feature tables are logged on the pipeline's MLflow run at the end."""
-        return None, {}
-
     def _tracking_uri(self) -> str:
         from biomarkers.tracking import tracking_uri
 
@@ -481,30 +473,31 @@ class Pipeline:
         return rep, {"release": f"{res.name}-{res.version}", "mlflow_run_id": res.mlflow_run_id}
 
     # ----------------------------------------------------------------- MLflow
-    def _start_mlflow_run(self) -> str | None:
+    def _log_mlflow(self, t0: float) -> None:
+        """Create the pipeline's MLflow run (start time ``t0``), log what links the stages' outputs, end it."""
         if not self.cfg.tracking.enabled:
-            return None
-        try:
-            from biomarkers.tracking import client, get_or_create_experiment
-
-            uri = self._tracking_uri()
-            exp = get_or_create_experiment(self.cfg.tracking.experiment, uri)
-            run = client(uri).create_run(exp, run_name=self.cfg.name,
-                                         tags={"biomarkers.run_kind": "pipeline", "biomarkers.pipeline": self.cfg.name})
-            return run.info.run_id
-        except Exception as err:  # noqa: BLE001
-            self.report.add("stage/tracking", "failed", f"cannot start the MLflow run: {type(err).__name__}: {err}")
-            return None
-
-    def _finish_mlflow_run(self, run_id: str | None) -> None:
-        if run_id is None:
+            return
+        prev = self.state.get("_mlflow")
+        active = [k for k, v in self.stages.items() if k != "tracking" and v.status != "disabled"]
+        if prev.get("run_id") and prev.get("config_hash") == self.cfg.config_hash() and active \
+                and all(self.stages[k].status == "cached" for k in active):
+            self.report.extra["mlflow_run_id"] = prev["run_id"]
+            self.stages["tracking"] = StageOutcome("cached", details={"mlflow_run_id": prev["run_id"]})
+            echo(f"[tracking] nothing changed: no new MLflow run (last run {prev['run_id']})")
             return
         import mlflow
 
-        from biomarkers.tracking import log_feature_set, using_tracking
+        from biomarkers.tracking import client, get_or_create_experiment, log_feature_set, using_tracking
 
-        status = "FINISHED" if not any(s.status == "failed" for s in self.stages.values()) else "FAILED"
-        with using_tracking(self._tracking_uri()), warnings.catch_warnings():
+        t_log = time.time()
+        uri = self._tracking_uri()
+        exp = get_or_create_experiment(self.cfg.tracking.experiment, uri)
+        run_id = client(uri).create_run(exp, run_name=self.cfg.name, start_time=int(t0 * 1000), tags={
+            "biomarkers.run_kind": "pipeline", "biomarkers.pipeline": self.cfg.name}).info.run_id
+        self.report.extra["mlflow_run_id"] = run_id
+        self.stages["tracking"] = StageOutcome("ran", details={"mlflow_run_id": run_id})
+        failed = any(s.status == "failed" for s in self.stages.values())
+        with using_tracking(uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
             with mlflow.start_run(run_id=run_id):
                 mlflow.log_params({"config_hash": self.cfg.config_hash()[:16], "executor": self._executor_desc[:200],
@@ -527,12 +520,17 @@ class Pipeline:
                     mlflow.set_tag("biomarkers.release.run_id", rel["mlflow_run_id"])
                 if rel.get("release"):
                     mlflow.set_tag("biomarkers.release", rel["release"])
+                self.stages["tracking"].elapsed_s = round(time.time() - t_log, 3)
+                self.report.extra["stages"] = {k: vars(v) for k, v in self.stages.items()}
+                self.report.write(self.paths["run_report"])
                 for p, folder in [(self.paths["run_report"], "reports"),
                                   (self.paths["clinical_report"], "reports/clinical"), (self.paths["link_report"], "reports"),
                                   (self.out / "experiments.json", "reports")]:
                     if p.is_file():
                         mlflow.log_artifact(str(p), artifact_path=folder)
-                mlflow.end_run(status=status)
+                mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        self.state.data["_mlflow"] = {"run_id": run_id, "config_hash": self.cfg.config_hash()}
+        write_json(self.paths["state"], self.state.data)
 
 
 def _plain_frame(path: Path):

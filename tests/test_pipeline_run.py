@@ -158,6 +158,9 @@ def test_rerun_with_nothing_changed_computes_nothing(runs):
     st = rep.extra["stages"]
     assert st["ingest"]["status"] == "cached" and st["extract"]["status"] == "cached"
     assert _computed(rep, "ingest") == [] and _computed(rep, "extract") == []
+    # nothing new to track: no new MLflow run, the report names the last one
+    assert st["tracking"]["status"] == "cached"
+    assert rep.extra["mlflow_run_id"] == runs["cold"].extra["mlflow_run_id"]
     # every case is still listed (from the last report), marked cached
     assert len(_stage_cases(rep, "extract")) == 6
     assert len(_stage_cases(rep, "clinical")) == len(_stage_cases(runs["cold"], "clinical")) > 0
