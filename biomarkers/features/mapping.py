@@ -57,6 +57,14 @@ def mapping_rows() -> tuple[MappingRow, ...]:
     return tuple(rows)
 
 
+@functools.lru_cache(maxsize=1)
+def _by_feature() -> dict[tuple[str, str], tuple[MappingRow, ...]]:
+    out: dict[tuple[str, str], list[MappingRow]] = {}
+    for r in mapping_rows():
+        out.setdefault((r.feature_class, r.feature), []).append(r)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def mapping_table():
     """The mapping as a pandas DataFrame (documentation, README, checks)."""
     import pandas as pd
@@ -81,12 +89,11 @@ def aggregation_suffix(tag: str, settings: Mapping | None) -> str | None:
 def ibsi_codes(feature_class: str, feature: str, settings: Mapping | None = None) -> list[tuple[str, str, bool]]:
     """All IBSI tags of one pyradiomics feature: ``[(tag, relation, primary), ...]`` (primary first)."""
     out = []
-    for r in mapping_rows():
-        if r.feature_class == feature_class and r.feature == feature:
-            suffix = aggregation_suffix(r.ibsi_tag, settings)
-            if suffix is None:
-                continue
-            out.append((r.ibsi_tag + suffix, r.relation, r.primary))
+    for r in _by_feature().get((feature_class, feature), ()):
+        suffix = aggregation_suffix(r.ibsi_tag, settings)
+        if suffix is None:
+            continue
+        out.append((r.ibsi_tag + suffix, r.relation, r.primary))
     out.sort(key=lambda t: not t[2])
     return out
 
