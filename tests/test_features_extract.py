@@ -136,6 +136,12 @@ def test_sts_reproducible_parallel_incremental(sts_dataset, sts_reference, share
     row = wide1[(wide1.patient_id == "STS_002") & (wide1.modality == "CT")].iloc[0]
     assert row["original_shape_VoxelVolume"] == pytest.approx(msk.sum() * float(np.prod(img.header.get_zooms()[:3])), rel=1e-6)
     assert row["original_firstorder_Mean"] == pytest.approx(arr[msk].mean(), rel=1e-9)
+    # MR: z-score over the whole image x 100 (mr.yaml normalize: true, normalizeScale: 100), by hand
+    mr = np.asarray(nib.load(shared_data / "sts/nifti/STS_002/MR_T1_image.nii.gz").dataobj, dtype=np.float64)
+    mr_roi = np.asarray(nib.load(shared_data / "sts/nifti/STS_002/MR_T1_mask.nii.gz").dataobj) > 0
+    z = (mr - mr.mean()) / mr.std(ddof=1) * 100
+    mrow = wide1[(wide1.patient_id == "STS_002") & (wide1.modality == "MR")].iloc[0]
+    assert mrow["original_firstorder_Mean"] == pytest.approx(z[mr_roi].mean(), rel=1e-4)
     kurt = long1[(long1.feature == "Kurtosis") & (long1.patient_id == "STS_002") & (long1.modality == "CT")].iloc[0]
     assert kurt["ibsi_code"] == "stat_kurt" and kurt["ibsi_value"] == pytest.approx(kurt["value"] - 3)
 
