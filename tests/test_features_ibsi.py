@@ -132,3 +132,22 @@ def test_ibsi_cli_json(tmp_path, capsys):
     assert data["mode"] == "pyradiomics"
     assert data["totals"][0]["pass"] == 148
     assert main(["ibsi", "--case", "nope"]) == 2
+
+
+def test_ibsi_mode_hook_through_extraction(shared_data, tmp_path):
+    """With the parameter file's ibsi: section the item also calls biomarkers.features.ibsi.extract_ibsi:
+    its rows land in the same long/wide tables (feature_class ibsi<family>) and complete the phantom."""
+    df = ibsi_check.run_case("digital_phantom", "ibsi", workdir=tmp_path)
+    counted = df[df["status"] != "no reference"]
+    assert len(counted) == 482
+    assert (counted["status"] == "pass").all(), counted[counted["status"] != "pass"]
+    out = tmp_path / "digital_phantom" / "features-ibsi_digital_phantom-ibsi"
+    long = pd.read_parquet(out / "features_long.parquet")
+    wide = pd.read_parquet(out / "features_wide.parquet")
+    assert set(long["source"]) == {"pyradiomics", "biomarkers.ibsi"}
+    own = long[long["source"] == "biomarkers.ibsi"]
+    assert own["feature_class"].str.startswith("ibsi").all() and (own["ibsi_code"] != "").all()
+    assert "original_firstorder_Mean" in wide.columns
+    assert any(c.startswith("original_ibsi") for c in wide.columns)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert "biomarkers.features.ibsi" in prov["versions"]
