@@ -338,3 +338,25 @@ def test_filtered_image_types_naming(shared_data, tmp_path):
     k = long[(long.image_type == "wavelet-LLH") & (long.feature == "Kurtosis")].iloc[0]
     assert k["feature_class"] == "firstorder" and k["ibsi_code"] == "stat_kurt"
     assert k["ibsi_value"] == pytest.approx(k["value"] - 3)
+
+
+def test_interrupted_run_resumes(sts_dataset, tmp_path):
+    """A run killed after two items keeps their files; the next run extracts only the rest."""
+    from biomarkers.executors import SerialExecutor
+
+    class Crash(SerialExecutor):
+        def map_unordered(self, func, items):
+            for i, o in enumerate(super().map_unordered(func, items)):
+                if i == 2:
+                    raise KeyboardInterrupt("simulated crash")
+                yield o
+
+    out = tmp_path / "features"
+    with pytest.raises(KeyboardInterrupt):
+        run_extract(sts_dataset, f"PT={CFG / 'pet.yaml'}", out, executor=Crash())
+    assert len(list((out / "items").glob("*.parquet"))) == 3  # the third finished before the crash
+    assert not list((out / "items").glob(".*"))  # no temporary files left behind
+    assert not (out / "features_wide.parquet").exists()
+    r = run_extract(sts_dataset, f"PT={CFG / 'pet.yaml'}", out, executor="serial")
+    assert r.n_computed() == 3 and sum(c.cached for c in r.cases) == 3
+    assert len(pd.read_parquet(out / "features_wide.parquet")) == 6
