@@ -306,6 +306,26 @@ def _extractor(pyr_params: dict):
     return ex
 
 
+#: pyradiomics settings that the IBSI mode replaces by its own processing.
+IBSI_REPLACED_SETTINGS = ("resampledPixelSpacing", "interpolator", "resegmentRange", "resegmentMode",
+                          "resegmentShape", "preCrop", "padDistance", "label")
+
+
+def ibsi_prepared_pyradiomics_params(pyr: dict) -> dict:
+    """pyradiomics parameters for data already prepared by the IBSI mode.
+
+    Resampling, resegmentation and label selection were done by
+    :func:`biomarkers.features.ibsi.prepare_sitk` (the mask it returns is 0/1), so the
+    corresponding pyradiomics settings are removed. Discretisation stays pyradiomics' own:
+    with ``binWidth`` its bins start at ``floor(min/binWidth)*binWidth``, which equals IBSI's
+    "bins start at the resegmentation lower bound" when that bound is a multiple of the width
+    (as in the IBSI configurations); the IBSI-coded rows always come from the IBSI module.
+    """
+    out = dict(pyr)
+    out["setting"] = {k: v for k, v in dict(pyr.get("setting") or {}).items() if k not in IBSI_REPLACED_SETTINGS}
+    return out
+
+
 def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dict]:
     """Run pyradiomics (+ the IBSI module when ``params`` has an ``ibsi`` section) on SimpleITK images."""
     import logging
@@ -321,9 +341,18 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
     run_pyradiomics = not (isinstance(ibsi_section, dict) and ibsi_section.get("pyradiomics") is False)
     if run_pyradiomics:
         pyr = strip_extra(params)
+        p_image, p_mask, p_label = image, mask, label
+        if ibsi_section is not None and ibsi_module() is not None:
+            # IBSI mode: pyradiomics computes its features on the IBSI-prepared data
+            # (centre-aligned resampling, rounding, mask interpolated and thresholded at 0.5,
+            # resegmentation); its own resampling and resegmentation are switched off.
+            p_image, p_mask, _morph = ibsi_module().prepare_sitk(image, mask, params)
+            p_label = 1
+            pyr = ibsi_prepared_pyradiomics_params(pyr)
+            info["pyradiomics_input"] = "ibsi-prepared"
         extractor = _extractor(pyr)
         try:
-            result = extractor.execute(image, mask, label=label)
+            result = extractor.execute(p_image, p_mask, label=p_label)
         except Exception as exc:  # noqa: BLE001 - becomes the item's reason
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"pyradiomics failed: {type(exc).__name__}: {msg}") from None
