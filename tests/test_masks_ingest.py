@@ -51,7 +51,7 @@ def ingested(shared_data, tmp_path_factory):
     ref, ref_grid = read_nifti(shared_data / "sts" / "nifti" / "STS_001" / "CT_mask.nii.gz")
     g = Grid((ref.shape[0], ref.shape[1] - 2, ref.shape[2]), ref_grid.spacing, ref_grid.origin, ref_grid.direction)
     nib.save(nifti_image(ref[:, :-2, :].astype(np.uint8), g), str(src / "STS_001" / "CT" / "mask" / "GTV_Mass.nii.gz"))
-    settings = IngestSettings(masks=MaskSettings(rois={"GTV_Mass": []}, nifti_pattern="../mask/*.nii.gz"))
+    settings = IngestSettings(masks=MaskSettings(rois={"GTV_Mass": [], "Lung_L": []}, nifti_pattern="../mask/*.nii.gz"))
     with pytest.MonkeyPatch.context() as mp:  # module-scoped: set the test secret here too
         mp.setenv("BIOMARKERS_SECRET", os.environ.get("BIOMARKERS_TEST_SECRET", "test-secret-0123456789abcdef"))
         mp.delenv("BIOMARKERS_SECRET_FILE", raising=False)
@@ -95,7 +95,11 @@ def test_specific_reasons_in_manifest_and_report(ingested):
     assert "referenced image series not found" in reasons
     assert "'Bladder' matches no configured ROI" in reasons
     assert "not on the image grid" in reasons and "shape" in reasons
-    assert len(bad) == 3, bad[["roi", "status", "reason"]].to_string()
+    # a configured ROI that no object of a patient provides is reported per patient
+    missing = bad[bad["reason"].str.contains("configured ROI 'Lung_L' not found for this patient")]
+    assert len(missing) == 2 and set(missing["status"]) == {"skipped"}
+    assert set(missing["patient_id"]) == set(masks.loc[masks["status"] == "converted", "patient_id"])
+    assert len(bad) == 5, bad[["roi", "status", "reason"]].to_string()
     # the run went on: report has the 6 masks done and the 3 problems with reasons
     probs = " | ".join(report.reasons())
     assert "matches no configured ROI" in probs and "not on the image grid" in probs

@@ -294,7 +294,8 @@ class Ingest:
                         rows.append(image_row(p, st.grid, st.qc, qc_flags(st.qc), "", "failed", st.reason))
                         log.warning("%s/%s: failed: %s", p["ids"]["patient_id"], p["tag"], st.reason)
                     advance()
-            rows += self._run_masks(plan, executor, old_manifest)
+            mask_rows = self._run_masks(plan, executor, old_manifest)
+            rows += mask_rows + self._missing_roi_rows(plan, mask_rows)
         finally:
             if own:
                 executor.close()
@@ -472,6 +473,48 @@ class Ingest:
                     )
                 advance()
         return rows
+
+    def _missing_roi_rows(self, plan: IngestPlan, mask_rows: list[dict]) -> list[dict]:
+        """A skipped mask row per patient and configured ROI that no converted mask provides.
+
+        Only when ``masks.rois`` is configured; patients without a converted image are not
+        listed (their images are already reported).
+        """
+        from .roi import normalise_name
+
+        wanted = list(self.settings.masks.rois)
+        if not wanted:
+            return []
+        have: dict[str, set[str]] = defaultdict(set)
+        for r in mask_rows:
+            if r.get("status") == "converted" and r.get("roi"):
+                have[r["patient_id"]].add(normalise_name(r["roi"]))
+        patients: dict[str, dict] = {}
+        for st in plan.stacks:
+            if st.status == "converted" and st.key in plan.payload_of:
+                ids = plan.payload_of[st.key]["ids"]
+                patients.setdefault(ids["patient_id"], ids)
+        out = []
+        for pid, ids in sorted(patients.items()):
+            for roi in wanted:
+                if normalise_name(roi) in have[pid]:
+                    continue
+                out.append(
+                    {
+                        **{c: "" for c in COLUMNS},
+                        "patient_id": pid,
+                        "study_uid": ids.get("study_uid", ""),
+                        "kind": "mask",
+                        "roi": roi,
+                        "status": "skipped",
+                        "reason": f"configured ROI '{roi}' not found for this patient (no RTSTRUCT/SEG/NIfTI ROI matched it)",
+                        "n_files": 0,
+                        "voxel_count": None,
+                        "volume_ml": None,
+                        "_case": f"{pid}/missing__{roi}",
+                    }
+                )
+        return out
 
     # ------------------------------------------------------------------ manifest
     def _write_manifest(self, rows: list[dict]) -> None:
