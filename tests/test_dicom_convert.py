@@ -205,7 +205,25 @@ def test_missing_slice_skipped_or_converted_with_flag(shared_data, tmp_path):
     np.testing.assert_allclose(g[..., k], 0.5 * (r[..., k - 1] + r[..., k + 1]), rtol=1e-5, atol=1e-5 * np.abs(r).max())
 
 
-@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless", "JPEGLSLossless"])
+def _encode_gdcm_jpeg_lossless(src: Path, dst: Path) -> None:
+    """JPEG Lossless, process 14 SV1 (pydicom has no encoder for it; GDCM has)."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read(), src
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    assert change.Change(), src
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(dst))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write(), dst
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless", "JPEGLSLossless", "JPEGLosslessSV1"])
 def test_compressed_copies_same_voxels(shared_data, tmp_path, syntax):
     import pydicom.uid
 
@@ -215,6 +233,9 @@ def test_compressed_copies_same_voxels(shared_data, tmp_path, syntax):
     src = tmp_path / "enc"
     src.mkdir()
     for f in _series_files(shared_data, "STS_003", "CT"):
+        if syntax == "JPEGLosslessSV1":
+            _encode_gdcm_jpeg_lossless(f, src / f.name)
+            continue
         ds = pydicom.dcmread(f)
         ds.compress(uid)
         ds.save_as(src / f.name)
