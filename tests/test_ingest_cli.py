@@ -96,3 +96,24 @@ def test_ingest_on_a_dask_cluster(shared_data, tmp_path):
     run_ingest(shared_data / "ibsi1_ct_phantom" / "dicom", ref, executor="serial")
     a, b = pd.read_parquet(tmp_path / "out" / "manifest.parquet"), pd.read_parquet(ref / "manifest.parquet")
     assert list(a.content_hash) == list(b.content_hash)
+
+
+def test_cli_source_report_keeps_paths_at_the_site(shared_data, tmp_path, capsys):
+    """Unused files: report.json in OUT lists them by reference only; --source-report writes
+    their paths relative to SRC (with the same references) outside OUT, mode 0600."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(shared_data / "ibsi1_ct_phantom" / "dicom", src / "DOE_JOHN_12345")
+    (src / "DOE_JOHN_12345" / "notes.txt").write_text("not dicom")
+    out, site = tmp_path / "out", tmp_path / "site" / "unused.json"
+    assert main(["ingest", str(src), str(out), "--source-report", str(out / "x.json")]) == 2  # inside OUT: refused
+    assert main(["ingest", str(src), str(out), "--executor", "serial", "--source-report", str(site)]) == 0
+    assert "DOE_JOHN_12345/notes.txt" in capsys.readouterr().out  # printed for the operator
+    assert b"DOE_JOHN" not in (out / "report.json").read_bytes()
+    rep = json.loads((out / "report.json").read_text())
+    (ref,) = [u["ref"] for u in rep["unused_files"] if u["reason"] == "not a DICOM file"]
+    local = json.loads(site.read_text())["unused_files"]
+    (entry,) = [u for u in local if u["ref"] == ref]
+    assert entry["path"] == "DOE_JOHN_12345/notes.txt" and entry["reason"] == "not a DICOM file"
+    assert (site.stat().st_mode & 0o777) == 0o600

@@ -27,6 +27,12 @@ def ingest(
     linkage_table: Optional[Path] = typer.Option(
         None, "--linkage-table", help="Write the original-id -> pseudonym CSV here (must be outside OUT; mode 0600)."
     ),
+    source_report: Optional[Path] = typer.Option(
+        None,
+        "--source-report",
+        help="Also write the unused input files with their paths relative to SRC (and their report.json "
+        "reference) to this JSON file, for the site (must be outside OUT; mode 0600).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Index and qualify only: print what would be converted, write nothing."),
 ) -> None:
     """Index, qualify and convert DICOM series under SRC to NIfTI in OUT.
@@ -43,12 +49,13 @@ def ingest(
     if no_deid or demo:
         deid = settings.deid.model_copy(update={"enabled": settings.deid.enabled and not no_deid, "demo": settings.deid.demo or demo})
         settings = settings.model_copy(update={"deid": deid})
-    if linkage_table is not None:
-        lt, root = linkage_table.resolve(), out.resolve()
-        if lt == root or root in lt.parents:
-            raise PrivacyError(f"{linkage_table}: the linkage table must not be written inside the output folder {out}")
-        if no_deid:
-            raise PrivacyError("--linkage-table needs de-identification (drop --no-deid)")
+    for what, path in (("linkage table", linkage_table), ("source report", source_report)):
+        if path is not None:
+            lt, root = path.resolve(), out.resolve()
+            if lt == root or root in lt.parents:
+                raise PrivacyError(f"{path}: the {what} must not be written inside the output folder {out}")
+    if linkage_table is not None and no_deid:
+        raise PrivacyError("--linkage-table needs de-identification (drop --no-deid)")
     ing = Ingest(src, out, settings, executor=executor)
     ing.validate()
     if dry_run:
@@ -74,6 +81,9 @@ def ingest(
             echo("  (report.json lists them by reference only: source paths may identify patients)")
     if not settings.deid.enabled:
         echo("  WARNING: de-identification was disabled (--no-deid): outputs carry original identifiers")
+    if source_report is not None:
+        p = ing.write_source_report(source_report)
+        echo(f"  source report (paths relative to SRC, keep at the site): {p}")
     if linkage_table is not None:
         p = ing.deidentifier.write_linkage_table(linkage_table, forbidden_root=out)
         echo(f"  linkage table: {p}")

@@ -105,6 +105,7 @@ class Ingest:
         self._deid = deidentifier
         self._executor_spec = executor if executor is not None else "local"
         self.last_unused: list[dict] = []  # unused input files of the last run, with paths (not written)
+        self.last_index: IndexResult | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -335,6 +336,7 @@ class Ingest:
         )
         report.write(self.out / "report.json")
         self.last_unused = self.unused_files(idx)  # for the printed report (paths stay on this machine)
+        self.last_index = idx
         return report
 
     def unused_files(self, idx: IndexResult) -> list[dict]:
@@ -346,6 +348,29 @@ class Ingest:
         out = [{"path": u.rel, "reason": u.reason, "duplicate_of": u.duplicate_of} for u in idx.unused]
         out += [{"path": f.rel, "reason": f.extra.get("reason", "unsupported object"), "duplicate_of": ""} for f in idx.unsupported]
         return sorted(out, key=lambda u: u["path"])
+
+    def write_source_report(self, path: str | Path) -> Path:
+        """Write the unused input files of the last run with their paths relative to SRC.
+
+        For the operator at the source site: each entry has ``path``, ``reason``,
+        ``duplicate_of`` and ``ref`` (the reference report.json uses for it). Written with
+        owner-only permissions (0600); the CLI refuses a path inside OUT.
+        """
+        import json
+        import os
+
+        idx = self.last_index
+        refs = self._unused_files_report(idx)
+        rows = self.unused_files(idx)
+        entries = [dict(r, ref=x.get("ref", "")) for r, x in zip(rows, refs)]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"src": str(Path(self.src).resolve()), "unused_files": entries}, fh, indent=2)
+        os.replace(tmp, path)
+        return path
 
     def _unused_files_report(self, idx: IndexResult) -> list[dict]:
         """``unused_files`` of report.json. Source paths often carry patient names or ids
