@@ -38,7 +38,12 @@ FilterOp = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "notna", "i
 
 
 class InputSpec(Settings):
-    """The analysis table (Parquet or CSV; one row per patient)."""
+    """The analysis table (Parquet or CSV; one row per patient), or a partner release folder.
+
+    A release folder (``biomarkers release`` output) is verified against its manifest
+    checksums and its features and clinical tables are joined per patient, feature columns
+    prefixed ``<MODALITY>_`` (see :func:`biomarkers.tracking.read_table`).
+    """
 
     table: Path
     id_column: str = "patient_id"

@@ -173,10 +173,18 @@ def log_feature_set(
 
 
 def read_table(path: str | os.PathLike):
-    """Read a Parquet or CSV table; clear error naming the file otherwise."""
+    """Read a Parquet or CSV table, or a partner release folder; clear error naming the file otherwise.
+
+    A release folder (``biomarkers release`` output: ``manifest.json``, ``features.parquet``,
+    ``clinical.parquet``) is verified against its checksums, then its features and clinical
+    tables are joined per patient (feature columns prefixed ``<MODALITY>_``, as ``biomarkers
+    link`` with ``join: patient``).
+    """
     import pandas as pd
 
     p = Path(path)
+    if p.is_dir():
+        return read_release_table(p)
     if not p.is_file():
         raise InputError(f"{p}: table not found")
     try:
@@ -185,6 +193,25 @@ def read_table(path: str | os.PathLike):
         return pd.read_parquet(p)
     except Exception as err:  # noqa: BLE001
         raise InputError(f"{p}: cannot read table ({type(err).__name__}: {err})") from None
+
+
+def read_release_table(folder: str | os.PathLike):
+    """One row per patient from a partner release folder (checksums verified first)."""
+    import pandas as pd
+
+    from ..clinical.link import link
+    from ..release import verify_release
+
+    folder = Path(folder)
+    missing = [f for f in ("manifest.json", "features.parquet", "clinical.parquet") if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"{folder}: not a table file nor a release folder (missing {', '.join(missing)})")
+    problems = verify_release(folder)
+    if problems:
+        raise InputError(f"{folder}: release does not verify: {'; '.join(problems[:5])}")
+    table, _report = link(pd.read_parquet(folder / "features.parquet"), pd.read_parquet(folder / "clinical.parquet"),
+                          join="patient")
+    return table
 
 
 @contextlib.contextmanager
