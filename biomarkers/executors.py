@@ -169,7 +169,14 @@ class LocalExecutor(Executor):
                         alone = False
                     else:
                         break
-                    pending[pool.submit(_run_item_pooled, func, key, payload)] = (key, payload, alone, pool)
+                    try:
+                        fut = pool.submit(_run_item_pooled, func, key, payload)
+                    except (BrokenProcessPool, RuntimeError):  # the pool broke (or was shut down) meanwhile
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = None
+                        pool = self._ensure()
+                        fut = pool.submit(_run_item_pooled, func, key, payload)
+                    pending[fut] = (key, payload, alone, pool)
                 if not pending:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
