@@ -10,6 +10,7 @@ demo secret unless ``BIOMARKERS_SECRET`` is set).
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 
@@ -178,5 +179,7 @@ def run_demo(out: str | Path = "demo_out", patients: int = 60, centres: int = 3,
                  f"lower 95% CI bound of the AUC {best['auc_ci_low']:.3f} {'>' if found else '<='} 0.5")
     uri = pipe._tracking_uri()
     echo(f"\nDone in {time.time() - t0:.0f} s. Outputs in {out}; run report: {out / 'run_report.json'}")
-    echo(f"Open the MLflow UI:  mlflow ui --backend-store-uri {uri}")
+    mlflow_cmd = Path(sys.executable).with_name("mlflow")  # the environment's own mlflow script
+    mlflow_cmd = str(mlflow_cmd) if mlflow_cmd.exists() else "mlflow"
+    echo(f"Open the MLflow UI:  {mlflow_cmd} ui --backend-store-uri {uri}   (then browse http://127.0.0.1:5000)")
     return result
