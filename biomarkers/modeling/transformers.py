@@ -35,7 +35,19 @@ def _as_frame(X) -> pd.DataFrame:
     return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
 
 
-class DropColumns(TransformerMixin, BaseEstimator):
+class _KeptColumns(TransformerMixin, BaseEstimator):
+    """Base of the column-subset transformers: ``fit`` sets ``kept_``, ``transform`` keeps those columns."""
+
+    def transform(self, X):
+        check_is_fitted(self, "kept_")
+        return _as_frame(X)[self.kept_]
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "kept_")
+        return np.asarray(self.kept_, dtype=object)
+
+
+class DropColumns(_KeptColumns):
     """Drop ``columns`` (missing ones are ignored)."""
 
     def __init__(self, columns: tuple[str, ...] = ()):
@@ -47,14 +59,6 @@ class DropColumns(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self.kept_ = [c for c in X.columns if c not in set(self.columns)]
         return self
-
-    def transform(self, X):
-        check_is_fitted(self, "kept_")
-        return _as_frame(X)[self.kept_]
-
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "kept_")
-        return np.asarray(self.kept_, dtype=object)
 
 
 class ComBatHarmonizer(TransformerMixin, BaseEstimator):
@@ -156,7 +160,7 @@ def _quiet():
         yield
 
 
-class CorrelationClusterFilter(TransformerMixin, BaseEstimator):
+class CorrelationClusterFilter(_KeptColumns):
     """Keep one feature per cluster of mutually correlated features.
 
     Average-linkage hierarchical clustering on the distance 1 - |Spearman r|, cut at
@@ -193,14 +197,6 @@ class CorrelationClusterFilter(TransformerMixin, BaseEstimator):
             kept.append(best)
         self.kept_ = [cols[i] for i in sorted(kept)]
         return self
-
-    def transform(self, X):
-        check_is_fitted(self, "kept_")
-        return _as_frame(X)[self.kept_]
-
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "kept_")
-        return np.asarray(self.kept_, dtype=object)
 
 
 def cox_score(X, y) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +236,7 @@ def f_score(X, y):
     return f_classif(X, y)
 
 
-class MRMRSelector(TransformerMixin, BaseEstimator):
+class MRMRSelector(_KeptColumns):
     """Greedy mRMR: repeatedly add the feature maximising relevance / mean |r| with the chosen ones.
 
     Relevance: ANOVA F (binary target) or the Cox score statistic (survival target).
@@ -271,11 +267,3 @@ class MRMRSelector(TransformerMixin, BaseEstimator):
             chosen.append(int(np.argmax(score)))
         self.kept_ = [X.columns[i] for i in chosen]
         return self
-
-    def transform(self, X):
-        check_is_fitted(self, "kept_")
-        return _as_frame(X)[self.kept_]
-
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "kept_")
-        return np.asarray(self.kept_, dtype=object)
