@@ -405,6 +405,14 @@ class Ingest:
                 out[st.key] = {"path": p["path"], "tag": p["tag"], "ids": p["ids"], "modality": st.modality, "input_hash": p["input_hash"]}
             return out
 
+        def queue(key: str, payload: dict) -> None:
+            """Reuse the manifest rows of an unchanged object, else queue it for conversion."""
+            reuse = _reusable(old, payload["input_hash"], self.out)
+            if reuse is not None:
+                rows.extend(dict(r, _cached=True) for r in reuse)
+            else:
+                items.append((key, payload))
+
         segs: list[SegmentationObject] = sorted(plan.index.segmentations, key=lambda o: o.rel)
         for n, obj in enumerate(segs):
             cands = by_patient.get(obj.patient_id, [])
@@ -430,11 +438,7 @@ class Ingest:
                 "input_hash": h,
                 "compresslevel": s.compresslevel,
             }
-            reuse = _reusable(old, h, self.out)
-            if reuse is not None:
-                rows += [dict(r, _cached=True) for r in reuse]
-            else:
-                items.append((f"seg-{n}", payload))
+            queue(f"seg-{n}", payload)
         if s.masks.nifti_pattern:
             from .masks import find_nifti_masks
 
@@ -464,11 +468,7 @@ class Ingest:
                     "input_hash": h,
                     "compresslevel": s.compresslevel,
                 }
-                reuse = _reusable(old, h, self.out)
-                if reuse is not None:
-                    rows += [dict(r, _cached=True) for r in reuse]
-                else:
-                    items.append((f"nifti-{st.key}", payload))
+                queue(f"nifti-{st.key}", payload)
         if not items:
             return rows
         from ..logs import progress
