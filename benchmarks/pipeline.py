@@ -38,6 +38,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+#: In-plane resolution of the benchmark cohort (``synth --scale``): 4 gives 384x384 CT slices
+#: at 0.85-0.9 mm and 192x192 PET at 1.7-1.8 mm, the resolution of clinical images, so that
+#: each patient costs what a real one does. (At the demo's scale 1, 96x96 CT at 3.5 mm, a
+#: patient costs ~0.1 s and the run's fixed costs, start-up and MLflow, dominate every ratio.)
+SCALE = 4.0
+
 RUNNER = r"""
 import json, resource, sys, time
 from pipelines import Pipeline, load_config
@@ -97,6 +103,9 @@ def run(cfg: Path, executor: str) -> dict:
     env = dict(os.environ)
     env.pop("BIOMARKERS_SECRET", None)  # demo secret (synthetic data)
     env.pop("MLFLOW_TRACKING_URI", None)
+    # each configuration has its own hospital-side index cache: a cold run starts without one
+    env["BIOMARKERS_CACHE_DIR"] = str(cfg.parent / f"cache_{cfg.stem}")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
     p = subprocess.run([sys.executable, "-c", RUNNER, str(cfg), executor], cwd=cfg.parent, env=env,
                        capture_output=True, text=True)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
@@ -110,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--patients", type=int, default=200)
     ap.add_argument("--centres", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scale", type=float, default=SCALE,
+                    help="in-plane resolution of the synthetic images (synth --scale; default %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     a = ap.parse_args(argv)
@@ -118,10 +129,12 @@ def main(argv=None) -> int:
     root = Path(a.out or tempfile.mkdtemp(prefix="bm-bench-pipeline-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     n, small, w = a.patients, max(1, a.patients // 4), a.workers
-    print(f"benchmark folder: {root}; {n} patients, {a.centres} centres, {w} workers, {os.cpu_count()} CPUs")
+    print(f"benchmark folder: {root}; {n} patients, {a.centres} centres, scale {a.scale:g}, {w} workers, "
+          f"{os.cpu_count()} CPUs")
     t0 = time.perf_counter()
-    synthesize(root / "cohort", patients=n, centres=a.centres, seed=1, executor=f"local:{w}")
-    synthesize(root / "cohort_small", patients=small, centres=a.centres, seed=1, executor=f"local:{w}")
+    kw = dict(centres=a.centres, seed=1, executor=f"local:{w}", scale=a.scale)
+    synthesize(root / "cohort", patients=n, **kw)
+    synthesize(root / "cohort_small", patients=small, **kw)
     print(f"synthetic cohorts written in {time.perf_counter() - t0:.0f} s")
 
     # machine ceiling: the same executor, pure CPU work, 1 vs W workers
@@ -130,10 +143,15 @@ def main(argv=None) -> int:
     c1 = [calibrate(1, items, per)]
     cw = [calibrate(w, items, per)]
 
+    # the MLflow store exists before the timed runs, so that no run pays its creation
+    from biomarkers.tracking import get_or_create_experiment, tracking_uri
+
+    get_or_create_experiment("benchmark", tracking_uri(str(root / "mlflow.db")))
+
     one = run(write_config(root, "one", "cohort"), "local:1")
     cold = run(write_config(root, "main", "cohort"), f"local:{w}")
     warm = run(root / "main.yaml", f"local:{w}")
-    synthesize(root / "cohort", patients=n + 10, centres=a.centres, seed=1, executor=f"local:{w}")
+    synthesize(root / "cohort", patients=n + 10, **kw)
     added = run(root / "main.yaml", f"local:{w}")
     small_run = run(write_config(root, "small", "cohort_small"), f"local:{w}")
     c1.append(calibrate(1, items, per))

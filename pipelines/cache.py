@@ -25,7 +25,8 @@ class FileHasher:
     The cache holds no path in clear (source paths may name patients): single files are
     keyed by the SHA-256 of their path, and a folder tree by the SHA-256 of its path with,
     as fingerprint, one SHA-256 over every (relative name, size, mtime) below it. When the
-    fingerprint changes (a file added, removed or touched), the whole tree is re-hashed.
+    fingerprint changes (a file added, removed or touched), the tree hash is recomputed
+    from the per-file entries, reading only the files that are new or changed.
     """
 
     def __init__(self, cache_path: Path):
@@ -37,12 +38,13 @@ class FileHasher:
         self._dirty = False
 
     @staticmethod
-    def _key(kind: str, path: Path) -> str:
-        return sha256_json([kind, str(Path(path).resolve())])
+    def _key(kind: str, path: Path, resolved: bool = False) -> str:
+        return sha256_json([kind, str(path if resolved else Path(path).resolve())])
 
-    def file(self, path: Path) -> str:
+    def file(self, path: Path, resolved: bool = False) -> str:
+        """SHA-256 of a file's content (``resolved``: ``path`` is already absolute and resolved)."""
         st = path.stat()
-        k = self._key("file", path)
+        k = self._key("file", path, resolved)
         hit = self._cache.get(k)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2]
@@ -52,7 +54,12 @@ class FileHasher:
         return h
 
     def tree(self, root: Path) -> str:
-        """One hash over every file below ``root`` (relative names and contents; hidden files ignored)."""
+        """One hash over every file below ``root`` (relative names and contents; hidden files ignored).
+
+        The listing's fingerprint (names, sizes, mtimes) answers an unchanged tree at once;
+        otherwise each file's hash comes from :meth:`file`, so only new or modified files
+        are read.
+        """
         root = Path(root)
         listing = []
         for dirpath, dirnames, filenames in os.walk(root):
@@ -69,7 +76,8 @@ class FileHasher:
         hit = self._cache.get(k)
         if hit and hit[0] == fingerprint:
             return hit[1]
-        h = sha256_json([(rel, sha256_file(root / rel)) for rel, _, _ in listing])
+        root_r = root.resolve()
+        h = sha256_json([(rel, self.file(root_r / rel, resolved=True)) for rel, _, _ in listing])
         self._cache[k] = [fingerprint, h]
         self._dirty = True
         return h

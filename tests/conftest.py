@@ -26,3 +26,9 @@ def _no_secret_leak_env(monkeypatch):
     """Tests get a fixed test secret unless they set their own."""
     monkeypatch.setenv("BIOMARKERS_SECRET", os.environ.get("BIOMARKERS_TEST_SECRET", "test-secret-0123456789abcdef"))
     monkeypatch.delenv("BIOMARKERS_SECRET_FILE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    """Each test's hospital-side index cache goes to its own temporary folder, never ~/.cache."""
+    monkeypatch.setenv("BIOMARKERS_CACHE_DIR", str(tmp_path_factory.mktemp("biomarkers-cache")))

@@ -76,6 +76,7 @@ class IndexResult:
     unused: list[UnusedFile] = field(default_factory=list)
     unsupported: list[DicomFile] = field(default_factory=list)  # DICOM objects that are not convertible images
     n_files: int = 0
+    n_cached: int = 0  # files whose header came from the index cache (not read again)
 
 
 # --------------------------------------------------------------------------- files
@@ -616,25 +617,65 @@ def _rel_of(kv) -> str:
     return v.rel
 
 
-def index_folder(src: str | Path, exclude: Path | None = None, executor=None, chunk: int = 256) -> IndexResult:
-    """Index every file under ``src`` (header reads; ``executor`` parallelises chunks of files)."""
+def index_folder(src: str | Path, exclude: Path | None = None, executor=None, chunk: int = 256,
+                 cache=None) -> IndexResult:
+    """Index every file under ``src`` (header reads; ``executor`` parallelises chunks of files).
+
+    ``cache``: an optional :class:`~biomarkers.dicom.index_cache.IndexCache`; files whose
+    size and mtime are unchanged since they were cached are not read again
+    (``IndexResult.n_cached`` counts them), and the cache is updated with the new reads.
+    """
     src = Path(src)
-    paths = list_files(src, exclude)
-    pairs = [(str(p), p.relative_to(src).as_posix()) for p in paths]
-    results: list = []
+    todo, hits, present = split_cached(src, list_files(src, exclude), cache)
+    return merge(todo, read_headers(todo, executor, chunk), hits, present, cache)
+
+
+def merge(todo: list[tuple[str, str, int, int]], fresh: list, hits: list, present: set[str], cache=None) -> IndexResult:
+    """Store the fresh reads of ``todo`` in ``cache`` (if any) and collect them with the cached ``hits``."""
+    if cache is not None:
+        cache.update(((rel, size, mt, kind, v) for (_, rel, size, mt), (kind, v) in zip(todo, fresh)), present)
+    res = collect(hits + fresh, len(present))
+    res.n_cached = len(hits)
+    return res
+
+
+def split_cached(src: Path, paths: list[Path], cache=None) -> tuple[list[tuple[str, str, int, int]], list, set[str]]:
+    """``(to read, cached results, every rel)``: files to read as ``(path, rel, size, mtime_ns)``."""
+    todo: list[tuple[str, str, int, int]] = []
+    hits: list = []
+    present: set[str] = set()
+    for p in paths:
+        rel = p.relative_to(src).as_posix()
+        present.add(rel)
+        try:
+            st = p.stat()
+            size, mt = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mt = -1, -1
+        hit = cache.lookup(rel, p, size, mt) if cache is not None and size >= 0 else None
+        if hit is not None:
+            hits.append(hit)
+        else:
+            todo.append((str(p), rel, size, mt))
+    return todo, hits, present
+
+
+def read_headers(todo: list[tuple[str, str, int, int]], executor=None, chunk: int = 256) -> list[tuple[str, object]]:
+    """Header results of ``todo`` (see :func:`split_cached`), in its order; chunks go to ``executor``."""
+    pairs = [(p, rel) for p, rel, _, _ in todo]
     if executor is None or len(pairs) <= chunk:
-        results = index_paths(pairs)
-    else:
-        n = max(1, min(len(pairs) // chunk + 1, 4 * max(1, executor.workers)))
-        size = -(-len(pairs) // n)
-        items = [(f"index-{i}", pairs[i * size : (i + 1) * size]) for i in range(n)]
-        for out in executor.map_unordered(index_paths, items):
-            if out.ok:
-                results.extend(out.value)
-            else:
-                i = int(out.key.split("-")[1])
-                results.extend(("unused", UnusedFile(rel, f"unreadable ({out.error})")) for _, rel in pairs[i * size : (i + 1) * size])
-    return collect(results, len(pairs))
+        return index_paths(pairs)
+    n = max(1, min(len(pairs) // chunk + 1, 4 * max(1, executor.workers)))
+    size = -(-len(pairs) // n)
+    parts: dict[int, list] = {}
+    items = [(f"index-{i}", pairs[i * size : (i + 1) * size]) for i in range(n)]
+    for out in executor.map_unordered(index_paths, items):
+        i = int(out.key.split("-")[1])
+        if out.ok:
+            parts[i] = out.value
+        else:
+            parts[i] = [("unused", UnusedFile(rel, f"unreadable ({out.error})")) for _, rel in pairs[i * size : (i + 1) * size]]
+    return [r for i in range(n) for r in parts.get(i, [])]
 
 
 # --------------------------------------------------------------------------- stacks

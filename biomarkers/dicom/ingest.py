@@ -149,6 +149,7 @@ class Ingest:
         if out.exists() and not out.is_dir():
             raise InputError(f"{self.out}: exists and is not a folder")
         _ = self.deidentifier  # raises SecretError when the secret is missing
+        self.index_cache_path()  # raises InputError for a cache inside OUT or SRC
 
     # ------------------------------------------------------------------ plan
     def plan(self, executor: Executor | None = None) -> IngestPlan:
@@ -197,25 +198,41 @@ class Ingest:
             plan.rows.append(image_row(payload, None, {}, [], "", "skipped", fs[0].extra.get("reason", "unsupported object")))
         return plan
 
-    #: Up to this many files the main process indexes (fast header reads, ~0.2 ms a file)
-    #: while the workers start; above, chunks of files are indexed by the executor.
+    #: Up to this many files to read the main process indexes (fast header reads, ~0.2 ms a
+    #: file) while the workers start; above, chunks of files are indexed by the executor.
     SERIAL_INDEX_MAX_FILES = 5000
 
-    def _index(self, exclude, executor: Executor) -> IndexResult:
-        from .index import list_files
+    def index_cache_path(self) -> Path | None:
+        """Where this source's header cache lives (``settings.index_cache``), or None when off."""
+        from .index_cache import resolve_cache_path
 
-        n = len(list_files(self.src, exclude))
-        if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local":
-            return index_folder(self.src, exclude=exclude, executor=executor if n > self.SERIAL_INDEX_MAX_FILES else None)
-        warm = threading.Thread(
-            target=lambda: list(executor.map_unordered(warm_up, [(f"warm-{i}", None) for i in range(executor.workers)])),
-            daemon=True,
-        )
-        warm.start()  # workers start and import while this process reads headers
+        return resolve_cache_path(self.settings.index_cache, self.src, self.out)
+
+    def _index(self, exclude, executor: Executor) -> IndexResult:
+        from .index import list_files, merge, read_headers, split_cached
+        from .index_cache import IndexCache
+
+        cache_path = self.index_cache_path()
+        cache = IndexCache(cache_path) if cache_path is not None else None
         try:
-            return index_folder(self.src, exclude=exclude, executor=None)
+            todo, hits, present = split_cached(self.src, list_files(self.src, exclude), cache)
+            n = len(todo)
+            if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local" or n == 0:
+                fresh = read_headers(todo, executor if n > self.SERIAL_INDEX_MAX_FILES else None)
+            else:
+                warm = threading.Thread(
+                    target=lambda: list(executor.map_unordered(warm_up, [(f"warm-{i}", None) for i in range(executor.workers)])),
+                    daemon=True,
+                )
+                warm.start()  # workers start and import while this process reads headers
+                try:
+                    fresh = read_headers(todo, None)
+                finally:
+                    warm.join()
+            return merge(todo, fresh, hits, present, cache)
         finally:
-            warm.join()
+            if cache is not None:
+                cache.close()
 
     def _payload(self, st: ImageStack) -> dict:
         """Work-item payload of a stack: pseudonymised ids, output path, settings (no secret)."""
@@ -324,6 +341,7 @@ class Ingest:
                     "segmentation_objects": len(idx.segmentations),
                     "unsupported_objects": len(idx.unsupported),
                     "not_used": len(idx.unused),
+                    "headers_from_cache": idx.n_cached,
                 },
                 "unused_files": self._unused_files_report(idx),
                 "outputs": {

@@ -30,6 +30,11 @@ class IngestSettings(Settings):
         compresslevel: gzip level of the ``.nii.gz`` outputs (1 = fast).
         masks: how RTSTRUCT/SEG/NIfTI masks are matched and rasterised.
         deid: de-identification (on by default).
+        index_cache: where header reads are cached between runs, so an unchanged file is
+            not read again: ``auto`` (the user's cache folder, ``$BIOMARKERS_CACHE_DIR`` or
+            ``~/.cache/biomarkers``), ``off``, or a folder. The cache holds original
+            identifiers and must stay on the source side: a folder inside the output
+            (or the source) folder is refused. See :mod:`biomarkers.dicom.index_cache`.
     """
 
     allow_gaps: bool = False
@@ -39,6 +44,7 @@ class IngestSettings(Settings):
     compresslevel: int = Field(1, ge=0, le=9)
     masks: MaskSettings = Field(default_factory=MaskSettings)
     deid: DeidSettings = Field(default_factory=DeidSettings)
+    index_cache: str = Field("auto", min_length=1)
 
     def conversion_dict(self) -> dict:
         """The settings that change converted voxels/headers (part of each input hash)."""

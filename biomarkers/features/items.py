@@ -266,15 +266,21 @@ def ibsi_rows(image, mask, params: dict) -> list[dict]:
     return out
 
 
+def long_schema():
+    """Arrow schema of item files and of the long table: float64 values, strings otherwise."""
+    import pyarrow as pa
+
+    floats = {"value", "ibsi_value"}
+    return pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in LONG_COLUMNS + PROVENANCE_COLUMNS])
+
+
 def write_item(path: str | Path, rows: list[dict]) -> None:
     """Write an item's rows as Parquet, atomically (pyarrow only: no pandas in the workers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
-    floats = {"value", "ibsi_value"}
-    schema = pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in cols])
-    table = pa.table({c: [r[c] for r in rows] for c in cols}, schema=schema)
+    schema = long_schema()
+    table = pa.table({c: [r[c] for r in rows] for c in schema.names}, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 

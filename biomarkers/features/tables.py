@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from ..io import write_parquet
-from .items import KEY_COLUMNS, LONG_COLUMNS, PROVENANCE_COLUMNS, Item
+from .items import KEY_COLUMNS, LONG_COLUMNS, PROVENANCE_COLUMNS, Item, long_schema
 
 
 def feature_column(image_type: str, feature_class: str, feature: str) -> str:
@@ -16,14 +17,45 @@ def feature_column(image_type: str, feature_class: str, feature: str) -> str:
     return f"{image_type}_{feature_class}_{feature}"
 
 
-def long_table(items: Iterable[Item]) -> pd.DataFrame:
-    """Concatenate item files (in the given order) into the long table."""
-    frames = [pd.read_parquet(it.out_path) for it in items]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("value", "ibsi_value") else "object")
-                             for c in LONG_COLUMNS + PROVENANCE_COLUMNS})
-    df = pd.concat(frames, ignore_index=True)
-    return df[LONG_COLUMNS + PROVENANCE_COLUMNS]
+def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFrame:
+    """Concatenate item files (in the given order) into the long table.
+
+    ``previous``: the long table of an earlier run. The rows of items it already holds
+    (matched by ``item_key``, which hashes the inputs, parameters and library versions,
+    so equal keys mean equal rows) are taken from it, and only the other items' files
+    are read: assembling after adding a few patients costs what the new items cost.
+    A previous table with other columns, or unreadable, is ignored.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    items = list(items)
+    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
+    if not items:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("value", "ibsi_value") else "object") for c in cols})
+    keys = [it.key for it in items]
+    old = None
+    if previous is not None and Path(previous).is_file():
+        try:
+            old = pq.read_table(previous)
+        except (OSError, pa.ArrowException):
+            old = None
+        if old is not None and old.column_names != cols:
+            old = None
+    tables: list = []
+    have: set[str] = set()
+    if old is not None:
+        old = old.filter(pc.is_in(old["item_key"], value_set=pa.array(keys, pa.string())))
+        have = set(old["item_key"].to_pylist())
+        tables.append(old)
+    tables += [pq.read_table(it.out_path) for it in items if it.key not in have]
+    schema = long_schema()
+    table = pa.concat_tables([t.select(cols).cast(schema) for t in tables])
+    # item order of the plan; rows of one item keep their order (stable sort)
+    order = {k: i for i, k in enumerate(keys)}
+    pos = np.fromiter((order[k] for k in table["item_key"].to_pylist()), dtype=np.int64, count=table.num_rows)
+    return table.take(pa.array(np.argsort(pos, kind="stable"))).to_pandas()
 
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -42,8 +74,12 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_tables(out: Path, items: list[Item]) -> dict:
-    """Write ``features_long.parquet`` and ``features_wide.parquet``; return their row counts."""
-    long = long_table(items)
+    """Write ``features_long.parquet`` and ``features_wide.parquet``; return their row counts.
+
+    Rows of items already in the existing ``features_long.parquet`` are reused from it
+    (see :func:`long_table`).
+    """
+    long = long_table(items, previous=Path(out) / "features_long.parquet")
     wide = wide_table(long)
     write_parquet(Path(out) / "features_long.parquet", long)
     write_parquet(Path(out) / "features_wide.parquet", wide)
