@@ -119,3 +119,132 @@ def sha256_array(arr) -> str:
     h.update(str(a.shape).encode())
     h.update(a.tobytes())
     return h.hexdigest()
+
+
+def walk_files(root: str | os.PathLike, hidden: bool = True, exclude: str | os.PathLike | None = None
+               ) -> list[tuple[str, str, int, int]]:
+    """``(relative name, path, size, mtime_ns)`` of every regular file below ``root``, sorted by name.
+
+    Relative names use ``/``. ``hidden=False`` skips files and folders whose name starts
+    with ``.``; ``exclude`` is a folder (resolved path) that is not entered. Symbolic links
+    to folders are not followed (as :func:`os.walk`); links to files are (their target's
+    size and mtime). One ``scandir`` pass: no per-file ``pathlib`` objects.
+    """
+    ex = str(Path(exclude).resolve()) if exclude is not None else None
+    out: list[tuple[str, str, int, int]] = []
+    stack = [("", os.fspath(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if not hidden and e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    if ex is None or str(Path(e.path).resolve()) != ex:
+                        stack.append((f"{prefix}{e.name}/", e.path))
+                elif e.is_file():
+                    st = e.stat()
+                    out.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))
+    out.sort()
+    return out
+
+
+class FileHasher:
+    """SHA-256 of files and folder trees, cached by (size, mtime) in a JSON file.
+
+    The only content-hash cache of the project (pipeline stage keys, extraction item keys).
+
+    The cache holds no path in clear (source paths may name patients): single files are
+    keyed by the SHA-256 of their path, and a folder tree by the SHA-256 of its path with,
+    as fingerprint, one SHA-256 over every (relative name, size, mtime) below it. When the
+    fingerprint changes (a file added, removed or touched), the tree hash is recomputed
+    from the per-file entries, reading only the files that are new or changed.
+    """
+
+    def __init__(self, cache_path: str | os.PathLike):
+        self.cache_path = Path(cache_path)
+        try:
+            data = json.loads(self.cache_path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        self._cache: dict[str, list] = {k: v for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
+        self._dirty = False
+
+    @staticmethod
+    def _key(kind: str, path: Path, resolved: bool = False) -> str:
+        return sha256_json([kind, str(path if resolved else Path(path).resolve())])
+
+    def file(self, path: Path, resolved: bool = False) -> str:
+        """SHA-256 of a file's content (``resolved``: ``path`` is already absolute and resolved)."""
+        st = path.stat()
+        k = self._key("file", path, resolved)
+        hit = self._cache.get(k)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        h = sha256_file(path)
+        self._cache[k] = [st.st_size, st.st_mtime_ns, h]
+        self._dirty = True
+        return h
+
+    def tree(self, root: Path) -> str:
+        """One hash over every file below ``root`` (relative names and contents; hidden files ignored).
+
+        The listing's fingerprint (names, sizes, mtimes) answers an unchanged tree at once;
+        otherwise each file's hash comes from the per-file entries (as :meth:`file`), so only
+        new or modified files are read.
+        """
+        root_r = str(Path(root).resolve())
+        listing = walk_files(root_r, hidden=False)
+        fingerprint = sha256_json([(rel, size, mt) for rel, _, size, mt in listing])
+        k = self._key("tree", Path(root_r), resolved=True)
+        hit = self._cache.get(k)
+        if hit and hit[0] == fingerprint:
+            return hit[1]
+        hashes = []
+        for rel, path, size, mt in listing:
+            fk = sha256_json(["file", path])
+            e = self._cache.get(fk)
+            if not (e and e[0] == size and e[1] == mt):
+                e = self._cache[fk] = [size, mt, sha256_file(path)]
+            hashes.append((rel, e[2]))
+        h = sha256_json(hashes)
+        self._cache[k] = [fingerprint, h]
+        self._dirty = True
+        return h
+
+    def files(self, paths: list[Path]) -> str:
+        """One hash over the names and contents of ``paths`` (in order)."""
+        return sha256_json([(Path(p).name, self.file(Path(p))) for p in paths])
+
+    def prefetch(self, paths: list[Path], threads: int | None = None) -> None:
+        """Hash the files of ``paths`` that are not cached yet, on a few threads.
+
+        hashlib releases the GIL on large buffers, so a cold cache of many large files
+        (NIfTI images) is hashed on every core instead of one. Later :meth:`file` calls
+        are then answered from the cache.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = []
+        for p in paths:
+            p = Path(p)
+            try:
+                st = p.stat()
+            except OSError:
+                continue  # the caller reports missing files
+            k = self._key("file", p)
+            hit = self._cache.get(k)
+            if not (hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns):
+                todo.append((k, p, st.st_size, st.st_mtime_ns))
+        if not todo:
+            return
+        n = threads or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for (k, _, size, mt), h in zip(todo, pool.map(lambda t: sha256_file(t[1]), todo)):
+                self._cache[k] = [size, mt, h]
+        self._dirty = True
+
+    def save(self) -> None:
+        if self._dirty:
+            write_json(self.cache_path, self._cache)
+            self._dirty = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -64,7 +64,8 @@ class RunReport:
             "computed": self.n_computed(),
             "cached": sum(1 for r in self.cases if r.cached),
             "problems_by_reason": self.reasons(),
-            "cases": [asdict(r) for r in self.cases],
+            "cases": [{"stage": r.stage, "case": r.case, "status": r.status, "reason": r.reason, "cached": r.cached,
+                       "details": r.details} for r in self.cases],
             "elapsed_s": round(time.time() - self.started, 3),
             **self.extra,
         }

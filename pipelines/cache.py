@@ -13,82 +13,9 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from pathlib import Path
 
-from biomarkers.io import sha256_file, sha256_json, write_json
-
-
-class FileHasher:
-    """SHA-256 of files and folder trees, cached by (size, mtime) in a JSON file.
-
-    The cache holds no path in clear (source paths may name patients): single files are
-    keyed by the SHA-256 of their path, and a folder tree by the SHA-256 of its path with,
-    as fingerprint, one SHA-256 over every (relative name, size, mtime) below it. When the
-    fingerprint changes (a file added, removed or touched), the tree hash is recomputed
-    from the per-file entries, reading only the files that are new or changed.
-    """
-
-    def __init__(self, cache_path: Path):
-        self.cache_path = Path(cache_path)
-        try:
-            self._cache: dict[str, list] = json.loads(self.cache_path.read_text())
-        except (OSError, ValueError):
-            self._cache = {}
-        self._dirty = False
-
-    @staticmethod
-    def _key(kind: str, path: Path, resolved: bool = False) -> str:
-        return sha256_json([kind, str(path if resolved else Path(path).resolve())])
-
-    def file(self, path: Path, resolved: bool = False) -> str:
-        """SHA-256 of a file's content (``resolved``: ``path`` is already absolute and resolved)."""
-        st = path.stat()
-        k = self._key("file", path, resolved)
-        hit = self._cache.get(k)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2]
-        h = sha256_file(path)
-        self._cache[k] = [st.st_size, st.st_mtime_ns, h]
-        self._dirty = True
-        return h
-
-    def tree(self, root: Path) -> str:
-        """One hash over every file below ``root`` (relative names and contents; hidden files ignored).
-
-        The listing's fingerprint (names, sizes, mtimes) answers an unchanged tree at once;
-        otherwise each file's hash comes from :meth:`file`, so only new or modified files
-        are read.
-        """
-        root = Path(root)
-        listing = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for f in sorted(filenames):
-                if f.startswith("."):
-                    continue
-                p = Path(dirpath) / f
-                st = p.stat()
-                listing.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
-        listing.sort()
-        fingerprint = sha256_json(listing)
-        k = self._key("tree", root)
-        hit = self._cache.get(k)
-        if hit and hit[0] == fingerprint:
-            return hit[1]
-        root_r = root.resolve()
-        h = sha256_json([(rel, self.file(root_r / rel, resolved=True)) for rel, _, _ in listing])
-        self._cache[k] = [fingerprint, h]
-        self._dirty = True
-        return h
-
-    def files(self, paths: list[Path]) -> str:
-        return sha256_json([(Path(p).name, self.file(Path(p))) for p in paths])
-
-    def save(self) -> None:
-        if self._dirty:
-            write_json(self.cache_path, self._cache)
-            self._dirty = False
+from biomarkers.io import FileHasher, write_json  # noqa: F401 - FileHasher re-exported
 
 
 def expand(patterns: list[str]) -> list[Path]:

@@ -500,12 +500,15 @@ class Pipeline:
         with using_tracking(uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
             with mlflow.start_run(run_id=run_id):
-                mlflow.log_params({"config_hash": self.cfg.config_hash()[:16], "executor": self._executor_desc[:200],
-                                   "pipeline": self.cfg.name})
-                for name, s in self.stages.items():
-                    mlflow.set_tag(f"biomarkers.stage.{name}", s.status)
-                    mlflow.log_metric(f"stage_{name}_computed", s.computed)
-                    mlflow.log_metric(f"stage_{name}_seconds", s.elapsed_s)
+                from mlflow.entities import Metric, Param, RunTag
+
+                now = int(time.time() * 1000)
+                params = {"config_hash": self.cfg.config_hash()[:16], "executor": self._executor_desc[:200],
+                          "pipeline": self.cfg.name}
+                metrics = [Metric(f"stage_{n}_{k}", float(v), now, 0) for n, s in self.stages.items()
+                           for k, v in (("computed", s.computed), ("seconds", s.elapsed_s))]
+                client(uri).log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                                      tags=[RunTag(f"biomarkers.stage.{n}", s.status) for n, s in self.stages.items()])
                 fw = self.paths["features"] / "features_wide.parquet"
                 if fw.is_file() and self.stages.get("extract", StageOutcome("")).status in ("ran", "cached"):
                     log_feature_set(fw, name=f"{self.cfg.name}-features", df=_plain_frame(fw))

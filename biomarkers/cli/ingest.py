@@ -33,6 +33,12 @@ def ingest(
         help="Also write the unused input files with their paths relative to SRC (and their report.json "
         "reference) to this JSON file, for the site (must be outside OUT; mode 0600).",
     ),
+    index_cache: Optional[str] = typer.Option(
+        None,
+        "--index-cache",
+        help="Header cache between runs (overrides the config's index_cache): auto (the user's cache folder), off, "
+        "or a folder outside OUT and SRC. It holds original identifiers and stays on this side.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Index and qualify only: print what would be converted, write nothing."),
 ) -> None:
     """Index, qualify and convert DICOM series under SRC to NIfTI in OUT.
@@ -49,6 +55,8 @@ def ingest(
     if no_deid or demo:
         deid = settings.deid.model_copy(update={"enabled": settings.deid.enabled and not no_deid, "demo": settings.deid.demo or demo})
         settings = settings.model_copy(update={"deid": deid})
+    if index_cache is not None:
+        settings = settings.model_copy(update={"index_cache": index_cache})
     for what, path in (("linkage table", linkage_table), ("source report", source_report)):
         if path is not None:
             lt, root = path.resolve(), out.resolve()

@@ -16,7 +16,6 @@ Identifiers kept here are the original DICOM values, in memory only.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,17 +79,12 @@ class IndexResult:
 
 
 # --------------------------------------------------------------------------- files
-def list_files(src: Path, exclude: Path | None = None) -> list[Path]:
-    """Every regular file under ``src`` (sorted, hidden temp files included), except ``exclude``."""
-    out: list[Path] = []
-    ex = str(exclude.resolve()) if exclude is not None else None
-    for root, dirs, names in os.walk(src):
-        if ex is not None:
-            dirs[:] = [d for d in dirs if str(Path(root, d).resolve()) != ex]
-        dirs.sort()
-        for n in sorted(names):
-            out.append(Path(root, n))
-    return out
+def list_files(src: Path, exclude: Path | None = None) -> list[tuple[str, str, int, int]]:
+    """Every regular file under ``src`` as ``(rel, path, size, mtime_ns)``, sorted by ``rel``
+    (hidden temp files included), except below the folder ``exclude``."""
+    from ..io import walk_files
+
+    return walk_files(src, hidden=True, exclude=exclude)
 
 
 def _f(v, default=None):
@@ -626,7 +620,7 @@ def index_folder(src: str | Path, exclude: Path | None = None, executor=None, ch
     (``IndexResult.n_cached`` counts them), and the cache is updated with the new reads.
     """
     src = Path(src)
-    todo, hits, present = split_cached(src, list_files(src, exclude), cache)
+    todo, hits, present = split_cached(list_files(src, exclude), cache)
     return merge(todo, read_headers(todo, executor, chunk), hits, present, cache)
 
 
@@ -639,24 +633,22 @@ def merge(todo: list[tuple[str, str, int, int]], fresh: list, hits: list, presen
     return res
 
 
-def split_cached(src: Path, paths: list[Path], cache=None) -> tuple[list[tuple[str, str, int, int]], list, set[str]]:
-    """``(to read, cached results, every rel)``: files to read as ``(path, rel, size, mtime_ns)``."""
+def split_cached(entries: list[tuple[str, str, int, int]], cache=None
+                 ) -> tuple[list[tuple[str, str, int, int]], list, set[str]]:
+    """``(to read, cached results, every rel)`` of :func:`list_files` entries.
+
+    Files to read are ``(path, rel, size, mtime_ns)``.
+    """
     todo: list[tuple[str, str, int, int]] = []
     hits: list = []
     present: set[str] = set()
-    for p in paths:
-        rel = p.relative_to(src).as_posix()
+    for rel, path, size, mt in entries:
         present.add(rel)
-        try:
-            st = p.stat()
-            size, mt = st.st_size, st.st_mtime_ns
-        except OSError:
-            size, mt = -1, -1
-        hit = cache.lookup(rel, p, size, mt) if cache is not None and size >= 0 else None
+        hit = cache.lookup(rel, path, size, mt) if cache is not None else None
         if hit is not None:
             hits.append(hit)
         else:
-            todo.append((str(p), rel, size, mt))
+            todo.append((path, rel, size, mt))
     return todo, hits, present
 
 

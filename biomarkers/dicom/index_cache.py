@@ -171,13 +171,13 @@ class IndexCache:
     def enabled(self) -> bool:
         return self._db is not None
 
-    def lookup(self, rel: str, path: Path, size: int, mtime_ns: int) -> tuple[str, object] | None:
-        """The cached read of ``rel`` if its size and mtime are unchanged, else None."""
+    def lookup(self, rel: str, path: str | Path, size: int, mtime_ns: int) -> tuple[str, object] | None:
+        """The cached read of ``rel`` (at ``path``) if its size and mtime are unchanged, else None."""
         hit = self._rows.get(rel)
         if hit is None or hit[0] != size or hit[1] != mtime_ns:
             return None
         try:
-            value = _decode(hit[2], hit[3], path)
+            value = _decode(hit[2], hit[3], Path(path))
         except (ValueError, TypeError, KeyError):
             return None
         self.hits += 1

@@ -39,7 +39,7 @@ from ..io import sha256_json
 from ..manifest import COLUMNS
 from ..report import RunReport
 from .convert import CONVERTER_VERSION, convert_masks, convert_stack, image_row, warm_up
-from .index import IndexResult, build_stacks, index_folder
+from .index import IndexResult, build_stacks
 from .model import ImageStack, SegmentationObject
 from .qualify import qc_flags, qualify
 from .settings import IngestSettings, MaskSettings
@@ -215,7 +215,7 @@ class Ingest:
         cache_path = self.index_cache_path()
         cache = IndexCache(cache_path) if cache_path is not None else None
         try:
-            todo, hits, present = split_cached(self.src, list_files(self.src, exclude), cache)
+            todo, hits, present = split_cached(list_files(self.src, exclude), cache)
             n = len(todo)
             if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local" or n == 0:
                 fresh = read_headers(todo, executor if n > self.SERIAL_INDEX_MAX_FILES else None)

@@ -29,7 +29,6 @@ current plan only (item files of earlier plans stay on disk but are not included
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..executors import Executor, get_executor
-from ..io import sha256_file, write_json
+from ..io import FileHasher, write_json
 from ..logs import echo, progress
 from ..manifest import read_manifest
 from ..report import RunReport
@@ -88,34 +87,6 @@ class ExtractPlan:
         for p in self.problems:
             out.append(f"  {p.status:7s}  {p.case}: {p.reason}")
         return out
-
-
-class _HashCache:
-    """SHA-256 of files, remembered by (size, mtime) in FEATURES/.file_hashes.json."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.data = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
-            self.data = {}
-        self.changed = False
-
-    def get(self, p: Path) -> str:
-        st = p.stat()
-        k = str(p.resolve())
-        e = self.data.get(k)
-        if e and e.get("size") == st.st_size and e.get("mtime_ns") == st.st_mtime_ns:
-            return e["sha256"]
-        h = sha256_file(p)
-        self.data[k] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h}
-        self.changed = True
-        return h
-
-    def save(self) -> None:
-        if self.changed:
-            write_json(self.path, self.data)
-            self.changed = False
 
 
 def _s(v: Any) -> str:
@@ -188,7 +159,7 @@ class Extract:
         assert self.params is not None
         versions = {False: library_versions(False)}
         items_dir = self.out / ITEMS_DIR
-        cache = _HashCache(self.out / HASH_CACHE)
+        cache = FileHasher(self.out / HASH_CACHE)
         plan = ExtractPlan()
         seen: set[str] = set()
         images = m[m["kind"] == "image"]
@@ -197,6 +168,11 @@ class Extract:
         for col in KEY_COLUMNS:
             if col not in masks.columns:
                 masks[col] = ""
+        if "status" in m.columns:  # hash every input at once (threads), then answer from the cache
+            ok = m[m["status"].fillna("converted").astype(str).isin(["converted", ""])]
+        else:
+            ok = m
+        cache.prefetch([self.dataset / _s(x) for x in ok["path"] if _s(x)])
         for _, r in masks.iterrows():
             img_rel = _s(r.get("image_path"))
             img_row = by_path.get(img_rel)
@@ -223,7 +199,7 @@ class Extract:
             if not mask_abs.is_file():
                 plan.problems.append(PlannedCase(case, "failed", f"mask file not found: {_s(r['path'])}"))
                 continue
-            ih, mh = cache.get(img_abs), cache.get(mask_abs)
+            ih, mh = cache.file(img_abs), cache.file(mask_abs)
             ident = {"patient_id": patient, "study_uid": study, "series_uid": series, "modality": modality, "roi": roi}
             with_ibsi = ps.ibsi is not None
             if with_ibsi not in versions:

@@ -244,13 +244,16 @@ def pyradiomics_rows(result: dict, settings: dict) -> list[dict]:
     return rows
 
 
-def ibsi_rows(image, mask, params: dict) -> list[dict]:
-    """Rows of the IBSI module (features pyradiomics lacks), or [] when it is not installed."""
+def ibsi_rows(image, mask, params: dict, prepared=None) -> list[dict]:
+    """Rows of the IBSI module (features pyradiomics lacks), or [] when it is not installed.
+
+    ``prepared``: the IBSI-prepared data of these inputs, if already computed.
+    """
     mod = ibsi_module()
     if mod is None:
         return []
     out = []
-    for r in mod.extract_ibsi(image, mask, params):
+    for r in mod.extract_ibsi(image, mask, params, prepared=prepared):
         val = _as_float(r.get("value"))
         out.append(
             {
@@ -343,6 +346,7 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     info: dict = {}
     rows: list[dict] = []
+    prepared = None
     ibsi_section = params.get("ibsi")
     run_pyradiomics = not (isinstance(ibsi_section, dict) and ibsi_section.get("pyradiomics") is False)
     if run_pyradiomics:
@@ -352,7 +356,8 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
             # IBSI mode: pyradiomics computes its features on the IBSI-prepared data
             # (centre-aligned resampling, rounding, mask interpolated and thresholded at 0.5,
             # resegmentation); its own resampling and resegmentation are switched off.
-            p_image, p_mask, _morph = ibsi_module().prepare_sitk(image, mask, params)
+            prepared = ibsi_module().prepare_from_sitk(image, mask, params)  # once: also serves ibsi_rows
+            p_image, p_mask, _morph = ibsi_module().prepared_to_sitk(prepared, image)
             p_label = 1
             pyr = ibsi_prepared_pyradiomics_params(pyr)
             info["pyradiomics_input"] = "ibsi-prepared"
@@ -364,7 +369,7 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
             raise InputError(f"pyradiomics failed: {type(exc).__name__}: {msg}") from None
         rows = pyradiomics_rows(result, dict(pyr.get("setting") or {}))
     if ibsi_section is not None:
-        extra = ibsi_rows(image, mask, params)
+        extra = ibsi_rows(image, mask, params, prepared=prepared)
         info["ibsi"] = "computed" if ibsi_module() is not None else "unavailable (biomarkers.features.ibsi not installed)"
         if extra:
             have = {(r["image_type"], r["feature_class"], r["feature"]): i for i, r in enumerate(rows)}

@@ -59,18 +59,25 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
 
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per patient x series x ROI (key columns first), one column per feature (pyradiomics values)."""
+    """One row per patient x series x ROI (key columns first), one column per feature (pyradiomics values).
+
+    Rows and columns keep the order of their first appearance in ``long``; a feature listed
+    twice for the same row keeps its first value.
+    """
     if long.empty:
         return pd.DataFrame(columns=KEY_COLUMNS)
-    df = long.copy()
-    df["_col"] = [feature_column(a, b, c) for a, b, c in zip(df["image_type"], df["feature_class"], df["feature"])]
-    df = df.drop_duplicates(subset=KEY_COLUMNS + ["_col"], keep="first")
-    order = list(dict.fromkeys(df["_col"]))
-    rows = list(dict.fromkeys(map(tuple, df[KEY_COLUMNS].itertuples(index=False, name=None))))
-    wide = df.pivot(index=KEY_COLUMNS, columns="_col", values="value")
-    wide = wide.reindex(index=pd.MultiIndex.from_tuples(rows, names=KEY_COLUMNS), columns=order)
-    wide.columns.name = None
-    return wide.reset_index()
+    rows = long.groupby(KEY_COLUMNS, sort=False, dropna=False).ngroup().to_numpy()
+    names = long["image_type"].astype(str) + "_" + long["feature_class"].astype(str) + "_" + long["feature"].astype(str)
+    cols, order = pd.factorize(names, sort=False)
+    n_rows, n_cols = int(rows.max()) + 1, len(order)
+    cell = rows.astype(np.int64) * n_cols + cols
+    _, first = np.unique(cell, return_index=True)  # first occurrence of every (row, feature)
+    values = np.full(n_rows * n_cols, np.nan)
+    values[cell[first]] = long["value"].to_numpy(dtype=float)[first]
+    _, first_row = np.unique(rows, return_index=True)  # group numbers follow first appearance
+    keys = long[KEY_COLUMNS].iloc[first_row].reset_index(drop=True).astype(object)
+    feats = pd.DataFrame(values.reshape(n_rows, n_cols), columns=list(order))
+    return pd.concat([keys, feats], axis=1)
 
 
 def write_tables(out: Path, items: list[Item]) -> dict:

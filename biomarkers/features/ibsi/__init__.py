@@ -30,7 +30,8 @@ from .processing import IbsiSettings, Prepared, prepare
 #: bump when feature values can change: the extraction engine keys its incremental cache on it
 __version__ = "1.0.0"
 
-__all__ = ["IbsiSettings", "Prepared", "prepare", "prepare_sitk", "compute", "compute_prepared", "extract_ibsi",
+__all__ = ["IbsiSettings", "Prepared", "prepare", "prepare_sitk", "prepare_from_sitk", "prepared_to_sitk", "compute",
+           "compute_prepared", "extract_ibsi",
            "settings_from_params"]
 
 
@@ -234,22 +235,34 @@ def settings_from_params(params: dict) -> IbsiSettings:
     return validate(IbsiSettings, section or {}, source="ibsi")
 
 
-def prepare_sitk(image, mask, params: dict):
-    """IBSI-processed (image, intensity mask, morphological mask) as SimpleITK images.
+def prepare_from_sitk(image, mask, params: dict, diagnostics: bool | None = None) -> Prepared:
+    """IBSI processing of a SimpleITK image and mask (the parameter file's ``ibsi:`` section).
 
-    For running other feature code (e.g. pyradiomics with resampling and resegmentation
-    disabled) on exactly the IBSI-prepared data: the image on the centre-aligned
-    resampled grid, cropped to the ROI bounding box plus one voxel, with origin, spacing
-    and direction (LPS, as SimpleITK) consistent with the original image; masks uint8.
-    Grey levels are not discretised here (see :func:`prepare` for ``levels``).
+    ``diagnostics`` (default: the settings') also computes the IBSI diagnostic values.
+    The result feeds :func:`prepared_to_sitk` and :func:`extract_ibsi` (``prepared=``),
+    so an item prepared once serves both pyradiomics and the IBSI families.
     """
     import SimpleITK as sitk
 
     settings = settings_from_params(params)
+    if diagnostics is None:
+        diagnostics = settings.diagnostics
+    if "diagnostics" not in settings.families:
+        diagnostics = False
     arr = sitk.GetArrayFromImage(image).astype(np.float64)
-    roi = _roi(mask, params)
     spacing = tuple(float(s) for s in image.GetSpacing()[::-1])
-    prep = prepare(arr, roi, spacing, settings)
+    return prepare(arr, _roi(mask, params), spacing, settings, diagnostics=diagnostics)
+
+
+def prepared_to_sitk(prep: Prepared, image):
+    """(image, intensity mask, morphological mask) of ``prep`` as SimpleITK images.
+
+    The image on the centre-aligned resampled grid, cropped to the ROI bounding box
+    plus one voxel, with origin, spacing and direction (LPS, as SimpleITK) consistent
+    with the original ``image``; masks uint8. Grey levels are not discretised here.
+    """
+    import SimpleITK as sitk
+
     origin = image.TransformContinuousIndexToPhysicalPoint(tuple(float(i) for i in prep.index0[::-1]))
     out = []
     for a in (prep.image, prep.int_mask.astype(np.uint8), prep.morph_mask.astype(np.uint8)):
@@ -259,6 +272,15 @@ def prepare_sitk(image, mask, params: dict):
         im.SetDirection(image.GetDirection())
         out.append(im)
     return tuple(out)
+
+
+def prepare_sitk(image, mask, params: dict):
+    """IBSI-processed (image, intensity mask, morphological mask) as SimpleITK images.
+
+    For running other feature code (e.g. pyradiomics with resampling and resegmentation
+    disabled) on exactly the IBSI-prepared data; see :func:`prepared_to_sitk`.
+    """
+    return prepared_to_sitk(prepare_from_sitk(image, mask, params, diagnostics=False), image)
 
 
 def _roi(mask, params) -> np.ndarray:
@@ -272,20 +294,17 @@ def _roi(mask, params) -> np.ndarray:
 _FAMILY_PREFIXES = {"morph", "loc", "stat", "ih", "ivh", "cm", "rlm", "szm", "dzm", "ngt", "ngl"}
 
 
-def extract_ibsi(image, mask, params: dict) -> list[dict]:
+def extract_ibsi(image, mask, params: dict, prepared: Prepared | None = None) -> list[dict]:
     """Hook for the extraction engine: SimpleITK image and mask -> long-table rows.
 
     ``params`` is the parameter-file dict; its ``ibsi:`` section configures the
     processing (:class:`IbsiSettings`). The mask label is ``setting.label``
-    (default: any non-zero voxel).
+    (default: any non-zero voxel). ``prepared``: the result of
+    :func:`prepare_from_sitk` for the same inputs (not prepared again).
     """
-    import SimpleITK as sitk
-
     settings = settings_from_params(params)
-    arr = sitk.GetArrayFromImage(image).astype(np.float64)
-    roi = _roi(mask, params)
-    spacing = tuple(float(s) for s in image.GetSpacing()[::-1])
-    values = compute(arr, roi, spacing, settings)
+    prep = prepared if prepared is not None else prepare_from_sitk(image, mask, params)
+    values = compute_prepared(prep, settings)
     rows = []
     for tag, value in values.items():
         family, _, rest = tag.partition("_")
