@@ -39,7 +39,9 @@ def ingest(
         help="Header cache between runs (overrides the config's index_cache): auto (the user's cache folder), off, "
         "or a folder outside OUT and SRC. It holds original identifiers and stays on this side.",
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Index and qualify only: print what would be converted, write nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Index and qualify only: print what would be converted; nothing is written to OUT "
+        "(the source-side index cache is updated)."),
 ) -> None:
     """Index, qualify and convert DICOM series under SRC to NIfTI in OUT.
 

@@ -145,8 +145,10 @@ class IndexCache:
             self._db = None
 
     def _open(self) -> None:
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent  # <cache dir>/index: ours, owner-only
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.stat().st_uid != os.getuid():
+            raise OSError(f"refusing a cache folder not owned by this user: {folder}")
         os.chmod(folder, 0o700)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

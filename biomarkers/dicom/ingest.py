@@ -153,7 +153,8 @@ class Ingest:
 
     # ------------------------------------------------------------------ plan
     def plan(self, executor: Executor | None = None) -> IngestPlan:
-        """Index SRC, qualify every stack and decide what to convert (nothing is written)."""
+        """Index SRC, qualify every stack and decide what to convert (nothing is written to OUT; the
+        source-side index cache, if enabled, learns the headers it read)."""
         own = False
         if executor is None:
             executor, own = self._executor()
