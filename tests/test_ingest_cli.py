@@ -48,6 +48,10 @@ def test_cli_errors_exit_2(shared_data, tmp_path, capsys, monkeypatch):
     assert main(["ingest", str(src), str(out), "--linkage-table", str(out / "k.csv")]) == 2
     assert "must not be written inside the output folder" in capsys.readouterr().err
     assert not out.exists()
+    # so is an index cache (original identifiers) inside OUT
+    assert main(["ingest", str(src), str(out), "--index-cache", str(out / "cache")]) == 2
+    assert "inside the output folder" in capsys.readouterr().err
+    assert not out.exists()
     # unknown config key: the message names the file and the key
     cfg = tmp_path / "ingest.yaml"
     cfg.write_text("allow_gapz: true\n")
