@@ -39,8 +39,8 @@ class Outcome:
     error: str | None = None
 
 
-def _worker_init() -> None:
-    """Per-process setup: one thread per worker so N workers use N cores."""
+def _worker_init(preload: tuple[str, ...] = ()) -> None:
+    """Per-process setup: one thread per worker so N workers use N cores; import ``preload`` modules."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -49,10 +49,16 @@ def _worker_init() -> None:
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
     import sys
 
-    if "SimpleITK" in sys.modules:  # already loaded (e.g. forked worker): set it directly
-        sys.modules["SimpleITK"].ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    import importlib
     import logging
 
+    for name in preload:  # while the coordinator is still planning, not in the first work item
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the work item that needs it reports the error
+    if "SimpleITK" in sys.modules:  # already loaded (forked worker, preload): set it directly
+        sys.modules["SimpleITK"].ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     logging.getLogger("radiomics").setLevel(logging.ERROR)
 
 
@@ -114,14 +120,20 @@ class SerialExecutor(Executor):
 
 
 class LocalExecutor(Executor):
-    """A local process pool (spawned processes, one thread each)."""
+    """A local process pool (spawned processes, one thread each).
+
+    ``preload``: modules every worker imports when it starts (e.g. ``radiomics`` when the
+    pool will extract features), so the import overlaps with the coordinator's planning
+    instead of delaying the first work item of each worker.
+    """
 
     name = "local"
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, preload: tuple[str, ...] = ()):
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
             raise ConfigError(f"executor workers must be >= 1, got {self.workers}")
+        self.preload = tuple(preload)
         self._pool = None
 
     def _ensure(self):
@@ -130,7 +142,8 @@ class LocalExecutor(Executor):
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                initargs=(self.preload,),
             )
         return self._pool
 
@@ -281,8 +294,12 @@ class DaskExecutor(Executor):
         return f"dask ({self.address}, {self.workers} threads)"
 
 
-def get_executor(spec: str | None = None, workers: int | None = None) -> Executor:
-    """Build an executor from a spec string (see module docstring)."""
+def get_executor(spec: str | None = None, workers: int | None = None, preload: tuple[str, ...] = ()) -> Executor:
+    """Build an executor from a spec string (see module docstring).
+
+    ``preload``: modules a local pool's workers import as they start (ignored elsewhere:
+    dask workers are long-lived and import once).
+    """
     spec = (spec or "local").strip()
     if spec == "serial":
         return SerialExecutor()
@@ -293,7 +310,7 @@ def get_executor(spec: str | None = None, workers: int | None = None) -> Executo
                 n = int(spec.split(":", 1)[1])
             except ValueError:
                 raise ConfigError(f"executor {spec!r}: expected local:N with N an integer") from None
-        return LocalExecutor(n)
+        return LocalExecutor(n, preload=preload)
     if spec.startswith("dask://") or spec.startswith("tcp://"):
         addr = "tcp://" + spec.split("://", 1)[1]
         return DaskExecutor(addr)

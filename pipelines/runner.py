@@ -224,7 +224,9 @@ class Pipeline:
         if isinstance(self.executor_spec, Executor):
             return self.executor_spec
         if self._executor is None:
-            self._executor = get_executor(self.executor_spec)
+            # workers that will extract import pyradiomics as they start (during ingest's indexing)
+            preload = ("SimpleITK", "radiomics.featureextractor") if self.cfg.extract.enabled else ()
+            self._executor = get_executor(self.executor_spec, preload=preload)
             self._executor_desc = self._executor.describe()
         return self._executor
 
