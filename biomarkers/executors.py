@@ -147,6 +147,12 @@ class LocalExecutor(Executor):
             )
         return self._pool
 
+    def start(self) -> None:
+        """Start every worker now, without waiting (they import their ``preload`` modules)."""
+        pool = self._ensure()
+        for _ in range(self.workers):
+            pool.submit(os.getpid)
+
     def map_unordered(self, func, items):
         """See :meth:`Executor.map_unordered`.
 

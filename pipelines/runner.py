@@ -92,6 +92,7 @@ class Pipeline:
         self.report = RunReport("pipeline")
         self._executor: Executor | None = None
         self._deid = None
+        self._mlflow = None  # biomarkers.tracking.agent.Tracker, started when a stage starts working
         self.leaderboards: list = []
 
     # ----------------------------------------------------------------- validate / plan
@@ -185,7 +186,14 @@ class Pipeline:
         try:
             self._log_mlflow(t0)
         except Exception as err:  # noqa: BLE001 - the outputs are written; tracking problems are reported
-            self._fail("tracking", f"logging to MLflow failed: {type(err).__name__}: {err}")
+            from biomarkers.tracking.agent import TrackingFailed
+
+            msg = str(err) if isinstance(err, TrackingFailed) else f"{type(err).__name__}: {err}"
+            self._fail("tracking", f"logging to MLflow failed: {msg}")
+        finally:
+            if self._mlflow is not None:
+                self._mlflow.close()
+                self._mlflow = None
         self.report.extra["stages"] = {k: vars(v) for k, v in self.stages.items()}
         self.report.write(self.paths["run_report"])
         return self.report
@@ -229,6 +237,14 @@ class Pipeline:
             self._executor = get_executor(self.executor_spec, preload=preload)
             self._executor_desc = self._executor.describe()
         return self._executor
+
+    def _tracker(self):
+        """The helper that logs the pipeline's MLflow run (see :mod:`biomarkers.tracking.agent`)."""
+        if self._mlflow is None:
+            from biomarkers.tracking.agent import Tracker
+
+            self._mlflow = Tracker()
+        return self._mlflow
 
     def deidentifier(self):
         if self._deid is None:
@@ -339,6 +355,8 @@ class Pipeline:
             echo(f"[{name}] unchanged since the last run: skipped ({sum(n.values())} cases from the last report)")
             return
         echo(f"[{name}] running")
+        if self.cfg.tracking.enabled:  # this run will log to MLflow: import it beside the stages
+            self._tracker().start()
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
@@ -487,66 +505,49 @@ class Pipeline:
             self.stages["tracking"] = StageOutcome("cached", details={"mlflow_run_id": prev["run_id"]})
             echo(f"[tracking] nothing changed: no new MLflow run (last run {prev['run_id']})")
             return
-        import mlflow
-
-        from biomarkers.tracking import client, get_or_create_experiment, log_feature_set, using_tracking
+        from biomarkers.tracking.agent import finish_run, open_run
 
         t_log = time.time()
         uri = self._tracking_uri()
-        exp = get_or_create_experiment(self.cfg.tracking.experiment, uri)
-        run_id = client(uri).create_run(exp, run_name=self.cfg.name, start_time=int(t0 * 1000), tags={
-            "biomarkers.run_kind": "pipeline", "biomarkers.pipeline": self.cfg.name}).info.run_id
+        tracker = self._tracker()
+        run_id = tracker.call(open_run, {
+            "uri": uri, "experiment": self.cfg.tracking.experiment, "run_name": self.cfg.name,
+            "start_time_ms": int(t0 * 1000),
+            "tags": {"biomarkers.run_kind": "pipeline", "biomarkers.pipeline": self.cfg.name}})
         self.report.extra["mlflow_run_id"] = run_id
         self.stages["tracking"] = StageOutcome("ran", details={"mlflow_run_id": run_id})
         failed = any(s.status == "failed" for s in self.stages.values())
-        with using_tracking(uri), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
-            with mlflow.start_run(run_id=run_id):
-                from mlflow.entities import Metric, Param, RunTag
-
-                now = int(time.time() * 1000)
-                params = {"config_hash": self.cfg.config_hash()[:16], "executor": self._executor_desc[:200],
-                          "pipeline": self.cfg.name}
-                metrics = [Metric(f"stage_{n}_{k}", float(v), now, 0) for n, s in self.stages.items()
-                           for k, v in (("computed", s.computed), ("seconds", s.elapsed_s))]
-                client(uri).log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
-                                      tags=[RunTag(f"biomarkers.stage.{n}", s.status) for n, s in self.stages.items()])
-                fw = self.paths["features"] / "features_wide.parquet"
-                if fw.is_file() and self.stages.get("extract", StageOutcome("")).status in ("ran", "cached"):
-                    log_feature_set(fw, name=f"{self.cfg.name}-features", df=_plain_frame(fw))
-                if self.paths["analysis"].is_file() and self.stages.get("link", StageOutcome("")).status in ("ran", "cached"):
-                    log_feature_set(self.paths["analysis"], name=f"{self.cfg.name}-analysis",
-                                    df=_plain_frame(self.paths["analysis"]))
-                for s in self.stages.get("experiments", StageOutcome("")).details.get("experiments", []):
-                    if s.get("run_id"):
-                        mlflow.set_tag(f"biomarkers.experiment.{s['name']}.run_id", s["run_id"])
-                rel = self.stages.get("release", StageOutcome("")).details
-                if rel.get("mlflow_run_id"):
-                    mlflow.set_tag("biomarkers.release.run_id", rel["mlflow_run_id"])
-                if rel.get("release"):
-                    mlflow.set_tag("biomarkers.release", rel["release"])
-                self.stages["tracking"].elapsed_s = round(time.time() - t_log, 3)
-                self.report.extra["stages"] = {k: vars(v) for k, v in self.stages.items()}
-                self.report.write(self.paths["run_report"])
-                for p, folder in [(self.paths["run_report"], "reports"),
-                                  (self.paths["clinical_report"], "reports/clinical"), (self.paths["link_report"], "reports"),
-                                  (self.out / "experiments.json", "reports")]:
-                    if p.is_file():
-                        mlflow.log_artifact(str(p), artifact_path=folder)
-                mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        tags = {f"biomarkers.stage.{n}": s.status for n, s in self.stages.items()}
+        datasets = []
+        fw = self.paths["features"] / "features_wide.parquet"
+        if fw.is_file() and self.stages.get("extract", StageOutcome("")).status in ("ran", "cached"):
+            datasets.append([str(fw), f"{self.cfg.name}-features"])
+        if self.paths["analysis"].is_file() and self.stages.get("link", StageOutcome("")).status in ("ran", "cached"):
+            datasets.append([str(self.paths["analysis"]), f"{self.cfg.name}-analysis"])
+        for s in self.stages.get("experiments", StageOutcome("")).details.get("experiments", []):
+            if s.get("run_id"):
+                tags[f"biomarkers.experiment.{s['name']}.run_id"] = s["run_id"]
+        rel = self.stages.get("release", StageOutcome("")).details
+        if rel.get("mlflow_run_id"):
+            tags["biomarkers.release.run_id"] = rel["mlflow_run_id"]
+        if rel.get("release"):
+            tags["biomarkers.release"] = rel["release"]
+        self.stages["tracking"].elapsed_s = round(time.time() - t_log, 3)
+        now = int(time.time() * 1000)
+        metrics = [[f"stage_{n}_{k}", float(v), now] for n, s in self.stages.items()
+                   for k, v in (("computed", s.computed), ("seconds", s.elapsed_s))]
+        self.report.extra["stages"] = {k: vars(v) for k, v in self.stages.items()}
+        self.report.write(self.paths["run_report"])
+        artifacts = [[str(p), folder] for p, folder in [
+            (self.paths["run_report"], "reports"), (self.paths["clinical_report"], "reports/clinical"),
+            (self.paths["link_report"], "reports"), (self.out / "experiments.json", "reports")] if p.is_file()]
+        tracker.call(finish_run, {
+            "uri": uri, "run_id": run_id, "metrics": metrics, "tags": tags, "datasets": datasets,
+            "artifacts": artifacts, "status": "FAILED" if failed else "FINISHED",
+            "params": {"config_hash": self.cfg.config_hash()[:16], "executor": self._executor_desc[:200],
+                       "pipeline": self.cfg.name}})
         self.state.data["_mlflow"] = {"run_id": run_id, "config_hash": self.cfg.config_hash()}
         write_json(self.paths["state"], self.state.data)
-
-
-def _plain_frame(path: Path):
-    """A Parquet table with Arrow-backed string columns turned into plain objects (MLflow's digest needs them)."""
-    import pandas as pd
-
-    df = pd.read_parquet(path)
-    for c in df.columns:
-        if isinstance(df[c].dtype, pd.StringDtype) or str(df[c].dtype).startswith(("string", "large_string")):
-            df[c] = df[c].astype(object)
-    return df
 
 
 def _experiment_summary(name: str, res: Any) -> dict:
