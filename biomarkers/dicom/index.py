@@ -16,6 +16,7 @@ Identifiers kept here are the original DICOM values, in memory only.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,6 +387,7 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
         transfer_syntax_uid=ts,
     )
+    intern_shared(common)
     if sop_class in (RTSTRUCT_SOP, SEG_SOP):
         return "seg", (_segmentation(path, rel, common, sop_class), sop_uid)
     image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or ()))
@@ -492,6 +494,20 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
             )
         )
     return "image", out
+
+
+#: Values that every file of a series (or study, or cohort) repeats: one string object each.
+SHARED_FIELDS = ("sop_class_uid", "modality", "patient_id", "study_uid", "series_uid", "frame_of_reference_uid",
+                 "transfer_syntax_uid")
+
+
+def intern_shared(values: dict) -> dict:
+    """Intern the :data:`SHARED_FIELDS` strings of ``values`` in place (memory of a large index)."""
+    for k in SHARED_FIELDS:
+        v = values.get(k)
+        if isinstance(v, str):
+            values[k] = sys.intern(v)
+    return values
 
 
 def _sop_name(uid: str) -> str:

@@ -98,11 +98,12 @@ def _encode(kind: str, value) -> str:
 
 
 def _decode(kind: str, text: str, path: Path):
-    from .index import UnusedFile
+    from .index import UnusedFile, intern_shared
 
     raw = json.loads(text)
 
     def build(cls, d: dict):
+        intern_shared(d)
         for k in _TUPLE_FIELDS.intersection(d):
             if d[k] is not None:
                 d[k] = tuple(d[k])

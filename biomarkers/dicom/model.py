@@ -12,9 +12,12 @@ from pathlib import Path
 from ..geometry import Grid
 
 
-@dataclass
+@dataclass(slots=True)
 class DicomFile:
-    """Header summary of one indexed DICOM file (pixel data not read)."""
+    """Header summary of one indexed DICOM file (pixel data not read).
+
+    Slotted (no per-instance ``__dict__``): a cohort's index holds one per file.
+    """
 
     path: Path
     rel: str  # path relative to SRC (for reports)
