@@ -161,10 +161,11 @@ class FileHasher:
     from the per-file entries, reading only the files that are new or changed.
     """
 
-    def __init__(self, cache_path: str | os.PathLike):
-        self.cache_path = Path(cache_path)
+    def __init__(self, cache_path: str | os.PathLike | None):
+        """``cache_path``: the JSON file (written owner-only by :meth:`save`); None keeps it in memory."""
+        self.cache_path = Path(cache_path) if cache_path is not None else None
         try:
-            data = json.loads(self.cache_path.read_text())
+            data = json.loads(self.cache_path.read_text()) if self.cache_path is not None else {}
         except (OSError, ValueError):
             data = {}
         self._cache: dict[str, list] = {k: v for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
@@ -245,6 +246,6 @@ class FileHasher:
         self._dirty = True
 
     def save(self) -> None:
-        if self._dirty:
+        if self._dirty and self.cache_path is not None:
             write_json(self.cache_path, self._cache)
             self._dirty = False

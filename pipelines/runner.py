@@ -145,6 +145,7 @@ class Pipeline:
                     reason = f"cannot plan: {type(err).__name__}: {err}"
             planned[name] = StageOutcome("cached" if cached else "planned", key=key[:12], reason=reason)
         self.hasher.save()
+        self.src_hasher.save()
         return planned
 
     # ----------------------------------------------------------------- run
@@ -176,6 +177,7 @@ class Pipeline:
                 self._executor.close()
             self._executor = None
             self.hasher.save()
+            self.src_hasher.save()
         self.report.extra.update({
             "pipeline": self.cfg.name,
             "config_hash": self.cfg.config_hash(),
@@ -202,6 +204,17 @@ class Pipeline:
     def _prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.hasher = FileHasher(self.paths["hashes"])
+        # per-file content hashes of the source DICOM stay on the source side, beside the
+        # ingest index cache (a file's hash in OUT would tell whoever holds the file that it
+        # is part of this dataset); only the tree's overall hash enters the stage key
+        from biomarkers.dicom.index_cache import resolve_cache_path
+
+        try:
+            src_cache = resolve_cache_path(self.cfg.ingest_settings().index_cache, self.cfg.source.dicom,
+                                           self.paths["dataset"], kind="trees", suffix=".json")
+        except BiomarkersError:
+            src_cache = None  # ingest reports the misplaced cache
+        self.src_hasher = FileHasher(src_cache)
         self.state = StageState(self.paths["state"])
         self._executor_desc = str(self.executor_spec if not isinstance(self.executor_spec, Executor)
                                   else self.executor_spec.describe())
@@ -284,7 +297,7 @@ class Pipeline:
         c = self.cfg
         v = biomarkers.__version__
         if name == "ingest":
-            parts = {"src": self.hasher.tree(c.source.dicom),
+            parts = {"src": self.src_hasher.tree(c.source.dicom),
                      "settings": c.ingest_settings().model_dump(mode="json"), "secret": self._secret_probe()}
         elif name == "extract":
             parts = {"manifest": self._hash_out(self.paths["dataset"] / "manifest.parquet"),

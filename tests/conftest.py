@@ -28,6 +28,19 @@ def _no_secret_leak_env(monkeypatch):
     monkeypatch.delenv("BIOMARKERS_SECRET_FILE", raising=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory):
+    """Module- and session-scoped fixtures (set up before any test's own fixtures) also keep
+    the hospital-side caches in a temporary folder."""
+    old = os.environ.get("BIOMARKERS_CACHE_DIR")
+    os.environ["BIOMARKERS_CACHE_DIR"] = str(tmp_path_factory.mktemp("biomarkers-cache-session"))
+    yield
+    if old is None:
+        os.environ.pop("BIOMARKERS_CACHE_DIR", None)
+    else:
+        os.environ["BIOMARKERS_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path_factory, monkeypatch):
     """Each test's hospital-side index cache goes to its own temporary folder, never ~/.cache."""

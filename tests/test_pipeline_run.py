@@ -62,7 +62,7 @@ def _wide(out: Path) -> pd.DataFrame:
 def runs(tmp_path_factory):
     """The whole scenario, run once; tests below check one property each."""
     root = tmp_path_factory.mktemp("pipe")
-    res: dict = {"root": root}
+    res: dict = {"root": root, "cache_dir": Path(os.environ["BIOMARKERS_CACHE_DIR"])}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BIOMARKERS_SECRET", SECRET)
         mp.delenv("BIOMARKERS_SECRET_FILE", raising=False)
@@ -218,3 +218,19 @@ def test_no_identifier_in_outputs_or_mlflow(runs):
     assert not hits, hits[:5]
     hits = scan_mlflow(f"sqlite:///{runs['root'] / 'mlflow.db'}", needles)
     assert not hits, hits[:5]
+
+
+def test_source_file_hashes_stay_on_the_source_side(runs):
+    """No SHA-256 of an original DICOM file is stored in OUT (it would confirm, to whoever holds
+    the file, that it belongs to this dataset): the per-file hashes of the source tree live in
+    the source-side cache folder, beside the index cache."""
+    from biomarkers.io import sha256_file
+
+    src_hashes = {sha256_file(p) for p in (runs["root"] / "cohort" / "dicom").rglob("*") if p.is_file()}
+    assert len(src_hashes) > 50
+    out = runs["root"] / "out_local"
+    leaked = [p for p in out.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000
+              and any(h.encode() in p.read_bytes() for h in src_hashes)]
+    assert not leaked, leaked[:5]
+    side = list(runs["cache_dir"].glob("trees/*.json"))
+    assert side and any(h in side[0].read_text() for h in src_hashes)

@@ -56,8 +56,12 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "biomarkers"
 
 
-def resolve_cache_path(setting: str, src: Path, out: Path) -> Path | None:
+def resolve_cache_path(setting: str, src: Path, out: Path, kind: str = "index", suffix: str = ".sqlite") -> Path | None:
     """Where the index cache of ``src`` lives for an ``index_cache`` setting, or None (off).
+
+    ``kind``/``suffix`` name other source-side caches of ``src`` in the same folder
+    (``<folder>/<kind>/<hash of src><suffix>``), e.g. the pipeline's per-file content
+    hashes of the source tree.
 
     ``setting``: ``"auto"`` (the default cache folder, see module docstring), ``"off"``,
     or a folder. Raises :class:`InputError` for a folder inside ``out`` (the cache holds
@@ -80,7 +84,7 @@ def resolve_cache_path(setting: str, src: Path, out: Path) -> Path | None:
             f"set index_cache to a folder outside it (or 'off')"
         )
     name = hashlib.sha256(str(src_r).encode("utf-8")).hexdigest()[:32]
-    return folder / "index" / f"{name}.sqlite"
+    return folder / kind / f"{name}{suffix}"
 
 
 def _encode(kind: str, value) -> str:
