@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     print(f"synthetic cohorts written in {time.perf_counter() - t0:.0f} s")
 
     # machine ceiling: the same executor, pure CPU work, 1 vs W workers
-    # (measured before and after the pipeline runs, best of each: the machine may be shared)
+    # (measured twice before and twice after the pipeline runs, best of each: the machine may be shared)
     items, per = 8 * w, 4_000_000
     c1 = [calibrate(1, items, per) for _ in range(2)]
     cw = [calibrate(w, items, per) for _ in range(2)]

@@ -5,8 +5,8 @@ with (hash of its inputs' content and its settings) and the SHA-256 of its outpu
 A stage whose key is unchanged and whose outputs still have those hashes is skipped.
 
 File fingerprints are content hashes (SHA-256), remembered together with sizes and
-modification times (``OUT/.pipeline/filehashes.json``) so that unchanged inputs are
-not re-read: the same trick as git's index. No path is stored in clear.
+modification times (``OUT/.pipeline/filehashes.json``, see :class:`biomarkers.io.FileHasher`) so that
+unchanged inputs are not re-read: the same trick as git's index. No path is stored in clear.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import glob
 import json
 from pathlib import Path
 
-from biomarkers.io import FileHasher, write_json  # noqa: F401 - FileHasher re-exported
+from biomarkers.io import FileHasher, write_json
 
 
 def expand(patterns: list[str]) -> list[Path]:

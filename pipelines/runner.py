@@ -33,11 +33,11 @@ from typing import Any
 import biomarkers
 from biomarkers.errors import BiomarkersError, ConfigError
 from biomarkers.executors import Executor, get_executor
-from biomarkers.io import sha256_json, write_json
+from biomarkers.io import FileHasher, sha256_json, write_json
 from biomarkers.logs import echo
 from biomarkers.report import RunReport
 
-from .cache import FileHasher, StageState, expand
+from .cache import StageState, expand
 from .config import UNAVAILABLE, PipelineConfig
 
 STAGES = ("ingest", "extract", "clinical", "link", "tracking", "experiments", "release")

@@ -343,7 +343,8 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
     if path.name.upper() == "DICOMDIR":
         return "unused", UnusedFile(rel, "DICOMDIR (ignored)")
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
     except OSError as err:
         return "unused", UnusedFile(rel, f"unreadable: {err.strerror}")
     if size == 0:
@@ -394,7 +395,7 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
     nframes = _i(ds.get("NumberOfFrames"), 1) or 1
     extra = {
         "size": size,
-        "mtime_ns": path.stat().st_mtime_ns,
+        "mtime_ns": st.st_mtime_ns,
         "bits_allocated": _i(ds.get("BitsAllocated")),
         "bits_stored": _i(ds.get("BitsStored")),
         "pixel_representation": _i(ds.get("PixelRepresentation"), 0),

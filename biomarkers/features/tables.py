@@ -12,11 +12,6 @@ from ..io import write_parquet
 from .items import KEY_COLUMNS, LONG_COLUMNS, PROVENANCE_COLUMNS, Item, long_schema
 
 
-def feature_column(image_type: str, feature_class: str, feature: str) -> str:
-    """Wide-table column name, exactly as pyradiomics names the feature (``original_firstorder_Mean``)."""
-    return f"{image_type}_{feature_class}_{feature}"
-
-
 def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFrame:
     """Concatenate item files (in the given order) into the long table.
 
@@ -60,6 +55,9 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """One row per patient x series x ROI (key columns first), one column per feature (pyradiomics values).
+
+    Columns are named ``<image_type>_<feature_class>_<feature>``, exactly as pyradiomics names
+    its features (``original_firstorder_Mean``).
 
     Rows and columns keep the order of their first appearance in ``long``; a feature listed
     twice for the same row keeps its first value.
