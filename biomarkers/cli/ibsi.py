@@ -15,7 +15,7 @@ def ibsi(
     mode: Optional[str] = typer.Option(
         None, "--mode", "-m",
         help="pyradiomics: pyradiomics + the mapping table (and its exact corrections); ibsi: with the IBSI "
-        "module (biomarkers.features.ibsi). Default: ibsi when installed.",
+        "module (biomarkers.features.ibsi). Default: ibsi.",
     ),
     case: List[str] = typer.Option(
         [], "--case", "-c", help="digital_phantom, config_A .. config_E (repeatable; default: all six)."
@@ -24,7 +24,7 @@ def ibsi(
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Save every comparison row as CSV."),
     summary: bool = typer.Option(False, "--summary", help="Print the totals only (no per-feature lines)."),
     configs: Optional[Path] = typer.Option(None, "--configs", help="Folder of the IBSI parameter files "
-                                           "(default: configs/radiomics of the source tree)."),
+                                           "(default: those shipped with the package, as in configs/radiomics)."),
 ) -> None:
     """Run the IBSI 1 digital phantom and CT phantom configurations A-E and compare with IBSI.
 
@@ -34,11 +34,11 @@ def ibsi(
     import pandas as pd
 
     from ..errors import ConfigError
-    from ..features.ibsi_check import CASES, default_mode, is_3d_family, run_case, totals
+    from ..features.ibsi_check import CASES, is_3d_family, run_case, totals
     from ..io import write_csv, write_json
     from ..logs import echo
 
-    mode = mode or default_mode()
+    mode = mode or "ibsi"
     cases = case or list(CASES)
     bad = [c for c in cases if c not in CASES]
     if bad:

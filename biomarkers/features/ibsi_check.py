@@ -1,10 +1,10 @@
 """``biomarkers ibsi``: the IBSI 1 phantoms through the extraction code, compared with the reference tables.
 
-Cases: the digital phantom and the CT phantom configurations A-E. Each case is
-run exactly like a cohort: a one-item ingest-style dataset (manifest + NIfTI) is
-extracted by :class:`biomarkers.features.extract.Extract` with the shipped
-parameter file (``configs/radiomics/ibsi_digital_phantom.yaml``,
-``ibsi_ct_config_{A..E}.yaml``), and the long table's IBSI codes are compared
+Cases (:data:`biomarkers.features.ibsi.reference.DATASETS`): the digital phantom and the CT
+phantom configurations A-E. Each case is run exactly like a cohort: a one-item ingest-style
+dataset (manifest + NIfTI) is extracted by :class:`biomarkers.features.extract.Extract` with
+the shipped parameter file (:data:`~biomarkers.features.ibsi.reference.PARAMS`, in
+``biomarkers/data/radiomics``, identical to ``configs/radiomics``), and the long table's IBSI codes are compared
 with ``biomarkers/data/ibsi/ibsi_1_reference_values_<case>.csv`` (a copy of the
 IBSI 1 reference tables shipped with the package, with the phantoms).
 
@@ -29,15 +29,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError
-from .items import ibsi_module
+from .ibsi.reference import DATASETS as CASES
+from .ibsi.reference import PARAMS, compare as compare_reference, params_dir
 from .mapping import ibsi_codes
 from .params import ParamSet, ParamsByModality, strip_extra, validate_params
 
-CASES = ("digital_phantom", "config_A", "config_B", "config_C", "config_D", "config_E")
-_FILES = {
-    "digital_phantom": ("digital_phantom_image.nii.gz", "digital_phantom_mask.nii.gz", "ibsi_digital_phantom.yaml"),
-    **{f"config_{c}": ("ct_phantom_image.nii.gz", "ct_phantom_mask.nii.gz", f"ibsi_ct_config_{c}.yaml") for c in "ABCDE"},
-}
 #: Extra parameter files of a case, run in pyradiomics mode only (IBSI "merged" texture aggregation).
 _MERGED = {"digital_phantom": "ibsi_digital_phantom_merged.yaml", "config_A": "ibsi_ct_config_A_merged.yaml"}
 MODES = ("pyradiomics", "ibsi")
@@ -49,51 +45,11 @@ def data_dir() -> Path:
     return Path(str(resources.files("biomarkers").joinpath("data", "ibsi")))
 
 
-def configs_dir() -> Path:
-    """``configs/radiomics`` of the source tree (the shipped parameter files)."""
-    return Path(__file__).resolve().parents[2] / "configs" / "radiomics"
-
-
-def default_mode() -> str:
-    return "ibsi" if ibsi_module() is not None else "pyradiomics"
-
-
-def load_reference(case: str) -> pd.DataFrame:
-    """Reference table of ``case``: tag, family, feature, reference, tolerance (shipped copy)."""
-    f = data_dir() / f"ibsi_1_reference_values_{case}.csv"
-    df = pd.read_csv(f, encoding="utf-8-sig").rename(columns={"reference value": "reference"})
-    return df[["tag", "family", "feature", "reference", "tolerance"]]
-
-
-def _within(value: float, ref: float, tol: float) -> bool:
-    import math
-
-    if tol and tol > 0:
-        allowed = tol
-    elif ref == 0:
-        allowed = 0.0
-    else:
-        allowed = 0.5 * 10 ** (math.floor(math.log10(abs(ref))) - 2)  # 3 significant digits
-    return abs(value - ref) <= allowed + 1e-9 * max(1.0, abs(ref))
-
-
 def compare(values: dict[str, float], case: str) -> pd.DataFrame:
-    """Per reference value: value, status (pass / deviating / not implemented / no reference)."""
-    ref = load_reference(case)
-    vals, status = [], []
-    for tag, r, tol in zip(ref["tag"], ref["reference"], ref["tolerance"]):
-        v = values.get(tag)
-        vals.append(v if v is not None else float("nan"))
-        if pd.isna(r):
-            status.append("no reference")
-        elif v is None or pd.isna(v):
-            status.append("not implemented")
-        else:
-            status.append("pass" if _within(float(v), float(r), float(tol) if pd.notna(tol) else 0.0) else "deviating")
-    out = ref.copy()
+    """Per reference value (shipped copy): value, status (pass / deviating / not implemented / no reference)."""
+    out = compare_reference(values, case, reference_dir=data_dir())
+    out["status"] = out["status"].map(lambda s: STATUS_LABELS.get(s, s))
     out.insert(0, "case", case)
-    out["value"] = vals
-    out["status"] = status
     return out[["case", "family", "feature", "tag", "value", "reference", "tolerance", "status"]]
 
 
@@ -116,16 +72,18 @@ def values_by_tag(long: pd.DataFrame, settings: dict, mode: str) -> dict[str, fl
 
 def run_case(case: str, mode: str | None = None, workdir: str | Path | None = None,
              configs: str | Path | None = None) -> pd.DataFrame:
-    """Extract one IBSI case through :class:`Extract` and compare it with the reference."""
+    """Extract one IBSI case through :class:`Extract` and compare it with the reference.
+
+    ``mode``: default ``ibsi``; ``configs``: folder of the parameter files (default: the shipped ones).
+    """
     if case not in CASES:
         raise ConfigError(f"unknown IBSI case {case!r}; known: {', '.join(CASES)}")
-    mode = mode or default_mode()
+    mode = mode or "ibsi"
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {MODES}, got {mode!r}")
-    if mode == "ibsi" and ibsi_module() is None:
-        raise ConfigError("--mode ibsi needs biomarkers.features.ibsi (not installed); use --mode pyradiomics")
-    image, mask, cfg = _FILES[case]
-    cdir = Path(configs or configs_dir())
+    phantom = "digital_phantom" if case == "digital_phantom" else "ct_phantom"
+    image, mask, cfg = f"{phantom}_image.nii.gz", f"{phantom}_mask.nii.gz", PARAMS[case]
+    cdir = Path(configs or params_dir())
     files = [cdir / cfg] + ([cdir / _MERGED[case]] if mode == "pyradiomics" and case in _MERGED else [])
     tmp = None
     if workdir is None:
@@ -171,7 +129,8 @@ def _extract_values(ds: Path, cfg_path: Path, mode: str, out: Path) -> dict[str,
     """Run :class:`Extract` on the phantom dataset with one parameter file; IBSI tag -> value."""
     from ..config import read_yaml
     from ..io import sha256_file, sha256_json
-    from .extract import LONG_TABLE, Extract
+    from .extract import Extract
+    from .naming import LONG_TABLE
 
     params = read_yaml(cfg_path) or {}
     if mode == "pyradiomics":

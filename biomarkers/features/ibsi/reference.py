@@ -1,17 +1,11 @@
-"""IBSI 1 reference values and the comparison used by tests and ``biomarkers ibsi``.
+"""IBSI 1 reference datasets: their parameter files, phantoms and reference values, and the comparison.
 
-NOTE FOR THE EXTRACTION AREA (``biomarkers ibsi`` command)::
+Datasets (:data:`DATASETS`): the digital phantom and the CT phantom configurations A-E. The
+settings of each are those of its shipped parameter file (:data:`PARAMS`, the ``ibsi:`` section),
+read from the package (``biomarkers/data/radiomics``; ``configs/radiomics`` holds identical
+copies for users, checked by a test): one definition, used by the checks and by users alike.
 
-    from biomarkers.features.ibsi.reference import compare, load_reference, DATASETS
-    df = compare(values: dict[str, float], dataset: str, reference_dir=None) -> pandas.DataFrame
-    # dataset: "digital_phantom" or "config_A" .. "config_E"
-    # columns: tag, family, feature, value, reference, tolerance, status ("pass"|"fail"|"missing"|"no reference")
-    summarise(df) -> DataFrame per family with pass/fail/missing counts
-    run_dataset(dataset, data_dir=None, diagnostics=True) -> dict[tag, value]
-    # computes the features of a reference dataset with PHANTOM_SETTINGS[dataset]
-    # (the ``ibsi:`` sections for configs/radiomics/ibsi_*.yaml) and PHANTOM_FILES
-
-``values`` maps IBSI tags (the ``tag`` column of the reference CSVs, e.g. ``morph_vol``,
+``values`` map IBSI tags (the ``tag`` column of the reference CSVs, e.g. ``morph_vol``,
 ``cm_joint_max_3D_avg``) to values. A value passes when ``|value - reference| <= tolerance``
 (plus 1e-9 relative slack for floating point; tolerance 0 means agreement to the
 reference's 3 significant digits, i.e. half a unit of its last printed digit).
@@ -20,6 +14,7 @@ reference's 3 significant digits, i.e. half a unit of its last printed digit).
 from __future__ import annotations
 
 import math
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -27,26 +22,24 @@ import pandas as pd
 
 DATASETS = ("digital_phantom", "config_A", "config_B", "config_C", "config_D", "config_E")
 
-#: The ``ibsi:`` settings of each IBSI 1 reference dataset (IBSI 1 document, table of
-#: CT phantom configurations; the digital phantom is used without discretisation).
-PHANTOM_SETTINGS: dict[str, dict] = {
-    "digital_phantom": dict(discretisation="none", bin_width=None, ivh_discretisation="none",
-                            aggregation=["2D", "2.5D", "3D"]),
-    "config_A": dict(reseg_range=[-500, 400], discretisation="fbs", bin_width=25,
-                     ivh_discretisation="none", aggregation=["2D", "2.5D"]),
-    "config_B": dict(spacing=[2.0, 2.0, 2.0], in_plane_only=True, interpolation="linear",
-                     round_intensities=True, reseg_range=[-500, 400], discretisation="fbn",
-                     bin_width=None, bin_count=32, ivh_discretisation="none", aggregation=["2D", "2.5D"]),
-    "config_C": dict(spacing=[2.0, 2.0, 2.0], interpolation="linear", round_intensities=True,
-                     reseg_range=[-1000, 400], discretisation="fbs", bin_width=25,
-                     ivh_discretisation="fbs", ivh_bin_width=2.5, aggregation=["3D"]),
-    "config_D": dict(spacing=[2.0, 2.0, 2.0], interpolation="linear", round_intensities=True,
-                     outlier_sd=3, discretisation="fbn", bin_width=None, bin_count=32,
-                     ivh_discretisation="none", aggregation=["3D"]),
-    "config_E": dict(spacing=[2.0, 2.0, 2.0], interpolation="cubic", round_intensities=True,
-                     reseg_range=[-1000, 400], outlier_sd=3, discretisation="fbn", bin_width=None,
-                     bin_count=32, ivh_discretisation="fbn", ivh_bin_count=1000, aggregation=["3D"]),
-}
+#: Parameter file of each dataset (in :func:`params_dir`).
+PARAMS: dict[str, str] = {"digital_phantom": "ibsi_digital_phantom.yaml",
+                          **{f"config_{c}": f"ibsi_ct_config_{c}.yaml" for c in "ABCDE"}}
+
+
+def params_dir() -> Path:
+    """The IBSI parameter files shipped with the package (``biomarkers/data/radiomics``)."""
+    return Path(str(resources.files("biomarkers").joinpath("data", "radiomics")))
+
+
+def phantom_params(dataset: str, configs: str | Path | None = None) -> dict:
+    """The parameter file of ``dataset`` (from ``configs``, default :func:`params_dir`), parsed."""
+    from biomarkers.config import read_yaml
+
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown IBSI dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    return read_yaml(Path(configs or params_dir()) / PARAMS[dataset]) or {}
+
 
 #: Image and mask of each dataset, relative to the shared data folder.
 PHANTOM_FILES: dict[str, tuple[str, str]] = {
@@ -91,7 +84,7 @@ def _digits_slack(ref: float) -> float:
 def compare(values: dict[str, float], dataset: str, reference_dir: str | Path | None = None) -> pd.DataFrame:
     """Compare ``values`` (tag -> value) with the IBSI reference of ``dataset``.
 
-    status: "pass" (within tolerance), "fail", "missing" (reference exists, no value),
+    status: "pass" (within tolerance), "fail" (also an infinite value), "missing" (reference exists, no value),
     "no reference" (the table has no reference value for the tag).
     """
     ref = load_reference(dataset, reference_dir)
@@ -101,7 +94,7 @@ def compare(values: dict[str, float], dataset: str, reference_dir: str | Path | 
     for r, tol, v, t in zip(out["reference"], out["tolerance"], out["value"], out["tag"]):
         if pd.isna(r):
             status.append("no reference")
-        elif t not in values or v is None or not np.isfinite(v):
+        elif v is None or pd.isna(v):
             status.append("missing")
         else:
             allowed = (tol if tol > 0 else _digits_slack(r)) + 1e-9 * max(1.0, abs(r))
@@ -122,20 +115,20 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_dataset(dataset: str, data_dir: str | Path | None = None, diagnostics: bool = True) -> dict[str, float]:
-    """Features (tag -> value) of an IBSI reference dataset with its :data:`PHANTOM_SETTINGS`.
+    """Features (tag -> value) of an IBSI reference dataset with the settings of its parameter file.
 
     ``data_dir`` holds ``ibsi1_digital_phantom/`` and ``ibsi1_ct_phantom/`` (default: the
     parent of :func:`reference_dir`).
     """
     import SimpleITK as sitk
 
-    from . import IbsiSettings, compute
+    from . import compute, settings_from_params
 
     base = Path(data_dir) if data_dir is not None else reference_dir().parent
     img_rel, msk_rel = PHANTOM_FILES[dataset]
     image = sitk.ReadImage(str(base / img_rel))
     mask = sitk.ReadImage(str(base / msk_rel))
-    settings = IbsiSettings(**PHANTOM_SETTINGS[dataset])
+    settings = settings_from_params(phantom_params(dataset))
     arr = sitk.GetArrayFromImage(image).astype(np.float64)
     roi = sitk.GetArrayFromImage(mask) > 0
     return compute(arr, roi, tuple(image.GetSpacing()[::-1]), settings, diagnostics=diagnostics)
