@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from biomarkers.features.items import KEY_COLUMNS, LONG_COLUMNS, PROVENANCE_COLUMNS, Item, write_item
+from biomarkers.features.items import Item, write_item
+from biomarkers.features.naming import KEY_COLUMNS, LONG_COLUMNS, PROVENANCE_COLUMNS
 from biomarkers.features.tables import long_table, wide_table, write_tables
 
 

@@ -40,7 +40,7 @@ def _spec(**kw) -> ExperimentSpec:
 )
 def test_parse_feature(col, expected):
     got = parse_feature(col)
-    assert (tuple(got) if got else None) == expected
+    assert ((got.modality, got.image_type, got.feature_class, got.feature) if got else None) == expected
 
 
 def test_spec_errors_name_file_and_key(tmp_path):

@@ -17,31 +17,15 @@ Two layouts (``join``):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from ..errors import InputError
+from ..features.naming import KEY_COLUMNS, WIDE_TABLE, feature_columns, prefixed, read_wide
 
-KEY_COLUMNS = ["patient_id", "study_uid", "series_uid", "modality", "roi"]
-FEATURES_FILE = "features_wide.parquet"
-
-
-def read_features(path: str | Path) -> pd.DataFrame:
-    """Read a features_wide table: a FEATURES folder or the Parquet file itself."""
-    path = Path(path)
-    f = path / FEATURES_FILE if path.is_dir() else path
-    if not f.is_file():
-        raise InputError(f"{path}: no {FEATURES_FILE} found (run 'biomarkers extract' first)")
-    df = pd.read_parquet(f)
-    missing = [c for c in KEY_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(f"{f}: not a features_wide table: key column(s) {missing} missing")
-    return df
-
-
-def feature_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in KEY_COLUMNS]
+#: Key columns, table name and reader of the wide feature table: owned by :mod:`biomarkers.features.naming`.
+read_features = read_wide
+FEATURES_FILE = WIDE_TABLE
 
 
 @dataclass
@@ -136,8 +120,8 @@ def link(
         wide = features.set_index(["patient_id", "modality"])[fcols].unstack("modality")
         mods = sorted(features["modality"].astype(str).unique())
         wide = wide.reindex(columns=pd.MultiIndex.from_product([fcols, mods]))
-        wide.columns = [f"{m}_{f}" for f, m in wide.columns]
-        wide = wide[[f"{m}_{f}" for m in mods for f in fcols]].reset_index()
+        wide.columns = [prefixed(m, f) for f, m in wide.columns]
+        wide = wide[[prefixed(m, f) for m in mods for f in fcols]].reset_index()
         table = clinical.merge(wide, on="patient_id", how=how, validate="one_to_one")
         table = table.sort_values("patient_id", kind="stable")
     table = table.reset_index(drop=True)

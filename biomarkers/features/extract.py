@@ -15,7 +15,7 @@ or, step by step (validate / plan / run, so a dry run is ``plan()`` alone)::
 Output folder ``FEATURES``::
 
     items/<item_key>.parquet   one file per item, written atomically by the worker as it finishes
-    features_long.parquet      one row per feature (columns: items.LONG_COLUMNS + items.PROVENANCE_COLUMNS)
+    features_long.parquet      one row per feature (columns: naming.LONG_COLUMNS + naming.PROVENANCE_COLUMNS)
     features_wide.parquet      one row per patient x series x ROI, one column per feature
                                (``<image_type>_<feature_class>_<feature>``, pyradiomics values)
     provenance.json            parameter files (content and hashes), library versions, per-item hashes
@@ -38,15 +38,16 @@ from ..errors import InputError
 from ..executors import Executor, get_executor
 from ..io import FileHasher, write_json
 from ..logs import echo, progress
-from ..manifest import read_manifest
+from ..manifest import Manifest, read_manifest
 from ..report import RunReport
-from .items import KEY_COLUMNS, Item, extract_item, item_key, library_versions
+from .items import Item, extract_item, item_key, library_versions
+from .naming import KEY_COLUMNS, LONG_TABLE, WIDE_TABLE
 from .params import ParamsByModality, ParamsSpec, parse_params
+
+__all__ = ["Extract", "ExtractPlan", "run_extract", "LONG_TABLE", "WIDE_TABLE"]
 
 STAGE = "extract"
 ITEMS_DIR = "items"
-LONG_TABLE = "features_long.parquet"
-WIDE_TABLE = "features_wide.parquet"
 PROVENANCE = "provenance.json"
 REPORT = "report.json"
 HASH_CACHE = ".file_hashes.json"
@@ -162,8 +163,7 @@ class Extract:
         cache = FileHasher(self.out / HASH_CACHE)
         plan = ExtractPlan()
         seen: set[str] = set()
-        images = m[m["kind"] == "image"]
-        by_path = {str(r["path"]): r for _, r in images.iterrows()}
+        manifest = Manifest.from_records(m.to_dict("records"))
         masks = m[m["kind"] == "mask"].copy()
         for col in KEY_COLUMNS:
             if col not in masks.columns:
@@ -174,13 +174,13 @@ class Extract:
             ok = m
         cache.prefetch([self.dataset / _s(x) for x in ok["path"] if _s(x)])
         for _, r in masks.iterrows():
-            img_rel = _s(r.get("image_path"))
-            img_row = by_path.get(img_rel)
+            img_row = manifest.image_of(r)  # the mask row's explicit image reference (series + stack)
+            img_rel = img_row.path if img_row is not None else _s(r.get("image_path"))
             patient = _s(r["patient_id"])
             modality = _s(r["modality"])
             roi = _s(r["roi"])
-            series = _s(img_row["series_uid"]) if img_row is not None else _s(r.get("source_series_uid"))
-            study = _s(img_row["study_uid"]) if img_row is not None else _s(r.get("study_uid"))
+            series = img_row.series_uid if img_row is not None else _s(r.get("source_series_uid"))
+            study = img_row.study_uid if img_row is not None else _s(r.get("study_uid"))
             ps = self.params.for_modality(modality)
             case = f"{patient}/{modality}/{series}/{roi}" + (f"/{ps.name}" if ps else "")
             status = _s(r.get("status")) or "converted"
@@ -221,7 +221,7 @@ class Extract:
                 "mask": _s(r["path"]),
                 "image_sha256": ih,
                 "mask_sha256": mh,
-                "image_content_hash": _s(img_row.get("content_hash")) if img_row is not None else "",
+                "image_content_hash": img_row.content_hash if img_row is not None else "",
                 "mask_content_hash": _s(r.get("content_hash")),
                 "params": ps.name,
             }

@@ -2,7 +2,8 @@
 
 :func:`extract_item` reads the image and mask, checks them (geometry, empty or
 one-voxel ROI), runs pyradiomics (and the IBSI module when the parameter file has
-an ``ibsi:`` section), and writes ``FEATURES/items/<key>.parquet`` atomically. A
+an ``ibsi:`` section; rows built by :mod:`biomarkers.features.rows`), and writes
+``FEATURES/items/<key>.parquet`` atomically (schema: :func:`biomarkers.features.naming.long_schema`). A
 failure raises with its reason; the executor turns it into a failed item while
 the others go on.
 
@@ -13,7 +14,6 @@ versions. An existing item file is never recomputed.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,26 +25,12 @@ from ..io import atomic_path, sha256_json
 #: Bump when the item files' content or the way values are computed changes.
 ITEM_FORMAT = "1"
 
-#: Identity columns of every table row.
-KEY_COLUMNS = ["patient_id", "study_uid", "series_uid", "modality", "roi"]
-#: Long-table columns (issue 5) followed by provenance columns.
-LONG_COLUMNS = KEY_COLUMNS + ["image_type", "feature_class", "feature", "ibsi_code", "value"]
-PROVENANCE_COLUMNS = [
-    "ibsi_value",
-    "source",
-    "params_name",
-    "params_hash",
-    "image_hash",
-    "mask_hash",
-    "item_key",
-]
-
 
 def library_versions(with_ibsi: bool = False) -> dict[str, str]:
     """Versions of the libraries the features depend on (part of every item key).
 
     ``with_ibsi``: include the IBSI module's version (parameter files with an ``ibsi:`` section);
-    otherwise that package is not imported (it pulls in scipy: seconds of start-up).
+    otherwise that package is not imported.
     """
     import numpy
     import radiomics
@@ -62,19 +48,11 @@ def library_versions(with_ibsi: bool = False) -> dict[str, str]:
         v["PyWavelets"] = str(pywt.__version__)
     except ImportError:  # pragma: no cover
         pass
-    ibsi = ibsi_module() if with_ibsi else None
-    if ibsi is not None:
-        v["biomarkers.features.ibsi"] = str(getattr(ibsi, "__version__", "0"))
+    if with_ibsi:
+        from .ibsi import __version__ as ibsi_version  # the package's __init__ is light (families lazy)
+
+        v["biomarkers.features.ibsi"] = str(ibsi_version)
     return v
-
-
-def ibsi_module():
-    """The IBSI sub-package if installed (it provides ``extract_ibsi``), else None."""
-    try:
-        from . import ibsi  # noqa: PLC0415
-    except ImportError:
-        return None
-    return ibsi if hasattr(ibsi, "extract_ibsi") else None
 
 
 def item_key(identity: dict, image_hash: str, mask_hash: str, param_hash: str, versions: dict) -> str:
@@ -140,147 +118,12 @@ def check_pair(image, mask, label: int, image_name: str, mask_name: str, atol_mm
     return n
 
 
-# --------------------------------------------------------------------------- rows
-def split_name(name: str) -> tuple[str, str, str]:
-    """``original_glcm_Contrast`` -> ``("original", "glcm", "Contrast")``."""
-    parts = name.split("_", 2)
-    if len(parts) != 3:
-        raise ValueError(f"unexpected pyradiomics feature name {name!r}")
-    return parts[0], parts[1], parts[2]
-
-
-def _as_float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _spacing_product(diagnostics: dict) -> float | None:
-    for key in ("diagnostics_Image-interpolated_Spacing", "diagnostics_Image-original_Spacing"):
-        sp = diagnostics.get(key)
-        if sp is not None:
-            try:
-                return float(math.prod(float(x) for x in sp))
-            except (TypeError, ValueError):
-                continue
-    return None
-
-
-def ibsi_value(feature_class: str, feature: str, relation: str, value: float, class_values: dict,
-               settings: dict, diagnostics: dict) -> float:
-    """The IBSI value of a mapped pyradiomics feature (relation from ``data/ibsi_mapping.csv``).
-
-    The corrections themselves live in ONE place, :mod:`biomarkers.features.ibsi.corrections`
-    (excess kurtosis, PCA axes with covariance normalised by N-1). The voxel count N of the
-    PCA correction is VoxelVolume / voxel volume of the grid the shape features were computed
-    on (after resampling). ``shift`` (Energy, RootMeanSquared) is identical when
-    ``voxelArrayShift`` is 0 and reported as NaN (deviating) otherwise.
-    """
-    if not math.isfinite(value):
-        return value
-    if relation == "identical":
-        return value
-    if relation == "shift":
-        return value if float(settings.get("voxelArrayShift", 0) or 0) == 0 else float("nan")
-    correct_pyradiomics = _corrections().correct_pyradiomics
-    n = 0
-    if relation == "pca_axis":
-        vol, dv = class_values.get("VoxelVolume"), _spacing_product(diagnostics)
-        if vol is None or not dv:
-            return float("nan")
-        n = int(round(float(vol) / dv))
-    return float(correct_pyradiomics(f"{feature_class}_{feature}", value, n))
-
-
-def _corrections():
-    """:mod:`biomarkers.features.ibsi.corrections` without importing the whole IBSI package.
-
-    The package's ``__init__`` imports every feature family (scipy; about 80 MB per worker
-    process); the corrections module needs only the standard library and numpy, so workers
-    that only run pyradiomics load that one file (registered under its own name, so a later
-    ``import biomarkers.features.ibsi`` reuses it).
-    """
-    import importlib.util
-    import sys
-
-    name = "biomarkers.features.ibsi.corrections"
-    mod = sys.modules.get(name)
-    if mod is None:
-        path = Path(__file__).resolve().parent / "ibsi" / "corrections.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules[name] = mod
-    return mod
-
-
-def pyradiomics_rows(result: dict, settings: dict) -> list[dict]:
-    """Feature rows (image_type, feature_class, feature, ibsi_code, value, ibsi_value) of a pyradiomics result."""
-    from .mapping import primary_code
-
-    diagnostics = {k: v for k, v in result.items() if k.startswith("diagnostics_")}
-    values: dict[tuple[str, str], dict[str, float]] = {}
-    parsed = []
-    for name, v in result.items():
-        if name.startswith("diagnostics_"):
-            continue
-        it, fc, f = split_name(name)
-        val = _as_float(v)
-        values.setdefault((it, fc), {})[f] = val
-        parsed.append((it, fc, f, val))
-    rows = []
-    for it, fc, f, val in parsed:
-        code = primary_code(fc, f, settings)
-        if code is None:
-            tag, iv = "", float("nan")
-        else:
-            tag, rel = code
-            iv = ibsi_value(fc, f, rel, val, values[(it, fc)], settings, diagnostics)
-        rows.append(
-            {"image_type": it, "feature_class": fc, "feature": f, "ibsi_code": tag, "value": val, "ibsi_value": iv,
-             "source": "pyradiomics"}
-        )
-    return rows
-
-
-def ibsi_rows(image, mask, params: dict, prepared=None) -> list[dict]:
-    """Rows of the IBSI module (features pyradiomics lacks), or [] when it is not installed.
-
-    ``prepared``: the IBSI-prepared data of these inputs, if already computed.
-    """
-    mod = ibsi_module()
-    if mod is None:
-        return []
-    out = []
-    for r in mod.extract_ibsi(image, mask, params, prepared=prepared):
-        val = _as_float(r.get("value"))
-        out.append(
-            {
-                "image_type": str(r.get("image_type", "original")),
-                "feature_class": str(r["feature_class"]),
-                "feature": str(r["feature"]),
-                "ibsi_code": str(r.get("ibsi_code") or ""),
-                "value": val,
-                "ibsi_value": _as_float(r.get("ibsi_value", val)) if r.get("ibsi_code") else float("nan"),
-                "source": "biomarkers.ibsi",
-            }
-        )
-    return out
-
-
-def long_schema():
-    """Arrow schema of item files and of the long table: float64 values, strings otherwise."""
-    import pyarrow as pa
-
-    floats = {"value", "ibsi_value"}
-    return pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in LONG_COLUMNS + PROVENANCE_COLUMNS])
-
-
 def write_item(path: str | Path, rows: list[dict]) -> None:
     """Write an item's rows as Parquet, atomically (pyarrow only: no pandas in the workers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .naming import long_schema
 
     schema = long_schema()
     table = pa.table({c: [r[c] for r in rows] for c in schema.names}, schema=schema)
@@ -315,33 +158,14 @@ def _extractor(pyr_params: dict):
     return ex
 
 
-#: pyradiomics settings that the IBSI mode replaces by its own processing.
-IBSI_REPLACED_SETTINGS = ("resampledPixelSpacing", "interpolator", "resegmentRange", "resegmentMode",
-                          "resegmentShape", "preCrop", "padDistance", "label")
-
-
-def ibsi_prepared_pyradiomics_params(pyr: dict) -> dict:
-    """pyradiomics parameters for data already prepared by the IBSI mode.
-
-    Resampling, resegmentation and label selection were done by
-    :func:`biomarkers.features.ibsi.prepare_sitk` (the mask it returns is 0/1), so the
-    corresponding pyradiomics settings are removed. Discretisation stays pyradiomics' own:
-    with ``binWidth`` its bins start at ``floor(min/binWidth)*binWidth``, which equals IBSI's
-    "bins start at the resegmentation lower bound" when that bound is a multiple of the width
-    (as in the IBSI configurations); the IBSI-coded rows always come from the IBSI module.
-    """
-    out = dict(pyr)
-    out["setting"] = {k: v for k, v in dict(pyr.get("setting") or {}).items() if k not in IBSI_REPLACED_SETTINGS}
-    return out
-
-
 def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dict]:
     """Run pyradiomics (+ the IBSI module when ``params`` has an ``ibsi`` section) on SimpleITK images."""
     import logging
 
     import radiomics  # noqa: F401 - its import sets the "radiomics" logger's level: quiet it afterwards
 
-    from .params import strip_extra
+    from .params import ibsi_prepared_pyradiomics_params, strip_extra
+    from .rows import ibsi_rows, pyradiomics_rows
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     info: dict = {}
@@ -352,12 +176,14 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
     if run_pyradiomics:
         pyr = strip_extra(params)
         p_image, p_mask, p_label = image, mask, label
-        if ibsi_section is not None and ibsi_module() is not None:
+        if ibsi_section is not None:
             # IBSI mode: pyradiomics computes its features on the IBSI-prepared data
             # (centre-aligned resampling, rounding, mask interpolated and thresholded at 0.5,
             # resegmentation); its own resampling and resegmentation are switched off.
-            prepared = ibsi_module().prepare_from_sitk(image, mask, params)  # once: also serves ibsi_rows
-            p_image, p_mask, _morph = ibsi_module().prepared_to_sitk(prepared, image)
+            from .ibsi import prepare_from_sitk, prepared_to_sitk
+
+            prepared = prepare_from_sitk(image, mask, params)  # once: also serves ibsi_rows
+            p_image, p_mask, _morph = prepared_to_sitk(prepared, image)
             p_label = 1
             pyr = ibsi_prepared_pyradiomics_params(pyr)
             info["pyradiomics_input"] = "ibsi-prepared"
@@ -369,16 +195,14 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
             raise InputError(f"pyradiomics failed: {type(exc).__name__}: {msg}") from None
         rows = pyradiomics_rows(result, dict(pyr.get("setting") or {}))
     if ibsi_section is not None:
-        extra = ibsi_rows(image, mask, params, prepared=prepared)
-        info["ibsi"] = "computed" if ibsi_module() is not None else "unavailable (biomarkers.features.ibsi not installed)"
-        if extra:
-            have = {(r["image_type"], r["feature_class"], r["feature"]): i for i, r in enumerate(rows)}
-            for r in extra:
-                k = (r["image_type"], r["feature_class"], r["feature"])
-                if k in have:
-                    rows[have[k]] = r
-                else:
-                    rows.append(r)
+        info["ibsi"] = "computed"
+        have = {(r["image_type"], r["feature_class"], r["feature"]): i for i, r in enumerate(rows)}
+        for r in ibsi_rows(image, mask, params, prepared=prepared):
+            k = (r["image_type"], r["feature_class"], r["feature"])
+            if k in have:
+                rows[have[k]] = r
+            else:
+                rows.append(r)
     return rows, info
 
 

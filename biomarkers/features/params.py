@@ -82,6 +82,26 @@ def strip_extra(params: Mapping[str, Any]) -> dict:
     return {k: copy.deepcopy(v) for k, v in params.items() if k not in EXTRA_KEYS}
 
 
+#: pyradiomics settings that the IBSI mode replaces by its own processing.
+IBSI_REPLACED_SETTINGS = ("resampledPixelSpacing", "interpolator", "resegmentRange", "resegmentMode",
+                          "resegmentShape", "preCrop", "padDistance", "label")
+
+
+def ibsi_prepared_pyradiomics_params(pyr: dict) -> dict:
+    """pyradiomics parameters for data already prepared by the IBSI mode.
+
+    Resampling, resegmentation and label selection were done by
+    :func:`biomarkers.features.ibsi.prepare_sitk` (the mask it returns is 0/1), so the
+    corresponding pyradiomics settings are removed. Discretisation stays pyradiomics' own:
+    with ``binWidth`` its bins start at ``floor(min/binWidth)*binWidth``, which equals IBSI's
+    "bins start at the resegmentation lower bound" when that bound is a multiple of the width
+    (as in the IBSI configurations); the IBSI-coded rows always come from the IBSI module.
+    """
+    out = dict(pyr)
+    out["setting"] = {k: v for k, v in dict(pyr.get("setting") or {}).items() if k not in IBSI_REPLACED_SETTINGS}
+    return out
+
+
 def validate_params(params: Mapping[str, Any], source: str) -> None:
     """Check a parameter dict with pyradiomics' own schema; raise ConfigError naming ``source``."""
     if not isinstance(params, Mapping):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..io import write_parquet
-from .items import KEY_COLUMNS, LONG_COLUMNS, PROVENANCE_COLUMNS, Item, long_schema
+from .items import Item
+from .naming import FLOAT_COLUMNS, KEY_COLUMNS, LONG_COLUMNS, LONG_TABLE, PROVENANCE_COLUMNS, WIDE_TABLE, long_schema, wide_names
 
 
 def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFrame:
@@ -28,7 +29,7 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
     items = list(items)
     cols = LONG_COLUMNS + PROVENANCE_COLUMNS
     if not items:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("value", "ibsi_value") else "object") for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c in FLOAT_COLUMNS else "object") for c in cols})
     keys = [it.key for it in items]
     old = None
     if previous is not None and Path(previous).is_file():
@@ -56,8 +57,8 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """One row per patient x series x ROI (key columns first), one column per feature (pyradiomics values).
 
-    Columns are named ``<image_type>_<feature_class>_<feature>``, exactly as pyradiomics names
-    its features (``original_firstorder_Mean``).
+    Columns are named as :class:`~biomarkers.features.naming.FeatureName` formats them
+    (``<image_type>_<feature_class>_<feature>``, as pyradiomics does: ``original_firstorder_Mean``).
 
     Rows and columns keep the order of their first appearance in ``long``; a feature listed
     twice for the same row keeps its first value.
@@ -65,8 +66,7 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     if long.empty:
         return pd.DataFrame(columns=KEY_COLUMNS)
     rows = long.groupby(KEY_COLUMNS, sort=False, dropna=False).ngroup().to_numpy()
-    names = long["image_type"].astype(str) + "_" + long["feature_class"].astype(str) + "_" + long["feature"].astype(str)
-    cols, order = pd.factorize(names, sort=False)
+    cols, order = pd.factorize(wide_names(long), sort=False)
     n_rows, n_cols = int(rows.max()) + 1, len(order)
     cell = rows.astype(np.int64) * n_cols + cols
     _, first = np.unique(cell, return_index=True)  # first occurrence of every (row, feature)
@@ -79,14 +79,13 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_tables(out: Path, items: list[Item]) -> dict:
-    """Write ``features_long.parquet`` and ``features_wide.parquet``; return their row counts.
+    """Write the long and wide tables (:data:`LONG_TABLE`, :data:`WIDE_TABLE`); return their row counts.
 
-    Rows of items already in the existing ``features_long.parquet`` are reused from it
-    (see :func:`long_table`).
+    Rows of items already in the existing long table are reused from it (see :func:`long_table`).
     """
-    long = long_table(items, previous=Path(out) / "features_long.parquet")
+    long = long_table(items, previous=Path(out) / LONG_TABLE)
     wide = wide_table(long)
-    write_parquet(Path(out) / "features_long.parquet", long)
-    write_parquet(Path(out) / "features_wide.parquet", wide)
-    return {"features_long.parquet": int(len(long)), "features_wide.parquet": int(len(wide)),
+    write_parquet(Path(out) / LONG_TABLE, long)
+    write_parquet(Path(out) / WIDE_TABLE, wide)
+    return {LONG_TABLE: int(len(long)), WIDE_TABLE: int(len(wide)),
             "feature_columns": int(wide.shape[1] - len(KEY_COLUMNS)) if len(wide) else 0}

@@ -10,40 +10,21 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
+from ..features.naming import FeatureName
 from .spec import CohortFilter, ExperimentSpec, FeatureSubset
 
-#: ``[<MODALITY>_]<image_type>_<feature_class>_<feature>`` (pyradiomics naming).
-FEATURE_RE = re.compile(
-    r"^(?:(?P<modality>.+?)_)?"
-    r"(?P<image_type>original|wavelet-[LH]+|log-sigma-[0-9-]+mm-[23]D|square|squareroot|logarithm|exponential"
-    r"|gradient|lbp-2D|lbp-3D-(?:m\d+|k))"
-    r"_(?P<feature_class>[A-Za-z0-9]+)_(?P<feature>.+)$"
-)
-
-
-class FeatureName(NamedTuple):
-    modality: str | None
-    image_type: str
-    feature_class: str
-    feature: str
-
-
 def parse_feature(column: str) -> FeatureName | None:
-    """Split a radiomics column name; ``None`` if it is not one.
+    """Split a radiomics column name (``[<MODALITY>_]<image_type>_<feature_class>_<feature>``); None if not one.
 
-    >>> parse_feature("MR_T1_wavelet-LLH_glcm_Contrast")
-    FeatureName(modality='MR_T1', image_type='wavelet-LLH', feature_class='glcm', feature='Contrast')
+    >>> parse_feature("MR_T1_wavelet-LLH_glcm_Contrast").modality
+    'MR_T1'
     """
-    m = FEATURE_RE.match(column)
-    if not m:
-        return None
-    return FeatureName(m["modality"], m["image_type"], m["feature_class"], m["feature"])
+    return FeatureName.parse(column)
 
 
 def _match(value: str | None, patterns: list[str] | None) -> bool:

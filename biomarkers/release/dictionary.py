@@ -1,6 +1,7 @@
 """The data dictionary of a release: one row per column of every released table.
 
-Feature columns are named as pyradiomics names them, ``<image_type>_<feature_class>_<feature>``.
+Feature columns are named as pyradiomics names them, ``<image_type>_<feature_class>_<feature>``
+(parsed by :class:`biomarkers.features.naming.FeatureName`).
 The meaning comes from pyradiomics' own documentation of the feature (first sentence
 of the feature's docstring), the IBSI tag from the extraction's ``features_long.parquet``
 (``ibsi_code`` column) or else from ``biomarkers/features/data/ibsi_mapping.csv``,
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
+
+from ..features.naming import LONG_TABLE, NAME_COLUMNS, FeatureName
 
 DICTIONARY_COLUMNS = [
     "file", "column", "dtype", "kind", "meaning", "unit", "feature_class", "feature", "image_type", "filter",
@@ -113,20 +116,14 @@ def pyradiomics_meaning(feature_class: str, feature: str) -> str:
     return f"{title}: {prose}" if title and prose else title or prose
 
 
-def split_feature_column(column: str) -> tuple[str, str, str] | None:
-    """``wavelet-LLH_glcm_Contrast`` -> ("wavelet-LLH", "glcm", "Contrast"); None if not that form."""
-    parts = column.split("_", 2)
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
-
-
 def ibsi_codes_from_features(features_dir: Path | None) -> dict[tuple[str, str, str], str]:
     """(image_type, feature_class, feature) -> IBSI code(s) from FEATURES/features_long.parquet."""
     if features_dir is None:
         return {}
-    f = Path(features_dir) / "features_long.parquet"
+    f = Path(features_dir) / LONG_TABLE
     if not f.is_file():
         return {}
-    long = pd.read_parquet(f, columns=["image_type", "feature_class", "feature", "ibsi_code"])
+    long = pd.read_parquet(f, columns=NAME_COLUMNS + ["ibsi_code"])
     long = long[long["ibsi_code"].notna() & (long["ibsi_code"].astype(str) != "")]
     out: dict[tuple[str, str, str], set[str]] = {}
     for r in long.drop_duplicates().itertuples(index=False):
@@ -135,10 +132,8 @@ def ibsi_codes_from_features(features_dir: Path | None) -> dict[tuple[str, str, 
 
 
 def ibsi_code_from_mapping(feature_class: str, feature: str, settings_list: list[Mapping]) -> str:
-    try:
-        from ..features.mapping import primary_code
-    except ImportError:  # pragma: no cover - extraction area not installed
-        return ""
+    from ..features.mapping import primary_code
+
     codes = set()
     for s in settings_list or [{}]:
         c = primary_code(feature_class, feature, s)
@@ -195,11 +190,11 @@ def build_dictionary(
         if col in KEY_MEANINGS:
             rows.append({**base, "kind": "key", "meaning": KEY_MEANINGS[col]})
             continue
-        parts = split_feature_column(col)
-        if parts is None:
+        name = FeatureName.parse(col, prefixed=False)
+        if name is None:
             rows.append({**base, "kind": "feature", "meaning": "feature column (not in pyradiomics naming)"})
             continue
-        image_type, fclass, feat = parts
+        image_type, fclass, feat = name.image_type, name.feature_class, name.feature
         meaning = pyradiomics_meaning(fclass, feat)
         if not meaning:
             family = "IBSI-only feature computed by biomarkers" if fclass.startswith("ibsi") else f"{fclass} feature"

@@ -1,0 +1,116 @@
+"""Feature naming and the layout of the feature tables: the one owner of both.
+
+A feature is identified by ``(image_type, feature_class, feature)``, named as pyradiomics
+names its results: ``<image_type>_<feature_class>_<feature>`` (``original_glcm_Contrast``,
+``wavelet-LLH_firstorder_Mean``). The IBSI module's features use the classes ``ibsi<family>``
+(``original_ibsicm_joint_max_3D_avg``). In the analysis table's ``patient`` layout a column
+carries its modality as a prefix: ``<MODALITY>_<image_type>_<feature_class>_<feature>``
+(``CT_original_firstorder_Mean``; a modality may itself contain ``_``, e.g. ``MR_T1``).
+
+Tables of a FEATURES folder (written by :mod:`biomarkers.features.tables`):
+
+* :data:`LONG_TABLE` -- one row per feature: :data:`LONG_COLUMNS` + :data:`PROVENANCE_COLUMNS`;
+* :data:`WIDE_TABLE` -- one row per :data:`KEY_COLUMNS` value, one column per feature (values).
+
+Adding a key column (e.g. an IBSI 2 ``filter``) is one entry in :data:`KEY_COLUMNS`.
+Nothing here imports pandas or pyarrow at import time (worker processes use this module).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+#: Identity columns of every table row (one wide-table row per distinct value).
+KEY_COLUMNS = ["patient_id", "study_uid", "series_uid", "modality", "roi"]
+#: Columns naming a feature in the long table.
+NAME_COLUMNS = ["image_type", "feature_class", "feature"]
+#: Long-table columns (issue 5), followed by :data:`PROVENANCE_COLUMNS`.
+LONG_COLUMNS = KEY_COLUMNS + NAME_COLUMNS + ["ibsi_code", "value"]
+PROVENANCE_COLUMNS = ["ibsi_value", "source", "params_name", "params_hash", "image_hash", "mask_hash", "item_key"]
+FLOAT_COLUMNS = ("value", "ibsi_value")
+
+LONG_TABLE = "features_long.parquet"
+WIDE_TABLE = "features_wide.parquet"
+
+#: pyradiomics' feature classes (``radiomics.getFeatureClasses()``, checked by a test); the IBSI
+#: module's classes are ``ibsi<family>``. Image types are any token without ``_``.
+PYRADIOMICS_CLASSES = ("firstorder", "shape", "shape2D", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+_NAME_RE = re.compile(
+    r"^(?:(?P<modality>.+?)_)??(?P<image_type>[^_]+)_(?P<feature_class>"
+    + "|".join(PYRADIOMICS_CLASSES) + r"|ibsi[a-z0-9]+)_(?P<feature>.+)$"
+)
+
+
+@dataclass(frozen=True)
+class FeatureName:
+    """One feature's identity; ``modality`` only for modality-prefixed (patient layout) columns."""
+
+    image_type: str
+    feature_class: str
+    feature: str
+    modality: str | None = None
+
+    @classmethod
+    def parse(cls, column: str, prefixed: bool = True) -> "FeatureName | None":
+        """Split a feature column name; None when ``column`` is not one (``age``, ``patient_id``).
+
+        ``prefixed``: accept a modality prefix (``MR_T1_wavelet-LLH_glcm_Contrast``).
+
+        >>> FeatureName.parse("MR_T1_wavelet-LLH_glcm_Contrast")
+        FeatureName(image_type='wavelet-LLH', feature_class='glcm', feature='Contrast', modality='MR_T1')
+        """
+        m = _NAME_RE.match(str(column))
+        if m is None or (m["modality"] is not None and not prefixed):
+            return None
+        return cls(m["image_type"], m["feature_class"], m["feature"], m["modality"])
+
+    def format(self) -> str:
+        """The column name (``[<MODALITY>_]<image_type>_<feature_class>_<feature>``)."""
+        return prefixed(self.modality, f"{self.image_type}_{self.feature_class}_{self.feature}")
+
+
+def prefixed(modality: str | None, column: str) -> str:
+    """``column`` with its modality prefix (the analysis table's ``patient`` layout)."""
+    return f"{modality}_{column}" if modality else column
+
+
+def wide_names(long):
+    """Wide-table column names of the rows of a long table (vectorised :meth:`FeatureName.format`)."""
+    it, fc, f = (long[c].astype(str) for c in NAME_COLUMNS)
+    return it + "_" + fc + "_" + f
+
+
+def feature_columns(wide) -> list[str]:
+    """The feature columns of a wide table (every column that is not a key)."""
+    return [c for c in wide.columns if c not in KEY_COLUMNS]
+
+
+def long_schema():
+    """Arrow schema of item files and of the long table: float64 values, strings otherwise."""
+    import pyarrow as pa
+
+    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
+    return pa.schema([(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in cols])
+
+
+def read_wide(path: str | Path):
+    """Read a wide feature table: a FEATURES folder or the Parquet file itself.
+
+    Raises:
+        InputError: no such table, or a key column is missing.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    f = path / WIDE_TABLE if path.is_dir() else path
+    if not f.is_file():
+        raise InputError(f"{path}: no {WIDE_TABLE} found (run 'biomarkers extract' first)")
+    df = pd.read_parquet(f)
+    missing = [c for c in KEY_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{f}: not a features_wide table: key column(s) {missing} missing")
+    return df
