@@ -193,7 +193,14 @@ class Grid:
             return "direction cosines differ from the image's"
         return None
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Grid":
+        """Inverse of :meth:`to_dict` (e.g. the ``geometry`` of an ingest sidecar; LPS, mm)."""
+        return cls(tuple(int(x) for x in d["shape"]), tuple(d["spacing"]), tuple(d["origin_lps"]),
+                   tuple(tuple(r) for r in d["direction_lps"]))
+
     def to_dict(self) -> dict:
+        """``shape``, ``spacing`` (mm), ``origin_lps`` (mm), ``direction_lps`` (rows of :attr:`direction`)."""
         return {
             "shape": list(self.shape),
             "spacing": list(self.spacing),

@@ -110,14 +110,17 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_array(arr) -> str:
-    """SHA-256 of an array's dtype, shape and bytes (content hash of voxels)."""
+    """SHA-256 of an array's dtype, shape and C-order bytes: the content hash of voxels (the
+    manifest's ``content_hash``). Hashed in slabs along axis 0, so a non-contiguous view (an
+    ``[i, j, k]`` transpose) is never copied whole."""
     import numpy as np
 
-    a = np.ascontiguousarray(arr)
+    a = np.asarray(arr).reshape(-1) if np.ndim(arr) == 0 else np.asarray(arr)
     h = hashlib.sha256()
     h.update(str(a.dtype).encode())
     h.update(str(a.shape).encode())
-    h.update(a.tobytes())
+    for slab in a if a.ndim > 1 else [a]:
+        h.update(np.ascontiguousarray(slab).tobytes())
     return h.hexdigest()
 
 

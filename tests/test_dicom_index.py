@@ -64,7 +64,7 @@ def test_index_reports_bad_files_and_splits_localizer(messy_src, shared_data):
     assert "DICOMDIR" in reasons["DICOMDIR"], reasons
     assert idx.n_files == len(_series(shared_data)) + 7
     assert [f.rel for f in idx.unsupported] == ["report_sr"]
-    assert idx.unsupported[0].extra["reason"].startswith("unsupported object")
+    assert idx.unsupported[0].reason.startswith("unsupported object")
     stacks = build_stacks(idx.files)
     assert [len(s.files) for s in stacks] == [len(_series(shared_data)), 1]
     assert stacks[0].series_uid == stacks[1].series_uid and stacks[1].key.endswith("#2")

@@ -64,3 +64,25 @@ def test_executors_isolate_failures():
         assert not out["-1"].ok and "negative input -1" in out["-1"].error
     with pytest.raises(ConfigError, match="unknown executor"):
         get_executor("spark://x")
+
+
+def test_manifest_rows_round_trip_and_legacy_source_stack(tmp_path):
+    """Rows written and read back are equal; a manifest without ``source_stack`` gets it from ``image_path``."""
+    import pandas as pd
+
+    from biomarkers.manifest import COLUMNS, ImageRef, Manifest, ManifestRow
+
+    ref2 = ImageRef("BM-A", "2.25.1", "2.25.2", "#2", "CT", "images/BM-A/CT_2_s2.nii.gz", "CT_2_s2")
+    rows = [ManifestRow.image(ImageRef("BM-A", "2.25.1", "2.25.2", "", "CT", "images/BM-A/CT_2.nii.gz", "CT_2"),
+                              "converted", n_files=3, content_hash="c1"),
+            ManifestRow.image(ref2, "converted", n_files=2),
+            ManifestRow.mask("BM-A", "2.25.1", "2.25.9", ref2, "GTV", "converted", n_files=1)]
+    Manifest(rows).write(tmp_path)
+    back = Manifest.read(tmp_path).rows
+    assert sorted(back, key=lambda r: r.path) == sorted(rows, key=lambda r: r.path)
+    assert pd.read_csv(tmp_path / "manifest.csv").columns.tolist() == COLUMNS and COLUMNS[-1] == "source_stack"
+    mask = [r for r in back if r.kind == "mask"][0]
+    assert Manifest(back).image_of(mask).path == "images/BM-A/CT_2_s2.nii.gz"
+    legacy = [{k: v for k, v in r.to_dict().items() if k != "source_stack"} for r in rows]
+    old = Manifest.from_records(legacy)
+    assert Manifest(old.rows).image_of(old.rows[2]).stack == "#2"

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from biomarkers.dicom.ingest import IngestSettings, run_ingest
 from biomarkers.dicom.masks import MaskSettings, dice
 from biomarkers.geometry import Grid, nifti_image, read_nifti
-from biomarkers.manifest import read_manifest
+from biomarkers.manifest import Manifest, read_manifest
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -83,6 +83,8 @@ def test_manifest_mask_rows_dice_and_grid(ingested, shared_data):
         assert int(row["voxel_count"]) == int(np.count_nonzero(ref))
         assert abs(float(row["volume_ml"]) - np.count_nonzero(ref) * grid.voxel_volume_ml) <= 0.01 * float(row["volume_ml"])
         assert row["source_series_uid"] and row["source_series_uid"] in set(man.loc[man["kind"] == "image", "series_uid"])
+        image = Manifest.read(out).image_of(row)  # the explicit reference (series + stack) names the same image
+        assert image.path == row["image_path"] and image.stack == row["source_stack"] and image.kind == "image"
         found.add(case)
     assert len(found) == 6
 

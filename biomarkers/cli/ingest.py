@@ -71,12 +71,12 @@ def ingest(
     if dry_run:
         plan = ing.plan()
         echo(f"dry run: {plan.summary()}")
-        for p in plan.items:
-            echo(f"  convert  {p['path']}  ({len(p['stack'].files)} slices)")
+        for job in plan.items:
+            echo(f"  convert  {job.ref.path}  ({len(job.stack.files)} slices)")
         for r in plan.cached:
-            echo(f"  current  {r['path']}")
+            echo(f"  current  {r.path}")
         for r in plan.rows:
-            echo(f"  skip     {r['patient_id']}/{r['modality']}: {r['reason']}")
+            echo(f"  skip     {r.patient_id}/{r.modality}: {r.reason}")
         for u in ing.unused_files(plan.index):
             echo(f"  not used {u['path']}: {u['reason']}" + (f" ({u['duplicate_of']})" if u["duplicate_of"] else ""))
         return

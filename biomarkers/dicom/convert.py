@@ -25,6 +25,8 @@ import numpy as np
 
 from ..geometry import Grid, nifti_image
 from ..io import atomic_path, sha256_array, write_json
+from ..manifest import ManifestRow, Status
+from .jobs import ConvertJob, MaskJob
 from .index import UNCOMPRESSED_LE
 from .model import DicomFile, ImageStack
 from .qualify import qc_flags, slice_layout
@@ -74,11 +76,10 @@ def write_nifti(img, dest: str | Path, compresslevel: int = 1) -> Path:
 
 # ----------------------------------------------------------------- pixel reading
 def _fast_read(f: DicomFile) -> np.ndarray | None:
-    e = f.extra
-    off = e.get("pixel_offset")
-    if off is None or f.transfer_syntax_uid not in UNCOMPRESSED_LE or e.get("frame") is not None:
+    off = f.pixel_offset
+    if off is None or f.transfer_syntax_uid not in UNCOMPRESSED_LE or f.frame is not None:
         return None
-    dt = _DTYPES.get((e.get("bits_allocated"), e.get("pixel_representation") or 0))
+    dt = _DTYPES.get((f.bits_allocated, f.pixel_representation or 0))
     if dt is None:
         return None
     n = int(f.rows) * int(f.columns)
@@ -86,9 +87,9 @@ def _fast_read(f: DicomFile) -> np.ndarray | None:
     if arr.size != n:
         raise OSError("pixel data shorter than expected (file changed since indexing?)")
     arr = arr.reshape(int(f.rows), int(f.columns))
-    ba, bs = int(e["bits_allocated"]), int(e.get("bits_stored") or e["bits_allocated"])
+    ba, bs = int(f.bits_allocated), int(f.bits_stored or f.bits_allocated)
     if bs < ba:
-        if e.get("pixel_representation"):
+        if f.pixel_representation:
             sh = ba - bs
             arr = (arr << sh) >> sh  # sign-extend (arithmetic shift on a signed dtype)
         else:
@@ -128,7 +129,7 @@ def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
                 f"(transfer syntax {files[idx[0]].transfer_syntax_uid}): {type(err).__name__}: {_no_paths(str(err))}"
             ) from None
         for i in idx:
-            fr = files[i].extra.get("frame")
+            fr = files[i].frame
             out[i] = arr[fr] if fr is not None and arr.ndim == 3 else arr
     return out  # type: ignore[return-value]
 
@@ -178,19 +179,6 @@ def stack_values(files: list[DicomFile], frames: list[np.ndarray], factors=None)
     return out, "float"
 
 
-def sha256_voxels(arr: np.ndarray) -> str:
-    """Same digest as :func:`biomarkers.io.sha256_array` (dtype, shape, C-order bytes), in
-    slabs so a non-C-contiguous view (our [i, j, k] transpose) is never copied whole."""
-    import hashlib
-
-    h = hashlib.sha256()
-    h.update(str(arr.dtype).encode())
-    h.update(str(arr.shape).encode())
-    for i in range(arr.shape[0]):
-        h.update(np.ascontiguousarray(arr[i]).tobytes())
-    return h.hexdigest()
-
-
 def fill_gaps(vals: np.ndarray, k_index: list[int], n: int) -> np.ndarray:
     """Place slices at ``k_index`` of ``n`` output slices; fill missing ones by linear interpolation."""
     if n == len(k_index):
@@ -217,43 +205,36 @@ def units_of(modality: str, dicom_units: str, suv: bool) -> str:
 
 
 # ----------------------------------------------------------------- work item
-def convert_stack(payload: dict) -> dict:
+def convert_stack(job: ConvertJob) -> ManifestRow:
     """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""
     from .index import quiet_pydicom
 
     with quiet_pydicom():
-        return _convert_stack(payload)
+        return _convert_stack(job)
 
 
-def _convert_stack(payload: dict) -> dict:
-    """Convert one stack; write ``OUT/<path>`` (.nii.gz) and its sidecar ``.json``. Returns a manifest row.
-
-    Payload keys: stack (ImageStack, qualified), out (OUT folder), path (NIfTI path
-    relative to OUT), ids (pseudonymised patient_id/study_uid/series_uid/stack),
-    deid (DeidSettings as a dict: sidecar metadata policy), settings (dict: allow_gaps,
-    pet_suv, spacing_tolerance, position_tolerance_mm, compresslevel),
-    input_hash, deidentified (bool).
-    """
-    stack: ImageStack = payload["stack"]
-    s = payload["settings"]
-    out = Path(payload["out"])
-    rel = payload["path"]
+def _convert_stack(job: ConvertJob) -> ManifestRow:
+    """Convert one stack; write ``OUT/<ref.path>`` (.nii.gz) and its sidecar ``.json``. Returns its manifest row."""
+    stack: ImageStack = job.stack
+    s = job.settings
+    out = Path(job.out)
+    rel = job.ref.path
     files = stack.files
     first = files[0]
     lay = slice_layout(stack, s["spacing_tolerance"], s["position_tolerance_mm"])
     qc = dict(stack.qc)
     pet: dict | None = None
     factors = None
-    dicom_units = first.extra.get("units", "")
+    dicom_units = first.units
     suv = False
     import pydicom
 
     ds = pydicom.dcmread(first.path, stop_before_pixels=True)
-    metadata = _metadata(ds, payload.get("deid") or {})
+    metadata = _metadata(ds, job.deid)
     if stack.modality == "PT" and dicom_units.upper() == "BQML" and s.get("pet_suv", True):
         from .pet import suv_factors
 
-        acq = [(f.extra.get("acquisition_datetime", ""), f.extra.get("acquisition_date", ""), f.extra.get("acquisition_time", "")) for f in files]
+        acq = [(f.acquisition_datetime, f.acquisition_date, f.acquisition_time) for f in files]
         factors, pet = suv_factors(ds, acq)
         suv = True
         for fl in pet.get("flags", []):
@@ -269,15 +250,15 @@ def _convert_stack(payload: dict) -> dict:
     img = nifti_image(arr, grid)
     dest = out / rel
     write_nifti(img, dest, s.get("compresslevel", 1))
-    content_hash = sha256_voxels(arr)
+    content_hash = sha256_array(arr)
     units = units_of(stack.modality, dicom_units, suv)
     flags = qc_flags(qc)
     sidecar = {
         "schema": SIDECAR_SCHEMA,
-        "patient_id": payload["ids"]["patient_id"],
-        "study_uid": payload["ids"]["study_uid"],
-        "series_uid": payload["ids"]["series_uid"],
-        "stack": payload["ids"]["stack"],
+        "patient_id": job.ref.patient_id,
+        "study_uid": job.ref.study_uid,
+        "series_uid": job.ref.series_uid,
+        "stack": job.ref.stack,
         "modality": stack.modality,
         "units": units,
         "dicom_units": dicom_units or None,
@@ -295,13 +276,13 @@ def _convert_stack(payload: dict) -> dict:
         "pet_suv": pet,
         "n_files": len({f.path for f in files}),
         "n_frames": len(files),
-        "deidentified": bool(payload.get("deidentified", True)),
-        "input_hash": payload["input_hash"],
+        "deidentified": bool(job.deidentified),
+        "input_hash": job.input_hash,
         "content_hash": content_hash,
         "converter": f"biomarkers.dicom.convert/{CONVERTER_VERSION}",
     }
     write_json(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), sidecar)
-    return image_row(payload, grid, qc, flags, content_hash, status="converted", reason="")
+    return job.row(Status.CONVERTED, "", grid, flags, content_hash)
 
 
 def _metadata(ds, deid_settings: dict) -> dict:
@@ -318,37 +299,8 @@ def _metadata(ds, deid_settings: dict) -> dict:
     return d.metadata(ds)
 
 
-def image_row(payload: dict, grid: Grid | None, qc: dict, flags: list[str], content_hash: str, status: str, reason: str) -> dict:
-    """A manifest row for an image stack."""
-    stack: ImageStack = payload["stack"]
-    ids = payload["ids"]
-    return {
-        "patient_id": ids["patient_id"],
-        "study_uid": ids["study_uid"],
-        "series_uid": ids["series_uid"],
-        "stack": ids["stack"],
-        "modality": stack.modality,
-        "kind": "image",
-        "roi": "",
-        "source_series_uid": "",
-        "image_path": "",
-        "path": payload["path"] if status == "converted" else "",
-        "status": status,
-        "reason": reason,
-        "n_files": len({f.path for f in stack.files}),
-        "shape": " x ".join(str(x) for x in grid.shape) if grid is not None else "",
-        "spacing": " x ".join(f"{x:.6g}" for x in grid.spacing) if grid is not None else "",
-        "qc_flags": ";".join(flags),
-        "voxel_count": None,
-        "volume_ml": None,
-        "input_hash": payload["input_hash"],
-        "content_hash": content_hash,
-        "_case": f"{ids['patient_id']}/{payload['tag']}" if payload.get("tag") else "",  # report only
-    }
-
-
 # ----------------------------------------------------------------- masks (work item)
-def convert_masks(payload: dict) -> list[dict]:
+def convert_masks(job: MaskJob) -> list[ManifestRow]:
     """Masks of one segmentation object (or of NIfTI masks beside one stack) -> manifest rows.
 
     Calls :func:`biomarkers.dicom.masks.masks_from_object` / ``masks_from_nifti`` and
@@ -360,64 +312,39 @@ def convert_masks(payload: dict) -> list[dict]:
     from .masks import masks_from_nifti, masks_from_object
     from .roi import safe_name
 
-    out = Path(payload["out"])
-    stacks: list[ImageStack] = payload["stacks"]
-    by_key = {s.key: s for s in stacks}
-    images = payload["images"]
-    if payload["kind"] == "object":
-        results = masks_from_object(payload["object"], stacks, payload["settings"])
+    out = Path(job.out)
+    by_key = {s.key: s for s in job.stacks}
+    if job.object is not None:
+        results = masks_from_object(job.object, job.stacks, job.settings)
     else:
-        results = masks_from_nifti(stacks[0], [Path(p) for p in payload["nifti_paths"]], payload["settings"])
-    rows: list[dict] = []
+        results = masks_from_nifti(job.stacks[0], [Path(p) for p in job.nifti_paths], job.settings)
+    rows: list[ManifestRow] = []
     used: set[str] = set()
     likes: dict[str, object] = {}
     for r in results:
         st = by_key.get(r.stack_key) if r.stack_key else None
-        info = images.get(r.stack_key) if r.stack_key else None
+        info = job.images.get(r.stack_key) if r.stack_key else None
         roi = r.roi or ""
-        row = {
-            "patient_id": payload["patient_id"],
-            "study_uid": payload["study_uid"],
-            "series_uid": payload["series_uid"],
-            "stack": info["ids"]["stack"] if info else "",
-            "modality": st.modality if st is not None else "",
-            "kind": "mask",
-            "roi": roi if roi else safe_name(r.source_name) if r.source_name else "",
-            "source_series_uid": info["ids"]["series_uid"] if info else "",
-            "image_path": info["path"] if info else "",
-            "path": "",
-            "status": r.status,
-            "reason": r.reason if r.status != "converted" else "",
-            "n_files": 1,
-            "shape": " x ".join(str(x) for x in st.grid.shape) if st is not None else "",
-            "spacing": " x ".join(f"{x:.6g}" for x in st.grid.spacing) if st is not None else "",
-            "qc_flags": ";".join(r.flags),
-            "voxel_count": None,
-            "volume_ml": None,
-            "input_hash": payload["input_hash"],
-            "content_hash": "",
-            "_case": f"{payload['patient_id']}/{info['tag']}__{roi or 'object'}" if info else "",
-        }
-        if r.status == "converted" and r.array is not None and st is not None and info is not None:
-            name = f"{info['tag']}__{safe_name(roi)}"
+        row = job.row(info, roi if roi else safe_name(r.source_name) if r.source_name else "", r.status,
+                      r.reason if r.status != Status.CONVERTED else "", grid=st.grid if st is not None else None,
+                      flags=r.flags, case=f"{job.patient_id}/{info.tag}__{roi or 'object'}" if info else "")
+        if r.status == Status.CONVERTED and r.array is not None and st is not None and info is not None:
+            name = f"{info.tag}__{safe_name(roi)}"
             n = 2
             base = name
             while name in used:
                 name, n = f"{base}_{n}", n + 1
             used.add(name)
-            rel = f"masks/{payload['patient_id']}/{name}.nii.gz"
-            if info["path"] not in likes:
-                likes[info["path"]] = nib.load(str(out / info["path"]))
+            rel = f"masks/{job.patient_id}/{name}.nii.gz"
+            if info.path not in likes:
+                likes[info.path] = nib.load(str(out / info.path))
             arr = np.asarray(r.array, dtype=np.uint8)
-            img = nifti_image(arr, st.grid, like=likes[info["path"]])
-            write_nifti(img, out / rel, payload.get("compresslevel", 1))
-            row.update(
-                path=rel,
-                voxel_count=int(np.count_nonzero(arr)),
-                volume_ml=float(np.count_nonzero(arr) * st.grid.voxel_volume_ml),
-                content_hash=sha256_array(arr),
-            )
+            img = nifti_image(arr, st.grid, like=likes[info.path])
+            write_nifti(img, out / rel, job.compresslevel)
+            row.path, row.content_hash = rel, sha256_array(arr)
+            row.voxel_count = int(np.count_nonzero(arr))
+            row.volume_ml = float(row.voxel_count * st.grid.voxel_volume_ml)
             if r.reason:
-                row["reason"] = r.reason  # notes on a converted mask (e.g. clipped contours)
+                row.reason = r.reason  # notes on a converted mask (e.g. clipped contours)
         rows.append(row)
     return rows

@@ -16,6 +16,7 @@ Identifiers kept here are the original DICOM values, in memory only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -393,29 +394,26 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
         return "seg", (_segmentation(path, rel, common, sop_class), sop_uid)
     image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or ()))
     nframes = _i(ds.get("NumberOfFrames"), 1) or 1
-    extra = {
-        "size": size,
-        "mtime_ns": st.st_mtime_ns,
-        "bits_allocated": _i(ds.get("BitsAllocated")),
-        "bits_stored": _i(ds.get("BitsStored")),
-        "pixel_representation": _i(ds.get("PixelRepresentation"), 0),
-        "samples_per_pixel": _i(ds.get("SamplesPerPixel"), 1),
-        "photometric": str(ds.get("PhotometricInterpretation", "") or ""),
-        "slice_thickness": _f(ds.get("SliceThickness")),
-        "units": str(ds.get("Units", "") or ""),
-        "acquisition_date": str(ds.get("AcquisitionDate", "") or ""),
-        "acquisition_time": str(ds.get("AcquisitionTime", "") or ""),
-        "acquisition_datetime": str(ds.get("AcquisitionDateTime", "") or ""),
-        "gantry_tilt": _f(ds.get("GantryDetectorTilt"), 0.0),
-        "echo_number": _i(ds.get("EchoNumbers")),
-        "frame": None,
-        "pixel_offset": None,
-    }
+    common.update(
+        size=size,
+        mtime_ns=st.st_mtime_ns,
+        bits_allocated=_i(ds.get("BitsAllocated")),
+        bits_stored=_i(ds.get("BitsStored")),
+        pixel_representation=_i(ds.get("PixelRepresentation"), 0),
+        samples_per_pixel=_i(ds.get("SamplesPerPixel"), 1),
+        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
+        slice_thickness=_f(ds.get("SliceThickness")),
+        units=str(ds.get("Units", "") or ""),
+        acquisition_date=str(ds.get("AcquisitionDate", "") or ""),
+        acquisition_time=str(ds.get("AcquisitionTime", "") or ""),
+        acquisition_datetime=str(ds.get("AcquisitionDateTime", "") or ""),
+        gantry_tilt=_f(ds.get("GantryDetectorTilt"), 0.0),
+        echo_number=_i(ds.get("EchoNumbers")),
+    )
     if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
         return "unused", UnusedFile(rel, "truncated or incomplete image header (no Rows/Columns)")
     if sop_class not in IMAGE_SOPS or ds.get("Rows") is None:
-        extra["reason"] = f"unsupported object: {IMAGE_SOPS.get(sop_class) or _sop_name(sop_class)}"
-        return "other", DicomFile(**common, extra=extra)
+        return "other", DicomFile(**common, reason=f"unsupported object: {IMAGE_SOPS.get(sop_class) or _sop_name(sop_class)}")
     # pixel data present and complete?
     expected = _expected_pixel_bytes(ds)
     if expected is None:
@@ -425,7 +423,7 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
         if length < expected or vpos + expected > size:
             have = min(length, size - vpos)
             return "unused", UnusedFile(rel, f"truncated pixel data ({have} of {expected} bytes)")
-        extra["pixel_offset"] = vpos
+        pixel_offset = vpos
     elif ts in UNCOMPRESSED_LE:
         off = pixel_data_offset(path, size, expected, explicit=ts == "1.2.840.10008.1.2.1")
         if off is None:
@@ -441,7 +439,9 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
                 return "unused", UnusedFile(rel, f"truncated or unreadable pixel data ({type(err).__name__})")
             if n < expected:
                 return "unused", UnusedFile(rel, f"truncated pixel data ({n} of {expected} bytes)")
-        extra["pixel_offset"] = off
+        pixel_offset = off
+    else:
+        pixel_offset = None
     base = DicomFile(
         **common,
         rows=_i(ds.get("Rows")),
@@ -455,7 +455,7 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
         number_of_frames=nframes,
         rescale_slope=_f(ds.get("RescaleSlope")),
         rescale_intercept=_f(ds.get("RescaleIntercept")),
-        extra=extra,
+        pixel_offset=pixel_offset,
     )
     if nframes <= 1 and ds.get("PerFrameFunctionalGroupsSequence") is None:
         return "image", [base]
@@ -468,32 +468,23 @@ def read_header(path: Path, rel: str) -> tuple[str, object]:
         return "unused", UnusedFile(rel, f"unreadable multi-frame header ({type(err).__name__})")
     frames = _frame_geometry(full)
     if not frames or any(f["position"] is None for f in frames):
-        base.extra["reason"] = "unsupported object: multi-frame image without per-frame positions"
+        base.reason = "unsupported object: multi-frame image without per-frame positions"
         return "other", base
-    out = []
-    for fr in frames:
-        e = dict(extra)
-        e["frame"] = fr["frame"]
-        e["pixel_offset"] = None
-        if fr["thickness"] is not None:
-            e["slice_thickness"] = _f(fr["thickness"])
-        out.append(
-            DicomFile(
-                **common,
-                rows=base.rows,
-                columns=base.columns,
-                pixel_spacing=tuple(float(x) for x in fr["spacing"]) if fr["spacing"] else base.pixel_spacing,
-                image_orientation=tuple(float(x) for x in fr["orientation"]) if fr["orientation"] else base.image_orientation,
-                image_position=tuple(float(x) for x in fr["position"]),
-                instance_number=fr["frame"] + 1,
-                acquisition_number=base.acquisition_number,
-                image_type=image_type,
-                number_of_frames=nframes,
-                rescale_slope=_f(fr["slope"], base.rescale_slope),
-                rescale_intercept=_f(fr["intercept"], base.rescale_intercept),
-                extra=e,
-            )
+    out = [
+        dataclasses.replace(
+            base,
+            frame=fr["frame"],
+            pixel_offset=None,
+            slice_thickness=_f(fr["thickness"]) if fr["thickness"] is not None else base.slice_thickness,
+            pixel_spacing=tuple(float(x) for x in fr["spacing"]) if fr["spacing"] else base.pixel_spacing,
+            image_orientation=tuple(float(x) for x in fr["orientation"]) if fr["orientation"] else base.image_orientation,
+            image_position=tuple(float(x) for x in fr["position"]),
+            instance_number=fr["frame"] + 1,
+            rescale_slope=_f(fr["slope"], base.rescale_slope),
+            rescale_intercept=_f(fr["intercept"], base.rescale_intercept),
         )
+        for fr in frames
+    ]
     return "image", out
 
 
@@ -756,11 +747,11 @@ def _split_acquisitions(fs: list[DicomFile]) -> list[list[DicomFile]]:
     if len(np.unique(np.round(d, 3))) == len(d):
         return [fs]
     for attr in ("acquisition_number", "echo_number"):
-        vals = {getattr(f, attr) if attr == "acquisition_number" else f.extra.get(attr) for f in fs}
+        vals = {getattr(f, attr) for f in fs}
         if len(vals) > 1:
             out: dict = defaultdict(list)
             for f in fs:
-                out[getattr(f, attr) if attr == "acquisition_number" else f.extra.get(attr)].append(f)
+                out[getattr(f, attr)].append(f)
             return list(out.values())
     return [fs]
 

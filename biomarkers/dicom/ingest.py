@@ -9,7 +9,7 @@ Stage API (validate / plan / run)::
 
 Output folder (``OUT``)::
 
-    manifest.parquet, manifest.csv     one row per image stack / mask (biomarkers.manifest.COLUMNS)
+    manifest.parquet, manifest.csv     one row per image stack / mask (biomarkers.manifest.ManifestRow)
     report.json                        counts, problems by reason, unused input files
     images/<patient>/<MODALITY>_<series_tag>.nii.gz (+ .json sidecar)
     masks/<patient>/<MODALITY>_<series_tag>__<roi>.nii.gz
@@ -36,20 +36,20 @@ from pathlib import Path
 from ..errors import InputError
 from ..executors import Executor, get_executor
 from ..io import sha256_json
-from ..manifest import COLUMNS
+from ..geometry import Grid
+from ..manifest import ImageRef, Kind, Manifest, ManifestRow, Status
 from ..report import RunReport
-from .convert import CONVERTER_VERSION, convert_masks, convert_stack, image_row, warm_up
+from .convert import CONVERTER_VERSION, convert_masks, convert_stack, warm_up
 from .index import IndexResult, build_stacks
+from .jobs import ConvertJob, MaskJob
+from .masks import MaskSettings
 from .model import ImageStack, SegmentationObject
 from .qualify import qc_flags, qualify
-from .settings import IngestSettings, MaskSettings
+from .settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Ingest", "IngestPlan", "IngestSettings", "MaskSettings", "run_ingest"]
-
-STATUS_TO_CASE = {"converted": "done", "skipped": "skipped", "failed": "failed"}
-
 
 @dataclass
 class IngestPlan:
@@ -57,10 +57,10 @@ class IngestPlan:
 
     index: IndexResult
     stacks: list[ImageStack]
-    items: list[dict] = field(default_factory=list)  # one payload per stack to convert
-    cached: list[dict] = field(default_factory=list)  # manifest rows reused as is
-    rows: list[dict] = field(default_factory=list)  # rows decided at plan time (skipped...)
-    payload_of: dict[str, dict] = field(default_factory=dict)  # stack key -> payload (all stacks)
+    items: list[ConvertJob] = field(default_factory=list)  # one job per stack to convert
+    cached: list[ManifestRow] = field(default_factory=list)  # manifest rows reused as is
+    rows: list[ManifestRow] = field(default_factory=list)  # rows decided at plan time (skipped...)
+    job_of: dict[str, ConvertJob] = field(default_factory=dict)  # stack key -> job (all stacks)
 
     def summary(self) -> str:
         return (
@@ -129,9 +129,9 @@ class Ingest:
             if plan is None:
                 return get_executor("serial"), True
             nbytes = sum(
-                (f.rows or 0) * (f.columns or 0) * ((f.extra.get("bits_allocated") or 16) // 8)
-                for p in plan.items
-                for f in p["stack"].files
+                (f.rows or 0) * (f.columns or 0) * ((f.bits_allocated or 16) // 8)
+                for job in plan.items
+                for f in job.stack.files
             )
             return get_executor("serial" if nbytes <= self.AUTO_SERIAL_MAX_BYTES else "local"), True
         return get_executor(spec), True
@@ -171,21 +171,22 @@ class Ingest:
         conv = s.conversion_dict()
         for st in stacks:
             qualify(st, s.allow_gaps, s.spacing_tolerance, s.position_tolerance_mm)
-            payload = self._payload(st)
-            plan.payload_of[st.key] = payload
-            if st.status == "skipped":
-                plan.rows.append(image_row(payload, st.grid, st.qc, qc_flags(st.qc), "", "skipped", st.reason))
+            job = plan.job_of[st.key] = self._job(st)
+            if st.status == Status.SKIPPED:
+                plan.rows.append(job.row(Status.SKIPPED, st.reason, st.grid, qc_flags(st.qc)))
                 continue
-            files = sorted((f.sop_instance_uid, f.extra.get("frame"), f.extra.get("size"), f.extra.get("mtime_ns")) for f in st.files)
-            payload["input_hash"] = sha256_json(
-                {"files": files, "settings": conv, "ids": payload["ids"], "path": payload["path"], "version": CONVERTER_VERSION}
+            files = sorted((f.sop_instance_uid, f.frame, f.size, f.mtime_ns) for f in st.files)
+            r = job.ref
+            ids = {"patient_id": r.patient_id, "study_uid": r.study_uid, "series_uid": r.series_uid, "stack": r.stack}
+            job.input_hash = sha256_json(
+                {"files": files, "settings": conv, "ids": ids, "path": r.path, "version": CONVERTER_VERSION}
             )
-            cached = self._cached_row(payload)
+            cached = self._cached_row(job)
             if cached is not None:
-                st.status, st.out_path = "converted", payload["path"]
+                st.status, st.out_path = Status.CONVERTED, r.path
                 plan.cached.append(cached)
             else:
-                plan.items.append(payload)
+                plan.items.append(job)
         # unsupported objects: one row per series
         by_series: dict[tuple, list] = defaultdict(list)
         for f in idx.unsupported:
@@ -193,10 +194,9 @@ class Ingest:
         for (pid, study, series), fs in sorted(by_series.items()):
             if not pid:
                 continue
-            ids = {"patient_id": deid.patient_id(pid), "study_uid": deid.uid(study), "series_uid": deid.uid(series), "stack": ""}
-            pseudo = ImageStack(series, pid, study, series, fs[0].modality, fs[0].frame_of_reference_uid, fs)
-            payload = {"stack": pseudo, "ids": ids, "path": "", "input_hash": ""}
-            plan.rows.append(image_row(payload, None, {}, [], "", "skipped", fs[0].extra.get("reason", "unsupported object")))
+            ref = ImageRef(deid.patient_id(pid), deid.uid(study), deid.uid(series), "", fs[0].modality)
+            plan.rows.append(ManifestRow.image(ref, Status.SKIPPED, fs[0].reason or "unsupported object",
+                                               n_files=len({f.path for f in fs})))
         return plan
 
     #: Up to this many files to read the main process indexes (fast header reads, ~0.2 ms a
@@ -235,33 +235,26 @@ class Ingest:
             if cache is not None:
                 cache.close()
 
-    def _payload(self, st: ImageStack) -> dict:
-        """Work-item payload of a stack: pseudonymised ids, output path, settings (no secret)."""
+    def _job(self, st: ImageStack) -> ConvertJob:
+        """The conversion job of a stack: pseudonymised ids, output path, settings (no secret)."""
         deid = self.deidentifier
         if not st.patient_id:
-            st.status, st.reason = "skipped", "missing PatientID"
+            st.status, st.reason = Status.SKIPPED, "missing PatientID"
         pid = deid.patient_id(st.patient_id) if st.patient_id else "UNKNOWN"
         series = deid.uid(st.series_uid)
         n = int(st.key.split("#", 1)[1]) if "#" in st.key else 1
-        tag = series_tag(series, deid.settings.uid_root) + (f"_s{n}" if n > 1 else "")
-        mod = _safe(st.modality)
-        rel = f"images/{pid}/{mod}_{tag}.nii.gz"
-        ids = {"patient_id": pid, "study_uid": deid.uid(st.study_uid), "series_uid": series, "stack": f"#{n}" if n > 1 else ""}
-        return {
-            "stack": st,
-            "out": str(self.out),
-            "path": rel,
-            "tag": f"{mod}_{tag}",
-            "ids": ids,
-            "settings": {**self.settings.conversion_dict(), "compresslevel": self.settings.compresslevel},
-            "deidentified": deid.enabled,
-            "input_hash": "",
-        }
+        tag = f"{_safe(st.modality)}_{series_tag(series, deid.settings.uid_root)}" + (f"_s{n}" if n > 1 else "")
+        ref = ImageRef(pid, deid.uid(st.study_uid), series, f"#{n}" if n > 1 else "", st.modality,
+                       f"images/{pid}/{tag}.nii.gz", tag)
+        settings = {**self.settings.conversion_dict(), "compresslevel": self.settings.compresslevel}
+        return ConvertJob(st, ref, str(self.out), settings, deid.enabled)
 
-    def _cached_row(self, payload: dict) -> dict | None:
+    def _cached_row(self, job: ConvertJob) -> ManifestRow | None:
+        """The row of an image converted earlier from the same inputs: its sidecar (written with
+        the NIfTI, so a run interrupted before its manifest resumes too) has ``job.input_hash``."""
         import json
 
-        nii = self.out / payload["path"]
+        nii = self.out / job.ref.path
         side = nii.with_name(nii.name[: -len(".nii.gz")] + ".json")
         if not (nii.is_file() and side.is_file()):
             return None
@@ -269,14 +262,12 @@ class Ingest:
             meta = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if meta.get("input_hash") != payload["input_hash"]:
+        if meta.get("input_hash") != job.input_hash:
             return None
-        from ..geometry import Grid
-
-        g = meta.get("geometry", {})
-        grid = Grid(tuple(g["shape"]), tuple(g["spacing"]), tuple(g["origin_lps"]), tuple(tuple(r) for r in g["direction_lps"]))
-        payload["stack"].grid = grid
-        return image_row(payload, grid, meta.get("qc", {}), meta.get("qc_flags", []), meta.get("content_hash", ""), "converted", "")
+        job.stack.grid = Grid.from_dict(meta.get("geometry", {}))
+        row = job.row(Status.CONVERTED, "", job.stack.grid, meta.get("qc_flags", []), meta.get("content_hash", ""))
+        row.cached = True
+        return row
 
     # ------------------------------------------------------------------ run
     def run(self, plan: IngestPlan | None = None) -> RunReport:
@@ -294,43 +285,35 @@ class Ingest:
             self.out.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(self.out)
             deid = self.deidentifier
-            old_manifest = _read_old_manifest(self.out)
-            for p in plan.items:
-                p["deid"] = self.settings.deid.model_dump(mode="json")
-            rows: list[dict] = list(plan.rows) + [dict(r, _cached=True) for r in plan.cached]
-            by_key = {p["stack"].key: p for p in plan.items}
+            previous = Manifest.read(self.out, missing_ok=True)
+            for job in plan.items:
+                job.deid = self.settings.deid.model_dump(mode="json")
+            rows: list[ManifestRow] = list(plan.rows) + list(plan.cached)
+            by_key = {job.stack.key: job for job in plan.items}
             log.info("%s; converting on %s", plan.summary(), executor.describe())
             with progress("Converting series", len(plan.items)) as advance:
-                for oc in executor.map_unordered(convert_stack, [(p["stack"].key, p) for p in plan.items]):
-                    p = by_key[oc.key]
-                    st = p["stack"]
+                for oc in executor.map_unordered(convert_stack, [(job.stack.key, job) for job in plan.items]):
+                    job = by_key[oc.key]
+                    st = job.stack
                     if oc.ok:
-                        st.status, st.out_path = "converted", p["path"]
+                        st.status, st.out_path = Status.CONVERTED, job.ref.path
                         rows.append(oc.value)
-                        log.debug("converted %s", p["path"])
+                        log.debug("converted %s", job.ref.path)
                     else:
-                        st.status, st.reason = "failed", _clean_error(oc.error)
-                        rows.append(image_row(p, st.grid, st.qc, qc_flags(st.qc), "", "failed", st.reason))
-                        log.warning("%s/%s: failed: %s", p["ids"]["patient_id"], p["tag"], st.reason)
+                        st.status, st.reason = Status.FAILED, _clean_error(oc.error)
+                        rows.append(job.row(Status.FAILED, st.reason, st.grid, qc_flags(st.qc)))
+                        log.warning("%s/%s: failed: %s", job.ref.patient_id, job.ref.tag, st.reason)
                     advance()
-            mask_rows = self._run_masks(plan, executor, old_manifest)
+            mask_rows = self._run_masks(plan, executor, previous)
             rows += mask_rows + self._missing_roi_rows(plan, mask_rows)
         finally:
             if own:
                 executor.close()
-        self._write_manifest(rows)
+        Manifest(rows).write(self.out)
         for r in rows:
-            case = r["path"] or r.get("_case") or f"{r['patient_id']}/{r['modality'] or 'OT'}_{r['series_uid'][-12:]}" + (
-                f"__{r['roi']}" if r["kind"] == "mask" and r.get("roi") else ""
-            )
-            report.add(
-                case=case[:-7] if case.endswith(".nii.gz") else case,
-                status=STATUS_TO_CASE[r["status"]],
-                reason=r["reason"] if r["status"] != "converted" else "",
-                cached=bool(r.get("_cached")),
-                kind=r["kind"],
-                qc_flags=r["qc_flags"],
-            )
+            status = Status(r.status)
+            report.add(case=r.case_name, status=status.case, reason=r.reason if status != Status.CONVERTED else "",
+                       cached=r.cached, kind=str(r.kind), qc_flags=r.qc_flags)
         idx = plan.index
         report.extra.update(
             {
@@ -346,8 +329,8 @@ class Ingest:
                 },
                 "unused_files": self._unused_files_report(idx),
                 "outputs": {
-                    "images": sum(1 for r in rows if r["kind"] == "image" and r["status"] == "converted"),
-                    "masks": sum(1 for r in rows if r["kind"] == "mask" and r["status"] == "converted"),
+                    "images": sum(1 for r in rows if r.kind == Kind.IMAGE and r.status == Status.CONVERTED),
+                    "masks": sum(1 for r in rows if r.kind == Kind.MASK and r.status == Status.CONVERTED),
                 },
                 "settings": self.settings.model_dump(mode="json"),
                 "executor": executor.describe(),
@@ -365,7 +348,7 @@ class Ingest:
         when de-identification is on (see :meth:`_unused_files_report`).
         """
         out = [{"path": u.rel, "reason": u.reason, "duplicate_of": u.duplicate_of} for u in idx.unused]
-        out += [{"path": f.rel, "reason": f.extra.get("reason", "unsupported object"), "duplicate_of": ""} for f in idx.unsupported]
+        out += [{"path": f.rel, "reason": f.reason or "unsupported object", "duplicate_of": ""} for f in idx.unsupported]
         return sorted(out, key=lambda u: u["path"])
 
     def write_source_report(self, path: str | Path) -> Path:
@@ -406,58 +389,39 @@ class Ingest:
         return [{"ref": ref(r["path"]), "reason": r["reason"], "duplicate_of": ref(r["duplicate_of"])} for r in rows]
 
     # ------------------------------------------------------------------ masks
-    def _run_masks(self, plan: IngestPlan, executor: Executor, old: list[dict] | None) -> list[dict]:
+    def _run_masks(self, plan: IngestPlan, executor: Executor, previous: Manifest) -> list[ManifestRow]:
         s = self.settings
         deid = self.deidentifier
-        converted = [st for st in plan.stacks if st.status == "converted" and st.grid is not None]
+        converted = [st for st in plan.stacks if st.status == Status.CONVERTED and st.grid is not None]
         by_patient: dict[str, list[ImageStack]] = defaultdict(list)
         for st in converted:
             by_patient[st.patient_id].append(st)
         masks_cfg = s.masks.model_dump(mode="json")
-        items: list[tuple[str, dict]] = []
-        rows: list[dict] = []
+        items: list[tuple[str, MaskJob]] = []
+        rows: list[ManifestRow] = []
 
-        def image_info(sts: list[ImageStack]) -> dict:
-            out = {}
-            for st in sts:
-                p = plan.payload_of[st.key]
-                out[st.key] = {"path": p["path"], "tag": p["tag"], "ids": p["ids"], "modality": st.modality, "input_hash": p["input_hash"]}
-            return out
-
-        def queue(key: str, payload: dict) -> None:
+        def queue(key: str, stacks: list[ImageStack], ids: tuple[str, str, str], h: str, **kw) -> None:
             """Reuse the manifest rows of an unchanged object, else queue it for conversion."""
-            reuse = _reusable(old, payload["input_hash"], self.out)
+            reuse = previous.reusable(h, self.out)
             if reuse is not None:
-                rows.extend(dict(r, _cached=True) for r in reuse)
-            else:
-                items.append((key, payload))
+                rows.extend(reuse)
+                return
+            images = {st.key: plan.job_of[st.key].ref for st in stacks}
+            items.append((key, MaskJob(stacks, images, s.masks, str(self.out), *ids, h, s.compresslevel, **kw)))
 
         segs: list[SegmentationObject] = sorted(plan.index.segmentations, key=lambda o: o.rel)
         for n, obj in enumerate(segs):
             cands = by_patient.get(obj.patient_id, [])
-            info = image_info(cands)
             try:
                 stat = obj.path.stat()
                 fid = (stat.st_size, stat.st_mtime_ns)
             except OSError:
                 fid = None
-            seg_series = deid.uid(obj.series_uid)
-            h = sha256_json({"seg": [obj.series_uid, obj.rel.rsplit("/", 1)[-1], fid], "images": sorted(v["input_hash"] for v in info.values()),
+            h = sha256_json({"seg": [obj.series_uid, obj.rel.rsplit("/", 1)[-1], fid],
+                             "images": sorted(plan.job_of[st.key].input_hash for st in cands),
                              "masks": masks_cfg, "deid": deid.enabled, "version": CONVERTER_VERSION})
-            payload = {
-                "kind": "object",
-                "object": obj,
-                "stacks": cands,
-                "images": info,
-                "settings": s.masks,
-                "out": str(self.out),
-                "patient_id": deid.patient_id(obj.patient_id) if obj.patient_id else "UNKNOWN",
-                "study_uid": deid.uid(obj.study_uid),
-                "series_uid": seg_series,
-                "input_hash": h,
-                "compresslevel": s.compresslevel,
-            }
-            queue(f"seg-{n}", payload)
+            ids = (deid.patient_id(obj.patient_id) if obj.patient_id else "UNKNOWN", deid.uid(obj.study_uid), deid.uid(obj.series_uid))
+            queue(f"seg-{n}", cands, ids, h, object=obj)
         if s.masks.nifti_pattern:
             from .masks import find_nifti_masks
 
@@ -465,7 +429,7 @@ class Ingest:
                 paths = find_nifti_masks(st, s.masks, self.src)
                 if not paths:
                     continue
-                info = image_info([st])
+                job = plan.job_of[st.key]
                 stats = []
                 for p in paths:
                     try:
@@ -473,52 +437,21 @@ class Ingest:
                         stats.append((p.name, stt.st_size, stt.st_mtime_ns))
                     except OSError:
                         stats.append((p.name, None, None))
-                h = sha256_json({"nifti": stats, "image": info[st.key]["input_hash"], "masks": masks_cfg, "version": CONVERTER_VERSION})
-                payload = {
-                    "kind": "nifti",
-                    "nifti_paths": [str(p) for p in paths],
-                    "stacks": [st],
-                    "images": info,
-                    "settings": s.masks,
-                    "out": str(self.out),
-                    "patient_id": info[st.key]["ids"]["patient_id"],
-                    "study_uid": info[st.key]["ids"]["study_uid"],
-                    "series_uid": info[st.key]["ids"]["series_uid"],
-                    "input_hash": h,
-                    "compresslevel": s.compresslevel,
-                }
-                queue(f"nifti-{st.key}", payload)
+                h = sha256_json({"nifti": stats, "image": job.input_hash, "masks": masks_cfg, "version": CONVERTER_VERSION})
+                ids = (job.ref.patient_id, job.ref.study_uid, job.ref.series_uid)
+                queue(f"nifti-{st.key}", [st], ids, h, nifti_paths=[str(p) for p in paths])
         if not items:
             return rows
         from ..logs import progress
 
-        pay = dict(items)
+        jobs = dict(items)
         with progress("Converting masks", len(items)) as advance:
             for oc in executor.map_unordered(convert_masks, items):
-                if oc.ok:
-                    rows += oc.value
-                else:
-                    p = pay[oc.key]
-                    rows.append(
-                        {
-                            **{c: "" for c in COLUMNS},
-                            "patient_id": p["patient_id"],
-                            "study_uid": p["study_uid"],
-                            "series_uid": p["series_uid"],
-                            "modality": "",
-                            "kind": "mask",
-                            "status": "failed",
-                            "reason": _clean_error(oc.error),
-                            "n_files": 1,
-                            "voxel_count": None,
-                            "volume_ml": None,
-                            "input_hash": p["input_hash"],
-                        }
-                    )
+                rows += oc.value if oc.ok else [jobs[oc.key].failed_row(_clean_error(oc.error))]
                 advance()
         return rows
 
-    def _missing_roi_rows(self, plan: IngestPlan, mask_rows: list[dict]) -> list[dict]:
+    def _missing_roi_rows(self, plan: IngestPlan, mask_rows: list[ManifestRow]) -> list[ManifestRow]:
         """A skipped mask row per patient and configured ROI that no converted mask provides.
 
         Only when ``masks.rois`` is configured; patients without a converted image are not
@@ -531,108 +464,17 @@ class Ingest:
             return []
         have: dict[str, set[str]] = defaultdict(set)
         for r in mask_rows:
-            if r.get("status") == "converted" and r.get("roi"):
-                have[r["patient_id"]].add(normalise_name(r["roi"]))
-        patients: dict[str, dict] = {}
+            if r.status == Status.CONVERTED and r.roi:
+                have[r.patient_id].add(normalise_name(r.roi))
+        patients: dict[str, ImageRef] = {}
         for st in plan.stacks:
-            if st.status == "converted" and st.key in plan.payload_of:
-                ids = plan.payload_of[st.key]["ids"]
-                patients.setdefault(ids["patient_id"], ids)
-        out = []
-        for pid, ids in sorted(patients.items()):
-            for roi in wanted:
-                if normalise_name(roi) in have[pid]:
-                    continue
-                out.append(
-                    {
-                        **{c: "" for c in COLUMNS},
-                        "patient_id": pid,
-                        "study_uid": ids.get("study_uid", ""),
-                        "kind": "mask",
-                        "roi": roi,
-                        "status": "skipped",
-                        "reason": f"configured ROI '{roi}' not found for this patient (no RTSTRUCT/SEG/NIfTI ROI matched it)",
-                        "n_files": 0,
-                        "voxel_count": None,
-                        "volume_ml": None,
-                        "_case": f"{pid}/missing__{roi}",
-                    }
-                )
-        return out
-
-    # ------------------------------------------------------------------ manifest
-    def _write_manifest(self, rows: list[dict]) -> None:
-        write_manifest(self.out, rows)
-
-
-_INT_COLUMNS = ("n_files", "voxel_count")
-_FLOAT_COLUMNS = ("volume_ml",)
-_SORT = ("patient_id", "kind", "modality", "path", "series_uid", "stack", "roi")
-
-
-def _cell(r: dict, c: str):
-    v = r.get(c)
-    if c in _INT_COLUMNS:
-        return None if v is None or v == "" or (isinstance(v, float) and v != v) else int(v)
-    if c in _FLOAT_COLUMNS:
-        return None if v is None or v == "" else float(v)
-    return "" if v is None else str(v)
-
-
-def write_manifest(out: Path, rows: list[dict]) -> None:
-    """Write ``manifest.parquet`` (pyarrow: int64/float64/string columns) and ``manifest.csv``.
-
-    Columns: :data:`biomarkers.manifest.COLUMNS`; rows sorted by patient, kind, modality, path.
-    Written with pyarrow and the csv module (no pandas import in the ingest process).
-    """
-    import csv
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ..io import atomic_path, write_text
-
-    table_rows = sorted(({c: _cell(r, c) for c in COLUMNS} for r in rows), key=lambda r: tuple(r[k] for k in _SORT))
-    types = {c: pa.int64() if c in _INT_COLUMNS else pa.float64() if c in _FLOAT_COLUMNS else pa.string() for c in COLUMNS}
-    table = pa.table({c: pa.array([r[c] for r in table_rows], type=types[c]) for c in COLUMNS})
-    with atomic_path(out / "manifest.parquet") as tmp:
-        pq.write_table(table, tmp)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in table_rows:
-        w.writerow(["" if r[c] is None else r[c] for c in COLUMNS])
-    write_text(out / "manifest.csv", buf.getvalue())
-
-
-def _read_old_manifest(out: Path) -> list[dict] | None:
-    """Mask rows of the previous run (from manifest.csv: no pandas needed while workers run)."""
-    import csv
-
-    p = out / "manifest.csv"
-    if not p.is_file():
-        return None
-    try:
-        with open(p, newline="", encoding="utf-8") as fh:
-            return [r for r in csv.DictReader(fh) if r.get("kind") == "mask"]
-    except (OSError, csv.Error, UnicodeDecodeError):  # a damaged manifest only means recomputing
-        return None
-
-
-def _reusable(old: list[dict] | None, input_hash: str, out: Path) -> list[dict] | None:
-    if not old:
-        return None
-    rows = [dict(r) for r in old if r.get("input_hash") == input_hash]
-    if not rows:
-        return None
-    for r in rows:
-        if r["status"] == "converted" and not (out / r["path"]).is_file():
-            return None
-        r["voxel_count"] = int(float(r["voxel_count"])) if r.get("voxel_count") not in (None, "") else None
-        r["volume_ml"] = float(r["volume_ml"]) if r.get("volume_ml") not in (None, "") else None
-        r["n_files"] = int(float(r["n_files"])) if r.get("n_files") not in (None, "") else None
-    return rows
+            if st.status == Status.CONVERTED and st.key in plan.job_of:
+                ref = plan.job_of[st.key].ref
+                patients.setdefault(ref.patient_id, ref)
+        reason = "configured ROI '{}' not found for this patient (no RTSTRUCT/SEG/NIfTI ROI matched it)"
+        return [ManifestRow.mask(pid, ref.study_uid, "", None, roi, Status.SKIPPED, reason.format(roi), n_files=0,
+                                 case=f"{pid}/missing__{roi}")
+                for pid, ref in sorted(patients.items()) for roi in wanted if normalise_name(roi) not in have[pid]]
 
 
 def _remove_stale_temporaries(out: Path) -> None:

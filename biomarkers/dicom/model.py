@@ -40,7 +40,23 @@ class DicomFile:
     number_of_frames: int = 1
     rescale_slope: float | None = None
     rescale_intercept: float | None = None
-    extra: dict = field(default_factory=dict)
+    size: int | None = None  # file size (bytes) and modification time (ns) when indexed
+    mtime_ns: int | None = None
+    bits_allocated: int | None = None
+    bits_stored: int | None = None
+    pixel_representation: int = 0
+    samples_per_pixel: int | None = 1
+    photometric: str = ""
+    slice_thickness: float | None = None  # mm
+    units: str = ""  # DICOM Units (PET: BQML, GML...)
+    acquisition_date: str = ""  # original DICOM DA/TM/DT values (hospital side only)
+    acquisition_time: str = ""
+    acquisition_datetime: str = ""
+    gantry_tilt: float | None = 0.0  # degrees
+    echo_number: int | None = None
+    frame: int | None = None  # frame index in a multi-frame file (None: single frame)
+    pixel_offset: int | None = None  # byte offset of uncompressed pixel data (fast read), else None
+    reason: str = ""  # why an object is not converted (unsupported objects)
 
 
 @dataclass

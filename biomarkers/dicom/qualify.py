@@ -58,7 +58,7 @@ def slice_layout(stack: ImageStack, spacing_tolerance: float = 0.01, position_to
     normal = np.cross(iop[:3], iop[3:])
     pos = np.asarray([f.image_position for f in fs], dtype=float)
     if len(fs) == 1:
-        return SliceLayout([0], 1, pos, float(fs[0].extra.get("slice_thickness") or 1.0), 0)
+        return SliceLayout([0], 1, pos, float(fs[0].slice_thickness or 1.0), 0)
     d = pos @ normal
     steps = np.diff(d)
     if np.any(np.abs(steps) < position_tolerance_mm):
@@ -92,8 +92,8 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
         stack.status, stack.reason = "skipped", reason
         return stack
 
-    if first.extra.get("samples_per_pixel", 1) not in (1, None):
-        return skip(f"unsupported object: colour image (SamplesPerPixel={first.extra.get('samples_per_pixel')})")
+    if first.samples_per_pixel not in (1, None):
+        return skip(f"unsupported object: colour image (SamplesPerPixel={first.samples_per_pixel})")
     if any(is_localizer(f) for f in fs):
         qc["localizer"] = True
         return skip("localizer")
@@ -137,7 +137,7 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
     iop = np.asarray(first.image_orientation, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
     kdir = grid.direction_matrix[:, 2]
-    if len(fs) > 1 and abs(abs(float(kdir @ normal)) - 1.0) > 1e-4 or abs(first.extra.get("gantry_tilt") or 0.0) > 1e-3:
+    if len(fs) > 1 and abs(abs(float(kdir @ normal)) - 1.0) > 1e-4 or abs(first.gantry_tilt or 0.0) > 1e-3:
         qc["gantry_tilt"] = True
     if lay.missing and not allow_gaps:
         return skip(f"missing slices ({lay.missing} missing in a stack of {len(fs)})")
