@@ -5,13 +5,32 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 from .io import write_json
 
-Status = Literal["done", "skipped", "failed"]
-STATUSES: tuple[str, ...] = ("done", "skipped", "failed")
+
+class CaseStatus(StrEnum):
+    """How one case ended (``status`` in every report; the values are the strings written to files)."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class StageStatus(StrEnum):
+    """How one pipeline stage ended (``stages.<name>.status`` in ``run_report.json``)."""
+
+    RAN = "ran"
+    CACHED = "cached"
+    FAILED = "failed"
+    DISABLED = "disabled"
+    PLANNED = "planned"
+
+
+Status = CaseStatus
+STATUSES: tuple[str, ...] = tuple(s.value for s in CaseStatus)
 
 
 @dataclass
@@ -38,7 +57,7 @@ class RunReport:
     def add(self, case: str, status: Status, reason: str = "", cached: bool = False, **details) -> CaseResult:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-        r = CaseResult(self.stage, case, status, reason, cached, details)
+        r = CaseResult(self.stage, case, CaseStatus(status), reason, cached, details)
         self.cases.append(r)
         return r
 
@@ -51,11 +70,11 @@ class RunReport:
 
     def reasons(self) -> dict[str, int]:
         """Problems grouped by reason (skipped and failed)."""
-        c = collections.Counter(r.reason for r in self.cases if r.status != "done")
+        c = collections.Counter(r.reason for r in self.cases if r.status != CaseStatus.DONE)
         return dict(c.most_common())
 
     def n_computed(self) -> int:
-        return sum(1 for r in self.cases if r.status == "done" and not r.cached)
+        return sum(1 for r in self.cases if r.status == CaseStatus.DONE and not r.cached)
 
     def to_dict(self) -> dict:
         return {

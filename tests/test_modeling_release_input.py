@@ -7,7 +7,7 @@ import pytest
 from test_release_build import build, inputs  # noqa: F401 - pytest fixture
 
 from biomarkers.errors import InputError
-from biomarkers.tracking import read_table
+from biomarkers.release import read_table
 
 
 def test_release_folder_is_verified_and_joined_per_patient(inputs, tmp_path):  # noqa: F811

@@ -22,7 +22,7 @@ def run_cmd(
 ) -> None:
     """Run the configured pipeline end to end: ingest (+ de-identification), extract, clinical linkage,
     MLflow, experiments, release. Stages whose inputs did not change are skipped."""
-    from pipelines import Pipeline, load_config
+    from ..pipeline import Pipeline, load_config
 
     cfg = load_config(config)
     pipe = Pipeline(cfg, executor=executor, tracking_uri=tracking_uri)
@@ -35,14 +35,14 @@ def run_cmd(
     report = pipe.run()
     echo("")
     echo(report.summary())
-    echo(f"run report: {pipe.paths['run_report']}")
+    echo(f"run report: {pipe.run_report_path}")
     failed = [k for k, s in pipe.stages.items() if s.status == "failed"]
     if failed:
         from ..errors import BiomarkersError
 
         raise BiomarkersError(f"pipeline incomplete: stage(s) {', '.join(failed)} failed: "
                               + "; ".join(f"{k}: {pipe.stages[k].reason.splitlines()[0][:300]}" for k in failed)
-                              + f" (see {pipe.paths['run_report']})")
+                              + f" (see {pipe.run_report_path})")
 
 
 @app.command("synth")
@@ -73,6 +73,6 @@ def demo_cmd(
     executor: Optional[str] = typer.Option(None, "--executor", help="Executor spec (default: local process pool)."),
 ) -> None:
     """Synthesise a cohort, run the full pipeline and the demo experiment, print the leaderboard."""
-    from pipelines.demo import run_demo
+    from ..pipeline.demo import run_demo
 
     run_demo(out, patients=patients, centres=centres, seed=seed, executor=executor)

@@ -36,6 +36,7 @@ import yaml
 
 from .. import tracking
 from ..errors import BiomarkersError, ConfigError, InputError
+from ..release.reader import read_table
 from ..report import RunReport
 from .data import Dataset, build_dataset
 from .pipelines import build_pipeline, selected_features
@@ -184,7 +185,7 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
     if table is not None:
         spec = spec.model_copy(update={"input": spec.input.model_copy(update={"table": Path(table).resolve()})})
     table_path = Path(spec.input.table)
-    df = tracking.read_table(table_path)
+    df = read_table(table_path)
     ds = build_dataset(df, spec, source=str(table_path.name))
     for pspec in spec.pipelines:  # configuration errors (e.g. grid keys) before anything is logged
         build_pipeline(pspec, ds.feature_columns, ds.centre_column, seed=spec.validation.seed)
@@ -367,7 +368,7 @@ def predict_table(model_uri: str, table: str | os.PathLike, tracking_uri: str | 
     """
     import mlflow.pyfunc
 
-    df = tracking.read_table(table)
+    df = read_table(table)
     with tracking.using_tracking(tracking_uri):
         try:
             model = mlflow.pyfunc.load_model(model_uri)

@@ -42,7 +42,7 @@ class InputSpec(Settings):
 
     A release folder (``biomarkers release`` output) is verified against its manifest
     checksums and its features and clinical tables are joined per patient, feature columns
-    prefixed ``<MODALITY>_`` (see :func:`biomarkers.tracking.read_table`).
+    prefixed ``<MODALITY>_`` (see :func:`biomarkers.release.read_table`).
     """
 
     table: Path

@@ -41,9 +41,8 @@ from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, w
 from .config import SEMVER, ReleaseConfig
 from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
 from .privacy import age_band, check_k_anonymity, find_identifying, scan_for_originals
+from .reader import MANIFEST, RELEASE_FILES, verify_release
 
-RELEASE_FILES = ["features.parquet", "clinical.parquet", "data_dictionary.csv", "data_dictionary.md", "README.md"]
-MANIFEST = "manifest.json"
 
 
 class ReleaseExistsError(InputError):
@@ -462,22 +461,6 @@ def write_archive(folder: Path) -> Path:
     os.chmod(dest, 0o444)
     write_text(dest.with_name(dest.name + ".sha256"), f"{sha256_file(dest)}  {dest.name}\n")
     return dest
-
-
-def verify_release(folder: str | Path) -> list[str]:
-    """Re-hash every file listed in the manifest; return the problems (empty: the release verifies)."""
-    folder = Path(folder)
-    m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    problems = []
-    for f, info in m["files"].items():
-        p = folder / f
-        if not p.is_file():
-            problems.append(f"{f}: missing")
-        elif sha256_file(p) != info["sha256"]:
-            problems.append(f"{f}: checksum mismatch")
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in m["files"] and p.name != MANIFEST)
-    problems += [f"{f}: not in the manifest" for f in extra]
-    return problems
 
 
 def log_release(result: ReleaseResult, config: ReleaseConfig, tracking_uri: str | None = None) -> str:

@@ -30,7 +30,7 @@ def open_run(job: dict) -> str:
 
     ``job``: ``uri``, ``experiment`` (created if missing), ``run_name``, ``start_time_ms``, ``tags``.
     """
-    from . import client, get_or_create_experiment
+    from .store import client, get_or_create_experiment
 
     exp = get_or_create_experiment(job["experiment"], job["uri"])
     run = client(job["uri"]).create_run(exp, run_name=job["run_name"], start_time=job["start_time_ms"],
@@ -49,7 +49,8 @@ def finish_run(job: dict) -> None:
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    from . import client, log_feature_set, using_tracking
+    from .datasets import log_feature_set
+    from .store import client, using_tracking
 
     uri, run_id = job["uri"], job["run_id"]
     with using_tracking(uri), warnings.catch_warnings():

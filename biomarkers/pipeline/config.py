@@ -21,39 +21,20 @@ Unknown keys are errors naming the file and the dotted key.
 
 from __future__ import annotations
 
-import importlib
 import os
+from functools import cache
 from pathlib import Path
 from typing import Any, Union
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
 
+from biomarkers.clinical.schema import ClinicalSchema
 from biomarkers.config import Settings, read_yaml, validate
+from biomarkers.deid import DeidSettings
+from biomarkers.dicom.settings import IngestSettings
+from biomarkers.errors import ConfigError
 from biomarkers.io import sha256_json
-
-#: Stage modules that could not be imported: "section" -> reason (the stage fails with it).
-UNAVAILABLE: dict[str, str] = {}
-
-
-class _Opaque(Settings):
-    """Stand-in for a stage's settings model whose module is not available (keys kept as given)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-def _optional(section: str, module: str, name: str):
-    try:
-        return getattr(importlib.import_module(module), name)
-    except Exception as err:  # noqa: BLE001 - a missing stage must not break the others
-        UNAVAILABLE[section] = f"{module}.{name} is not available ({type(err).__name__}: {err})"
-        return _Opaque
-
-
-from biomarkers.deid import DeidSettings  # noqa: E402
-
-IngestSettings = _optional("ingest", "biomarkers.dicom.settings", "IngestSettings")
-ClinicalSchema = _optional("clinical", "biomarkers.clinical.schema", "ClinicalSchema")
-ExperimentSpec = _optional("experiments", "biomarkers.modeling.spec", "ExperimentSpec")
+from biomarkers.modeling.spec import ExperimentSpec
 
 
 class SourceSection(Settings):
@@ -84,7 +65,7 @@ class ClinicalSection(Settings):
     """Clinical loading and linkage (``schema``: a file or the schema inline)."""
 
     enabled: bool = True
-    schema_: Union[Path, ClinicalSchema] = Field(alias="schema")  # type: ignore[valid-type]
+    schema_: Union[Path, ClinicalSchema] = Field(alias="schema")
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
 
@@ -94,7 +75,7 @@ class ExperimentsSection(Settings):
 
     run: bool = False
     specs: list[Path] = Field(default_factory=list)  # experiment YAML files (relative to the config file)
-    inline: list[ExperimentSpec] = Field(default_factory=list)  # type: ignore[valid-type]
+    inline: list[ExperimentSpec] = Field(default_factory=list)
     #: Replace each spec's ``input.table`` by the analysis table this pipeline produced.
     use_pipeline_table: bool = True
 
@@ -115,7 +96,7 @@ class PipelineConfig(Settings):
     executor: str = "local"
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     deid: DeidSettings = Field(default_factory=DeidSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[valid-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     extract: ExtractSection
     clinical: ClinicalSection | None = None
     experiments: ExperimentsSection = Field(default_factory=ExperimentsSection)
@@ -124,7 +105,7 @@ class PipelineConfig(Settings):
     @field_validator("ingest")
     @classmethod
     def _no_ingest_deid(cls, v):
-        if "deid" in getattr(v, "model_fields_set", set()) or "deid" in (getattr(v, "model_extra", None) or {}):
+        if "deid" in v.model_fields_set:
             raise ValueError("set de-identification in the top-level 'deid' section (it applies to imaging and "
                              "clinical data alike), not under ingest")
         return v
@@ -169,8 +150,6 @@ class PipelineConfig(Settings):
 
     def ingest_settings(self):
         """The ingest settings with the pipeline's de-identification section."""
-        if UNAVAILABLE.get("ingest"):
-            return self.ingest
         return self.ingest.model_copy(update={"deid": self.deid})
 
     def config_hash(self) -> str:
@@ -187,15 +166,24 @@ def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConf
     path = Path(path)
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
-        from biomarkers.errors import ConfigError
-
         raise ConfigError(f"{path}: expected a mapping of sections (name, source, out, ...)")
     for k, v in (overrides or {}).items():
         if v is not None:
             data[k] = v
-    return validate(PipelineConfig, data, source=str(path)).resolved(path.parent)
+    return validate(config_model(), data, source=str(path)).resolved(path.parent)
 
 
 def config_from_dict(data: dict, base_dir: str | Path, source: str = "<config>") -> PipelineConfig:
     """Validate an in-memory config (the demo's embedded defaults) and resolve its paths against ``base_dir``."""
-    return validate(PipelineConfig, data, source=source).resolved(base_dir)
+    return validate(config_model(), data, source=source).resolved(base_dir)
+
+
+@cache
+def config_model() -> type[PipelineConfig]:
+    """:class:`PipelineConfig` with a section for every registered stage declaring ``settings`` (see
+    :class:`~biomarkers.pipeline.stage.Stage`); the class itself when no stage adds one."""
+    from .stage import registry
+
+    extra = {s.name: (s.settings, Field(default_factory=s.settings)) for s in registry()
+             if s.settings is not None and s.name not in PipelineConfig.model_fields}
+    return create_model("PipelineConfig", __base__=PipelineConfig, **extra) if extra else PipelineConfig

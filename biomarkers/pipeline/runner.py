@@ -1,0 +1,255 @@
+"""The end-to-end pipeline: the declared stages (:func:`~biomarkers.pipeline.stage.registry`) run in order.
+
+ingest (+ de-identification) -> extract -> clinical -> link -> experiments -> release, then
+tracking (the MLflow run linking their outputs). Each stage is skipped when the content
+of its inputs and its settings are unchanged since it last finished (see
+:mod:`biomarkers.pipeline.cache`); inside ingest and extraction, work items are cached
+individually, so a rerun after adding patients converts and extracts only the new ones.
+Every patient/series/ROI of every stage ends in ``OUT/run_report.json`` as done, skipped
+or failed with the reason (cases of a cached stage are repeated from its last report
+with ``cached: true``).
+
+Output layout (``OUT`` = ``config.out``; each stage module names its files)::
+
+    OUT/dataset/            ingest output (manifest, NIfTI images and masks, report.json)
+    OUT/features/           extraction output (items/, features_long/wide.parquet, report.json)
+    OUT/clinical/           clinical.parquet (pseudonymised) + report.json (validation)
+    OUT/analysis.parquet    clinical variables joined with the features
+    OUT/link_report.json
+    OUT/release/            partner release (when enabled)
+    OUT/run_report.json     every case of every stage; stage summaries; MLflow run id
+    OUT/.pipeline/          stage state and file-hash cache (delete to force a full rerun)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+import warnings
+
+import biomarkers
+from biomarkers.errors import BiomarkersError
+from biomarkers.executors import Executor
+from biomarkers.io import FileHasher, sha256_json
+from biomarkers.logs import echo
+from biomarkers.report import CaseStatus, RunReport, StageStatus
+
+from .cache import StageState
+from .config import PipelineConfig
+from .stage import Context, Stage, StageFailed, StageOutcome, registry
+
+RUN_REPORT = "run_report.json"
+STATE_DIR = ".pipeline"
+
+
+class Pipeline(Context):
+    """Runs a :class:`PipelineConfig` (``validate()`` / ``plan()`` / ``run()``); the stages' :class:`Context`.
+
+    Args:
+        config: the validated configuration (paths resolved).
+        executor: executor spec overriding ``config.executor`` (e.g. ``dask://host:8786``),
+            or an :class:`~biomarkers.executors.Executor` instance (not closed by the pipeline).
+        tracking_uri: MLflow tracking URI overriding ``config.tracking.uri``.
+    """
+
+    def __init__(self, config: PipelineConfig, executor: str | Executor | None = None,
+                 tracking_uri: str | None = None):
+        super().__init__(config, executor, tracking_uri)
+        self.report = RunReport("pipeline")
+        self.run_report_path = self.path(RUN_REPORT)
+
+    @property
+    def stages(self) -> dict[str, StageOutcome]:
+        """Outcome of every stage of the last ``run()``, by name."""
+        return self.outcomes
+
+    # ----------------------------------------------------------------- validate / plan
+    def validate(self) -> None:
+        """Check every enabled stage's inputs exist and the secret is available (ConfigError otherwise)."""
+        for s in registry():
+            if s.check is not None and s.enabled(self.cfg):
+                s.check(self)
+        if self.cfg.deid.enabled:
+            self.deidentifier()  # the secret must be available before anything runs (SecretError otherwise)
+
+    def plan(self) -> dict[str, StageOutcome]:
+        """Which stages would run and which are cached (nothing is written except the file-hash cache)."""
+        self._prepare()
+        planned: dict[str, StageOutcome] = {}
+        for s in registry():
+            if not s.enabled(self.cfg):
+                planned[s.name] = StageOutcome(StageStatus.DISABLED)
+                continue
+            try:
+                key = self._key(s)
+            except StageFailed as err:
+                planned[s.name] = StageOutcome(StageStatus.PLANNED, reason=f"inputs not available yet ({err})")
+                continue
+            except BiomarkersError as err:
+                planned[s.name] = StageOutcome(StageStatus.FAILED, reason=str(err))
+                continue
+            cached = not s.deferred and self.state.is_current(s.name, key, self.hasher)
+            reason = s.plan(self) if s.plan is not None and not cached else ""
+            planned[s.name] = StageOutcome(StageStatus.CACHED if cached else StageStatus.PLANNED, key=key[:12],
+                                           reason=reason)
+        self.hasher.save()
+        self.src_hasher.save()
+        return planned
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> RunReport:
+        """Run every enabled stage; returns the pipeline RunReport (also written to OUT/run_report.json)."""
+        self.validate()
+        self._prepare()
+        self.started = time.time()
+        self.report = RunReport("pipeline")
+        deferred: list[Stage] = []
+        try:
+            for s in registry():
+                if not s.enabled(self.cfg):
+                    self.outcomes[s.name] = StageOutcome(StageStatus.DISABLED)
+                elif s.deferred:
+                    deferred.append(s)
+                elif failed_up := [u for u in s.upstream if self._status(u) == StageStatus.FAILED]:
+                    self._fail(s.name, f"not run: upstream stage {failed_up[0]} failed")
+                else:
+                    self._run_stage(s)
+        finally:
+            if not isinstance(self.executor_spec, Executor):
+                self.close_executor()
+            self.hasher.save()
+            self.src_hasher.save()
+        self.report.extra.update({
+            "pipeline": self.cfg.name,
+            "config_hash": self.cfg.config_hash(),
+            "executor": self.executor_desc,
+            "biomarkers_version": biomarkers.__version__,
+            "mlflow_run_id": None,
+        })
+        try:
+            for s in deferred:
+                try:
+                    s.run(self)
+                except Exception as err:  # noqa: BLE001 - the outputs are written; report the problem
+                    self._fail(s.name, str(err) if isinstance(err, BiomarkersError) else f"{type(err).__name__}: {err}")
+        finally:
+            self.close_tracker()
+        self.write_report()
+        return self.report
+
+    def write_report(self) -> None:
+        """Write ``OUT/run_report.json`` (cases so far and every stage's outcome)."""
+        self.report.extra["stages"] = {k: vars(v) for k, v in self.outcomes.items()}
+        self.report.write(self.run_report_path)
+
+    # ----------------------------------------------------------------- internals
+    def _prepare(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.hasher = FileHasher(self.path(f"{STATE_DIR}/filehashes.json"))
+        # per-file content hashes of the source DICOM stay on the source side, beside the
+        # ingest index cache (a file's hash in OUT would tell whoever holds the file that it
+        # is part of this dataset); only the tree's overall hash enters the stage key
+        from biomarkers.dicom.index_cache import resolve_cache_path
+
+        from .stages.ingest import DATASET
+
+        try:
+            src_cache = resolve_cache_path(self.cfg.ingest_settings().index_cache, self.cfg.source.dicom,
+                                           self.path(DATASET), kind="trees", suffix=".json")
+        except BiomarkersError:
+            src_cache = None  # ingest reports the misplaced cache
+        self.src_hasher = FileHasher(src_cache)
+        self.state = StageState(self.path(f"{STATE_DIR}/state.json"))
+        self.executor_desc = str(self.executor_spec if not isinstance(self.executor_spec, Executor)
+                                 else self.executor_spec.describe())
+
+    def _status(self, name: str) -> str:
+        return self.outcomes[name].status if name in self.outcomes else ""
+
+    def _key(self, s: Stage) -> str:
+        """Hash of everything a stage's output depends on (content, not paths or times)."""
+        return sha256_json({"stage": s.name, "version": biomarkers.__version__, **s.key(self)})
+
+    def _cases_file(self, name: str):
+        """Where the cases of a stage's last run are kept (replayed when the stage is cached)."""
+        return self.path(f"{STATE_DIR}/{name}_cases.json")
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.outcomes[name] = StageOutcome(StageStatus.FAILED, reason=reason)
+        self.report.add(f"stage/{name}", CaseStatus.FAILED, reason)
+        self.state.forget(name)
+        echo(f"[{name}] FAILED: {reason}")
+
+    def _run_stage(self, s: Stage) -> None:
+        t0 = time.time()
+        name = s.name
+        try:
+            key = self._key(s)
+        except BiomarkersError as err:  # StageFailed: an input does not exist yet
+            self._fail(name, str(err))
+            return
+        if self.state.is_current(name, key, self.hasher):
+            n = self._replay_cached(name)
+            self.outcomes[name] = StageOutcome(StageStatus.CACHED, key=key[:12], elapsed_s=round(time.time() - t0, 3),
+                                               counts=n, details=self.state.get(name).get("details", {}))
+            echo(f"[{name}] unchanged since the last run: skipped ({sum(n.values())} cases from the last report)")
+            return
+        echo(f"[{name}] running")
+        for other in registry():
+            if other.warmup is not None and other.enabled(self.cfg):
+                other.warmup(self)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+                rep, details = s.run(self)
+        except BiomarkersError as err:
+            self._fail(name, str(err))
+            return
+        except Exception as err:  # noqa: BLE001 - one stage's bug must not hide the others' results
+            msg = f"{type(err).__name__}: {err}"
+            if os.environ.get("BIOMARKERS_DEBUG"):
+                msg += "\n" + traceback.format_exc()
+            self._fail(name, msg)
+            return
+        if rep is not None:
+            for r in rep.cases:
+                r.stage = name
+            self.report.extend(rep)
+            rep.write(self._cases_file(name))
+        counts = rep.counts() if rep is not None else {}
+        computed = rep.n_computed() if rep is not None else 0
+        outputs = {f: self.hasher.file(self.path(f)) for f in s.outputs if self.path(f).is_file()}
+        self.state.record(name, key, outputs, details=details)
+        self.outcomes[name] = StageOutcome(StageStatus.RAN, key=key[:12], elapsed_s=round(time.time() - t0, 3),
+                                           computed=computed, counts=counts, details=details)
+        if rep is not None:
+            echo(rep.summary().replace(rep.stage + ":", f"[{name}]", 1))
+
+    def _replay_cached(self, name: str) -> dict:
+        """Add the cases of the stage's last report, marked cached."""
+        p = self._cases_file(name)
+        counts = {s.value: 0 for s in CaseStatus}
+        if not p.is_file():
+            return counts
+        try:
+            cases = json.loads(p.read_text()).get("cases", [])
+        except ValueError:
+            return counts
+        for c in cases:
+            st = c.get("status", CaseStatus.DONE)
+            self.report.add(c.get("case", "?"), st, c.get("reason", ""), cached=True, **(c.get("details") or {}))
+            self.report.cases[-1].stage = name
+            counts[st] = counts.get(st, 0) + 1
+        return counts
+
+
+def run_pipeline(config: PipelineConfig, executor: str | Executor | None = None, tracking_uri: str | None = None,
+                 dry_run: bool = False) -> RunReport | dict:
+    """Run (or with ``dry_run`` only plan) a pipeline; see :class:`Pipeline`."""
+    p = Pipeline(config, executor=executor, tracking_uri=tracking_uri)
+    if dry_run:
+        p.validate()
+        return p.plan()
+    return p.run()

@@ -1,0 +1,191 @@
+"""The stage declaration, the context stages run in, and the registry of stages.
+
+A stage is one module of :mod:`biomarkers.pipeline.stages` that exports ``STAGE``, a
+:class:`Stage`; its file names (relative to ``OUT``) are that module's constants. The
+runner (:mod:`biomarkers.pipeline.runner`) iterates over :func:`registry`, which imports
+every module of the ``stages`` package (when first asked, not at import time) and orders
+the stages by ``Stage.order``.
+
+Adding a stage (e.g. ``qc``) is one new module, ``biomarkers/pipeline/stages/qc.py``::
+
+    from ..stage import Stage
+    from .ingest import MANIFEST               # an upstream stage's output
+
+    REPORT = "qc/report.json"                  # this stage's files, relative to OUT
+
+    def key(ctx):                              # everything the output depends on (content, not paths)
+        return {"manifest": ctx.hash_out(MANIFEST), "settings": ctx.cfg.qc.model_dump(mode="json")}
+
+    def run(ctx):                              # -> (RunReport or None, details for the run report)
+        from biomarkers.qc import run_qc       # heavy imports inside run()
+        return run_qc(ctx.path("dataset"), ctx.path("qc")), {}
+
+    STAGE = Stage("qc", order=15, upstream=("ingest",), key=key, run=run, outputs=(REPORT,),
+                  settings=QcSettings)         # optional: adds the config section ``qc:``
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
+
+from biomarkers.errors import BiomarkersError, ConfigError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One declared step of ``biomarkers run``.
+
+    Attributes:
+        name: names the stage in the run report (``stage/<name>``), in ``OUT/.pipeline/state.json``
+            and in the MLflow tag ``biomarkers.stage.<name>``.
+        order: stages run by increasing ``order``; every upstream stage must have a smaller one.
+        upstream: stages whose outputs it reads: it is not run when one of them failed.
+        key: ``key(ctx) -> dict``, the parts of its cache key (JSON-able content hashes and settings);
+            raises :class:`StageFailed` when an input does not exist yet.
+        run: ``run(ctx) -> (RunReport | None, details)``; its cases are tagged with the stage's name.
+        outputs: files it writes, relative to ``OUT``; the stage reruns when one of them changed.
+        enabled: ``enabled(config) -> bool`` (default: always).
+        check: ``check(ctx)``, raises :class:`~biomarkers.errors.ConfigError` before anything runs.
+        plan: ``plan(ctx) -> str``, what a dry run says about a stage that would run.
+        preload: modules the executor's workers import when they start.
+        settings: a :class:`~biomarkers.config.Settings` model: adds the config section ``<name>:``
+            (default: the model's defaults), read as ``ctx.cfg.<name>``.
+        deferred: runs after every other stage, is never cached (the MLflow run linking their outputs).
+        warmup: ``warmup(ctx)``, called whenever another stage starts working (e.g. start a helper).
+    """
+
+    name: str
+    order: int
+    key: Callable[["Context"], dict]
+    run: Callable[["Context"], tuple]
+    upstream: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    enabled: Callable[[Any], bool] = lambda cfg: True
+    check: Callable[["Context"], None] | None = None
+    plan: Callable[["Context"], str] | None = None
+    preload: tuple[str, ...] = ()
+    settings: type | None = None
+    deferred: bool = False
+    warmup: Callable[["Context"], None] | None = None
+
+
+@dataclass
+class StageOutcome:
+    """Summary of one stage in a run (``OUT/run_report.json``: ``stages.<name>``)."""
+
+    status: str  # a StageStatus value: ran | cached | failed | disabled | planned
+    reason: str = ""
+    key: str = ""
+    elapsed_s: float = 0.0
+    computed: int = 0
+    counts: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+class StageFailed(BiomarkersError):
+    """A stage could not run (its reason goes to the run report)."""
+
+
+@cache
+def registry() -> tuple[Stage, ...]:
+    """Every stage of :mod:`biomarkers.pipeline.stages`, in run order (checked: upstream first, unique names)."""
+    from . import stages as pkg
+
+    found = [importlib.import_module(f"{pkg.__name__}.{m.name}").STAGE
+             for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    found.sort(key=lambda s: s.order)
+    seen: dict[str, Stage] = {}
+    for s in found:
+        late = [u for u in s.upstream if u not in seen]
+        if s.name in seen or late:
+            raise ConfigError(f"pipeline stage {s.name!r}: " + (
+                "name used twice" if s.name in seen else f"upstream {late} must exist and have a smaller order"))
+        seen[s.name] = s
+    return tuple(found)
+
+
+class Context:
+    """What a stage's ``key``/``run`` see: the configuration, ``OUT``, the hashers and shared resources.
+
+    Args:
+        config: the validated configuration (paths resolved).
+        executor: executor spec or :class:`~biomarkers.executors.Executor` (an instance is not closed here).
+        tracking_uri: MLflow tracking URI (None: the config's, else MLflow's default).
+    """
+
+    def __init__(self, config, executor=None, tracking_uri: str | None = None):
+        self.cfg = config
+        self.out = Path(config.out)
+        self.executor_spec = executor if executor is not None else config.executor
+        self.tracking_uri_arg = tracking_uri or config.tracking.uri
+        self.outcomes: dict[str, StageOutcome] = {}
+        self.leaderboards: list = []
+        self.started = 0.0
+        self._executor = None
+        self._deid = None
+        self._tracker = None
+
+    def path(self, rel: str) -> Path:
+        """``OUT/rel``."""
+        return self.out / rel
+
+    def rel(self, p: Path) -> str:
+        return Path(p).resolve().relative_to(self.out.resolve()).as_posix()
+
+    def hash_out(self, rel: str) -> str:
+        """Content hash of an upstream output (:class:`StageFailed` when it does not exist yet)."""
+        if not self.path(rel).is_file():
+            raise StageFailed(f"{rel} not found (run the stage first)")
+        return self.hasher.file(self.path(rel))
+
+    def executor(self):
+        from biomarkers.executors import Executor, get_executor
+
+        if isinstance(self.executor_spec, Executor):
+            return self.executor_spec
+        if self._executor is None:
+            preload = tuple(m for s in registry() if s.enabled(self.cfg) for m in s.preload)
+            self._executor = get_executor(self.executor_spec, preload=preload)
+            self.executor_desc = self._executor.describe()
+        return self._executor
+
+    def close_executor(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+        self._executor = None
+
+    def deidentifier(self):
+        if self._deid is None:
+            from biomarkers.deid import Deidentifier
+
+            self._deid = Deidentifier(self.cfg.deid)
+        return self._deid
+
+    def secret_probe(self) -> str:
+        """A value that changes with the site secret (pseudonyms depend on it) and reveals nothing."""
+        if not self.cfg.deid.enabled:
+            return "deid-off"
+        return self.deidentifier().patient_id("__biomarkers_cache_probe__")
+
+    def tracking_uri(self) -> str:
+        from biomarkers.tracking import tracking_uri
+
+        return tracking_uri(self.tracking_uri_arg)
+
+    def tracker(self):
+        """The helper that logs the pipeline's MLflow run (see :mod:`biomarkers.tracking.agent`)."""
+        if self._tracker is None:
+            from biomarkers.tracking.agent import Tracker
+
+            self._tracker = Tracker()
+        return self._tracker
+
+    def close_tracker(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+        self._tracker = None

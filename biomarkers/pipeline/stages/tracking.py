@@ -1,0 +1,95 @@
+"""Stage ``tracking`` (deferred: after every other stage): the pipeline's MLflow run, linking the stages' outputs.
+
+The run is created when the stages are done (with the pipeline's start time); a rerun in
+which every stage was cached creates no new MLflow run (nothing new to track) and reports
+the last run's id instead. MLflow is imported by a helper process while the stages work
+(:class:`biomarkers.tracking.agent.Tracker`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from biomarkers.io import write_json
+from biomarkers.logs import echo
+from biomarkers.report import StageStatus
+from biomarkers.tracking.runs import RunKind, run_tags
+
+from ..stage import Stage, StageFailed, StageOutcome
+from . import clinical, experiments, extract, link
+
+DONE = (StageStatus.RAN, StageStatus.CACHED)
+
+
+def key(ctx) -> dict:
+    return {"uri": ctx.tracking_uri(), "experiment": ctx.cfg.tracking.experiment}
+
+
+def warmup(ctx) -> None:
+    ctx.tracker().start()  # this run will log to MLflow: import it beside the stages
+
+
+def run(ctx):
+    from biomarkers.tracking.agent import TrackingFailed
+
+    try:
+        _log(ctx)
+    except Exception as err:  # noqa: BLE001 - the outputs are written; tracking problems are reported
+        msg = str(err) if isinstance(err, TrackingFailed) else f"{type(err).__name__}: {err}"
+        raise StageFailed(f"logging to MLflow failed: {msg}") from None
+    return None, {}
+
+
+def _log(ctx) -> None:
+    from biomarkers.tracking.agent import finish_run, open_run
+
+    cfg, st, report = ctx.cfg, ctx.outcomes, ctx.report
+    prev = ctx.state.get("_mlflow")
+    active = [k for k, v in st.items() if k != "tracking" and v.status != StageStatus.DISABLED]
+    if prev.get("run_id") and prev.get("config_hash") == cfg.config_hash() and active \
+            and all(st[k].status == StageStatus.CACHED for k in active):
+        report.extra["mlflow_run_id"] = prev["run_id"]
+        st["tracking"] = StageOutcome(StageStatus.CACHED, details={"mlflow_run_id": prev["run_id"]})
+        echo(f"[tracking] nothing changed: no new MLflow run (last run {prev['run_id']})")
+        return
+    t_log = time.time()
+    uri = ctx.tracking_uri()
+    tracker = ctx.tracker()
+    run_id = tracker.call(open_run, {
+        "uri": uri, "experiment": cfg.tracking.experiment, "run_name": cfg.name,
+        "start_time_ms": int(ctx.started * 1000),
+        "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": cfg.name})})
+    report.extra["mlflow_run_id"] = run_id
+    st["tracking"] = StageOutcome(StageStatus.RAN, details={"mlflow_run_id": run_id})
+    failed = any(s.status == StageStatus.FAILED for s in st.values())
+    tags = {f"biomarkers.stage.{n}": str(s.status) for n, s in st.items()}
+    none = StageOutcome("")
+    datasets = [[str(ctx.path(f)), f"{cfg.name}-{label}"] for f, stage, label in (
+        (extract.WIDE, "extract", "features"), (link.ANALYSIS, "link", "analysis"))
+        if ctx.path(f).is_file() and st.get(stage, none).status in DONE]
+    for s in st.get("experiments", none).details.get("experiments", []):
+        if s.get("run_id"):
+            tags[f"biomarkers.experiment.{s['name']}.run_id"] = s["run_id"]
+    rel = st.get("release", none).details
+    if rel.get("mlflow_run_id"):
+        tags["biomarkers.release.run_id"] = rel["mlflow_run_id"]
+    if rel.get("release"):
+        tags["biomarkers.release"] = rel["release"]
+    st["tracking"].elapsed_s = round(time.time() - t_log, 3)
+    now = int(time.time() * 1000)
+    metrics = [[f"stage_{n}_{k}", float(v), now] for n, s in st.items()
+               for k, v in (("computed", s.computed), ("seconds", s.elapsed_s))]
+    ctx.write_report()
+    artifacts = [[str(p), folder] for p, folder in [
+        (ctx.run_report_path, "reports"), (ctx.path(clinical.REPORT), "reports/clinical"),
+        (ctx.path(link.REPORT), "reports"), (ctx.path(experiments.RESULTS), "reports")] if p.is_file()]
+    tracker.call(finish_run, {
+        "uri": uri, "run_id": run_id, "metrics": metrics, "tags": tags, "datasets": datasets,
+        "artifacts": artifacts, "status": "FAILED" if failed else "FINISHED",
+        "params": {"config_hash": cfg.config_hash()[:16], "executor": ctx.executor_desc[:200], "pipeline": cfg.name}})
+    ctx.state.data["_mlflow"] = {"run_id": run_id, "config_hash": cfg.config_hash()}
+    write_json(ctx.state.path, ctx.state.data)
+
+
+STAGE = Stage("tracking", order=50, upstream=("extract",), key=key, run=run, deferred=True, warmup=warmup,
+              enabled=lambda cfg: cfg.tracking.enabled)
