@@ -1,5 +1,8 @@
 """Dates and ages: parsing DICOM/ISO/EU renderings, shifting, year-only reduction, age caps.
 
+The one parser of DICOM ``DA``/``TM``/``DT`` values (:func:`parse_date`, :func:`parse_time`,
+:func:`parse_datetime`; PET decay times use them too).
+
 Pure functions. Dates are calendar dates without time zone; DICOM ``DA`` is
 ``YYYYMMDD``, ``DT`` is ``YYYYMMDDHHMMSS.FFFFFF&ZZXX`` (any suffix after the date
 is kept unchanged when shifting, so times of day are preserved).
@@ -14,14 +17,16 @@ import re
 YEAR_ONLY_MONTH_DAY = (7, 1)
 
 _DICOM_DA = re.compile(r"^(\d{4})(\d{2})(\d{2})")
+_ACR_NEMA = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})")
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _EU = re.compile(r"^(\d{1,2})[./](\d{1,2})[./](\d{4})$")
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
 
 
 def parse_date(value: object) -> dt.date | None:
-    """A calendar date from ``date``/``datetime``/pandas Timestamp, DICOM ``YYYYMMDD[...]``,
-    ISO ``YYYY-MM-DD[...]`` or European ``DD.MM.YYYY`` / ``DD/MM/YYYY``; None if not a date."""
+    """A calendar date from ``date``/``datetime``/pandas Timestamp, DICOM ``YYYYMMDD[...]``
+    (ACR-NEMA ``YYYY.MM.DD``), ISO ``YYYY-MM-DD[...]`` or European ``DD.MM.YYYY`` / ``DD/MM/YYYY``;
+    None if not a date."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
@@ -34,7 +39,7 @@ def parse_date(value: object) -> dt.date | None:
         except (ValueError, TypeError):
             return None
     s = str(value).strip()
-    for rx, order in ((_DICOM_DA, "ymd"), (_ISO, "ymd"), (_EU, "dmy")):
+    for rx, order in ((_DICOM_DA, "ymd"), (_ACR_NEMA, "ymd"), (_ISO, "ymd"), (_EU, "dmy")):
         m = rx.match(s)
         if m:
             a, b, c = (int(g) for g in m.groups())
@@ -44,6 +49,37 @@ def parse_date(value: object) -> dt.date | None:
             except ValueError:
                 return None
     return None
+
+
+def parse_time(tm: str) -> dt.time | None:
+    """A DICOM ``TM`` value (``HHMMSS.FFFFFF``, parts optional; ACR-NEMA ``HH:MM:SS``); None if empty."""
+    s = str(tm or "").strip()
+    if not s:
+        return None
+    if ":" in s:  # ACR-NEMA style
+        s = s.replace(":", "")
+    frac = 0.0
+    if "." in s:
+        s, f = s.split(".", 1)
+        frac = float("0." + (f or "0"))
+    s = s.ljust(6, "0")
+    h, m, sec = int(s[0:2]), int(s[2:4]), int(s[4:6])
+    return dt.time(h, m, sec, int(round(frac * 1e6)) if frac < 1 else 999999)
+
+
+def parse_datetime(v: str) -> dt.datetime | None:
+    """A DICOM ``DT`` value (``YYYYMMDDHHMMSS.FFFFFF``; a UTC offset is dropped: same-site times)."""
+    s = str(v or "").strip()
+    if not s:
+        return None
+    for sign in ("+", "-"):
+        if sign in s[8:]:
+            s = s[: 8 + s[8:].index(sign)]
+    d = parse_date(s[:8])
+    if d is None:
+        return None
+    t = parse_time(s[8:]) if len(s) > 8 else dt.time(0, 0)
+    return dt.datetime.combine(d, t)
 
 
 def shift_dicom_date(value: str, offset_days: int) -> str:

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..config import Settings
 from . import dates as _dates
-from .keys import Pseudonymizer
+from .keys import MAX_UID_ROOT, PREFIX_PATTERN, UID_ROOT_PATTERN, Pseudonymizer
 from .whitelist import whitelisted_metadata
 
 
@@ -27,8 +27,8 @@ class DeidSettings(Settings):
 
     enabled: bool = True
     demo: bool = False  # use the public demo secret when no secret is set (synthetic data only)
-    prefix: str = Field("BM", pattern=r"^[A-Za-z0-9_]{1,16}$")  # pseudonym prefix (letters, digits, _)
-    uid_root: str = Field("2.25", pattern=r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$", max_length=43)  # root of new UIDs
+    prefix: str = Field("BM", pattern=f"^{PREFIX_PATTERN}$")  # pseudonym prefix (letters, digits, _)
+    uid_root: str = Field("2.25", pattern=f"^{UID_ROOT_PATTERN}$", max_length=MAX_UID_ROOT)  # root of new UIDs
     dates: Literal["shift", "year"] = "shift"  # shift per patient, or keep the year only
     max_shift_days: int = Field(365, ge=1, le=3650)  # dates move back 1..max_shift_days days per patient
     max_age: int = Field(89, ge=1, le=150)  # ages above are capped at this value

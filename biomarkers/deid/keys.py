@@ -31,6 +31,16 @@ DEMO_SECRET = b"biomarkers-demo-secret-not-for-real-data"
 MIN_SECRET_BYTES = 16
 #: Longest UID root: leaves at least 20 digits (> 64 bits) of the keyed hash in a 64-character UID.
 MAX_UID_ROOT = 43
+#: The pseudonym format, ``<prefix>-<12 base32 characters>`` (e.g. ``BM-K3J9XQ2M4T7A``): its one definition.
+PREFIX_PATTERN = r"[A-Za-z0-9_]{1,16}"
+PSEUDONYM_CHARS = 12
+UID_ROOT_PATTERN = r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"
+
+
+def pseudonym_pattern(prefix: str | None = None) -> re.Pattern:
+    """A regex matching whole pseudonyms with ``prefix`` (None: any valid prefix)."""
+    head = re.escape(prefix) if prefix is not None else PREFIX_PATTERN
+    return re.compile(rf"^{head}-[A-Z2-7]{{{PSEUDONYM_CHARS}}}$")
 
 
 def load_secret(demo: bool = False) -> bytes:
@@ -87,7 +97,7 @@ class Pseudonymizer:
     def __init__(self, secret: bytes, prefix: str = "BM", uid_root: str = "2.25", max_shift_days: int = 365):
         if not secret:
             raise SecretError("empty de-identification secret")
-        if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", uid_root) or len(uid_root) > MAX_UID_ROOT:
+        if not re.fullmatch(UID_ROOT_PATTERN, uid_root) or len(uid_root) > MAX_UID_ROOT:
             raise SecretError(
                 f"uid_root {uid_root!r} is not a valid DICOM UID root (digits and dots, no leading zeros) "
                 f"of at most {MAX_UID_ROOT} characters"
@@ -113,7 +123,7 @@ class Pseudonymizer:
     def patient_id(self, original: object) -> str:
         """Pseudonym of a patient id, e.g. ``BM-K3J9XQ2M4T7A``."""
         d = self._digest("patient", normalise_id(original))
-        return f"{self.prefix}-{base64.b32encode(d).decode()[:12]}"
+        return f"{self.prefix}-{base64.b32encode(d).decode()[:PSEUDONYM_CHARS]}"
 
     def uid(self, original: str) -> str:
         """Deterministic replacement for a DICOM UID: ``<uid_root>.<decimal of 128 bits of the

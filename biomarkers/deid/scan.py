@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Mapping
 
 from .dates import parse_date
+from .keys import pseudonym_pattern as _pseudonym_pattern
 
 Kind = Literal["name", "id", "date", "text"]
 
@@ -404,7 +405,7 @@ _DICOM_NAME = re.compile(r"^[^\W\d_][\w'\-. ]*\^[^\W\d_][\w'\-. ]*(\^.*)?$")
 _EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+\.[\w.\-]+")
 _PHONE = re.compile(r"(?<![\w.])(\+\d{1,3}[ \-]?)?(\(\d{2,5}\)[ \-]?)?\d{2,5}([ \-/]\d{2,8}){1,4}(?![\w.])")
 _DATE_TEXT = re.compile(r"^\s*(\d{4}-\d{2}-\d{2}([T ][\d:.]+)?|\d{8}|\d{1,2}[./]\d{1,2}[./]\d{4}|\d{4}/\d{2}/\d{2})\s*$")
-_PSEUDONYM = re.compile(r"^[A-Za-z0-9_]{1,16}-[A-Z2-7]{12}$")
+_PSEUDONYM = _pseudonym_pattern()
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _ID_COLUMN = re.compile(r"(^|_)(patient|subject|pid|mrn|accession|person|case)(_?id|_?number|_?no)?($|_)|(^|_)id$", re.I)
 _UID_COLUMN = re.compile(r"uid$", re.I)

@@ -27,47 +27,12 @@ import math
 
 import numpy as np
 
+from ..deid.dates import parse_date, parse_datetime, parse_time
 from ..errors import InputError
 
 
-def _parse_time(tm: str) -> dt.time | None:
-    s = str(tm or "").strip()
-    if not s:
-        return None
-    if ":" in s:  # ACR-NEMA style
-        s = s.replace(":", "")
-    frac = 0.0
-    if "." in s:
-        s, f = s.split(".", 1)
-        frac = float("0." + (f or "0"))
-    s = s.ljust(6, "0")
-    h, m, sec = int(s[0:2]), int(s[2:4]), int(s[4:6])
-    return dt.time(h, m, sec, int(round(frac * 1e6)) if frac < 1 else 999999)
-
-
-def _parse_date(da: str) -> dt.date | None:
-    s = str(da or "").strip().replace(".", "").replace("-", "")
-    if len(s) < 8:
-        return None
-    return dt.date(int(s[0:4]), int(s[4:6]), int(s[6:8]))
-
-
-def _parse_datetime(v: str) -> dt.datetime | None:
-    s = str(v or "").strip()
-    if not s:
-        return None
-    for sign in ("+", "-"):
-        if sign in s[8:]:
-            s = s[: 8 + s[8:].index(sign)]  # drop the UTC offset (same-site times)
-    d = _parse_date(s[:8])
-    if d is None:
-        return None
-    t = _parse_time(s[8:]) if len(s) > 8 else dt.time(0, 0)
-    return dt.datetime.combine(d, t)
-
-
 def _combine(date: str, time: str) -> dt.datetime | None:
-    d, t = _parse_date(date), _parse_time(time)
+    d, t = parse_date(date), parse_time(time)
     if d is None or t is None:
         return None
     return dt.datetime.combine(d, t)
@@ -97,7 +62,7 @@ def decay_seconds(injection: dt.datetime | None, injection_time_only: str, refer
         flags.append("injection_date_disagrees")
         tod = injection.time()
     else:
-        tod = _parse_time(injection_time_only)
+        tod = parse_time(injection_time_only)
         if tod is None:
             raise InputError(
                 "PET in BQML cannot be converted to SUV: RadiopharmaceuticalStartDateTime/RadiopharmaceuticalStartTime missing"
@@ -138,7 +103,7 @@ def suv_factors(ds, acquisition: list[tuple[str, str, str]] | None = None) -> tu
     decay_corr = str(ds.get("DecayCorrection", "") or "").upper()
     if not decay_corr:
         raise InputError("PET in BQML cannot be converted to SUV: DecayCorrection is missing")
-    injection = _parse_datetime(rp.get("RadiopharmaceuticalStartDateTime", ""))
+    injection = parse_datetime(rp.get("RadiopharmaceuticalStartDateTime", ""))
     inj_time = str(rp.get("RadiopharmaceuticalStartTime", "") or "")
     details: dict = {"weight_kg": weight, "dose_bq": dose, "half_life_s": half, "decay_correction": decay_corr}
     if decay_corr == "ADMIN":
@@ -159,7 +124,7 @@ def suv_factors(ds, acquisition: list[tuple[str, str, str]] | None = None) -> tu
             raise InputError("PET with DecayCorrection NONE needs per-slice AcquisitionDate/Time")
         factors, all_flags, secs = [], set(), []
         for adt, ad, at in acquisition:
-            ref = _parse_datetime(adt) or _combine(ad or ds.get("SeriesDate", ""), at)
+            ref = parse_datetime(adt) or _combine(ad or ds.get("SeriesDate", ""), at)
             if ref is None:
                 raise InputError("PET in BQML cannot be converted to SUV: AcquisitionDate/AcquisitionTime missing")
             s, flags = decay_seconds(injection, inj_time, ref)

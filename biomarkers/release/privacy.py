@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -52,10 +51,10 @@ def check_k_anonymity(df: pd.DataFrame, quasi_identifiers: list[str], k: int) ->
 
 def find_identifying(df: pd.DataFrame, table: str, pseudonym_prefix: str = "BM", uid_root: str = "2.25") -> list[str]:
     """Findings of the de-identification scanner for one table, as ``table: column row N: reason`` lines."""
+    from ..deid.keys import pseudonym_pattern
     from ..deid.scan import find_identifying_values
 
-    pattern = re.compile(rf"^{re.escape(pseudonym_prefix)}-[A-Z2-7]{{12}}$")
-    findings = find_identifying_values(df, pseudonym_pattern=pattern, uid_root=uid_root)
+    findings = find_identifying_values(df, pseudonym_pattern=pseudonym_pattern(pseudonym_prefix), uid_root=uid_root)
     return [f"{table}: column {f.column!r} row {f.row + 1}: {f.value_kind} ({f.reason})" for f in findings]
 
 
