@@ -37,10 +37,11 @@ def link_cmd(
     Writes OUT (Parquet), OUT's validation report (<stem>.validation.csv: file, row,
     line, column, problem, action) and run report (<stem>.report.json).
     """
-    from ..clinical.link import link, read_features
+    from ..clinical.link import link
     from ..clinical.load import ClinicalValidationError, load_clinical
     from ..clinical.schema import load_schema
     from ..deid import Deidentifier
+    from ..features.naming import read_wide
     from ..io import write_parquet
     from ..logs import echo
 
@@ -48,7 +49,7 @@ def link_cmd(
     sch = load_schema(schema)
     if demo:
         sch = sch.model_copy(update={"deid": sch.deid.model_copy(update={"demo": True})})
-    feats = read_features(features)
+    feats = read_wide(features)
     stem = out.with_suffix("")
     deid = Deidentifier(sch.deid)
     try:

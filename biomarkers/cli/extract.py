@@ -32,6 +32,7 @@ def extract(
     FEATURES/report.json); 2 for invalid input or parameters.
     """
     from ..features.extract import Extract
+    from ..features.naming import WIDE_TABLE
     from ..logs import echo
 
     stage = Extract(dataset, params, out, executor=executor).validate()
@@ -44,5 +45,5 @@ def extract(
     echo(plan.summary())
     report = stage.run(plan)
     echo(report.summary())
-    echo(f"features: {out / 'features_wide.parquet'} ({report.extra['tables']['features_wide.parquet']} rows, "
+    echo(f"features: {out / WIDE_TABLE} ({report.extra['tables'][WIDE_TABLE]} rows, "
          f"{report.extra['tables']['feature_columns']} features)")

@@ -37,6 +37,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ConfigError, InputError, PrivacyError
+from ..features.naming import KEY_COLUMNS, WIDE_TABLE, read_wide
 from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, write_parquet, write_text
 from .config import SEMVER, ReleaseConfig
 from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
@@ -159,8 +160,6 @@ def schema_changes(old: dict, new: dict) -> list[str]:
 # --- the build ---------------------------------------------------------------------------------
 
 def select_features(features: pd.DataFrame, cfg: ReleaseConfig) -> pd.DataFrame:
-    from ..clinical.link import KEY_COLUMNS
-
     sel = cfg.features
     df = features
     if sel.modalities is not None:
@@ -269,7 +268,6 @@ def build_release(
         ReleaseExistsError: the version exists. PrivacyError: identifying values or
         k-anonymity violations (the message says which). ConfigError, InputError.
     """
-    from ..clinical.link import read_features
     from ..clinical.load import load_clinical
     from ..clinical.schema import load_schema
     from ..deid import DeidSettings, Deidentifier
@@ -298,7 +296,7 @@ def build_release(
     deid_settings = deid.settings if deid is not None else (schema.deid if schema is not None else DeidSettings())
 
     # --- tables ---
-    fw = read_features(features)
+    fw = read_wide(features)
     fsel = select_features(fw, config)
     if preloaded:
         clinical, vrep = clinical_files.copy(), None
@@ -379,7 +377,7 @@ def build_release(
                 "clinical_schema": None if schema is None else sha256_json(schema.model_dump(mode="json")),
                 "extraction_params": {k: v["param_hash"] for k, v in settings.items()},
             },
-            "inputs": {"features_wide_sha256": sha256_file(features_dir / "features_wide.parquet" if features.is_dir() else features)},
+            "inputs": {"features_wide_sha256": sha256_file(features_dir / WIDE_TABLE if features.is_dir() else features)},
             "cohort": {
                 "definition": config.cohort,
                 "n_patients": len(cohort),

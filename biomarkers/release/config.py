@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from ..config import Settings, load_yaml
+from ..features.naming import KEY_COLUMNS
 
-KEY_COLUMNS = ["patient_id", "study_uid", "series_uid", "modality", "roi"]
 SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 
 

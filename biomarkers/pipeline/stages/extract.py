@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from biomarkers.errors import ConfigError
+from biomarkers.features.naming import WIDE_TABLE
 
 from ..stage import Stage
 from .ingest import DATASET, MANIFEST
 
 FEATURES = "features"
-WIDE = f"{FEATURES}/features_wide.parquet"
+WIDE = f"{FEATURES}/{WIDE_TABLE}"
 REPORT = f"{FEATURES}/report.json"
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from biomarkers.errors import ConfigError
+from biomarkers.manifest import MANIFEST_FILE
 
 from ..stage import Stage
 
 DATASET = "dataset"
-MANIFEST = f"{DATASET}/manifest.parquet"
+MANIFEST = f"{DATASET}/{MANIFEST_FILE}"
 REPORT = f"{DATASET}/report.json"
 
 

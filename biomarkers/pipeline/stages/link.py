@@ -20,12 +20,13 @@ def key(ctx) -> dict:
 def run(ctx):
     import pandas as pd
 
-    from biomarkers.clinical.link import link, read_features
+    from biomarkers.clinical.link import link
+    from biomarkers.features.naming import read_wide
     from biomarkers.io import write_json, write_parquet
     from biomarkers.report import RunReport
 
     s = clinical.schema(ctx.cfg)
-    table, lrep = link(read_features(ctx.path(extract.FEATURES)), pd.read_parquet(ctx.path(clinical.CLINICAL)),
+    table, lrep = link(read_wide(ctx.path(extract.FEATURES)), pd.read_parquet(ctx.path(clinical.CLINICAL)),
                        join=s.join, how=s.how)
     write_parquet(ctx.path(ANALYSIS), table)
     write_json(ctx.path(REPORT), lrep.to_dict())
