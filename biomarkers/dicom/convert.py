@@ -29,7 +29,7 @@ from ..manifest import ManifestRow, Status
 from .jobs import ConvertJob, MaskJob
 from .index import UNCOMPRESSED_LE
 from .model import DicomFile, ImageStack
-from .qualify import qc_flags, slice_layout
+from .qualify import QcFlag, qc_flags, slice_layout
 
 SIDECAR_SCHEMA = "biomarkers.ingest.sidecar/1"
 #: Bumped when conversion output changes (part of every input hash).
@@ -240,7 +240,7 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
         for fl in pet.get("flags", []):
             qc[fl] = True
     elif stack.modality == "PT" and dicom_units.upper() not in ("GML",):
-        qc["pet_units_kept"] = True
+        qc[QcFlag.PET_UNITS_KEPT] = True
     frames = read_frames(files)
     vals, kind = stack_values(files, frames, factors)
     del frames

@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob as _glob
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -29,10 +30,19 @@ from pydantic import Field, field_validator
 
 from ..config import Settings
 from ..geometry import Grid
+from ..manifest import Status
 from .model import ImageStack, SegmentationObject
 from .roi import match_roi_names, normalise_name
 
-Status = Literal["converted", "skipped", "failed"]
+
+class MaskFlag(StrEnum):
+    """Flags of a mask (its manifest ``qc_flags``), set here."""
+
+    EMPTY = "empty"
+    TINY = "tiny"  # fewer than min_voxels voxels
+    CLIPPED = "clipped"  # contour points / SEG frames outside the image
+    OFF_PLANE = "off_plane"  # contours not on a slice plane (dropped)
+    RESAMPLED = "resampled"  # NIfTI mask resampled nearest-neighbour onto the image grid
 
 
 class MaskSettings(Settings):
@@ -132,9 +142,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def _size_flags(arr: np.ndarray, settings: MaskSettings) -> tuple[list[str], str]:
     n = int(np.count_nonzero(arr))
     if n == 0:
-        return ["empty"], "mask is empty (0 voxels)"
+        return [MaskFlag.EMPTY], "mask is empty (0 voxels)"
     if n < settings.min_voxels:
-        return ["tiny"], f"mask is tiny ({n} voxels < min_voxels {settings.min_voxels})"
+        return [MaskFlag.TINY], f"mask is tiny ({n} voxels < min_voxels {settings.min_voxels})"
     return [], ""
 
 
@@ -151,7 +161,7 @@ def _failed_object(kind: str, status: Status, reason: str) -> list[MaskResult]:
 
 
 def _usable(stacks: list[ImageStack]) -> list[ImageStack]:
-    return [s for s in stacks if s.grid is not None and s.status != "failed"]
+    return [s for s in stacks if s.grid is not None and s.status != Status.FAILED]
 
 
 def _choose_stack(
@@ -205,24 +215,24 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
     try:
         ss = read_rtstruct(obj.path)
     except Exception as err:  # noqa: BLE001 - any unreadable file becomes a reason
-        return _failed_object("RTSTRUCT", "failed", f"cannot read RTSTRUCT: {_err_text(err)}")
+        return _failed_object("RTSTRUCT", Status.FAILED, f"cannot read RTSTRUCT: {_err_text(err)}")
     names = [r.name for r in ss.rois]
     decisions = match_roi_names(names, settings.rois)
     results: list[MaskResult] = []
     chosen = []
     for roi, d in zip(ss.rois, decisions):
         if d.canonical is None:
-            results.append(MaskResult("", roi.name, None, None, "skipped", d.reason, [], "RTSTRUCT"))
+            results.append(MaskResult("", roi.name, None, None, Status.SKIPPED, d.reason, [], "RTSTRUCT"))
         elif not roi.contours:
             other = f" (only {', '.join(roi.other_types)} contours)" if roi.other_types else ""
             results.append(
-                MaskResult(d.canonical, roi.name, None, None, "skipped", f"ROI has no closed planar contours{other}", ["empty"], "RTSTRUCT")
+                MaskResult(d.canonical, roi.name, None, None, Status.SKIPPED, f"ROI has no closed planar contours{other}", [MaskFlag.EMPTY], "RTSTRUCT")
             )
         else:
             chosen.append((roi, d.canonical))
     if not chosen:
         if not ss.rois:
-            return _failed_object("RTSTRUCT", "skipped", "RTSTRUCT contains no ROI")
+            return _failed_object("RTSTRUCT", Status.SKIPPED, "RTSTRUCT contains no ROI")
         return results
     points = np.concatenate([c for roi, _ in chosen for c in roi.contours])
     fors = set(ss.frame_of_reference_uids) | ({obj.frame_of_reference_uid} if obj.frame_of_reference_uid else set())
@@ -234,16 +244,16 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
         settings.min_points_inside,
     )
     if stack is None:
-        status: Status = "skipped" if reason.startswith("referenced image series not found") else "failed"
+        status: Status = Status.SKIPPED if reason.startswith("referenced image series not found") else Status.FAILED
         return results + [MaskResult(c, roi.name, None, None, status, reason, [], "RTSTRUCT") for roi, c in chosen]
     for roi, canonical in chosen:
         arr, info = rasterize_contours(roi.contours, stack.grid, settings.plane_tolerance)
         flags, notes = [], []
         if info.n_off_plane:
-            flags.append("off_plane")
+            flags.append(MaskFlag.OFF_PLANE)
             notes.append(f"{info.n_off_plane} of {info.n_contours} contours not on a slice plane (dropped)")
         if info.n_outside or info.n_clipped_points:
-            flags.append("clipped")
+            flags.append(MaskFlag.CLIPPED)
             notes.append(
                 f"{info.n_outside} contours beyond the first/last slice, "
                 f"{info.n_clipped_points} points outside the slice extent"
@@ -254,11 +264,11 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
             notes.append(snote)
         if info.n_placed == 0:
             results.append(
-                MaskResult(canonical, roi.name, stack.key, None, "failed",
+                MaskResult(canonical, roi.name, stack.key, None, Status.FAILED,
                            "geometry does not match: no contour of the ROI lies on a slice of the image", flags, "RTSTRUCT")
             )
             continue
-        results.append(MaskResult(canonical, roi.name, stack.key, arr, "converted", "; ".join(notes), flags, "RTSTRUCT"))
+        results.append(MaskResult(canonical, roi.name, stack.key, arr, Status.CONVERTED, "; ".join(notes), flags, "RTSTRUCT"))
     return results
 
 
@@ -270,7 +280,7 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
     try:
         seg = read_seg(obj.path)
     except Exception as err:  # noqa: BLE001
-        return _failed_object("SEG", "failed", f"cannot read SEG: {_err_text(err)}")
+        return _failed_object("SEG", Status.FAILED, f"cannot read SEG: {_err_text(err)}")
     labels = [seg.segments[n] for n in sorted(seg.segments)]
     numbers = sorted(seg.segments)
     decisions = match_roi_names(labels, settings.rois)
@@ -278,11 +288,11 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
     chosen = []
     for n, label, d in zip(numbers, labels, decisions):
         if d.canonical is None:
-            results.append(MaskResult("", label, None, None, "skipped", d.reason, [], "SEG"))
+            results.append(MaskResult("", label, None, None, Status.SKIPPED, d.reason, [], "SEG"))
         else:
             chosen.append((n, label, d.canonical))
     if not chosen:
-        return results or _failed_object("SEG", "skipped", "SEG contains no segment")
+        return results or _failed_object("SEG", Status.SKIPPED, "SEG contains no segment")
     fors = {seg.frame_of_reference_uid, obj.frame_of_reference_uid} - {""}
     series = set(seg.referenced_series_uids) | set(obj.referenced_series_uids)
     sops = seg.source_sops | set(obj.referenced_sop_uids)
@@ -301,14 +311,14 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
         if usable and reason.startswith("geometry"):
             _, why = frame_slices(seg, usable[0].grid, usable[0].sop_instance_uids, settings.plane_tolerance)
             reason = f"geometry does not match: {why}" if why else reason
-        status: Status = "skipped" if reason.startswith("referenced image series not found") else "failed"
+        status: Status = Status.SKIPPED if reason.startswith("referenced image series not found") else Status.FAILED
         return results + [MaskResult(c, label, None, None, status, reason, [], "SEG") for _, label, c in chosen]
     ks, _ = frame_slices(seg, stack.grid, stack.sop_instance_uids, settings.plane_tolerance)
     try:
         arrays = segment_arrays(seg, stack.grid, ks, settings.fractional_threshold)
     except Exception as err:  # noqa: BLE001
         return results + [
-            MaskResult(c, label, stack.key, None, "failed", f"cannot decode SEG pixel data: {_err_text(err)}", [], "SEG")
+            MaskResult(c, label, stack.key, None, Status.FAILED, f"cannot decode SEG pixel data: {_err_text(err)}", [], "SEG")
             for _, label, c in chosen
         ]
     for n, label, canonical in chosen:
@@ -316,13 +326,13 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
         flags, notes = [], []
         off = sum(1 for f, k in zip(seg.frames, ks) if k is None and (f.segment == n or seg.seg_type == "LABELMAP"))
         if off:
-            flags.append("clipped")
+            flags.append(MaskFlag.CLIPPED)
             notes.append(f"{off} frames not on a slice of the image (dropped)")
         sf, snote = _size_flags(arr, settings)
         flags += sf
         if snote:
             notes.append(snote)
-        results.append(MaskResult(canonical, label, stack.key, arr, "converted", "; ".join(notes), flags, "SEG"))
+        results.append(MaskResult(canonical, label, stack.key, arr, Status.CONVERTED, "; ".join(notes), flags, "SEG"))
     return results
 
 
@@ -346,7 +356,7 @@ def masks_from_object(obj: SegmentationObject, stacks: list[ImageStack], setting
         return _masks_from_rtstruct(obj, stacks, settings)
     if kind == "SEG":
         return _masks_from_seg(obj, stacks, settings)
-    return _failed_object(kind, "skipped", f"unsupported segmentation kind {obj.kind!r} (expected RTSTRUCT or SEG)")
+    return _failed_object(kind, Status.SKIPPED, f"unsupported segmentation kind {obj.kind!r} (expected RTSTRUCT or SEG)")
 
 
 # ------------------------------------------------------------------ NIfTI
@@ -408,19 +418,19 @@ def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskS
     results: list[MaskResult] = []
     for path, stem, d in zip(paths, stems, decisions):
         if d.canonical is None:
-            results.append(MaskResult("", stem, stack.key, None, "skipped", d.reason, [], "NIFTI"))
+            results.append(MaskResult("", stem, stack.key, None, Status.SKIPPED, d.reason, [], "NIFTI"))
             continue
         label = f"NIfTI mask for ROI {d.canonical!r}"
         try:
             img = nib.load(str(path))
             arr = np.asanyarray(img.dataobj)
         except Exception as err:  # noqa: BLE001
-            results.append(MaskResult(d.canonical, stem, stack.key, None, "failed", f"{label}: cannot read: {_err_text(err)}", [], "NIFTI"))
+            results.append(MaskResult(d.canonical, stem, stack.key, None, Status.FAILED, f"{label}: cannot read: {_err_text(err)}", [], "NIFTI"))
             continue
         while arr.ndim > 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         if arr.ndim != 3:
-            results.append(MaskResult(d.canonical, stem, stack.key, None, "failed", f"{label}: not a 3-D mask (shape {arr.shape})", [], "NIFTI"))
+            results.append(MaskResult(d.canonical, stem, stack.key, None, Status.FAILED, f"{label}: not a 3-D mask (shape {arr.shape})", [], "NIFTI"))
             continue
         if np.issubdtype(arr.dtype, np.floating):
             mx = float(np.nanmax(arr)) if arr.size else 0.0
@@ -434,23 +444,23 @@ def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskS
         if why:
             if settings.resample != "nearest":
                 results.append(
-                    MaskResult(d.canonical, stem, stack.key, None, "failed",
+                    MaskResult(d.canonical, stem, stack.key, None, Status.FAILED,
                                f"{label} is not on the image grid: {why} (set masks.resample: nearest to resample)", [], "NIFTI")
                 )
                 continue
             binary = resample_nearest(binary.astype(np.uint8), grid, stack.grid) != 0
-            flags.append("resampled")
+            flags.append(MaskFlag.RESAMPLED)
             notes.append(f"resampled nearest-neighbour onto the image grid ({why})")
         out = binary.astype(np.uint8)
         sf, snote = _size_flags(out, settings)
         flags += sf
         if snote:
             notes.append(snote)
-        results.append(MaskResult(d.canonical, stem, stack.key, out, "converted", "; ".join(notes), flags, "NIFTI"))
+        results.append(MaskResult(d.canonical, stem, stack.key, out, Status.CONVERTED, "; ".join(notes), flags, "NIFTI"))
     return results
 
 
 def missing_rois(results: list[MaskResult], settings: MaskSettings) -> list[str]:
     """Configured canonical ROIs that no converted mask of a patient provides (for per-patient reports)."""
-    got = {normalise_name(r.roi) for r in results if r.status == "converted"}
+    got = {normalise_name(r.roi) for r in results if r.status == Status.CONVERTED}
     return [c for c in settings.rois if normalise_name(c) not in got]

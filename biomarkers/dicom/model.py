@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..geometry import Grid
+from ..manifest import Status
 
 
 @dataclass(slots=True)
@@ -72,7 +73,7 @@ class ImageStack:
     files: list[DicomFile]  # sorted along the slice normal
     grid: Grid | None = None
     qc: dict = field(default_factory=dict)  # flag name -> value (bool/number/str)
-    status: str = "pending"  # converted | skipped | failed
+    status: Status = Status.PENDING  # then converted | skipped | failed
     reason: str = ""
     out_path: str = ""  # NIfTI path relative to OUT, once converted
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..deid.dates import parse_date, parse_datetime, parse_time
 from ..errors import InputError
+from .qualify import QcFlag
 
 
 def _combine(date: str, time: str) -> dt.datetime | None:
@@ -59,7 +60,7 @@ def decay_seconds(injection: dt.datetime | None, injection_time_only: str, refer
         s = (reference - injection).total_seconds()
         if 0 <= s <= 86400:
             return s, flags
-        flags.append("injection_date_disagrees")
+        flags.append(QcFlag.INJECTION_DATE_DISAGREES)
         tod = injection.time()
     else:
         tod = parse_time(injection_time_only)
@@ -71,7 +72,7 @@ def decay_seconds(injection: dt.datetime | None, injection_time_only: str, refer
     s = (reference - inj).total_seconds()
     if s < 0:
         s += 86400.0
-        flags.append("injection_previous_day")
+        flags.append(QcFlag.INJECTION_PREVIOUS_DAY)
     if s < 0 or s > 86400:
         raise InputError(f"PET: decay time from injection to scan is {s / 3600:.1f} h (must be 0..24 h)")
     return s, flags

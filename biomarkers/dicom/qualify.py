@@ -13,27 +13,37 @@ QC flags (``stack.qc``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from ..geometry import Grid
+from ..manifest import Status
 from .index import is_localizer
 from .model import ImageStack
 
+
+class QcFlag(StrEnum):
+    """QC flags of an image stack (``stack.qc`` keys), listed in this order in the manifest
+    ``qc_flags`` column when true. Set here, except the PET ones (``convert`` / ``pet``)."""
+
+    MISSING_SLICES = "missing_slices"
+    DUPLICATE_POSITIONS = "duplicate_positions"
+    NON_UNIFORM_SPACING = "non_uniform_spacing"
+    OBLIQUE = "oblique"
+    GANTRY_TILT = "gantry_tilt"
+    LOCALIZER = "localizer"
+    INCONSISTENT_RESCALE = "inconsistent_rescale"
+    SINGLE_SLICE = "single_slice"
+    PET_UNITS_KEPT = "pet_units_kept"
+    INJECTION_PREVIOUS_DAY = "injection_previous_day"
+    INJECTION_DATE_DISAGREES = "injection_date_disagrees"
+
+
 #: Flags listed in the manifest ``qc_flags`` column when true.
-FLAG_NAMES = (
-    "missing_slices",
-    "duplicate_positions",
-    "non_uniform_spacing",
-    "oblique",
-    "gantry_tilt",
-    "localizer",
-    "inconsistent_rescale",
-    "single_slice",
-    "pet_units_kept",
-    "injection_previous_day",
-    "injection_date_disagrees",
-)
+FLAG_NAMES = tuple(QcFlag)
+#: Recorded in ``stack.qc`` but not listed (per-slice rescale is normal in PET).
+PER_SLICE_RESCALE = "per_slice_rescale"
 
 
 @dataclass
@@ -89,13 +99,13 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
     first = fs[0]
 
     def skip(reason: str) -> ImageStack:
-        stack.status, stack.reason = "skipped", reason
+        stack.status, stack.reason = Status.SKIPPED, reason
         return stack
 
     if first.samples_per_pixel not in (1, None):
         return skip(f"unsupported object: colour image (SamplesPerPixel={first.samples_per_pixel})")
     if any(is_localizer(f) for f in fs):
-        qc["localizer"] = True
+        qc[QcFlag.LOCALIZER] = True
         return skip("localizer")
     missing = [
         name
@@ -111,18 +121,18 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
     slopes = {(f.rescale_slope, f.rescale_intercept) for f in fs}
     if len(slopes) > 1:
         # applied per slice; output becomes float32. Per-slice slopes are normal in PET.
-        qc["per_slice_rescale" if stack.modality == "PT" else "inconsistent_rescale"] = True
+        qc[PER_SLICE_RESCALE if stack.modality == "PT" else QcFlag.INCONSISTENT_RESCALE] = True
     if len(fs) == 1:
-        qc["single_slice"] = True
+        qc[QcFlag.SINGLE_SLICE] = True
     try:
         lay = slice_layout(stack, spacing_tolerance, position_tolerance_mm)
     except ValueError as err:
         reason = str(err)
-        qc["duplicate_positions" if reason.startswith("duplicate") else "non_uniform_spacing"] = True
+        qc[QcFlag.DUPLICATE_POSITIONS if reason.startswith("duplicate") else QcFlag.NON_UNIFORM_SPACING] = True
         return skip(reason)
     qc["slice_spacing_mm"] = round(abs(lay.step_mm), 6)
     if lay.missing:
-        qc["missing_slices"] = lay.missing
+        qc[QcFlag.MISSING_SLICES] = lay.missing
     grid = Grid.from_dicom(
         first.rows,
         first.columns,
@@ -133,15 +143,15 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
     )
     stack.grid = grid
     if grid.is_oblique():
-        qc["oblique"] = True
+        qc[QcFlag.OBLIQUE] = True
     iop = np.asarray(first.image_orientation, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
     kdir = grid.direction_matrix[:, 2]
     if len(fs) > 1 and abs(abs(float(kdir @ normal)) - 1.0) > 1e-4 or abs(first.gantry_tilt or 0.0) > 1e-3:
-        qc["gantry_tilt"] = True
+        qc[QcFlag.GANTRY_TILT] = True
     if lay.missing and not allow_gaps:
         return skip(f"missing slices ({lay.missing} missing in a stack of {len(fs)})")
-    stack.status, stack.reason = "pending", ""
+    stack.status, stack.reason = Status.PENDING, ""
     return stack
 
 

@@ -6,13 +6,7 @@ from pydantic import Field
 
 from ..config import Settings
 from ..deid import DeidSettings
-
-try:  # the masks module is written by the segmentation area
-    from .masks import MaskSettings
-except ImportError:  # pragma: no cover - until biomarkers.dicom.masks exists
-
-    class MaskSettings(Settings):  # type: ignore[no-redef]
-        """Placeholder until :mod:`biomarkers.dicom.masks` is available."""
+from .masks import MaskSettings
 
 
 class IngestSettings(Settings):
