@@ -267,60 +267,26 @@ def build_release(
     Raises:
         ReleaseExistsError: the version exists. PrivacyError: identifying values or
         k-anonymity violations (the message says which). ConfigError, InputError.
+
+    Steps: resolve the schema and de-identifier, prepare the clinical table, select the
+    cohort, check privacy, write into a temporary folder, publish (rename), log to MLflow.
     """
-    from ..clinical.load import load_clinical
-    from ..clinical.schema import load_schema
-    from ..deid import DeidSettings, Deidentifier
+    from ..deid import DeidSettings
     from .config import load_release_config
 
     if isinstance(config, (str, Path)):
         config_path = config_path or config
         config = load_release_config(config)
     preloaded = isinstance(clinical_files, pd.DataFrame)
-    releases = Path(releases_dir)
-    features = Path(features)
-    features_dir = features if features.is_dir() else features.parent
+    releases, features = Path(releases_dir), Path(features)
     version = version or next_version(releases, config.name)
     parse_version(version)
     final = releases / f"{config.name}-{version}"
     if final.exists():
         raise ReleaseExistsError(f"{final}: release {config.name} {version} already exists; releases are immutable, use a new version")
-    if schema is None and config.clinical_schema:
-        sp = Path(config.clinical_schema)
-        if not sp.is_absolute() and config_path is not None:
-            sp = Path(config_path).parent / sp
-        schema = load_schema(sp)
-    if schema is None and not preloaded:
-        raise ConfigError("release config: clinical_schema is not set (and no schema given)")
-    deid = deidentifier if (deidentifier is not None or preloaded) else Deidentifier(schema.deid)
-    deid_settings = deid.settings if deid is not None else (schema.deid if schema is not None else DeidSettings())
-
-    # --- tables ---
-    fw = read_wide(features)
-    fsel = select_features(fw, config)
-    if preloaded:
-        clinical, vrep = clinical_files.copy(), None
-        if "patient_id" not in clinical.columns:
-            raise InputError("clinical table has no patient_id column")
-        clinical["patient_id"] = clinical["patient_id"].astype("string")
-        dup = clinical["patient_id"][clinical["patient_id"].duplicated()].unique()
-        if len(dup):
-            raise InputError(f"duplicated patient id(s) in the clinical table: {', '.join(map(str, dup))}")
-    else:
-        clinical, vrep = load_clinical(list(clinical_files), schema, deid, known_patients=set(fsel["patient_id"].astype(str)))
-    if config.privacy.age_variable:
-        if config.privacy.age_variable not in clinical.columns:
-            raise ConfigError(f"release privacy.age_variable {config.privacy.age_variable!r} is not a clinical variable")
-        clinical["age_band"] = age_band(clinical[config.privacy.age_variable], config.privacy.age_band_years)
-    for name, iv in config.intervals.items():
-        miss = [c for c in (iv.start, iv.end) if c not in clinical.columns]
-        if miss or name in clinical.columns:
-            raise ConfigError(f"release intervals.{name}: " + (f"unknown date variable(s) {miss}" if miss else "name already used"))
-        start, end = pd.to_datetime(clinical[iv.start]), pd.to_datetime(clinical[iv.end])
-        clinical[name] = (end - start).dt.days.astype("Int64")
-    unknown = [v for v in config.clinical_variables if v not in clinical.columns or v == "patient_id"]
-    if unknown:
-        raise ConfigError(f"release clinical_variables {unknown} are not clinical variables (known: {list(clinical.columns[1:])})")
+    schema, deid = _resolve_schema(config, config_path, schema, deidentifier, preloaded)
+    fsel = select_features(read_wide(features), config)
+    clinical, vrep = _clinical_table(clinical_files, config, schema, deid, set(fsel["patient_id"].astype(str)))
     cohort = sorted(set(fsel["patient_id"].astype(str)) & set(clinical["patient_id"].astype(str)))
     if not cohort:
         raise InputError("release cohort is empty: no patient has both features and valid clinical data")
@@ -328,96 +294,23 @@ def build_release(
     clinical = clinical[clinical["patient_id"].isin(cohort)].sort_values("patient_id").reset_index(drop=True)
     frel = fsel[fsel["patient_id"].isin(cohort)].sort_values(["patient_id", "modality", "roi"], kind="stable").reset_index(drop=True)
     crel = clinical[["patient_id", *config.clinical_variables]].reset_index(drop=True)
-
-    # --- privacy checks (before anything is written) ---
-    check_k_anonymity(clinical, config.privacy.quasi_identifiers, config.privacy.k)
-    prefix = deid_settings.prefix
-    uid_root = deid_settings.uid_root if deid_settings.enabled else None
-    findings = find_identifying(frel, "features.parquet", prefix, uid_root) + find_identifying(crel, "clinical.parquet", prefix, uid_root)
-    if findings:
-        raise PrivacyError(
-            f"release refused: {len(findings)} identifying value(s) found:\n  " + "\n  ".join(findings[:30])
-        )
-
-    # --- write into a temporary folder, check the files, rename into place ---
+    _check_privacy(config, clinical, {"features.parquet": frel, "clinical.parquet": crel},
+                   deid.settings if deid is not None else (schema.deid if schema is not None else DeidSettings()))
+    excluded = {
+        "features_without_clinical": int(fsel.loc[~fsel["patient_id"].isin(cohort), "patient_id"].nunique()),
+        "clinical_without_features": n_clinical_only,
+        "clinical_rows_rejected": None if vrep is None else int(vrep.n_read - vrep.n_kept),
+    }
     releases.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{config.name}-{version}.", suffix=".tmp", dir=releases))
     try:
-        write_parquet(tmp / "features.parquet", frel)
-        write_parquet(tmp / "clinical.parquet", crel)
-        prov = read_provenance(features_dir)
-        settings = extraction_settings(prov)
-        ddict = build_dictionary(frel, crel, schema, features_dir, config.privacy.age_band_years,
-                                 {k: v.description or f"Days from {v.start} to {v.end}" for k, v in config.intervals.items()})
-        write_csv(tmp / "data_dictionary.csv", ddict)
-        write_text(tmp / "data_dictionary.md", dictionary_markdown(ddict, settings))
-
-        tables = {
-            "features.parquet": {"rows": len(frel), "n_columns": frel.shape[1], "columns": table_schema(frel)},
-            "clinical.parquet": {"rows": len(crel), "n_columns": crel.shape[1], "columns": table_schema(crel)},
-        }
-        previous = [v for v in existing_versions(releases, config.name) if parse_version(v) < parse_version(version)]
-        changes: list[str] = []
-        sc: dict = {"previous_version": None, "changes": []}
-        if previous:
-            old = json.loads((releases / f"{config.name}-{previous[-1]}" / MANIFEST).read_text(encoding="utf-8"))
-            changes = schema_changes(old.get("tables", {}), tables)
-            sc = {"previous_version": previous[-1], "changes": changes}
-        manifest = {
-            "name": config.name,
-            "version": version,
-            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "software": software_versions(),
-            "extraction": {
-                "versions": prov.get("versions", {}),
-                "params": {k: {"name": v["name"], "param_hash": v["param_hash"]} for k, v in settings.items()},
-            },
-            "config_hashes": {
-                "release_config": sha256_json(config.model_dump(mode="json")),
-                "clinical_schema": None if schema is None else sha256_json(schema.model_dump(mode="json")),
-                "extraction_params": {k: v["param_hash"] for k, v in settings.items()},
-            },
-            "inputs": {"features_wide_sha256": sha256_file(features_dir / WIDE_TABLE if features.is_dir() else features)},
-            "cohort": {
-                "definition": config.cohort,
-                "n_patients": len(cohort),
-                "centres": {str(k): int(v) for k, v in crel_or(clinical, "centre").items()},
-                "modalities": {str(k): int(v) for k, v in frel["modality"].value_counts().sort_index().items()},
-                "rois": sorted(map(str, frel["roi"].unique())),
-                "features_selection": config.features.model_dump(mode="json"),
-                "clinical_variables": list(config.clinical_variables),
-                "excluded": {
-                    "features_without_clinical": int(fsel.loc[~fsel["patient_id"].isin(cohort), "patient_id"].nunique()),
-                    "clinical_without_features": n_clinical_only,
-                    "clinical_rows_rejected": None if vrep is None else int(vrep.n_read - vrep.n_kept),
-                },
-            },
-            "privacy": {
-                "k": config.privacy.k,
-                "quasi_identifiers": list(config.privacy.quasi_identifiers),
-                "identifier_scan": "biomarkers.deid.scan.find_identifying_values + original-id scan of every file",
-            },
-            "tables": tables,
-            "schema_changes": sc,
-        }
-        manifest["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
-                             for f in RELEASE_FILES if f != "README.md"}
-        write_text(tmp / "README.md", _readme(config, version, manifest))
-        manifest["files"]["README.md"] = {"sha256": sha256_file(tmp / "README.md"), "bytes": (tmp / "README.md").stat().st_size}
+        manifest, changes = _write(tmp, config, version, releases, features, frel, crel, clinical, schema, excluded)
         links = deid.links() if deid is not None else {}
         hits = scan_for_originals(tmp, links.keys(), links)
         if hits:
             raise PrivacyError("release refused: original patient id(s) found in release files:\n  " + "\n  ".join(hits[:30]))
         write_json(tmp / MANIFEST, manifest)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o444)  # read-only: releases are immutable
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            raise ReleaseExistsError(f"{final}: release {config.name} {version} appeared during the build; not overwritten")
-        try:
-            os.rename(tmp, final)
-        except OSError as err:  # another build renamed the same version into place first
-            raise ReleaseExistsError(f"{final}: release {config.name} {version} already exists ({err.strerror}); not overwritten") from None
+        _publish(tmp, final, config.name, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -433,6 +326,142 @@ def build_release(
                 "release %s-%s was built but could not be logged to MLflow: %s", config.name, version, result.mlflow_error
             )
     return result
+
+
+def _resolve_schema(config: ReleaseConfig, config_path, schema, deidentifier, preloaded: bool):
+    """Step 1: the clinical schema (given, or ``config.clinical_schema`` relative to the config file) and the
+    de-identifier (given, or ``Deidentifier(schema.deid)`` for raw clinical exports; None for a loaded table)."""
+    from ..clinical.schema import load_schema
+    from ..deid import Deidentifier
+
+    if schema is None and config.clinical_schema:
+        sp = Path(config.clinical_schema)
+        if not sp.is_absolute() and config_path is not None:
+            sp = Path(config_path).parent / sp
+        schema = load_schema(sp)
+    if schema is None and not preloaded:
+        raise ConfigError("release config: clinical_schema is not set (and no schema given)")
+    return schema, (deidentifier if (deidentifier is not None or preloaded) else Deidentifier(schema.deid))
+
+
+def _clinical_table(clinical_files, config: ReleaseConfig, schema, deid, known: set[str]):
+    """Step 2: the pseudonymised clinical table with the derived ``age_band`` and interval columns, and
+    the validation report (None for a table loaded already)."""
+    from ..clinical.load import load_clinical
+
+    if isinstance(clinical_files, pd.DataFrame):
+        clinical, vrep = clinical_files.copy(), None
+        if "patient_id" not in clinical.columns:
+            raise InputError("clinical table has no patient_id column")
+        clinical["patient_id"] = clinical["patient_id"].astype("string")
+        dup = clinical["patient_id"][clinical["patient_id"].duplicated()].unique()
+        if len(dup):
+            raise InputError(f"duplicated patient id(s) in the clinical table: {', '.join(map(str, dup))}")
+    else:
+        clinical, vrep = load_clinical(list(clinical_files), schema, deid, known_patients=known)
+    if config.privacy.age_variable:
+        if config.privacy.age_variable not in clinical.columns:
+            raise ConfigError(f"release privacy.age_variable {config.privacy.age_variable!r} is not a clinical variable")
+        clinical["age_band"] = age_band(clinical[config.privacy.age_variable], config.privacy.age_band_years)
+    for name, iv in config.intervals.items():
+        miss = [c for c in (iv.start, iv.end) if c not in clinical.columns]
+        if miss or name in clinical.columns:
+            raise ConfigError(f"release intervals.{name}: " + (f"unknown date variable(s) {miss}" if miss else "name already used"))
+        start, end = pd.to_datetime(clinical[iv.start]), pd.to_datetime(clinical[iv.end])
+        clinical[name] = (end - start).dt.days.astype("Int64")
+    unknown = [v for v in config.clinical_variables if v not in clinical.columns or v == "patient_id"]
+    if unknown:
+        raise ConfigError(f"release clinical_variables {unknown} are not clinical variables (known: {list(clinical.columns[1:])})")
+    return clinical, vrep
+
+
+def _check_privacy(config: ReleaseConfig, clinical: pd.DataFrame, tables: dict[str, pd.DataFrame], deid_settings) -> None:
+    """Step 3 (before anything is written): k-anonymity of the quasi-identifiers, identifying values in the tables."""
+    check_k_anonymity(clinical, config.privacy.quasi_identifiers, config.privacy.k)
+    uid_root = deid_settings.uid_root if deid_settings.enabled else None
+    findings = [f for name, df in tables.items() for f in find_identifying(df, name, deid_settings.prefix, uid_root)]
+    if findings:
+        raise PrivacyError(
+            f"release refused: {len(findings)} identifying value(s) found:\n  " + "\n  ".join(findings[:30])
+        )
+
+
+def _write(tmp: Path, config: ReleaseConfig, version: str, releases: Path, features: Path, frel: pd.DataFrame,
+           crel: pd.DataFrame, clinical: pd.DataFrame, schema, excluded: dict) -> tuple[dict, list[str]]:
+    """Step 4: the tables, data dictionary and README into ``tmp``; returns the manifest (not written yet) and
+    the schema changes since the previous version."""
+    features_dir = features if features.is_dir() else features.parent
+    write_parquet(tmp / "features.parquet", frel)
+    write_parquet(tmp / "clinical.parquet", crel)
+    prov = read_provenance(features_dir)
+    settings = extraction_settings(prov)
+    ddict = build_dictionary(frel, crel, schema, features_dir, config.privacy.age_band_years,
+                             {k: v.description or f"Days from {v.start} to {v.end}" for k, v in config.intervals.items()})
+    write_csv(tmp / "data_dictionary.csv", ddict)
+    write_text(tmp / "data_dictionary.md", dictionary_markdown(ddict, settings))
+
+    tables = {
+        "features.parquet": {"rows": len(frel), "n_columns": frel.shape[1], "columns": table_schema(frel)},
+        "clinical.parquet": {"rows": len(crel), "n_columns": crel.shape[1], "columns": table_schema(crel)},
+    }
+    previous = [v for v in existing_versions(releases, config.name) if parse_version(v) < parse_version(version)]
+    changes: list[str] = []
+    sc: dict = {"previous_version": None, "changes": []}
+    if previous:
+        old = json.loads((releases / f"{config.name}-{previous[-1]}" / MANIFEST).read_text(encoding="utf-8"))
+        changes = schema_changes(old.get("tables", {}), tables)
+        sc = {"previous_version": previous[-1], "changes": changes}
+    manifest = {
+        "name": config.name,
+        "version": version,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "software": software_versions(),
+        "extraction": {
+            "versions": prov.get("versions", {}),
+            "params": {k: {"name": v["name"], "param_hash": v["param_hash"]} for k, v in settings.items()},
+        },
+        "config_hashes": {
+            "release_config": sha256_json(config.model_dump(mode="json")),
+            "clinical_schema": None if schema is None else sha256_json(schema.model_dump(mode="json")),
+            "extraction_params": {k: v["param_hash"] for k, v in settings.items()},
+        },
+        "inputs": {"features_wide_sha256": sha256_file(features_dir / WIDE_TABLE if features.is_dir() else features)},
+        "cohort": {
+            "definition": config.cohort,
+            "n_patients": int(crel["patient_id"].nunique()),
+            "centres": {str(k): int(v) for k, v in crel_or(clinical, "centre").items()},
+            "modalities": {str(k): int(v) for k, v in frel["modality"].value_counts().sort_index().items()},
+            "rois": sorted(map(str, frel["roi"].unique())),
+            "features_selection": config.features.model_dump(mode="json"),
+            "clinical_variables": list(config.clinical_variables),
+            "excluded": excluded,
+        },
+        "privacy": {
+            "k": config.privacy.k,
+            "quasi_identifiers": list(config.privacy.quasi_identifiers),
+            "identifier_scan": "biomarkers.deid.scan.find_identifying_values + original-id scan of every file",
+        },
+        "tables": tables,
+        "schema_changes": sc,
+    }
+    manifest["files"] = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
+                         for f in RELEASE_FILES if f != "README.md"}
+    write_text(tmp / "README.md", _readme(config, version, manifest))
+    manifest["files"]["README.md"] = {"sha256": sha256_file(tmp / "README.md"), "bytes": (tmp / "README.md").stat().st_size}
+    return manifest, changes
+
+
+def _publish(tmp: Path, final: Path, name: str, version: str) -> None:
+    """Step 5: make the files read-only and rename the folder into place (never over an existing version)."""
+    for f in tmp.iterdir():
+        os.chmod(f, 0o444)  # read-only: releases are immutable
+    os.chmod(tmp, 0o755)
+    if final.exists():
+        raise ReleaseExistsError(f"{final}: release {name} {version} appeared during the build; not overwritten")
+    try:
+        os.rename(tmp, final)
+    except OSError as err:  # another build renamed the same version into place first
+        raise ReleaseExistsError(f"{final}: release {name} {version} already exists ({err.strerror}); not overwritten") from None
 
 
 def crel_or(clinical: pd.DataFrame, col: str) -> pd.Series:
@@ -465,7 +494,7 @@ def log_release(result: ReleaseResult, config: ReleaseConfig, tracking_uri: str 
     """Log the release to MLflow: both tables as datasets (digest = file SHA-256 prefix), the folder as artifacts."""
     import mlflow
 
-    from ..tracking import get_or_create_experiment, safe_source, using_tracking
+    from ..tracking import RunKind, get_or_create_experiment, run_tags, safe_source, using_tracking
 
     m = result.manifest
     with using_tracking(tracking_uri) as uri:
@@ -485,10 +514,10 @@ def log_release(result: ReleaseResult, config: ReleaseConfig, tracking_uri: str 
                 "features.rows": m["tables"]["features.parquet"]["rows"],
                 "features.columns": m["tables"]["features.parquet"]["n_columns"],
             })
-            mlflow.set_tags({
+            mlflow.set_tags(run_tags(RunKind.RELEASE, {
                 "biomarkers.stage": "release",
                 "biomarkers.release.manifest_sha256": sha256_file(result.path / MANIFEST),
                 "biomarkers.release.schema_changes": str(len(result.schema_changes)),
-            })
+            }))
             mlflow.log_artifacts(str(result.path), artifact_path=f"release/{result.name}-{result.version}")
             return run.info.run_id
