@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler, StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils import ClassifierTags
 
 from ..errors import ConfigError
 from .spec import ModelSpec, PipelineSpec
@@ -85,24 +86,32 @@ def make_selector(method: str, k: int, seed: int = 0):
 
 
 class KBestSelector(SelectKBest):
-    """SelectKBest capping k at the number of features left by the previous steps.
+    """SelectKBest keeping every feature, silently, when ``k`` exceeds the features left by the previous steps.
 
     Score: ANOVA F (binary target) or the univariate Cox score test (survival target).
+    Fitted ``k_``: the number of features kept.
     """
 
-    def fit(self, X, y=None, **kw):
-        if self.k != "all" and self.k > X.shape[1]:
-            self.k = X.shape[1]
-        return super().fit(X, y, **kw)
+    def _check_params(self, X, y):  # called by fit on validated X; SelectKBest would warn
+        self.k_ = X.shape[1] if self.k == "all" else min(self.k, X.shape[1])
 
 
 class L1Selector(SelectFromModel):
-    """The ``max_features`` largest |coefficients| of an L1 logistic regression (capped at the input width)."""
+    """The ``max_features`` largest |coefficients| of an L1 logistic regression.
 
-    def fit(self, X, y=None, **kw):
-        if isinstance(self.max_features, int) and self.max_features > X.shape[1]:
-            self.max_features = X.shape[1]
-        return super().fit(X, y, **kw)
+    Fitted ``max_features_``: ``max_features`` capped at the input width. Binary targets only
+    (liblinear's L1 path; the project's targets are binary): tagged so for scikit-learn's checks.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags = ClassifierTags(multi_class=False)
+        return tags
+
+    def _check_max_features(self, X):  # called by fit before validation (SelectFromModel's own refuses k > width)
+        shape = getattr(X, "shape", ())
+        cap = self.max_features is not None and len(shape) == 2
+        self.max_features_ = min(self.max_features, shape[1]) if cap else self.max_features
 
 
 def build_pipeline(spec: PipelineSpec, feature_columns: list[str], centre_column: str | None, seed: int = 0) -> Pipeline:

@@ -1,8 +1,10 @@
 """scikit-learn transformers used inside the modelling Pipelines.
 
-All take and return pandas DataFrames (column names are feature names), learn only in
-``fit`` (so inside CV they see the training fold only) and implement
-``get_feature_names_out``.
+All check their input as scikit-learn does (``validate_data``: 2-D, dense, ``n_features_in_``,
+``feature_names_in_``), return a DataFrame for a DataFrame (column names are feature names) and
+an array for an array, learn only in ``fit`` (so inside CV they see the training fold only),
+keep fitted values in ``*_`` attributes and implement ``get_feature_names_out``
+(``tests/test_modeling_estimators.py`` runs scikit-learn's estimator checks on each).
 
 * :class:`ComBatHarmonizer` -- ComBat (neuroHarmonize; location/scale, optional empirical Bayes) by centre. The centre
   is a column of X (strings) that the transformer consumes and drops, so it survives any CV
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_selection import f_classif
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 def _as_frame(X) -> pd.DataFrame:
@@ -35,12 +37,34 @@ def _as_frame(X) -> pd.DataFrame:
     return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
 
 
-class _KeptColumns(TransformerMixin, BaseEstimator):
+def _like(X, out: pd.DataFrame):
+    """``out`` in the container of the input ``X``: a DataFrame for a DataFrame, else an array."""
+    return out if isinstance(X, pd.DataFrame) else out.to_numpy()
+
+
+class _Validated(TransformerMixin, BaseEstimator):
+    """Input checks of scikit-learn (``validate_data``); arrays become DataFrames with columns x0, x1, ..."""
+
+    _allow_nan = False  # NaN passes (tag allow_nan)
+    _any_dtype = False  # columns of any type, e.g. the text centre column (tag string)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan, tags.input_tags.string = self._allow_nan, self._any_dtype
+        return tags
+
+    def _frame(self, X, reset: bool) -> pd.DataFrame:
+        validate_data(self, X, reset=reset, dtype=None if self._any_dtype else "numeric",
+                      ensure_all_finite="allow-nan" if self._allow_nan else True)
+        return _as_frame(X)
+
+
+class _KeptColumns(_Validated):
     """Base of the column-subset transformers: ``fit`` sets ``kept_``, ``transform`` keeps those columns."""
 
     def transform(self, X):
         check_is_fitted(self, "kept_")
-        return _as_frame(X)[self.kept_]
+        return _like(X, self._frame(X, reset=False)[self.kept_])
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "kept_")
@@ -50,18 +74,18 @@ class _KeptColumns(TransformerMixin, BaseEstimator):
 class DropColumns(_KeptColumns):
     """Drop ``columns`` (missing ones are ignored)."""
 
+    _allow_nan = _any_dtype = True
+
     def __init__(self, columns: tuple[str, ...] = ()):
         self.columns = columns
 
     def fit(self, X, y=None):
-        X = _as_frame(X)
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = X.shape[1]
+        X = self._frame(X, reset=True)
         self.kept_ = [c for c in X.columns if c not in set(self.columns)]
         return self
 
 
-class ComBatHarmonizer(TransformerMixin, BaseEstimator):
+class ComBatHarmonizer(_Validated):
     """ComBat harmonisation by site (neuroHarmonize ``harmonizationLearn/Apply``).
 
     Parameters
@@ -80,8 +104,10 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         self.eb = eb
         self.min_per_site = min_per_site
 
-    def _split(self, X) -> tuple[pd.Series, pd.DataFrame]:
-        X = _as_frame(X)
+    _any_dtype = True  # the site column is text
+
+    def _split(self, X, reset: bool) -> tuple[pd.Series, pd.DataFrame]:
+        X = self._frame(X, reset)
         if self.site_column not in X.columns:
             raise ValueError(f"ComBatHarmonizer: column {self.site_column!r} (the centre) is not in X")
         return X[self.site_column].astype(str), X.drop(columns=[self.site_column])
@@ -89,9 +115,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         from neuroHarmonize import harmonizationLearn
 
-        site, feats = self._split(X)
-        self.feature_names_in_ = np.asarray(_as_frame(X).columns, dtype=object)
-        self.n_features_in_ = len(self.feature_names_in_)
+        site, feats = self._split(X, reset=True)
         self.features_ = list(feats.columns)
         counts = site.value_counts()
         self.small_sites_ = sorted(counts[counts < self.min_per_site].index)
@@ -116,10 +140,10 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
         from neuroHarmonize import harmonizationApply
 
         check_is_fitted(self, "features_")
-        site, feats = self._split(X)
+        site, feats = self._split(X, reset=False)
         out = feats[self.features_].to_numpy(dtype=float).copy()
         if self.model_ is None:
-            return pd.DataFrame(out, columns=self.features_, index=feats.index)
+            return _like(X, pd.DataFrame(out, columns=self.features_, index=feats.index))
         site = site.where(~site.isin(self.small_sites_), "__other__")
         seen = site.isin(self.sites_).to_numpy()
         act = self.active_
@@ -145,7 +169,7 @@ class ComBatHarmonizer(TransformerMixin, BaseEstimator):
             sub = out[rows]
             sub[:, act] = (block - mu) / sd * self.pooled_sd_ + self.grand_mean_
             out[rows] = sub
-        return pd.DataFrame(out, columns=self.features_, index=feats.index)
+        return _like(X, pd.DataFrame(out, columns=self.features_, index=feats.index))
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "features_")
@@ -169,6 +193,8 @@ class CorrelationClusterFilter(_KeptColumns):
     is ignored.
     """
 
+    _allow_nan = True  # NaN-aware SD and rank correlation
+
     def __init__(self, threshold: float = 0.9):
         self.threshold = threshold
 
@@ -176,9 +202,7 @@ class CorrelationClusterFilter(_KeptColumns):
         from scipy.cluster.hierarchy import fcluster, linkage
         from scipy.spatial.distance import squareform
 
-        X = _as_frame(X)
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = X.shape[1]
+        X = self._frame(X, reset=True)
         cols = [c for c in X.columns if np.nanstd(X[c].to_numpy(dtype=float)) > 1e-12]
         if len(cols) <= 1 or self.threshold >= 1.0:
             self.kept_ = cols
@@ -246,9 +270,7 @@ class MRMRSelector(_KeptColumns):
         self.k = k
 
     def fit(self, X, y):
-        X = _as_frame(X)
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.n_features_in_ = X.shape[1]
+        X = self._frame(X, reset=True)
         A = X.to_numpy(dtype=float)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
