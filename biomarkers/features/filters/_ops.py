@@ -1,0 +1,212 @@
+"""Building blocks of the IBSI 2 filters: boundary extension, separable passes, rotations, FFT.
+
+Arrays are (z, y, x) numpy arrays; "filter axes" are array axes. IBSI names axes x, y, z:
+x = array axis 2, y = axis 1, z = axis 0. Everything is vectorised (scipy.ndimage 1D passes,
+numpy/scipy FFTs); there is no per-voxel Python loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+#: IBSI boundary name -> scipy.ndimage mode
+NDIMAGE_MODE = {"constant": "constant", "nearest": "nearest", "periodic": "wrap", "mirror": "reflect"}
+#: IBSI axis letter order (x, y, z) -> array axis
+XYZ_AXES = (2, 1, 0)
+
+
+def filter_axes(ndim: int) -> tuple[int, ...]:
+    """Array axes a filter acts on, in IBSI letter order: (x, y, z) in 3D, (x, y) in 2D."""
+    return XYZ_AXES[:ndim]
+
+
+def extend_index(idx: np.ndarray, n: int, boundary: str) -> tuple[np.ndarray, np.ndarray]:
+    """Map indices (possibly outside [0, n)) into the image by the IBSI boundary rule.
+
+    Returns (source index, valid) where ``valid`` is False where ``constant`` padding gives zero.
+    mirror = symmetric (d c b a | a b c d), periodic = wrap, nearest = edge value.
+    """
+    valid = np.ones(idx.shape, bool)
+    if boundary == "nearest":
+        src = np.clip(idx, 0, n - 1)
+    elif boundary == "periodic":
+        src = np.mod(idx, n)
+    elif boundary == "mirror":
+        j = np.mod(idx, 2 * n)
+        src = np.where(j < n, j, 2 * n - 1 - j)
+    else:  # constant
+        valid = (idx >= 0) & (idx < n)
+        src = np.clip(idx, 0, n - 1)
+    return src, valid
+
+
+def extended_box(image: np.ndarray, box: Sequence[tuple[int, int]], boundary: str) -> np.ndarray:
+    """``image[lo:hi]`` per axis where the box may extend beyond the image (filled by ``boundary``)."""
+    if all(lo >= 0 and hi <= n for (lo, hi), n in zip(box, image.shape)):
+        return image[tuple(slice(lo, hi) for lo, hi in box)]
+    srcs, valids = [], []
+    for (lo, hi), n in zip(box, image.shape):
+        s, v = extend_index(np.arange(lo, hi), n, boundary)
+        srcs.append(s)
+        valids.append(v)
+    out = image[np.ix_(*srcs)]
+    if boundary == "constant" and not all(v.all() for v in valids):
+        keep = np.ones((1,) * out.ndim, bool)
+        for ax, v in enumerate(valids):
+            sh = [1] * out.ndim
+            sh[ax] = v.size
+            keep = keep & v.reshape(sh)
+        out = out * keep
+    return out
+
+
+# -- separable passes ---------------------------------------------------------------------
+
+#: one 1D pass: (array axis, kernel taps, flipped). A flipped pass convolves the axis-reversed data,
+#: which is how a kernel of any length (also even) is mirrored exactly.
+Step = tuple[int, tuple[float, ...], bool]
+
+
+def canonical(step: Step) -> tuple[Step, float]:
+    """(step, sign) with a flip of a symmetric / antisymmetric odd kernel folded into the sign."""
+    axis, k, flipped = step
+    if flipped and len(k) % 2 == 1:
+        a = np.asarray(k)
+        if np.array_equal(a[::-1], a):
+            return (axis, k, False), 1.0
+        if np.array_equal(a[::-1], -a):
+            return (axis, k, False), -1.0
+    return step, 1.0
+
+
+class SeparableBank:
+    """Applies chains of 1D passes to one image, sharing common prefixes (memoised).
+
+    Passes along different axes commute exactly (also at the border), so each chain is
+    stable-sorted by axis; chains that start alike reuse the partial results.
+    """
+
+    def __init__(self, image: np.ndarray, mode: str):
+        self.image = np.asarray(image, dtype=np.float64)
+        self.mode = mode
+        self._memo: dict[tuple, np.ndarray] = {}
+
+    def _pass(self, x: np.ndarray, step: Step) -> np.ndarray:
+        axis, k, flipped = step
+        if flipped:
+            x = np.flip(x, axis)
+        y = ndimage.convolve1d(x, np.asarray(k, dtype=np.float64), axis=axis, mode=self.mode)
+        return np.flip(y, axis) if flipped else y
+
+    def apply(self, steps: Iterable[Step]) -> np.ndarray:
+        sign = 1.0
+        canon = []
+        for s in steps:
+            c, sg = canonical(s)
+            canon.append(c)
+            sign *= sg
+        canon.sort(key=lambda s: s[0])  # stable: keeps the order of passes along one axis
+        key: tuple = ()
+        x = self.image
+        for s in canon:
+            key = key + (s,)
+            hit = self._memo.get(key)
+            if hit is None:
+                hit = self._pass(x, s)
+                self._memo[key] = hit
+            x = hit
+        return -x if sign < 0 else x
+
+    def forget(self) -> None:
+        self._memo.clear()
+
+
+# -- rotations ------------------------------------------------------------------------------
+
+Rotation = tuple[tuple[int, int, int], tuple[bool, bool, bool]]
+
+
+def rotations(ndim: int) -> list[Rotation]:
+    """Right-angle rotations: the 24 of the cube (3D) or the 4 in the axial plane (2D).
+
+    A rotation is (perm, flips) of the array axes: rotated = flip(transpose(x, perm), flips);
+    proper rotations only (determinant +1). The identity comes first.
+    """
+    out = []
+    axes = (0, 1, 2) if ndim == 3 else (1, 2)
+    for p in itertools.permutations(axes):
+        perm = (0,) + p if ndim == 2 else p
+        det_p = np.linalg.det(np.eye(3)[list(perm)])
+        for fl in itertools.product((False, True), repeat=len(axes)):
+            flips = (False,) + fl if ndim == 2 else fl
+            if det_p * (-1) ** sum(flips) > 0:
+                out.append((tuple(perm), tuple(flips)))
+    out.sort(key=lambda r: (r[0] != (0, 1, 2), sum(r[1])))
+    return out
+
+
+def rotate_steps(steps: Sequence[Step], rot: Rotation) -> list[Step]:
+    """Passes that give R^-1 F R x for the passes F defined on the rotated image R x."""
+    perm, flips = rot
+    return [(perm[a], k, f != flips[a]) for a, k, f in steps]
+
+
+def pool(maps: Iterable[np.ndarray], how: str) -> np.ndarray:
+    """Voxel-wise max / mean / min of response maps (streamed)."""
+    acc, n = None, 0
+    for m in maps:
+        n += 1
+        if acc is None:
+            acc = np.array(m, dtype=np.float64, copy=True)
+        elif how == "max":
+            np.maximum(acc, m, out=acc)
+        elif how == "min":
+            np.minimum(acc, m, out=acc)
+        else:
+            acc += m
+    if how == "mean":
+        acc /= n
+    return acc
+
+
+# -- Fourier domain -------------------------------------------------------------------------
+
+def centred_frequencies(shape: Sequence[int], axes: Sequence[int]) -> list[np.ndarray]:
+    """Normalised frequency grid (1 = Nyquist) of each of ``axes``, centred, sparse, in array layout.
+
+    The grid of the IBSI reference implementation of the Fourier-domain filters: sample i of an
+    axis of n samples has frequency (i - (n-1)/2) / ((n-1)/2) (so for even n the grid straddles
+    zero); ``np.fft.ifftshift`` moves it to the FFT's quadrant order. Each grid has size 1 on the
+    other array axes, so expressions of the grids broadcast over the image.
+    """
+    grids = []
+    for a in axes:
+        n = shape[a]
+        c = (n - 1) / 2.0
+        g = (np.arange(n, dtype=np.float64) - c) / c if n > 1 else np.zeros(1)
+        sh = [1] * len(shape)
+        sh[a] = n
+        grids.append(g.reshape(sh))
+    return grids
+
+
+def fourier_filter(image: np.ndarray, axes: Sequence[int],
+                   transfer: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
+    """Complex response of ``image`` to a filter given by its centred transfer function.
+
+    ``transfer`` receives :func:`centred_frequencies` of ``axes`` (in that order) and returns the
+    centred transfer function. Periodic (FFT) convolution over ``axes``.
+    """
+    grids = centred_frequencies(image.shape, axes)
+    axes = tuple(sorted(axes))
+    shape = [image.shape[a] if a in axes else 1 for a in range(image.ndim)]
+    tf = np.broadcast_to(transfer(grids), shape)
+    tf = np.fft.ifftshift(tf, axes=axes)
+    spec = sfft.fftn(image, axes=axes, workers=-1)
+    spec *= tf
+    return sfft.ifftn(spec, axes=axes, workers=-1, overwrite_x=True)
