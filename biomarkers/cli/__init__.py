@@ -16,7 +16,9 @@ from . import release  # noqa: E402,F401
 from . import modeling  # noqa: E402,F401
 from . import pipeline  # noqa: E402,F401
 from . import deid  # noqa: E402,F401
+from . import qc  # noqa: E402,F401
 from . import lake  # noqa: E402,F401
+from . import gateway  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
