@@ -134,7 +134,7 @@ def _metric_dict(prefix: str, metrics: dict[str, float], ci: dict[str, tuple[flo
 
 def _spec_params(spec: ExperimentSpec, table_source: str) -> dict[str, str]:
     d = spec.model_dump(mode="json", exclude={"pipelines", "description"})
-    d["input"]["table"] = table_source
+    d["input"]["lake" if d["input"].get("lake") else "table"] = table_source  # never an absolute path
     return tracking.flatten(d)
 
 
@@ -183,18 +183,28 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
         spec_path = Path(spec)
         spec = load_spec(spec_path)
     if table is not None:
-        spec = spec.model_copy(update={"input": spec.input.model_copy(update={"table": Path(table).resolve()})})
-    table_path = Path(spec.input.table)
-    df = read_table(table_path)
+        spec = spec.model_copy(update={"input": spec.input.model_copy(update={"table": Path(table).resolve(),
+                                                                               "lake": None})})
+    dataset_kw: dict = {}
+    if spec.input.lake is not None:  # LAKE@VERSION: MLflow records the lake version as source and digest
+        from ..lake import read_lake_ref
+
+        df, lake_uri, digest, version = read_lake_ref(spec.input.lake)
+        table_path = Path(lake_uri.rstrip("/").rsplit("/", 1)[-1])
+        lake_src = lake_uri if "://" in lake_uri else tracking.safe_source(lake_uri)
+        dataset_kw = {"source": f"{lake_src}@{version}", "digest": digest}
+    else:
+        table_path = Path(spec.input.table)
+        df = read_table(table_path)
     ds = build_dataset(df, spec, source=str(table_path.name))
     for pspec in spec.pipelines:  # configuration errors (e.g. grid keys) before anything is logged
         build_pipeline(pspec, ds.feature_columns, ds.centre_column, seed=spec.validation.seed)
-    source = tracking.safe_source(table_path)
+    source = dataset_kw.get("source") or tracking.safe_source(table_path)
     uri = tracking.tracking_uri(tracking_uri)
     # the spec as run (all defaults filled in); input.table rendered like the dataset source so that
     # no absolute path (which may contain a person's name) reaches the tracking store
     dumped = spec.model_dump(mode="json")
-    dumped["input"]["table"] = source
+    dumped["input"]["lake" if dumped["input"].get("lake") else "table"] = source
     spec_yaml = yaml.safe_dump(dumped, sort_keys=False)
     t0 = time.time()
     with tracking.parent_run(spec.name, uri, run_name=f"{spec.name}", tags={"biomarkers.spec": spec_path.name if spec_path else "<object>"}) as parent:
@@ -202,7 +212,7 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
         mlflow.log_params(_spec_params(spec, source))
         mlflow.log_text(spec_yaml, f"spec/{spec_path.name if spec_path else 'spec.yaml'}")
         dset = tracking.log_feature_set(table_path, name=table_path.stem, df=ds.frame.drop(columns=[spec.input.id_column]),
-                                        targets=spec.target.column)
+                                        targets=spec.target.column, **dataset_kw)
         mlflow.log_metrics({"n_patients": len(ds.y), "n_positive": int(ds.strata.sum()), "n_features": len(ds.feature_columns)})
         if ds.dropped_features:
             mlflow.log_text(pd.Series(ds.dropped_features, name="reason").to_csv(index_label="feature"),
@@ -213,7 +223,7 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
         for pspec in spec.pipelines:
             t1 = time.time()
             try:
-                pr = _run_child(pspec, ds, spec, table_path, permutations, plt)
+                pr = _run_child(pspec, ds, spec, table_path, permutations, plt, dataset_kw)
             except BiomarkersError:
                 raise
             except Exception as err:  # noqa: BLE001 - one failing pipeline does not stop the others
@@ -241,7 +251,8 @@ def _run_experiment(spec, tracking_uri, table, permutations) -> ExperimentResult
     return result
 
 
-def _run_child(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, table_path: Path, permutations, plt) -> PipelineResult:
+def _run_child(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, table_path: Path, permutations, plt,
+               dataset_kw: dict | None = None) -> PipelineResult:
     """One child run: nested CV, held-out centre, final refit, metrics, plots, features, model.
 
     On an error the child run is tagged ``biomarkers.status=failed`` with the reason and ends FAILED.
@@ -252,7 +263,8 @@ def _run_child(pspec: PipelineSpec, ds: Dataset, spec: ExperimentSpec, table_pat
     with tracking.child_run(pspec.name, tags={"biomarkers.pipeline": pspec.name}) as child:
         mlflow.log_params(tracking.flatten(pspec.model_dump(mode="json"), "pipeline"))
         tracking.log_feature_set(table_path, name=table_path.stem,
-                                 df=ds.frame.drop(columns=[spec.input.id_column]), targets=spec.target.column)
+                                 df=ds.frame.drop(columns=[spec.input.id_column]), targets=spec.target.column,
+                                 **(dataset_kw or {}))
         try:
             cv, held, final, best_params = run_pipeline(pspec, ds, spec, permutations)
         except Exception as err:

@@ -45,9 +45,30 @@ class InputSpec(Settings):
     prefixed ``<MODALITY>_`` (see :func:`biomarkers.release.read_table`).
     """
 
-    table: Path
+    table: Path | None = None
+    #: ``LAKE@VERSION`` (instead of ``table``): one row per (site, patient) of that lake version
+    #: (:meth:`biomarkers.lake.Lake.analysis_table`); the centre column then defaults to ``site``,
+    #: so ComBat harmonises by site. The version is required (an experiment must be reproducible).
+    lake: str | None = None
     id_column: str = "patient_id"
     centre_column: str | None = "centre"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _site_is_the_batch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("lake") is not None and "centre_column" not in data:
+            data = {**data, "centre_column": "site"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InputSpec":
+        if (self.table is None) == (self.lake is None):
+            raise ValueError("give exactly one of input.table and input.lake")
+        if self.lake is not None:
+            head, sep, tail = self.lake.rpartition("@")
+            if not (sep and head and tail.isdigit()):
+                raise ValueError(f"input.lake {self.lake!r} must name a version: LAKE@VERSION (e.g. lake@3)")
+        return self
 
 
 class TargetSpec(Settings):
@@ -206,6 +227,12 @@ class ExperimentSpec(Settings):
     def resolve(self, base_dir: str | Path) -> "ExperimentSpec":
         """A copy with ``input.table`` made absolute relative to ``base_dir`` (the spec's folder)."""
         table = self.input.table
+        if table is None:  # input.lake: a local lake path is relative to the spec's folder too
+            head, _, version = (self.input.lake or "").rpartition("@")
+            if "://" not in head and not Path(head).is_absolute():
+                lake = f"{(Path(base_dir) / head).resolve()}@{version}"
+                return self.model_copy(update={"input": self.input.model_copy(update={"lake": lake})})
+            return self
         if not table.is_absolute():
             table = (Path(base_dir) / table).resolve()
         return self.model_copy(update={"input": self.input.model_copy(update={"table": table})})

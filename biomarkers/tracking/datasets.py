@@ -44,6 +44,8 @@ def log_feature_set(
     context: str = "training",
     df=None,
     targets: str | None = None,
+    source: str | None = None,
+    digest: str | None = None,
 ):
     """Log a feature table as an MLflow dataset input of the active run.
 
@@ -51,6 +53,8 @@ def log_feature_set(
     ``mlflow.data.from_pandas`` (name, digest of the content, source = :func:`safe_source`)
     and attached with ``mlflow.log_input``. Only the schema and counts are stored, not values.
     The file's SHA-256 is set as tag ``biomarkers.dataset.<name>.sha256``. Returns the dataset.
+    ``source``/``digest`` replace the rendered path and the content digest (a lake version:
+    ``LAKE@N`` and :meth:`biomarkers.lake.Lake.digest`).
     """
     import mlflow
 
@@ -69,7 +73,7 @@ def log_feature_set(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        ds = mlflow.data.from_pandas(df, source=safe_source(path), name=name, targets=targets)
+        ds = mlflow.data.from_pandas(df, source=source or safe_source(path), name=name, targets=targets, digest=digest)
     mlflow.log_input(ds, context=context)
     if path.is_file():
         mlflow.set_tag(f"biomarkers.dataset.{name}.sha256", sha256_file(path))
