@@ -27,7 +27,7 @@ from ..geometry import Grid, nifti_image
 from ..io import atomic_path, sha256_array, write_json
 from ..manifest import ManifestRow, Status
 from .jobs import ConvertJob, MaskJob
-from .index import UNCOMPRESSED_LE
+from .sop import UNCOMPRESSED_LE
 from .model import DicomFile, ImageStack
 from .qualify import QcFlag, qc_flags, slice_layout
 
@@ -207,7 +207,7 @@ def units_of(modality: str, dicom_units: str, suv: bool) -> str:
 # ----------------------------------------------------------------- work item
 def convert_stack(job: ConvertJob) -> ManifestRow:
     """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""
-    from .index import quiet_pydicom
+    from .header import quiet_pydicom
 
     with quiet_pydicom():
         return _convert_stack(job)

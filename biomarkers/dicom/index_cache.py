@@ -1,6 +1,6 @@
 """Hospital-side cache of DICOM header reads, so a growing datalake is not re-indexed.
 
-Indexing reads one header per file (:func:`biomarkers.dicom.index.read_header`); on
+Indexing reads one header per file (:func:`biomarkers.dicom.header.read_header`); on
 a cohort of 10^4-10^6 files that is most of an incremental run. The cache remembers,
 per file, the result of that read together with the file's size and modification
 time (ns), the same test git's index uses: a file whose size or mtime changed is read
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import InputError
+from .header import HeaderKind, HeaderResult, UnusedFile, intern_shared
 from .model import DicomFile, SegmentationObject
 
 log = logging.getLogger(__name__)
@@ -87,44 +88,39 @@ def resolve_cache_path(setting: str, src: Path, out: Path, kind: str = "index", 
     return folder / kind / f"{name}{suffix}"
 
 
-def _encode(kind: str, value) -> str:
-    def plain(obj) -> dict:
-        d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "path"}
-        return d
-
-    if kind == "image":
-        payload = [plain(f) for f in value]
-    elif kind == "seg":
-        payload = [plain(value[0]), value[1]]
-    else:  # "other" (DicomFile) | "unused" (UnusedFile)
-        payload = plain(value)
-    return json.dumps(payload, separators=(",", ":"))
+def _plain(obj) -> dict | None:
+    return None if obj is None else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "path"}
 
 
-def _decode(kind: str, text: str, path: Path):
-    from .index import UnusedFile, intern_shared
+def _encode(r: HeaderResult) -> str:
+    """JSON of a header result without file paths (given again at lookup)."""
+    d = {"rel": r.rel, "sop": r.sop_instance_uid, "frames": [_plain(f) for f in r.frames],
+         "segmentation": _plain(r.segmentation), "other": _plain(r.other), "unused": _plain(r.unused)}
+    return json.dumps(d, separators=(",", ":"))
 
+
+def _decode(kind: str, text: str, path: Path) -> HeaderResult:
     raw = json.loads(text)
 
-    def build(cls, d: dict):
+    def build(cls, d: dict | None):
+        if d is None:
+            return None
+        if cls is UnusedFile:
+            return cls(**d)
         intern_shared(d)
         for k in _TUPLE_FIELDS.intersection(d):
             if d[k] is not None:
                 d[k] = tuple(d[k])
-        return cls(path=path, **d) if cls is not UnusedFile else cls(**d)
+        return cls(path=path, **d)
 
-    if kind == "image":
-        return [build(DicomFile, d) for d in raw]
-    if kind == "seg":
-        return (build(SegmentationObject, raw[0]), raw[1])
-    if kind == "other":
-        return build(DicomFile, raw)
-    return build(UnusedFile, raw)
+    return HeaderResult(HeaderKind(kind), raw["rel"], [build(DicomFile, d) for d in raw["frames"]],
+                        build(SegmentationObject, raw["segmentation"]), build(DicomFile, raw["other"]),
+                        build(UnusedFile, raw["unused"]), raw["sop"])
 
 
-def cacheable(kind: str, value) -> bool:
+def cacheable(r: HeaderResult) -> bool:
     """Whether a header result depends only on the file's bytes (not on a transient I/O error)."""
-    return not (kind == "unused" and value.reason.startswith("unreadable"))
+    return not (r.kind == HeaderKind.UNUSED and r.unused.reason.startswith("unreadable"))
 
 
 class IndexCache:
@@ -178,7 +174,7 @@ class IndexCache:
     def enabled(self) -> bool:
         return self._db is not None
 
-    def lookup(self, rel: str, path: str | Path, size: int, mtime_ns: int) -> tuple[str, object] | None:
+    def lookup(self, rel: str, path: str | Path, size: int, mtime_ns: int) -> HeaderResult | None:
         """The cached read of ``rel`` (at ``path``) if its size and mtime are unchanged, else None."""
         hit = self._rows.get(rel)
         if hit is None or hit[0] != size or hit[1] != mtime_ns:
@@ -188,10 +184,10 @@ class IndexCache:
         except (ValueError, TypeError, KeyError):
             return None
         self.hits += 1
-        return hit[2], value
+        return value
 
-    def update(self, fresh: Iterable[tuple[str, int, int, str, object]], present: set[str]) -> None:
-        """Store new reads ``(rel, size, mtime_ns, kind, value)``; drop entries not in ``present``.
+    def update(self, fresh: Iterable[tuple[str, int, int, HeaderResult]], present: set[str]) -> None:
+        """Store new reads ``(rel, size, mtime_ns, result)``; drop entries not in ``present``.
 
         Files modified less than :attr:`RACY_NS` before the listing are not stored: a
         file rewritten with the same size within the file system's timestamp
@@ -201,8 +197,7 @@ class IndexCache:
         if self._db is None:
             return
         limit = self.started_ns - self.RACY_NS
-        rows = [(rel, size, mt, kind, _encode(kind, value)) for rel, size, mt, kind, value in fresh
-                if mt < limit and cacheable(kind, value)]
+        rows = [(rel, size, mt, str(r.kind), _encode(r)) for rel, size, mt, r in fresh if mt < limit and cacheable(r)]
         gone = [(rel,) for rel in self._rows if rel not in present]
         try:
             with self._db:

@@ -40,11 +40,12 @@ from ..geometry import Grid
 from ..manifest import ImageRef, Kind, Manifest, ManifestRow, Status
 from ..report import RunReport
 from .convert import CONVERTER_VERSION, convert_masks, convert_stack, warm_up
-from .index import IndexResult, build_stacks
+from .index import IndexResult
 from .jobs import ConvertJob, MaskJob
 from .masks import MaskSettings
 from .model import ImageStack, SegmentationObject
 from .qualify import qc_flags, qualify
+from .stacks import build_stacks
 from .settings import IngestSettings
 
 log = logging.getLogger(__name__)

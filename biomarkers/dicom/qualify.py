@@ -19,7 +19,7 @@ import numpy as np
 
 from ..geometry import Grid
 from ..manifest import Status
-from .index import is_localizer
+from .stacks import is_localizer
 from .model import ImageStack
 
 

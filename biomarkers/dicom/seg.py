@@ -62,53 +62,43 @@ def _first(seq_parent, name):
 
 
 def read_seg(path: str | Path) -> SegObject:
-    """Read a DICOM SEG with ``highdicom.seg.segread`` (pixel data decoded later)."""
+    """Read a DICOM SEG with ``highdicom.seg.segread`` (pixel data decoded later).
+
+    Per-frame values come from the functional-group walk the index uses
+    (:func:`biomarkers.dicom.header.frame_values`): per-frame group, else the shared one.
+    """
     import highdicom as hd
 
+    from .header import FRAME_GEOMETRY, frame_values, functional_group
+
     seg = hd.seg.segread(str(path))
-    seg_type = str(seg.SegmentationType).upper()
     shared = _first(seg, "SharedFunctionalGroupsSequence")
-    iop = spacing = None
-    po = _first(shared, "PlaneOrientationSequence")
-    if po is not None and po.get("ImageOrientationPatient"):
-        iop = tuple(float(x) for x in po.ImageOrientationPatient)
-    pm = _first(shared, "PixelMeasuresSequence")
-    if pm is not None and pm.get("PixelSpacing"):
-        spacing = (float(pm.PixelSpacing[0]), float(pm.PixelSpacing[1]))
     segments = {int(s.SegmentNumber): str(s.get("SegmentLabel", f"segment_{int(s.SegmentNumber)}")) for s in seg.SegmentSequence}
-    shared_si = _first(shared, "SegmentIdentificationSequence")
-    shared_num = int(shared_si.ReferencedSegmentNumber) if shared_si is not None else None
-    if shared_num is None and len(segments) == 1:
-        shared_num = next(iter(segments))
+    single = next(iter(segments)) if len(segments) == 1 else 0
+    spec = {**FRAME_GEOMETRY, "segment": ("SegmentIdentificationSequence", "ReferencedSegmentNumber")}
+    per = frame_values(seg, spec)
+
+    def first(name: str, seq: str, attr: str):  # the shared value, else the first frame's
+        v = functional_group(None, shared, seq, attr)
+        return v if v is not None else next((f[name] for f in per if f[name] is not None), None)
+
+    iop = first("orientation", *FRAME_GEOMETRY["orientation"])
+    spacing = first("spacing", *FRAME_GEOMETRY["spacing"])
     frames: list[SegFrame] = []
-    for idx, fg in enumerate(seg.get("PerFrameFunctionalGroupsSequence", [])):
-        si = _first(fg, "SegmentIdentificationSequence")
-        num = int(si.ReferencedSegmentNumber) if si is not None else (shared_num or 0)
-        pp = _first(fg, "PlanePositionSequence")
-        pos = tuple(float(x) for x in pp.ImagePositionPatient) if pp is not None and pp.get("ImagePositionPatient") else None
-        if iop is None:
-            fpo = _first(fg, "PlaneOrientationSequence")
-            if fpo is not None and fpo.get("ImageOrientationPatient"):
-                iop = tuple(float(x) for x in fpo.ImageOrientationPatient)
-        if spacing is None:
-            fpm = _first(fg, "PixelMeasuresSequence")
-            if fpm is not None and fpm.get("PixelSpacing"):
-                spacing = (float(fpm.PixelSpacing[0]), float(fpm.PixelSpacing[1]))
-        sop = None
-        der = _first(fg, "DerivationImageSequence")
-        src = _first(der, "SourceImageSequence")
-        if src is not None and src.get("ReferencedSOPInstanceUID"):
-            sop = str(src.ReferencedSOPInstanceUID)
-        frames.append(SegFrame(num, pos, sop, idx))
+    for f in per:
+        src = _first(_first(f["item"], "DerivationImageSequence"), "SourceImageSequence")
+        sop = str(src.ReferencedSOPInstanceUID) if src is not None and src.get("ReferencedSOPInstanceUID") else None
+        pos = tuple(float(x) for x in f["position"]) if f["position"] else None
+        frames.append(SegFrame(int(f["segment"]) if f["segment"] is not None else single, pos, sop, f["frame"]))
     series = tuple(str(s.SeriesInstanceUID) for s in seg.get("ReferencedSeriesSequence", []) if s.get("SeriesInstanceUID"))
     return SegObject(
         path=Path(path),
-        seg_type=seg_type,
+        seg_type=str(seg.SegmentationType).upper(),
         max_fractional=int(seg.get("MaximumFractionalValue", 1) or 1),
         rows=int(seg.Rows),
         columns=int(seg.Columns),
-        orientation=iop,
-        pixel_spacing=spacing,
+        orientation=tuple(float(x) for x in iop) if iop else None,
+        pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
         frame_of_reference_uid=str(seg.get("FrameOfReferenceUID", "")),
         referenced_series_uids=series,
         segments=segments,

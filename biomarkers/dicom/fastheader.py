@@ -1,0 +1,172 @@
+"""A minimal DICOM header reader for the common case, ~10x faster than pydicom's element model.
+
+Part 10 file, little-endian implicit/explicit VR, single-frame image: it walks element
+headers and keeps only :data:`HEADER_TAGS`. Anything unusual returns None and pydicom
+reads the file (:func:`biomarkers.dicom.header.read_header`).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+_TAGS = {
+    0x00080016: ("SOPClassUID", "UI"), 0x00080018: ("SOPInstanceUID", "UI"), 0x00080060: ("Modality", "CS"),
+    0x00100020: ("PatientID", "LO"), 0x0020000D: ("StudyInstanceUID", "UI"), 0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200052: ("FrameOfReferenceUID", "UI"), 0x00280010: ("Rows", "US"), 0x00280011: ("Columns", "US"),
+    0x00280030: ("PixelSpacing", "DS"), 0x00200037: ("ImageOrientationPatient", "DS"),
+    0x00200032: ("ImagePositionPatient", "DS"), 0x00200013: ("InstanceNumber", "IS"),
+    0x00200012: ("AcquisitionNumber", "IS"), 0x00080008: ("ImageType", "CS"), 0x00280008: ("NumberOfFrames", "IS"),
+    0x00281053: ("RescaleSlope", "DS"), 0x00281052: ("RescaleIntercept", "DS"), 0x00280100: ("BitsAllocated", "US"),
+    0x00280101: ("BitsStored", "US"), 0x00280103: ("PixelRepresentation", "US"), 0x00280002: ("SamplesPerPixel", "US"),
+    0x00280004: ("PhotometricInterpretation", "CS"), 0x00180050: ("SliceThickness", "DS"), 0x00541001: ("Units", "CS"),
+    0x00080022: ("AcquisitionDate", "DA"), 0x00080032: ("AcquisitionTime", "TM"), 0x0008002A: ("AcquisitionDateTime", "DT"),
+    0x00181120: ("GantryDetectorTilt", "DS"), 0x00180086: ("EchoNumbers", "IS"),
+    0x52009230: ("PerFrameFunctionalGroupsSequence", "SQ"),
+}
+#: The header attributes the index reads (fast path or ``pydicom.dcmread(specific_tags=...)``).
+HEADER_TAGS = [name for name, vr in _TAGS.values() if vr != "SQ"]
+_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_HDR = struct.Struct("<HH")
+_PIXEL = 0x7FE00010
+_IMPLICIT = "1.2.840.10008.1.2"
+_EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+class _Meta(dict):
+    def get(self, key, default=None):  # noqa: D401 - dict-like like pydicom's FileMetaDataset
+        return super().get(key, default)
+
+
+class FastHeader:
+    """Header values of one file, pydicom-like access (``get`` / attributes), strings for text VRs."""
+
+    def __init__(self, values: dict, meta: dict, pixel: tuple[int, int] | None):
+        self._v = values
+        self.file_meta = _Meta(meta)
+        self.pixel = pixel  # (value offset, length) of PixelData, or None
+
+    def get(self, key, default=None):
+        return self._v.get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self._v
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["_v"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _elem(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
+    g, e = _HDR.unpack_from(buf, pos)
+    if explicit and g != 0xFFFE:
+        vr = buf[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            return (g << 16) | e, vr, _U32.unpack_from(buf, pos + 8)[0], pos + 12
+        return (g << 16) | e, vr, _U16.unpack_from(buf, pos + 6)[0], pos + 8
+    return (g << 16) | e, None, _U32.unpack_from(buf, pos + 4)[0], pos + 8
+
+
+def _skip_sequence(buf: bytes, pos: int, explicit: bool, depth: int = 0) -> int | None:
+    """Position after an undefined-length sequence starting at ``pos`` (its first item), or None."""
+    if depth > 8:
+        return None
+    n = len(buf)
+    while pos + 8 <= n:
+        g, e = _HDR.unpack_from(buf, pos)
+        length = _U32.unpack_from(buf, pos + 4)[0]
+        pos += 8
+        if g == 0xFFFE and e == 0xE0DD:
+            return pos
+        if g != 0xFFFE or e != 0xE000:
+            return None
+        if length != 0xFFFFFFFF:
+            pos += length
+            continue
+        while True:  # undefined-length item: elements until the item delimiter
+            if pos + 8 > n:
+                return None
+            g, e = _HDR.unpack_from(buf, pos)
+            if g == 0xFFFE and e == 0xE00D:
+                pos += 8
+                break
+            _, _, ln, vpos = _elem(buf, pos, explicit)
+            pos = _skip_sequence(buf, vpos, explicit, depth + 1) if ln == 0xFFFFFFFF else vpos + ln
+            if pos is None:
+                return None
+    return None
+
+
+def _decode(raw: bytes, vr: str):
+    if vr == "US":
+        return _U16.unpack_from(raw, 0)[0] if len(raw) >= 2 else None
+    if not raw.isascii():
+        raise ValueError("non-ASCII text")  # character sets: let pydicom decode
+    s = raw.decode("ascii").rstrip("\x00 ").strip()
+    if vr in ("DS", "IS", "CS") and "\\" in s:
+        return [x.strip() for x in s.split("\\")]
+    return s
+
+
+def fast_header(path: Path, size: int, chunk: int = 1 << 16) -> FastHeader | None:
+    """Parse the header of a simple Part 10 file (see above), or None to use pydicom."""
+    with open(path, "rb") as fh:
+        buf = fh.read(chunk)
+        if len(buf) < 132 or buf[128:132] != b"DICM":
+            return None
+        try:
+            res = _parse(buf, size)
+            if res is None and len(buf) < size:
+                buf += fh.read()
+                res = _parse(buf, size)
+        except (struct.error, ValueError, UnicodeDecodeError):
+            return None
+    return res
+
+
+def _parse(buf: bytes, size: int) -> FastHeader | None:
+    pos, n = 132, len(buf)
+    meta: dict = {}
+    while pos + 8 <= n:
+        tag, vr, length, vpos = _elem(buf, pos, True)
+        if tag >> 16 != 0x0002:
+            break
+        if tag == 0x00020010:
+            meta["TransferSyntaxUID"] = buf[vpos : vpos + length].decode("ascii").rstrip("\x00 ")
+        elif tag == 0x00020002:
+            meta["MediaStorageSOPClassUID"] = buf[vpos : vpos + length].decode("ascii").rstrip("\x00 ")
+        pos = vpos + length
+    ts = meta.get("TransferSyntaxUID")
+    if ts not in (_IMPLICIT, _EXPLICIT):
+        return None  # compressed / big endian / deflated: pydicom
+    explicit = ts == _EXPLICIT
+    values: dict = {}
+    while True:
+        if pos + 8 > n:
+            return None if n < size else FastHeader(values, meta, None)
+        if pos + 12 > n and n < size:
+            return None
+        tag, vr, length, vpos = _elem(buf, pos, explicit)
+        if tag == _PIXEL:
+            return FastHeader(values, meta, (vpos, length))
+        if tag > _PIXEL:
+            return FastHeader(values, meta, None)
+        if length == 0xFFFFFFFF:
+            if tag == 0x52009230:
+                return None  # enhanced multi-frame: pydicom
+            pos = _skip_sequence(buf, vpos, explicit)
+            if pos is None:
+                return None
+            continue
+        if vpos + length > n:
+            return None
+        spec = _TAGS.get(tag)
+        if spec is not None:
+            if spec[1] == "SQ":
+                return None
+            values[spec[0]] = _decode(buf[vpos : vpos + length], spec[1])
+        pos = vpos + length

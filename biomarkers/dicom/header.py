@@ -1,0 +1,356 @@
+"""Read one DICOM file's header into a :class:`HeaderResult` (pixel data never read).
+
+Only headers are parsed: the fast reader (:mod:`.fastheader`) for simple files, else
+pydicom with ``stop_before_pixels`` and a fixed tag list. Files that cannot be used (not
+DICOM, unreadable, truncated pixel data) give an ``unused`` result with a reason; RTSTRUCT
+and SEG files a :class:`~biomarkers.dicom.model.SegmentationObject`. Identifiers kept here
+are the original DICOM values, in memory only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from .fastheader import HEADER_TAGS, fast_header
+from .model import DicomFile, SegmentationObject
+from .sop import DICOMDIR_SOP, IMAGE_SOPS, RTSTRUCT_SOP, SEG_SOP, UNCOMPRESSED_LE, sop_name
+
+
+@dataclass
+class UnusedFile:
+    """An input file that was not used, with why (path relative to SRC).
+
+    ``reason`` never contains a path (paths may carry patient names); a duplicate
+    names the file it duplicates in ``duplicate_of``.
+    """
+
+    rel: str
+    reason: str
+    duplicate_of: str = ""
+
+
+
+class HeaderKind(StrEnum):
+    IMAGE = "image"  # a convertible image: one DicomFile per frame
+    SEG = "seg"  # an RTSTRUCT or SEG
+    OTHER = "other"  # a DICOM object that is not a convertible image
+    UNUSED = "unused"  # not used (reason in ``unused``)
+
+
+@dataclass
+class HeaderResult:
+    """What reading one file's header found: ``kind`` and its one payload."""
+
+    kind: HeaderKind
+    rel: str  # path relative to SRC
+    frames: list[DicomFile] = field(default_factory=list)  # image
+    segmentation: SegmentationObject | None = None  # seg
+    other: DicomFile | None = None  # other (why: ``other.reason``)
+    unused: UnusedFile | None = None  # unused
+    sop_instance_uid: str = ""  # duplicate detection
+
+    @classmethod
+    def not_used(cls, rel: str, reason: str, duplicate_of: str = "") -> "HeaderResult":
+        return cls(HeaderKind.UNUSED, rel, unused=UnusedFile(rel, reason, duplicate_of))
+
+
+def _f(v, default=None):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _i(v, default=None):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _expected_pixel_bytes(ds) -> int | None:
+    try:
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+        n *= int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (n * bits + 7) // 8
+
+
+def pixel_data_offset(path: Path, size: int, expected: int, explicit: bool) -> int | None:
+    """Offset of the pixel bytes of an uncompressed file whose PixelData is its last element.
+
+    Returns None when the layout is not the simple one (trailing elements, odd
+    padding...): callers then fall back to pydicom.
+    """
+    padded = expected + (expected % 2)
+    hdr_len = 12 if explicit else 8
+    start = size - padded - hdr_len
+    if start < 132:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        hdr = fh.read(hdr_len)
+    if hdr[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    length = int.from_bytes(hdr[-4:], "little")
+    if length != padded:
+        return None
+    return start + hdr_len
+
+
+#: Per-frame values of an enhanced multi-frame object: name -> (functional group sequence, attribute).
+FRAME_GEOMETRY = {
+    "position": ("PlanePositionSequence", "ImagePositionPatient"),
+    "orientation": ("PlaneOrientationSequence", "ImageOrientationPatient"),
+    "spacing": ("PixelMeasuresSequence", "PixelSpacing"),
+    "thickness": ("PixelMeasuresSequence", "SliceThickness"),
+    "slope": ("PixelValueTransformationSequence", "RescaleSlope"),
+    "intercept": ("PixelValueTransformationSequence", "RescaleIntercept"),
+}
+
+
+def functional_group(item, shared, seq: str, attr: str):
+    """``attr`` of the first item of ``seq`` in the per-frame group ``item``, else in ``shared`` (or None)."""
+    for src in (item, shared):
+        s = src.get(seq) if src is not None else None
+        if s and attr in s[0]:
+            return s[0].get(attr)
+    return None
+
+
+def frame_values(ds, spec: dict = FRAME_GEOMETRY) -> list[dict]:
+    """One dict per frame of a multi-frame object: ``frame`` (0-based), ``item`` (its per-frame
+    functional group) and each ``spec`` name (per-frame value, else the shared one, else None)."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else None
+    per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    return [{"frame": i, "item": it, **{k: functional_group(it, shared, *sa) for k, sa in spec.items()}}
+            for i, it in enumerate(per)]
+
+
+def read_header(path: Path, rel: str) -> HeaderResult:
+    """Read one file's header (never raises on a bad file: an ``unused`` result says why)."""
+    if path.name.upper() == "DICOMDIR":
+        return HeaderResult.not_used(rel, "DICOMDIR (ignored)")
+    try:
+        st = path.stat()
+        size = st.st_size
+    except OSError as err:
+        return HeaderResult.not_used(rel, f"unreadable: {err.strerror}")
+    if size == 0:
+        return HeaderResult.not_used(rel, "empty file")
+    forced = False
+    pixel = None
+    ds = fast_header(path, size)
+    if ds is not None and ds.get("SOPClassUID") in IMAGE_SOPS and _i(ds.get("NumberOfFrames"), 1) in (None, 1):
+        pixel = ds.pixel
+    else:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        try:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            except InvalidDicomError:
+                forced = True
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+        except Exception as err:  # noqa: BLE001 - any parse failure is a reason, not a crash
+            return HeaderResult.not_used(rel, f"unreadable DICOM header ({type(err).__name__})")
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_uid = str(ds.get("SOPInstanceUID", "") or "")
+    if not sop_class or not sop_uid:
+        if forced:
+            return HeaderResult.not_used(rel, "not a DICOM file")
+        return HeaderResult.not_used(rel, "truncated or incomplete DICOM header (no SOPClassUID/SOPInstanceUID)")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP or sop_class == DICOMDIR_SOP:
+        return HeaderResult.not_used(rel, "DICOMDIR (ignored)")
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    common = dict(
+        path=path,
+        rel=rel,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_uid,
+        modality=str(ds.get("Modality", "") or ""),
+        patient_id=str(ds.get("PatientID", "") or ""),
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        transfer_syntax_uid=ts,
+    )
+    intern_shared(common)
+    if sop_class in (RTSTRUCT_SOP, SEG_SOP):
+        return HeaderResult(HeaderKind.SEG, rel, segmentation=_segmentation(path, rel, common, sop_class), sop_instance_uid=sop_uid)
+    image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or ()))
+    nframes = _i(ds.get("NumberOfFrames"), 1) or 1
+    common.update(
+        size=size,
+        mtime_ns=st.st_mtime_ns,
+        bits_allocated=_i(ds.get("BitsAllocated")),
+        bits_stored=_i(ds.get("BitsStored")),
+        pixel_representation=_i(ds.get("PixelRepresentation"), 0),
+        samples_per_pixel=_i(ds.get("SamplesPerPixel"), 1),
+        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
+        slice_thickness=_f(ds.get("SliceThickness")),
+        units=str(ds.get("Units", "") or ""),
+        acquisition_date=str(ds.get("AcquisitionDate", "") or ""),
+        acquisition_time=str(ds.get("AcquisitionTime", "") or ""),
+        acquisition_datetime=str(ds.get("AcquisitionDateTime", "") or ""),
+        gantry_tilt=_f(ds.get("GantryDetectorTilt"), 0.0),
+        echo_number=_i(ds.get("EchoNumbers")),
+    )
+    if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
+        return HeaderResult.not_used(rel, "truncated or incomplete image header (no Rows/Columns)")
+    if sop_class not in IMAGE_SOPS or ds.get("Rows") is None:
+        other = DicomFile(**common, reason=f"unsupported object: {IMAGE_SOPS.get(sop_class) or sop_name(sop_class)}")
+        return HeaderResult(HeaderKind.OTHER, rel, other=other, sop_instance_uid=sop_uid)
+    # pixel data present and complete?
+    expected = _expected_pixel_bytes(ds)
+    if expected is None:
+        return HeaderResult.not_used(rel, "image without Rows/Columns/BitsAllocated")
+    if ts in UNCOMPRESSED_LE and pixel is not None:
+        vpos, length = pixel
+        if length < expected or vpos + expected > size:
+            have = min(length, size - vpos)
+            return HeaderResult.not_used(rel, f"truncated pixel data ({have} of {expected} bytes)")
+        pixel_offset = vpos
+    elif ts in UNCOMPRESSED_LE:
+        off = pixel_data_offset(path, size, expected, explicit=ts == "1.2.840.10008.1.2.1")
+        if off is None:
+            if size < expected:
+                return HeaderResult.not_used(rel, f"truncated file ({size} bytes, pixel data needs {expected})")
+            # unusual layout: check with a full read
+            import pydicom
+
+            try:
+                full = pydicom.dcmread(path, force=forced)
+                n = len(full.PixelData)
+            except Exception as err:  # noqa: BLE001
+                return HeaderResult.not_used(rel, f"truncated or unreadable pixel data ({type(err).__name__})")
+            if n < expected:
+                return HeaderResult.not_used(rel, f"truncated pixel data ({n} of {expected} bytes)")
+        pixel_offset = off
+    else:
+        pixel_offset = None
+    base = DicomFile(
+        **common,
+        rows=_i(ds.get("Rows")),
+        columns=_i(ds.get("Columns")),
+        pixel_spacing=tuple(float(x) for x in ds.PixelSpacing) if ds.get("PixelSpacing") else None,
+        image_orientation=tuple(float(x) for x in ds.ImageOrientationPatient) if ds.get("ImageOrientationPatient") else None,
+        image_position=tuple(float(x) for x in ds.ImagePositionPatient) if ds.get("ImagePositionPatient") else None,
+        instance_number=_i(ds.get("InstanceNumber")),
+        acquisition_number=_i(ds.get("AcquisitionNumber")),
+        image_type=image_type,
+        number_of_frames=nframes,
+        rescale_slope=_f(ds.get("RescaleSlope")),
+        rescale_intercept=_f(ds.get("RescaleIntercept")),
+        pixel_offset=pixel_offset,
+    )
+    if nframes <= 1 and ds.get("PerFrameFunctionalGroupsSequence") is None:
+        return HeaderResult(HeaderKind.IMAGE, rel, frames=[base], sop_instance_uid=sop_uid)
+    # multi-frame: needs the functional groups (a full header read of this one file)
+    import pydicom
+
+    try:
+        full = pydicom.dcmread(path, stop_before_pixels=True, force=forced)
+    except Exception as err:  # noqa: BLE001
+        return HeaderResult.not_used(rel, f"unreadable multi-frame header ({type(err).__name__})")
+    frames = frame_values(full)
+    if not frames or any(f["position"] is None for f in frames):
+        base.reason = "unsupported object: multi-frame image without per-frame positions"
+        return HeaderResult(HeaderKind.OTHER, rel, other=base, sop_instance_uid=sop_uid)
+    out = [
+        dataclasses.replace(
+            base,
+            frame=fr["frame"],
+            pixel_offset=None,
+            slice_thickness=_f(fr["thickness"]) if fr["thickness"] is not None else base.slice_thickness,
+            pixel_spacing=tuple(float(x) for x in fr["spacing"]) if fr["spacing"] else base.pixel_spacing,
+            image_orientation=tuple(float(x) for x in fr["orientation"]) if fr["orientation"] else base.image_orientation,
+            image_position=tuple(float(x) for x in fr["position"]),
+            instance_number=fr["frame"] + 1,
+            rescale_slope=_f(fr["slope"], base.rescale_slope),
+            rescale_intercept=_f(fr["intercept"], base.rescale_intercept),
+        )
+        for fr in frames
+    ]
+    return HeaderResult(HeaderKind.IMAGE, rel, frames=out, sop_instance_uid=sop_uid)
+
+
+#: Values that every file of a series (or study, or cohort) repeats: one string object each.
+SHARED_FIELDS = ("sop_class_uid", "modality", "patient_id", "study_uid", "series_uid", "frame_of_reference_uid",
+                 "transfer_syntax_uid")
+
+
+def intern_shared(values: dict) -> dict:
+    """Intern the :data:`SHARED_FIELDS` strings of ``values`` in place (memory of a large index)."""
+    for k in SHARED_FIELDS:
+        v = values.get(k)
+        if isinstance(v, str):
+            values[k] = sys.intern(v)
+    return values
+
+
+def _segmentation(path: Path, rel: str, common: dict, sop_class: str) -> SegmentationObject:
+    import pydicom
+
+    ds = pydicom.dcmread(
+        path,
+        stop_before_pixels=True,
+        specific_tags=["ReferencedFrameOfReferenceSequence", "ReferencedSeriesSequence", "FrameOfReferenceUID"],
+        force=True,
+    )
+    series: list[str] = []
+    sops: list[str] = []
+
+    def refs(items, instances: str) -> None:  # referenced series and their SOP instances
+        for se in items or []:
+            if se.get("SeriesInstanceUID"):
+                series.append(str(se.SeriesInstanceUID))
+            sops.extend(str(ri.ReferencedSOPInstanceUID) for ri in se.get(instances, []) or [] if ri.get("ReferencedSOPInstanceUID"))
+
+    for fr in ds.get("ReferencedFrameOfReferenceSequence", []) or []:  # RTSTRUCT
+        for st in fr.get("RTReferencedStudySequence", []) or []:
+            refs(st.get("RTReferencedSeriesSequence"), "ContourImageSequence")
+    refs(ds.get("ReferencedSeriesSequence"), "ReferencedInstanceSequence")  # SEG
+    for_uid = common["frame_of_reference_uid"]
+    if not for_uid:
+        refs = ds.get("ReferencedFrameOfReferenceSequence") or []
+        if refs and refs[0].get("FrameOfReferenceUID"):
+            for_uid = str(refs[0].FrameOfReferenceUID)
+    return SegmentationObject(
+        path=path,
+        rel=rel,
+        kind="RTSTRUCT" if sop_class == RTSTRUCT_SOP else "SEG",
+        patient_id=common["patient_id"],
+        study_uid=common["study_uid"],
+        series_uid=common["series_uid"],
+        frame_of_reference_uid=for_uid,
+        referenced_series_uids=tuple(dict.fromkeys(series)),
+        referenced_sop_uids=tuple(dict.fromkeys(sops)),
+    )
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """Silence pydicom's value-validation warnings/logs for the duration (restores the mode)."""
+    import warnings
+
+    from pydicom import config
+
+    mode = config.settings.reading_validation_mode
+    try:
+        config.settings.reading_validation_mode = config.IGNORE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode = mode
