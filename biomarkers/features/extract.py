@@ -74,12 +74,11 @@ class ExtractPlan:
     sources: dict = field(default_factory=dict)  # item key -> relative image/mask paths and manifest hashes
 
     def summary(self) -> str:
-        s = (
+        return (
             f"extract plan: {len(self.items)} items ({len(self.todo)} to extract, {len(self.cached)} cached), "
             f"{sum(p.status == 'skipped' for p in self.problems)} skipped, "
             f"{sum(p.status == 'failed' for p in self.problems)} failed, {len(self.stale)} stale item files ignored"
         )
-        return s
 
     def lines(self) -> list[str]:
         out = [self.summary()]
@@ -91,16 +90,8 @@ class ExtractPlan:
 
 
 def _s(v: Any) -> str:
-    if v is None:
-        return ""
-    try:
-        import math
-
-        if isinstance(v, float) and math.isnan(v):
-            return ""
-    except Exception:  # pragma: no cover
-        pass
-    return str(v)
+    """A manifest cell as text ('' for None and NaN)."""
+    return "" if v is None or (isinstance(v, float) and v != v) else str(v)
 
 
 def _cost(voxel_count: Any, mask: Path) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import GeometryError, InputError
 from ..io import atomic_path, sha256_json
+from .naming import KEY_COLUMNS, NAME_COLUMNS, long_schema
 
 #: Bump when the item files' content or the way values are computed changes.
 ITEM_FORMAT = "1"
@@ -33,21 +34,12 @@ def library_versions(with_ibsi: bool = False) -> dict[str, str]:
     otherwise that package is not imported.
     """
     import numpy
+    import pywt
     import radiomics
     import SimpleITK
 
-    v = {
-        "pyradiomics": str(radiomics.__version__),
-        "SimpleITK": str(SimpleITK.Version_VersionString()),
-        "numpy": str(numpy.__version__),
-        "item_format": ITEM_FORMAT,
-    }
-    try:
-        import pywt
-
-        v["PyWavelets"] = str(pywt.__version__)
-    except ImportError:  # pragma: no cover
-        pass
+    v = {"pyradiomics": str(radiomics.__version__), "SimpleITK": str(SimpleITK.Version_VersionString()),
+         "numpy": str(numpy.__version__), "item_format": ITEM_FORMAT, "PyWavelets": str(pywt.__version__)}
     if with_ibsi:
         from .ibsi import __version__ as ibsi_version  # the package's __init__ is light (families lazy)
 
@@ -123,8 +115,6 @@ def write_item(path: str | Path, rows: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .naming import long_schema
-
     schema = long_schema()
     table = pa.table({c: [r[c] for r in rows] for c in schema.names}, schema=schema)
     with atomic_path(path) as tmp:
@@ -196,9 +186,9 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
         rows = pyradiomics_rows(result, dict(pyr.get("setting") or {}))
     if ibsi_section is not None:
         info["ibsi"] = "computed"
-        have = {(r["image_type"], r["feature_class"], r["feature"]): i for i, r in enumerate(rows)}
+        have = {tuple(r[c] for c in NAME_COLUMNS): i for i, r in enumerate(rows)}
         for r in ibsi_rows(image, mask, params, prepared=prepared):
-            k = (r["image_type"], r["feature_class"], r["feature"])
+            k = tuple(r[c] for c in NAME_COLUMNS)
             if k in have:
                 rows[have[k]] = r
             else:
@@ -230,18 +220,8 @@ def extract_item(item: Item) -> dict:
     rows, info = compute_rows(image, mask, item.params, label)
     if not rows:
         raise InputError("no features computed (check featureClass / imageType in the parameter file)")
-    ident = {
-        "patient_id": item.patient_id,
-        "study_uid": item.study_uid,
-        "series_uid": item.series_uid,
-        "modality": item.modality,
-        "roi": item.roi,
-        "params_name": item.params_name,
-        "params_hash": item.params_hash,
-        "image_hash": item.image_hash,
-        "mask_hash": item.mask_hash,
-        "item_key": item.key,
-    }
+    ident = {c: getattr(item, c) for c in KEY_COLUMNS + ["params_name", "params_hash", "image_hash", "mask_hash"]}
+    ident["item_key"] = item.key
     write_item(item.out_path, [{**ident, **r} for r in rows])
     return {
         "n_features": len(rows),

@@ -63,11 +63,6 @@ class ParamSet:
     modality: str = DEFAULT
 
     @property
-    def pyradiomics_params(self) -> dict:
-        """The parameters pyradiomics sees (biomarkers' own sections stripped)."""
-        return strip_extra(self.params)
-
-    @property
     def ibsi(self) -> dict | None:
         section = self.params.get("ibsi")
         return dict(section) if isinstance(section, Mapping) else (None if section is None else {})
