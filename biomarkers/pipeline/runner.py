@@ -1,24 +1,12 @@
 """The end-to-end pipeline: the declared stages (:func:`~biomarkers.pipeline.stage.registry`) run in order.
 
-ingest (+ de-identification) -> extract -> clinical -> link -> experiments -> release, then
-tracking (the MLflow run linking their outputs). Each stage is skipped when the content
-of its inputs and its settings are unchanged since it last finished (see
-:mod:`biomarkers.pipeline.cache`); inside ingest and extraction, work items are cached
-individually, so a rerun after adding patients converts and extracts only the new ones.
-Every patient/series/ROI of every stage ends in ``OUT/run_report.json`` as done, skipped
-or failed with the reason (cases of a cached stage are repeated from its last report
-with ``cached: true``).
-
-Output layout (``OUT`` = ``config.out``; each stage module names its files)::
-
-    OUT/dataset/            ingest output (manifest, NIfTI images and masks, report.json)
-    OUT/features/           extraction output (items/, features_long/wide.parquet, report.json)
-    OUT/clinical/           clinical.parquet (pseudonymised) + report.json (validation)
-    OUT/analysis.parquet    clinical variables joined with the features
-    OUT/link_report.json
-    OUT/release/            partner release (when enabled)
-    OUT/run_report.json     every case of every stage; stage summaries; MLflow run id
-    OUT/.pipeline/          stage state and file-hash cache (delete to force a full rerun)
+Each stage is skipped when the content of its inputs and its settings are unchanged since it
+last finished (see :mod:`biomarkers.pipeline.cache`); inside ingest and extraction, work items
+are cached individually, so a rerun after adding patients converts and extracts only the new
+ones. Every patient/series/ROI of every stage ends in ``OUT/run_report.json`` as done, skipped
+or failed with the reason (cases of a cached stage are repeated from its last report with
+``cached: true``). ``OUT/.pipeline/`` holds the stage state and the file-hash cache (delete it
+to force a full rerun); each stage module names its own files (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -1,27 +1,23 @@
 """The stage declaration, the context stages run in, and the registry of stages.
 
-A stage is one module of :mod:`biomarkers.pipeline.stages` that exports ``STAGE``, a
-:class:`Stage`; its file names (relative to ``OUT``) are that module's constants. The
-runner (:mod:`biomarkers.pipeline.runner`) iterates over :func:`registry`, which imports
-every module of the ``stages`` package (when first asked, not at import time) and orders
-the stages by ``Stage.order``.
-
-Adding a stage (e.g. ``qc``) is one new module, ``biomarkers/pipeline/stages/qc.py``::
+A stage is one module of :mod:`biomarkers.pipeline.stages` exporting ``STAGE``, a :class:`Stage`,
+with its file names (relative to ``OUT``) as module constants. :func:`registry` imports every
+module of that package (when first asked) and orders the stages by ``order``. Adding a stage
+(e.g. ``qc``) is one new module ``stages/qc.py``, nothing else::
 
     from ..stage import Stage
-    from .ingest import MANIFEST               # an upstream stage's output
+    from .ingest import DATASET, MANIFEST
 
-    REPORT = "qc/report.json"                  # this stage's files, relative to OUT
+    REPORT = "qc/report.json"
 
-    def key(ctx):                              # everything the output depends on (content, not paths)
+    def key(ctx):  # what the output depends on (content hashes, settings), not paths or times
         return {"manifest": ctx.hash_out(MANIFEST), "settings": ctx.cfg.qc.model_dump(mode="json")}
 
-    def run(ctx):                              # -> (RunReport or None, details for the run report)
-        from biomarkers.qc import run_qc       # heavy imports inside run()
-        return run_qc(ctx.path("dataset"), ctx.path("qc")), {}
+    def run(ctx):  # -> (RunReport | None, details); heavy imports inside
+        from biomarkers.qc import run_qc
+        return run_qc(ctx.path(DATASET), ctx.path("qc"), executor=ctx.executor()), {}
 
-    STAGE = Stage("qc", order=15, upstream=("ingest",), key=key, run=run, outputs=(REPORT,),
-                  settings=QcSettings)         # optional: adds the config section ``qc:``
+    STAGE = Stage("qc", order=15, upstream=("ingest",), key=key, run=run, outputs=(REPORT,), settings=QcSettings)
 """
 
 from __future__ import annotations
@@ -40,23 +36,15 @@ from biomarkers.errors import BiomarkersError, ConfigError
 class Stage:
     """One declared step of ``biomarkers run``.
 
-    Attributes:
-        name: names the stage in the run report (``stage/<name>``), in ``OUT/.pipeline/state.json``
-            and in the MLflow tag ``biomarkers.stage.<name>``.
-        order: stages run by increasing ``order``; every upstream stage must have a smaller one.
-        upstream: stages whose outputs it reads: it is not run when one of them failed.
-        key: ``key(ctx) -> dict``, the parts of its cache key (JSON-able content hashes and settings);
-            raises :class:`StageFailed` when an input does not exist yet.
-        run: ``run(ctx) -> (RunReport | None, details)``; its cases are tagged with the stage's name.
-        outputs: files it writes, relative to ``OUT``; the stage reruns when one of them changed.
-        enabled: ``enabled(config) -> bool`` (default: always).
-        check: ``check(ctx)``, raises :class:`~biomarkers.errors.ConfigError` before anything runs.
-        plan: ``plan(ctx) -> str``, what a dry run says about a stage that would run.
-        preload: modules the executor's workers import when they start.
-        settings: a :class:`~biomarkers.config.Settings` model: adds the config section ``<name>:``
-            (default: the model's defaults), read as ``ctx.cfg.<name>``.
-        deferred: runs after every other stage, is never cached (the MLflow run linking their outputs).
-        warmup: ``warmup(ctx)``, called whenever another stage starts working (e.g. start a helper).
+    ``name`` names it in the run report (``stage/<name>``), ``OUT/.pipeline/`` and the MLflow tag
+    ``biomarkers.stage.<name>``. Stages run by increasing ``order`` (upstream stages first); a stage
+    is not run when an ``upstream`` stage failed, and is skipped when its cache key (``key(ctx)``:
+    JSON-able parts; :class:`StageFailed` when an input is missing) and its ``outputs`` (relative
+    to ``OUT``) are unchanged. ``run(ctx) -> (RunReport | None, details)``. Optional: ``enabled(cfg)``;
+    ``check(ctx)`` raises ConfigError before anything runs; ``plan(ctx)`` is what a dry run says;
+    ``preload``: modules the workers import as they start; ``settings``: a Settings model adding the
+    config section ``<name>:`` (``ctx.cfg.<name>``); ``deferred``: runs after all others, never
+    cached (the MLflow run); ``warmup(ctx)``: called whenever another stage starts working.
     """
 
     name: str

@@ -1,7 +1,5 @@
 """Stage ``clinical``: clinical exports validated against the schema and pseudonymised (:mod:`biomarkers.clinical`)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from biomarkers.errors import ConfigError

@@ -1,7 +1,5 @@
 """Stage ``experiments``: the modelling experiments on the analysis table (:func:`biomarkers.modeling.run_experiment`)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Any
@@ -53,18 +51,12 @@ def run(ctx):
 
 def experiment_summary(name: str, res: Any) -> dict:
     """A JSON-able summary of run_experiment's result (best pipeline, AUC and CI, run id)."""
-    out: dict[str, Any] = {"name": name}
-    for attr in ("parent_run_id", "run_id"):
-        v = getattr(res, attr, None) or (res.get(attr) if isinstance(res, dict) else None)
-        if v:
-            out["run_id"] = v
-            break
-    if hasattr(res, "table"):
-        lb = res.table()
-        cols = [c for c in ("pipeline", "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "brier", "run_id")
-                if c in lb.columns]
-        out["leaderboard"] = json.loads(lb[cols].sort_values("auc", ascending=False).to_json(orient="records"))
-        out["best"] = getattr(res, "best", None)
+    out: dict[str, Any] = {"name": name, **({"run_id": res.parent_run_id} if res.parent_run_id else {})}
+    lb = res.table()
+    cols = [c for c in ("pipeline", "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "brier", "run_id")
+            if c in lb.columns]
+    out["leaderboard"] = json.loads(lb[cols].sort_values("auc", ascending=False).to_json(orient="records"))
+    out["best"] = res.best
     return out
 
 

@@ -1,7 +1,5 @@
 """Stage ``extract``: radiomics of every image x ROI of the manifest (:func:`biomarkers.features.run_extract`)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

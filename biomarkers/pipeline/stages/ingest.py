@@ -1,7 +1,5 @@
 """Stage ``ingest``: DICOM -> de-identified NIfTI images and masks + manifest (:mod:`biomarkers.dicom.ingest`)."""
 
-from __future__ import annotations
-
 from biomarkers.errors import ConfigError
 from biomarkers.manifest import MANIFEST_FILE
 

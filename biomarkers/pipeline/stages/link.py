@@ -1,7 +1,5 @@
 """Stage ``link``: clinical variables joined with the features (:func:`biomarkers.clinical.link.link`)."""
 
-from __future__ import annotations
-
 from biomarkers.report import CaseStatus
 
 from ..stage import Stage

@@ -1,7 +1,5 @@
 """Stage ``release``: a partner release of the features and clinical tables (:func:`biomarkers.release.build_release`)."""
 
-from __future__ import annotations
-
 from biomarkers.errors import ConfigError
 
 from ..stage import Stage

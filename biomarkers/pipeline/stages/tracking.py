@@ -6,8 +6,6 @@ the last run's id instead. MLflow is imported by a helper process while the stag
 (:class:`biomarkers.tracking.agent.Tracker`).
 """
 
-from __future__ import annotations
-
 import time
 
 from biomarkers.io import write_json
