@@ -49,12 +49,8 @@ def mapping_rows() -> tuple[MappingRow, ...]:
     """The rows of the shipped mapping table (comment lines start with '#')."""
     text = resources.files("biomarkers.features").joinpath("data", MAPPING_FILE).read_text(encoding="utf-8")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    rows = []
-    for r in csv.DictReader(lines):
-        rows.append(
-            MappingRow(r["feature_class"], r["feature"], r["ibsi_tag"], r["relation"], r["primary"] == "1", r["note"] or "")
-        )
-    return tuple(rows)
+    return tuple(MappingRow(r["feature_class"], r["feature"], r["ibsi_tag"], r["relation"], r["primary"] == "1",
+                            r["note"] or "") for r in csv.DictReader(lines))
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,19 +1,12 @@
 """Feature naming and the layout of the feature tables: the one owner of both.
 
-A feature is identified by ``(image_type, feature_class, feature)``, named as pyradiomics
-names its results: ``<image_type>_<feature_class>_<feature>`` (``original_glcm_Contrast``,
-``wavelet-LLH_firstorder_Mean``). The IBSI module's features use the classes ``ibsi<family>``
-(``original_ibsicm_joint_max_3D_avg``). In the analysis table's ``patient`` layout a column
-carries its modality as a prefix: ``<MODALITY>_<image_type>_<feature_class>_<feature>``
-(``CT_original_firstorder_Mean``; a modality may itself contain ``_``, e.g. ``MR_T1``).
-
-Tables of a FEATURES folder (written by :mod:`biomarkers.features.tables`):
-
-* :data:`LONG_TABLE` -- one row per feature: :data:`LONG_COLUMNS` + :data:`PROVENANCE_COLUMNS`;
-* :data:`WIDE_TABLE` -- one row per :data:`KEY_COLUMNS` value, one column per feature (values).
-
-Adding a key column (e.g. an IBSI 2 ``filter``) is one entry in :data:`KEY_COLUMNS`.
-Nothing here imports pandas or pyarrow at import time (worker processes use this module).
+A feature is ``(image_type, feature_class, feature)``, named as pyradiomics names its results:
+``<image_type>_<feature_class>_<feature>`` (``wavelet-LLH_glcm_Contrast``; the IBSI module's classes
+are ``ibsi<family>``). The analysis table's ``patient`` layout prefixes the modality
+(``CT_original_firstorder_Mean``; a modality may contain ``_``, e.g. ``MR_T1``).
+FEATURES holds :data:`LONG_TABLE` (one row per feature: :data:`LONG_COLUMNS` + :data:`PROVENANCE_COLUMNS`)
+and :data:`WIDE_TABLE` (one row per :data:`KEY_COLUMNS` value, one column per feature). Adding a key
+column (e.g. an IBSI 2 ``filter``) is one entry in :data:`KEY_COLUMNS`. No pandas/pyarrow at import.
 """
 
 from __future__ import annotations

@@ -18,13 +18,8 @@ from ..errors import ConfigError, InputError
 from ..features.naming import FeatureName
 from .spec import CohortFilter, ExperimentSpec, FeatureSubset
 
-def parse_feature(column: str) -> FeatureName | None:
-    """Split a radiomics column name (``[<MODALITY>_]<image_type>_<feature_class>_<feature>``); None if not one.
-
-    >>> parse_feature("MR_T1_wavelet-LLH_glcm_Contrast").modality
-    'MR_T1'
-    """
-    return FeatureName.parse(column)
+#: Split a radiomics column name (``[<MODALITY>_]<image_type>_<feature_class>_<feature>``); None if not one.
+parse_feature = FeatureName.parse
 
 
 def _match(value: str | None, patterns: list[str] | None) -> bool:

@@ -30,13 +30,6 @@ from sklearn.feature_selection import f_classif
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
-def _as_frame(X) -> pd.DataFrame:
-    if isinstance(X, pd.DataFrame):
-        return X
-    X = np.asarray(X)
-    return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
-
-
 def _like(X, out: pd.DataFrame):
     """``out`` in the container of the input ``X``: a DataFrame for a DataFrame, else an array."""
     return out if isinstance(X, pd.DataFrame) else out.to_numpy()
@@ -54,9 +47,9 @@ class _Validated(TransformerMixin, BaseEstimator):
         return tags
 
     def _frame(self, X, reset: bool) -> pd.DataFrame:
-        validate_data(self, X, reset=reset, dtype=None if self._any_dtype else "numeric",
-                      ensure_all_finite="allow-nan" if self._allow_nan else True)
-        return _as_frame(X)
+        A = validate_data(self, X, reset=reset, dtype=None if self._any_dtype else "numeric",
+                          ensure_all_finite="allow-nan" if self._allow_nan else True)
+        return X if isinstance(X, pd.DataFrame) else pd.DataFrame(A, columns=[f"x{i}" for i in range(A.shape[1])])
 
 
 class _KeptColumns(_Validated):
