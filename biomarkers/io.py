@@ -94,14 +94,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def sha256_files(paths) -> str:
-    """One SHA-256 over several files (order-sensitive; names are not hashed)."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
-
-
 def sha256_json(obj: Any) -> str:
     """SHA-256 of a canonical JSON rendering (sorted keys)."""
     return hashlib.sha256(

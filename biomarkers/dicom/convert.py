@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import gzip
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from ..geometry import Grid, nifti_image
 from ..io import atomic_path, sha256_array, write_json
-from ..manifest import ManifestRow, Status
-from .jobs import ConvertJob, MaskJob
-from .sop import UNCOMPRESSED_LE
-from .model import DicomFile, ImageStack
+from ..manifest import ImageRef, ManifestRow, Status
+from .model import DicomFile, ImageStack, SegmentationObject
 from .qualify import QcFlag, qc_flags, slice_layout
+from .sop import UNCOMPRESSED_LE
 
 SIDECAR_SCHEMA = "biomarkers.ingest.sidecar/1"
 #: Bumped when conversion output changes (part of every input hash).
@@ -205,6 +206,58 @@ def units_of(modality: str, dicom_units: str, suv: bool) -> str:
 
 
 # ----------------------------------------------------------------- work item
+# Work items (picklable records sent to executor workers; no secret). Both build their
+# manifest rows through biomarkers.manifest.ManifestRow.
+@dataclass
+class ConvertJob:
+    """One image stack to convert.
+
+    ``settings``: the conversion settings (``IngestSettings.conversion_dict()`` + ``compresslevel``);
+    ``deid``: ``DeidSettings`` as a dict (the sidecar metadata policy).
+    """
+
+    stack: ImageStack
+    ref: ImageRef
+    out: str
+    settings: dict
+    deidentified: bool = True
+    input_hash: str = ""
+    deid: dict = field(default_factory=dict)
+
+    def row(self, status: str, reason: str = "", grid=None, flags: Iterable[str] = (), content_hash: str = "") -> ManifestRow:
+        return ManifestRow.image(self.ref, status, reason, n_files=len({f.path for f in self.stack.files}), grid=grid,
+                                 flags=flags, input_hash=self.input_hash, content_hash=content_hash)
+
+
+@dataclass
+class MaskJob:
+    """Masks of one segmentation ``object`` (RTSTRUCT/SEG) or of ``nifti_paths`` beside ``stacks[0]``.
+
+    ``images``: stack key -> :class:`ImageRef` of each candidate stack; ``patient_id``/``study_uid``/
+    ``series_uid``: pseudonymised ids of the mask rows (the segmentation's series, or the image's for NIfTI).
+    """
+
+    stacks: list[ImageStack]
+    images: dict[str, ImageRef]
+    settings: object  # MaskSettings
+    out: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    input_hash: str
+    compresslevel: int = 1
+    object: SegmentationObject | None = None
+    nifti_paths: list[str] = field(default_factory=list)
+
+    def row(self, image: ImageRef | None, roi: str, status: str, reason: str = "", **kw) -> ManifestRow:
+        return ManifestRow.mask(self.patient_id, self.study_uid, self.series_uid, image, roi, status, reason,
+                                input_hash=self.input_hash, **kw)
+
+    def failed_row(self, reason: str) -> ManifestRow:
+        """The row of a job whose worker failed."""
+        return self.row(None, "", Status.FAILED, reason)
+
+
 def convert_stack(job: ConvertJob) -> ManifestRow:
     """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""
     from .header import quiet_pydicom

@@ -39,9 +39,8 @@ from ..io import sha256_json
 from ..geometry import Grid
 from ..manifest import ImageRef, Kind, Manifest, ManifestRow, Status
 from ..report import RunReport
-from .convert import CONVERTER_VERSION, convert_masks, convert_stack, warm_up
+from .convert import CONVERTER_VERSION, ConvertJob, MaskJob, convert_masks, convert_stack, warm_up
 from .index import IndexResult
-from .jobs import ConvertJob, MaskJob
 from .masks import MaskSettings
 from .model import ImageStack, SegmentationObject
 from .qualify import qc_flags, qualify
@@ -413,12 +412,7 @@ class Ingest:
         segs: list[SegmentationObject] = sorted(plan.index.segmentations, key=lambda o: o.rel)
         for n, obj in enumerate(segs):
             cands = by_patient.get(obj.patient_id, [])
-            try:
-                stat = obj.path.stat()
-                fid = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                fid = None
-            h = sha256_json({"seg": [obj.series_uid, obj.rel.rsplit("/", 1)[-1], fid],
+            h = sha256_json({"seg": [obj.series_uid, obj.rel.rsplit("/", 1)[-1], _stat(obj.path)],
                              "images": sorted(plan.job_of[st.key].input_hash for st in cands),
                              "masks": masks_cfg, "deid": deid.enabled, "version": CONVERTER_VERSION})
             ids = (deid.patient_id(obj.patient_id) if obj.patient_id else "UNKNOWN", deid.uid(obj.study_uid), deid.uid(obj.series_uid))
@@ -431,13 +425,7 @@ class Ingest:
                 if not paths:
                     continue
                 job = plan.job_of[st.key]
-                stats = []
-                for p in paths:
-                    try:
-                        stt = p.stat()
-                        stats.append((p.name, stt.st_size, stt.st_mtime_ns))
-                    except OSError:
-                        stats.append((p.name, None, None))
+                stats = [(p.name, *(_stat(p) or (None, None))) for p in paths]
                 h = sha256_json({"nifti": stats, "image": job.input_hash, "masks": masks_cfg, "version": CONVERTER_VERSION})
                 ids = (job.ref.patient_id, job.ref.study_uid, job.ref.series_uid)
                 queue(f"nifti-{st.key}", [st], ids, h, nifti_paths=[str(p) for p in paths])
@@ -478,15 +466,19 @@ class Ingest:
                 for pid, ref in sorted(patients.items()) for roi in wanted if normalise_name(roi) not in have[pid]]
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file (part of input hashes), None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _remove_stale_temporaries(out: Path) -> None:
     """Delete temporary files a killed run left behind (``biomarkers.io.atomic_path`` names)."""
-    for sub in ("images", "masks"):
-        d = out / sub
-        if d.is_dir():
-            for p in d.rglob(".*.tmp*"):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-    for p in out.glob(".*.tmp*"):
+    subs = [out / sub for sub in ("images", "masks") if (out / sub).is_dir()]
+    for p in [*out.glob(".*.tmp*"), *(p for d in subs for p in d.rglob(".*.tmp*"))]:
         if p.is_file():
             p.unlink(missing_ok=True)
 
