@@ -36,13 +36,15 @@ def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
     """
     import numpy as np
 
-    from .compute import margin
+    from .compute import _fourier, margin
 
     idx = np.nonzero(roi)
     if not idx[0].size:
         from biomarkers.errors import InputError
 
         raise InputError("ROI mask is empty: no region to filter")
+    if _fourier(spec) and spec.boundary == "periodic":
+        return [(0, n) for n in roi.shape]  # the FFT of the whole image defines the response
     m = margin(spec, spacing, roi.shape)
     box = []
     for ax, (i, n) in enumerate(zip(idx, roi.shape)):

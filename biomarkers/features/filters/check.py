@@ -147,3 +147,97 @@ def phase1_table(results: list[MapResult]) -> pd.DataFrame:
                           "max_abs_diff": r.max_abs_diff, "ref_range": r.ref_range,
                           "error_pct": r.error_pct, "status": "pass" if r.passed else "deviating"}
                          for r in results])
+
+
+# -- phase 2 --------------------------------------------------------------------------------
+
+#: phase 2 filter sets: set -> (filter, settings of configuration A (2D), changes for B (3D)).
+#: Boundary mirror; the Simoncelli sets are applied by FFT to the whole image (periodic): the
+#: consensus values of sets 8 and 9 were computed that way (a mirror extension moves 8.A's
+#: quartile coefficient of dispersion out of its tolerance).
+PHASE2_FILTERS: dict[int, tuple[str, dict, dict]] = {
+    1: ("none", {}, {}),
+    2: ("mean", dict(support=5), {}),
+    3: ("log", dict(sigma_mm=1.5, truncation=4.0), {}),
+    4: ("laws", dict(kernel="L5E5", energy=True, delta=7, rotation_invariant=True, pooling="max"),
+        dict(kernel="L5E5E5")),
+    5: ("gabor", dict(sigma_mm=5.0, lambda_mm=2.0, gamma=1.5, rotation_invariant=True, theta_step_deg=22.5,
+                      pooling="mean"), {}),
+    6: ("wavelet", dict(wavelet="db3", subband="LH", level=1, rotation_invariant=True, pooling="mean"),
+        dict(subband="LLH")),
+    7: ("wavelet", dict(wavelet="db3", subband="HH", level=2, rotation_invariant=True, pooling="mean"),
+        dict(subband="HHH")),
+    8: ("simoncelli", dict(level=1, boundary="periodic"), {}),
+    9: ("simoncelli", dict(level=2, boundary="periodic"), {}),
+}
+#: phase 2 image processing (IBSI 2 manual, phase 2 table): A 2D without interpolation; B 3D,
+#: 1 mm isotropic cubic-spline resampling, rounded intensities; both resegmented to [-1000, 400] HU
+PHASE2_CONFIGS: dict[str, dict] = {
+    "A": dict(reseg_range=[-1000, 400]),
+    "B": dict(spacing=[1.0, 1.0, 1.0], interpolation="cubic", round_intensities=True, reseg_range=[-1000, 400]),
+}
+
+
+def phase2_entry(filter_set: int, config: str) -> dict:
+    """The ``ibsi: filters:`` entry (dict) of phase 2 filter set ``filter_set`` in configuration ``config``."""
+    filt, s2d, s3d = PHASE2_FILTERS[filter_set]
+    settings = {"boundary": "mirror", **s2d, **(s3d if config == "B" else {}),
+                "dimensions": "2D" if config == "A" else "3D"}
+    if filt == "none":
+        settings = {"dimensions": settings["dimensions"]}
+    return {"id": f"{filter_set}.{config}", "filter": filt, "settings": settings}
+
+
+def load_phase2_reference(shared: str | Path | None = None) -> pd.DataFrame:
+    f = shared_dir(shared) / "ibsi2" / "reference_feature_values" / "reference_values.csv"
+    if not f.is_file():
+        raise InputError(f"{f}: IBSI 2 phase 2 reference values not found (set BIOMARKERS_SHARED_DATA)")
+    df = pd.read_csv(f, sep=";")
+    return df.rename(columns={"filter_id": "id", "feature_tag": "tag", "consensus_value": "reference"})
+
+
+def ct_phantom(shared: str | Path | None = None):
+    """(image, ROI, spacing) of the IBSI 1 CT phantom (NIfTI; ROI GTV-1), arrays (z, y, x)."""
+    base = shared_dir(shared) / "ibsi1_ct_phantom" / "nifti"
+    img, sp = _read(base / "image" / "phantom.nii.gz")
+    roi, _ = _read(base / "mask" / "mask.nii.gz")
+    return img, roi > 0, sp
+
+
+def compare_values(values: dict[str, dict[str, float]], reference: pd.DataFrame) -> pd.DataFrame:
+    """Per reference row: value and status (pass / deviating / not implemented / no reference)."""
+    out = []
+    for r in reference.itertuples(index=False):
+        v = values.get(r.id, {}).get(r.tag)
+        if pd.isna(r.reference):
+            st = "no reference"
+        elif v is None or not np.isfinite(v):
+            st = "not implemented"
+        else:
+            st = "pass" if abs(v - r.reference) <= r.tolerance + 1e-9 * max(1.0, abs(r.reference)) else "deviating"
+        out.append({"id": r.id, "feature": r.feature, "tag": r.tag, "value": np.nan if v is None else v,
+                    "reference": r.reference, "tolerance": r.tolerance, "status": st})
+    return pd.DataFrame(out)
+
+
+def run_phase2(configs: tuple[str, ...] = ("A", "B"), filter_sets: tuple[int, ...] | None = None,
+               shared: str | Path | None = None) -> pd.DataFrame:
+    """Phase 2 through :func:`~.features.filter_values` (the extraction's path) vs the consensus values."""
+    from biomarkers.config import validate
+    from biomarkers.features.ibsi.processing import IbsiSettings
+
+    from .features import filter_values
+    from .settings import filter_entries
+
+    img, roi, sp = ct_phantom(shared)
+    ref = load_phase2_reference(shared)
+    sets = tuple(filter_sets or PHASE2_FILTERS)
+    values: dict[str, dict[str, float]] = {}
+    for cfg in configs:
+        if cfg not in PHASE2_CONFIGS:
+            raise InputError(f"unknown IBSI 2 phase 2 configuration {cfg!r}; known: A, B")
+        settings = validate(IbsiSettings, {**PHASE2_CONFIGS[cfg], "families": ["stat"]}, source=f"phase 2 {cfg}")
+        entries = filter_entries([phase2_entry(k, cfg) for k in sets], source=f"phase 2 {cfg}")
+        values.update(filter_values(img, roi, sp, settings, entries))
+    ids = {f"{k}.{c}" for k in sets for c in configs}
+    return compare_values(values, ref[ref["id"].isin(ids)].reset_index(drop=True))

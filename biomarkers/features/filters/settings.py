@@ -185,12 +185,41 @@ _MODELS = {m.model_fields["filter"].default: m for m in
            (NoFilter, MeanFilter, LoGFilter, LawsFilter, GaborFilter, WaveletFilter, SimoncelliFilter)}
 
 
-class FilterEntry(Settings):
-    """One entry of ``ibsi: filters:``: ``id`` (the value of the ``filter`` key column), ``filter``, ``settings``."""
+#: IBSI 1 families defined on a response map (morphology, local intensity, IVH and diagnostics
+#: describe the ROI or need calibrated intensities: refused for filters)
+RESPONSE_FAMILIES = ("stat", "ih", "cm", "rlm", "szm", "dzm", "ngt", "ngl")
 
-    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+class Discretisation(Settings):
+    """Grey levels of a response map for the texture / histogram families (IBSI 1 fbn or fbs)."""
+
+    method: Literal["fbn", "fbs"] = "fbn"
+    bin_count: int | None = Field(32, gt=0)
+    bin_width: float | None = Field(None, gt=0, description="in response-map units")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.method == "fbs" and self.bin_width is None:
+            raise ValueError("method fbs needs bin_width")
+        if self.method == "fbn" and self.bin_count is None:
+            raise ValueError("method fbn needs bin_count")
+        return self
+
+
+class FilterEntry(Settings):
+    """One entry of ``ibsi: filters:``.
+
+    ``id`` names the response map: the value of the ``filter`` key column and the rows'
+    ``image_type`` (so no ``_``, and not ``original``); ``filter`` and ``settings`` (the filter's
+    model, e.g. :class:`LoGFilter`); ``families``: IBSI 1 families of the response map inside the
+    ROI (default the intensity statistics); ``discretisation`` for the other families.
+    """
+
+    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9.\-]+$")
     filter: Literal["none", "mean", "log", "laws", "gabor", "wavelet", "simoncelli"]
     settings: dict[str, Any] = Field(default_factory=dict)
+    families: tuple[str, ...] = ("stat",)
+    discretisation: Discretisation = Discretisation()
 
     @property
     def spec(self):
@@ -199,6 +228,11 @@ class FilterEntry(Settings):
 
     @model_validator(mode="after")
     def _settings(self):
+        if self.id == "original":
+            raise ValueError("id 'original' is the unfiltered image of pyradiomics and IBSI 1; choose another")
+        bad = [f for f in self.families if f not in RESPONSE_FAMILIES]
+        if bad:
+            raise ValueError(f"families {bad} are not defined on a response map; use {list(RESPONSE_FAMILIES)}")
         self.spec  # raises a ValidationError naming the bad key
         return self
 
