@@ -137,7 +137,11 @@ class DimsePACS:
         self.cfg = cfg
 
     def _assoc(self, contexts, roles=(), handlers=()):
-        from .scp import build_ae
+        from pynetdicom import evt
+
+        from .scp import build_ae, no_delay
+
+        handlers = [*handlers, (evt.EVT_CONN_OPEN, no_delay)]
 
         ae = build_ae(self.cfg.scp.ae_title, max_pdu=self.cfg.scp.max_pdu, network_timeout=self.src.timeout_s,
                       scp=False)

@@ -83,8 +83,6 @@ def check_instance(encoded: bytes, sop_class: str, sop_uid: str, sop_classes: di
             warnings.simplefilter("ignore")  # pydicom's value warnings (e.g. an over-long SH) are not errors here
             ds = dcmread(io.BytesIO(encoded))
             _check_lengths(ds)
-            for _ in ds.iterall():  # parse every element, nested sequences included
-                pass
     except Malformed:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error,
@@ -103,16 +101,31 @@ def check_instance(encoded: bytes, sop_class: str, sop_uid: str, sop_classes: di
 
 
 def _check_lengths(ds) -> None:
-    """pydicom reads a truncated element as a short value without an error: compare every top-level
-    element's declared length with the bytes it got."""
+    """Structural check of a parsed dataset, without converting the values (fast).
+
+    pydicom reads a truncated element as a short value without an error: every element's
+    declared length is compared with the bytes it got; sequences are parsed (their items'
+    elements stay raw) and checked recursively.
+    """
+    from pydicom.datadict import dictionary_VR
     from pydicom.dataelem import RawDataElement
 
     for tag in list(ds.keys()):
-        raw = ds._dict.get(tag)  # still the raw element: its declared length and value are as read
-        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value is not None \
-                and len(raw.value) != raw.length:
+        raw = ds._dict.get(tag)
+        if not isinstance(raw, RawDataElement):
+            continue
+        if raw.length != 0xFFFFFFFF and raw.value is not None and len(raw.value) != raw.length:
             raise Malformed(STATUS_MALFORMED, f"malformed dataset: truncated element ({tag}: "
                             f"{len(raw.value)} of {raw.length} bytes)")
+        vr = raw.VR
+        if vr is None:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                vr = "UN"
+        if vr == "SQ":
+            for item in ds[tag].value or ():
+                _check_lengths(item)
 
 
 def _image_sops() -> set[str]:
@@ -169,7 +182,7 @@ class StoreService:
         from pynetdicom import evt
 
         h = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_CONN_CLOSE, self.on_close),
-             (evt.EVT_ACCEPTED, self.on_accepted)]
+             (evt.EVT_ACCEPTED, self.on_accepted), (evt.EVT_CONN_OPEN, no_delay)]
         if self.peers is not None:
             h.append((evt.EVT_REQUESTED, self.on_requested))
         return h
@@ -263,6 +276,19 @@ class StoreService:
             st.bytes += res.nbytes
             self.on_event("stored", study=res.study_ref, nbytes=res.nbytes)
         return STATUS_SUCCESS
+
+
+def no_delay(event) -> None:
+    """Disable Nagle's algorithm on the association's socket: the C-STORE response goes out at once
+    instead of waiting for a delayed ACK (about 40 ms per instance otherwise)."""
+    import socket
+
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 def ssl_context(tls):
