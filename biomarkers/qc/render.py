@@ -247,7 +247,9 @@ def render_item(payload: dict) -> dict:
     vol, spacing, _ = display.to_lps(arr, aff)
     win = display.window(vol, payload["modality"], s.get("ct_window", "soft_tissue"), s.get("pet_max"),
                          s.get("mr_percentiles", (1.0, 99.0)))
-    base = {"window": win.label, "spacing_lps_mm": list(spacing), "notes": notes}
+    import os
+
+    base = {"window": win.label, "spacing_lps_mm": list(spacing), "notes": notes, "pid": os.getpid()}
     results: dict[str, dict] = {}
 
     def write(key: str, info: dict, files: dict[str, bytes]) -> None:
