@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..features.naming import FeatureName
+
 _CLASSES = {
     "shape": ["MeshVolume", "SurfaceArea", "Sphericity", "Elongation", "Flatness", "MajorAxisLength"],
     "firstorder": ["Mean", "Median", "Energy", "Entropy", "Kurtosis", "Skewness", "Variance", "Range",
@@ -27,13 +29,8 @@ _IMAGE_TYPES = ["original", "wavelet-LLH", "wavelet-HLL", "log-sigma-2-0-mm-3D",
 
 def feature_names(n: int, modality: str = "CT") -> list[str]:
     """``n`` distinct radiomics-style column names (shape only for ``original``)."""
-    names = []
-    for it in _IMAGE_TYPES:
-        for cls, feats in _CLASSES.items():
-            if cls == "shape" and it != "original":
-                continue
-            for f in feats:
-                names.append(f"{modality}_{it}_{cls}_{f}")
+    names = [FeatureName(it, cls, f, modality).format() for it in _IMAGE_TYPES for cls, feats in _CLASSES.items()
+             if cls != "shape" or it == "original" for f in feats]
     if n > len(names):
         raise ValueError(f"at most {len(names)} synthetic feature names")
     return names[:n]
