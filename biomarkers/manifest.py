@@ -207,13 +207,11 @@ class Manifest:
         """Read ``DATASET/manifest.parquet``; with ``missing_ok`` a missing or damaged file is an empty manifest."""
         import pyarrow.parquet as pq
 
-        p = Path(dataset) / MANIFEST_FILE
         try:
-            return cls.from_arrow(pq.read_table(p))
-        except Exception:  # noqa: BLE001 - reported below, or (missing_ok) just means recomputing
+            return cls.from_arrow(pq.read_table(_require(dataset)))
+        except Exception:  # noqa: BLE001 - (missing_ok) a damaged manifest only means recomputing
             if missing_ok:
                 return cls()
-            _require(dataset)
             raise
 
     def image_of(self, mask) -> ManifestRow | None:
@@ -237,16 +235,17 @@ class Manifest:
         return rows
 
 
-def _require(dataset: str | Path) -> None:
+def _require(dataset: str | Path) -> Path:
+    """``DATASET/manifest.parquet``; InputError when it does not exist."""
     if not (Path(dataset) / MANIFEST_FILE).is_file():
         from .errors import InputError
 
         raise InputError(f"{dataset}: not an ingest output (no manifest.parquet); run 'biomarkers ingest' first")
+    return Path(dataset) / MANIFEST_FILE
 
 
 def read_manifest(dataset: str | Path) -> "pd.DataFrame":  # noqa: F821
     """Read ``DATASET/manifest.parquet`` (a ``biomarkers ingest`` output folder) as a DataFrame."""
     import pandas as pd  # lazy: importing COLUMNS must stay cheap (ingest workers)
 
-    _require(dataset)
-    return pd.read_parquet(Path(dataset) / MANIFEST_FILE)
+    return pd.read_parquet(_require(dataset))

@@ -9,7 +9,6 @@ in the run report) identifiers pass through unchanged.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal

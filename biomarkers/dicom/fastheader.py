@@ -35,17 +35,12 @@ _IMPLICIT = "1.2.840.10008.1.2"
 _EXPLICIT = "1.2.840.10008.1.2.1"
 
 
-class _Meta(dict):
-    def get(self, key, default=None):  # noqa: D401 - dict-like like pydicom's FileMetaDataset
-        return super().get(key, default)
-
-
 class FastHeader:
     """Header values of one file, pydicom-like access (``get`` / attributes), strings for text VRs."""
 
     def __init__(self, values: dict, meta: dict, pixel: tuple[int, int] | None):
         self._v = values
-        self.file_meta = _Meta(meta)
+        self.file_meta = dict(meta)  # dict-like, as pydicom's FileMetaDataset
         self.pixel = pixel  # (value offset, length) of PixelData, or None
 
     def get(self, key, default=None):

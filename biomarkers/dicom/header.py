@@ -59,7 +59,8 @@ class HeaderResult:
         return cls(HeaderKind.UNUSED, rel, unused=UnusedFile(rel, reason, duplicate_of))
 
 
-def _f(v, default=None):
+def to_float(v, default=None) -> float | None:
+    """``float(v)``, else ``default`` (missing or not a number)."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -198,12 +199,12 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         pixel_representation=_i(ds.get("PixelRepresentation"), 0),
         samples_per_pixel=_i(ds.get("SamplesPerPixel"), 1),
         photometric=str(ds.get("PhotometricInterpretation", "") or ""),
-        slice_thickness=_f(ds.get("SliceThickness")),
+        slice_thickness=to_float(ds.get("SliceThickness")),
         units=str(ds.get("Units", "") or ""),
         acquisition_date=str(ds.get("AcquisitionDate", "") or ""),
         acquisition_time=str(ds.get("AcquisitionTime", "") or ""),
         acquisition_datetime=str(ds.get("AcquisitionDateTime", "") or ""),
-        gantry_tilt=_f(ds.get("GantryDetectorTilt"), 0.0),
+        gantry_tilt=to_float(ds.get("GantryDetectorTilt"), 0.0),
         echo_number=_i(ds.get("EchoNumbers")),
     )
     if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
@@ -250,8 +251,8 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         acquisition_number=_i(ds.get("AcquisitionNumber")),
         image_type=image_type,
         number_of_frames=nframes,
-        rescale_slope=_f(ds.get("RescaleSlope")),
-        rescale_intercept=_f(ds.get("RescaleIntercept")),
+        rescale_slope=to_float(ds.get("RescaleSlope")),
+        rescale_intercept=to_float(ds.get("RescaleIntercept")),
         pixel_offset=pixel_offset,
     )
     if nframes <= 1 and ds.get("PerFrameFunctionalGroupsSequence") is None:
@@ -272,13 +273,13 @@ def read_header(path: Path, rel: str) -> HeaderResult:
             base,
             frame=fr["frame"],
             pixel_offset=None,
-            slice_thickness=_f(fr["thickness"]) if fr["thickness"] is not None else base.slice_thickness,
+            slice_thickness=to_float(fr["thickness"]) if fr["thickness"] is not None else base.slice_thickness,
             pixel_spacing=tuple(float(x) for x in fr["spacing"]) if fr["spacing"] else base.pixel_spacing,
             image_orientation=tuple(float(x) for x in fr["orientation"]) if fr["orientation"] else base.image_orientation,
             image_position=tuple(float(x) for x in fr["position"]),
             instance_number=fr["frame"] + 1,
-            rescale_slope=_f(fr["slope"], base.rescale_slope),
-            rescale_intercept=_f(fr["intercept"], base.rescale_intercept),
+            rescale_slope=to_float(fr["slope"], base.rescale_slope),
+            rescale_intercept=to_float(fr["intercept"], base.rescale_intercept),
         )
         for fr in frames
     ]

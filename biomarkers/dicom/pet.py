@@ -29,6 +29,7 @@ import numpy as np
 
 from ..deid.dates import parse_date, parse_datetime, parse_time
 from ..errors import InputError
+from .header import to_float
 from .qualify import QcFlag
 
 
@@ -43,14 +44,6 @@ def _require(value, name: str):
     if value is None or value == "" or (isinstance(value, float) and (math.isnan(value) or value <= 0)):
         raise InputError(f"PET in BQML cannot be converted to SUV: {name} is missing or invalid")
     return value
-
-
-def _float(v) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x
 
 
 def decay_seconds(injection: dt.datetime | None, injection_time_only: str, reference: dt.datetime) -> tuple[float, list[str]]:
@@ -94,13 +87,13 @@ def suv_factors(ds, acquisition: list[tuple[str, str, str]] | None = None) -> tu
     units = str(ds.get("Units", "") or "").upper()
     if units != "BQML":
         raise InputError(f"PET Units is {units or 'missing'}, not BQML")
-    weight = _require(_float(ds.get("PatientWeight")), "PatientWeight")
+    weight = _require(to_float(ds.get("PatientWeight")), "PatientWeight")
     info = ds.get("RadiopharmaceuticalInformationSequence")
     if not info:
         raise InputError("PET in BQML cannot be converted to SUV: RadiopharmaceuticalInformationSequence is missing")
     rp = info[0]
-    dose = _require(_float(rp.get("RadionuclideTotalDose")), "RadionuclideTotalDose")
-    half = _require(_float(rp.get("RadionuclideHalfLife")), "RadionuclideHalfLife")
+    dose = _require(to_float(rp.get("RadionuclideTotalDose")), "RadionuclideTotalDose")
+    half = _require(to_float(rp.get("RadionuclideHalfLife")), "RadionuclideHalfLife")
     decay_corr = str(ds.get("DecayCorrection", "") or "").upper()
     if not decay_corr:
         raise InputError("PET in BQML cannot be converted to SUV: DecayCorrection is missing")

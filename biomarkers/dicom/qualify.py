@@ -4,10 +4,8 @@ Everything here works on header values only (no pixel data). :func:`qualify`
 sets ``stack.grid`` (LPS), ``stack.qc`` (flags and numbers), and marks the stack
 ``skipped`` with a reason when it must not be converted.
 
-QC flags (``stack.qc``):
-    n_slices, slice_spacing_mm (median step between positions along the normal),
-    missing_slices (number of missing positions), duplicate_positions, non_uniform_spacing,
-    oblique, gantry_tilt, localizer, inconsistent_rescale, single_slice.
+``stack.qc``: n_slices, slice_spacing_mm (median step along the normal) and the
+:class:`QcFlag` flags (missing_slices: the number of missing positions).
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ class QcFlag(StrEnum):
     INJECTION_DATE_DISAGREES = "injection_date_disagrees"
 
 
-#: Flags listed in the manifest ``qc_flags`` column when true.
-FLAG_NAMES = tuple(QcFlag)
 #: Recorded in ``stack.qc`` but not listed (per-slice rescale is normal in PET).
 PER_SLICE_RESCALE = "per_slice_rescale"
 
@@ -157,4 +153,4 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
 
 def qc_flags(qc: dict) -> list[str]:
     """The names of the true/non-zero flags, in a fixed order."""
-    return [n for n in FLAG_NAMES if qc.get(n)]
+    return [n for n in QcFlag if qc.get(n)]

@@ -45,10 +45,6 @@ class StructureSet:
     referenced_sop_uids: tuple[str, ...]
     rois: list[Roi]
 
-    def all_points(self) -> np.ndarray:
-        pts = [c for r in self.rois for c in r.contours]
-        return np.concatenate(pts) if pts else np.zeros((0, 3))
-
 
 def read_rtstruct(path: str | Path) -> StructureSet:
     """Read an RTSTRUCT file (no pixel data) into a :class:`StructureSet`.
