@@ -253,10 +253,6 @@ class MaskJob:
         return ManifestRow.mask(self.patient_id, self.study_uid, self.series_uid, image, roi, status, reason,
                                 input_hash=self.input_hash, **kw)
 
-    def failed_row(self, reason: str) -> ManifestRow:
-        """The row of a job whose worker failed."""
-        return self.row(None, "", Status.FAILED, reason)
-
 
 def convert_stack(job: ConvertJob) -> ManifestRow:
     """Convert one stack (see :func:`_convert_stack`), pydicom's value warnings silenced."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ..io import walk_files
 from .header import HeaderKind, HeaderResult, UnusedFile, quiet_pydicom, read_header
 from .model import DicomFile, SegmentationObject
 from .stacks import build_stacks, is_localizer, sort_along_normal  # noqa: F401 - index API
@@ -30,15 +31,6 @@ class IndexResult:
     unsupported: list[DicomFile] = field(default_factory=list)  # DICOM objects that are not convertible images
     n_files: int = 0
     n_cached: int = 0  # files whose header came from the index cache (not read again)
-
-
-# --------------------------------------------------------------------------- files
-def list_files(src: Path, exclude: Path | None = None) -> list[tuple[str, str, int, int]]:
-    """Every regular file under ``src`` as ``(rel, path, size, mtime_ns)``, sorted by ``rel``
-    (hidden temp files included), except below the folder ``exclude``."""
-    from ..io import walk_files
-
-    return walk_files(src, hidden=True, exclude=exclude)
 
 
 def index_paths(items: list[tuple[str, str]]) -> list[HeaderResult]:
@@ -87,7 +79,7 @@ def index_folder(src: str | Path, exclude: Path | None = None, executor=None, ch
     (``IndexResult.n_cached`` counts them), and the cache is updated with the new reads.
     """
     src = Path(src)
-    todo, hits, present = split_cached(list_files(src, exclude), cache)
+    todo, hits, present = split_cached(walk_files(src, hidden=True, exclude=exclude), cache)
     return merge(todo, read_headers(todo, executor, chunk), hits, present, cache)
 
 
@@ -102,7 +94,7 @@ def merge(todo: list[tuple[str, str, int, int]], fresh: list, hits: list, presen
 
 def split_cached(entries: list[tuple[str, str, int, int]], cache=None
                  ) -> tuple[list[tuple[str, str, int, int]], list, set[str]]:
-    """``(to read, cached results, every rel)`` of :func:`list_files` entries.
+    """``(to read, cached results, every rel)`` of :func:`biomarkers.io.walk_files` entries.
 
     Files to read are ``(path, rel, size, mtime_ns)``.
     """

@@ -183,7 +183,7 @@ class Ingest:
             )
             cached = self._cached_row(job)
             if cached is not None:
-                st.status, st.out_path = Status.CONVERTED, r.path
+                st.status = Status.CONVERTED
                 plan.cached.append(cached)
             else:
                 plan.items.append(job)
@@ -210,13 +210,14 @@ class Ingest:
         return resolve_cache_path(self.settings.index_cache, self.src, self.out)
 
     def _index(self, exclude, executor: Executor) -> IndexResult:
-        from .index import list_files, merge, read_headers, split_cached
+        from ..io import walk_files
+        from .index import merge, read_headers, split_cached
         from .index_cache import IndexCache
 
         cache_path = self.index_cache_path()
         cache = IndexCache(cache_path) if cache_path is not None else None
         try:
-            todo, hits, present = split_cached(list_files(self.src, exclude), cache)
+            todo, hits, present = split_cached(walk_files(self.src, hidden=True, exclude=exclude), cache)
             n = len(todo)
             if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local" or n == 0:
                 fresh = read_headers(todo, executor if n > self.SERIAL_INDEX_MAX_FILES else None)
@@ -296,7 +297,7 @@ class Ingest:
                     job = by_key[oc.key]
                     st = job.stack
                     if oc.ok:
-                        st.status, st.out_path = Status.CONVERTED, job.ref.path
+                        st.status = Status.CONVERTED
                         rows.append(oc.value)
                         log.debug("converted %s", job.ref.path)
                     else:
@@ -436,7 +437,7 @@ class Ingest:
         jobs = dict(items)
         with progress("Converting masks", len(items)) as advance:
             for oc in executor.map_unordered(convert_masks, items):
-                rows += oc.value if oc.ok else [jobs[oc.key].failed_row(_clean_error(oc.error))]
+                rows += oc.value if oc.ok else [jobs[oc.key].row(None, "", Status.FAILED, _clean_error(oc.error))]
                 advance()
         return rows
 

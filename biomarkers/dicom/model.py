@@ -75,7 +75,6 @@ class ImageStack:
     qc: dict = field(default_factory=dict)  # flag name -> value (bool/number/str)
     status: Status = Status.PENDING  # then converted | skipped | failed
     reason: str = ""
-    out_path: str = ""  # NIfTI path relative to OUT, once converted
 
     @property
     def sop_instance_uids(self) -> list[str]:
