@@ -14,7 +14,7 @@ from biomarkers.report import StageStatus
 from biomarkers.tracking.runs import RunKind, run_tags
 
 from ..stage import Stage, StageFailed, StageOutcome
-from . import clinical, experiments, extract, link
+from . import clinical, experiments, extract, link, qc
 
 DONE = (StageStatus.RAN, StageStatus.CACHED)
 
@@ -81,6 +81,8 @@ def _log(ctx) -> None:
     artifacts = [[str(p), folder] for p, folder in [
         (ctx.run_report_path, "reports"), (ctx.path(clinical.REPORT), "reports/clinical"),
         (ctx.path(link.REPORT), "reports"), (ctx.path(experiments.RESULTS), "reports")] if p.is_file()]
+    if st.get("qc", none).status in DONE and ctx.path(qc.INDEX).is_file():
+        artifacts.append([str(ctx.path(qc.QC)), qc.QC])  # the QC report with its thumbnails (stage qc)
     tracker.call(finish_run, {
         "uri": uri, "run_id": run_id, "metrics": metrics, "tags": tags, "datasets": datasets,
         "artifacts": artifacts, "status": "FAILED" if failed else "FINISHED",
