@@ -29,10 +29,13 @@ __all__ = ["FILTERS", "FilterEntry", "GaborFilter", "LawsFilter", "LoGFilter", "
 
 
 def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
-    """Box (lo, hi per array axis; may extend past the image) the ROI's responses depend on.
+    """Box (lo, hi per array axis, inside the image) the ROI's responses depend on.
 
-    The ROI's bounding box widened by the filter's :func:`~.compute.margin`. Periodic
-    boundaries on a Fourier-domain filter use whole axes.
+    The ROI's bounding box widened by the filter's :func:`~.compute.margin` and clipped to the
+    image: where it reaches the image border, the filter's own boundary rule applies there at
+    every pass (as on the whole image); elsewhere the margin keeps the crop's edge out of the
+    ROI's responses. Periodic boundaries use whole axes where the box reaches the border, and
+    periodic Fourier-domain filters the whole image.
     """
     import numpy as np
 
@@ -51,7 +54,7 @@ def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
         lo, hi = int(i.min()) - m[ax], int(i.max()) + 1 + m[ax]
         if spec.boundary == "periodic" and (lo < 0 or hi > n):
             lo, hi = 0, n  # the wrap-around needs the whole axis
-        box.append((lo, hi))
+        box.append((max(lo, 0), min(hi, n)))
     return box
 
 
@@ -61,12 +64,11 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     Without ``roi``: the whole image (float64, same shape). With ``roi`` (bool, same shape):
     ``(values, slices)``, the response on the ROI's bounding box (``image[slices]``), computed
     on the region :func:`roi_box` only: identical to the whole-image response for the spatial
-    filters, and for the Fourier-domain ones up to the (decaying) influence of image content
-    farther than the margin.
+    filters, and for the Fourier-domain ones (except periodic ones, always on the whole image)
+    up to the decaying influence of image content farther than the margin.
     """
     import numpy as np
 
-    from ._ops import extended_box
     from .compute import response
 
     if isinstance(spec, dict):
@@ -80,8 +82,7 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     if roi.shape != image.shape:
         raise ValueError(f"ROI shape {roi.shape} differs from image shape {image.shape}")
     box = roi_box(roi, spec, spacing)
-    ext = extended_box(image, box, spec.boundary)
-    r = response(ext, spacing, spec)
+    r = response(image[tuple(slice(lo, hi) for lo, hi in box)], spacing, spec)
     idx = np.nonzero(roi)
     bb = [(int(i.min()), int(i.max()) + 1) for i in idx]
     inner = tuple(slice(a - lo, b - lo) for (a, b), (lo, _hi) in zip(bb, box))
