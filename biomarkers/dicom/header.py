@@ -174,17 +174,13 @@ def read_header(path: Path, rel: str) -> HeaderResult:
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP or sop_class == DICOMDIR_SOP:
         return HeaderResult.not_used(rel, "DICOMDIR (ignored)")
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    def text(key: str) -> str:
+        return str(ds.get(key, "") or "")
+
     common = dict(
-        path=path,
-        rel=rel,
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_uid,
-        modality=str(ds.get("Modality", "") or ""),
-        patient_id=str(ds.get("PatientID", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
-        transfer_syntax_uid=ts,
+        path=path, rel=rel, sop_class_uid=sop_class, sop_instance_uid=sop_uid, modality=text("Modality"),
+        patient_id=text("PatientID"), study_uid=text("StudyInstanceUID"), series_uid=text("SeriesInstanceUID"),
+        frame_of_reference_uid=text("FrameOfReferenceUID"), transfer_syntax_uid=ts,
     )
     intern_shared(common)
     if sop_class in (RTSTRUCT_SOP, SEG_SOP):
@@ -192,19 +188,11 @@ def read_header(path: Path, rel: str) -> HeaderResult:
     image_type = tuple(str(x).upper() for x in (ds.get("ImageType") or ()))
     nframes = _i(ds.get("NumberOfFrames"), 1) or 1
     common.update(
-        size=size,
-        mtime_ns=st.st_mtime_ns,
-        bits_allocated=_i(ds.get("BitsAllocated")),
-        bits_stored=_i(ds.get("BitsStored")),
-        pixel_representation=_i(ds.get("PixelRepresentation"), 0),
-        samples_per_pixel=_i(ds.get("SamplesPerPixel"), 1),
-        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
-        slice_thickness=to_float(ds.get("SliceThickness")),
-        units=str(ds.get("Units", "") or ""),
-        acquisition_date=str(ds.get("AcquisitionDate", "") or ""),
-        acquisition_time=str(ds.get("AcquisitionTime", "") or ""),
-        acquisition_datetime=str(ds.get("AcquisitionDateTime", "") or ""),
-        gantry_tilt=to_float(ds.get("GantryDetectorTilt"), 0.0),
+        size=size, mtime_ns=st.st_mtime_ns, bits_allocated=_i(ds.get("BitsAllocated")), bits_stored=_i(ds.get("BitsStored")),
+        pixel_representation=_i(ds.get("PixelRepresentation"), 0), samples_per_pixel=_i(ds.get("SamplesPerPixel"), 1),
+        photometric=text("PhotometricInterpretation"), slice_thickness=to_float(ds.get("SliceThickness")),
+        units=text("Units"), acquisition_date=text("AcquisitionDate"), acquisition_time=text("AcquisitionTime"),
+        acquisition_datetime=text("AcquisitionDateTime"), gantry_tilt=to_float(ds.get("GantryDetectorTilt"), 0.0),
         echo_number=_i(ds.get("EchoNumbers")),
     )
     if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
@@ -240,20 +228,15 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         pixel_offset = off
     else:
         pixel_offset = None
+    def floats(key: str) -> tuple[float, ...] | None:
+        return tuple(float(x) for x in ds.get(key)) if ds.get(key) else None
+
     base = DicomFile(
-        **common,
-        rows=_i(ds.get("Rows")),
-        columns=_i(ds.get("Columns")),
-        pixel_spacing=tuple(float(x) for x in ds.PixelSpacing) if ds.get("PixelSpacing") else None,
-        image_orientation=tuple(float(x) for x in ds.ImageOrientationPatient) if ds.get("ImageOrientationPatient") else None,
-        image_position=tuple(float(x) for x in ds.ImagePositionPatient) if ds.get("ImagePositionPatient") else None,
-        instance_number=_i(ds.get("InstanceNumber")),
-        acquisition_number=_i(ds.get("AcquisitionNumber")),
-        image_type=image_type,
-        number_of_frames=nframes,
-        rescale_slope=to_float(ds.get("RescaleSlope")),
-        rescale_intercept=to_float(ds.get("RescaleIntercept")),
-        pixel_offset=pixel_offset,
+        **common, rows=_i(ds.get("Rows")), columns=_i(ds.get("Columns")), pixel_spacing=floats("PixelSpacing"),
+        image_orientation=floats("ImageOrientationPatient"), image_position=floats("ImagePositionPatient"),
+        instance_number=_i(ds.get("InstanceNumber")), acquisition_number=_i(ds.get("AcquisitionNumber")),
+        image_type=image_type, number_of_frames=nframes, rescale_slope=to_float(ds.get("RescaleSlope")),
+        rescale_intercept=to_float(ds.get("RescaleIntercept")), pixel_offset=pixel_offset,
     )
     if nframes <= 1 and ds.get("PerFrameFunctionalGroupsSequence") is None:
         return HeaderResult(HeaderKind.IMAGE, rel, frames=[base], sop_instance_uid=sop_uid)

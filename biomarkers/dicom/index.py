@@ -1,9 +1,7 @@
 """Index a folder of DICOM files: header-only reads (:mod:`.header`), duplicates, then stacks.
 
-Every file under SRC is looked at (any name, recursively); ``DICOMDIR`` files are
-ignored. Files that cannot be used (not DICOM, unreadable, truncated pixel data,
-duplicate SOP instances) are collected as :class:`UnusedFile` with a reason; they
-never stop the run. Stacks: :func:`biomarkers.dicom.stacks.build_stacks`.
+Every file under SRC is looked at (any name, recursively). Files that cannot be used (see
+:mod:`.header`; duplicate SOP instances) become :class:`UnusedFile` with a reason, never an error.
 
 Identifiers kept here are the original DICOM values, in memory only.
 """

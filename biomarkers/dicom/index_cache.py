@@ -42,10 +42,8 @@ log = logging.getLogger(__name__)
 INDEX_CACHE_VERSION = 2
 CACHE_ENV = "BIOMARKERS_CACHE_DIR"
 
-_TUPLE_FIELDS = {
-    "pixel_spacing", "image_orientation", "image_position", "image_type", "referenced_series_uids",
-    "referenced_sop_uids",
-}
+#: Fields stored as JSON lists and read back as tuples.
+_TUPLE_FIELDS = {f.name for c in (DicomFile, SegmentationObject) for f in dataclasses.fields(c) if "tuple" in str(f.type)}
 
 
 def default_cache_dir() -> Path:

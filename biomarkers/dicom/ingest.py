@@ -316,26 +316,17 @@ class Ingest:
             report.add(case=r.case_name, status=status.case, reason=r.reason if status != Status.CONVERTED else "",
                        cached=r.cached, kind=str(r.kind), qc_flags=r.qc_flags)
         idx = plan.index
+        n_out = {k: sum(1 for r in rows if r.kind == k and r.status == Status.CONVERTED) for k in Kind}
         report.extra.update(
-            {
-                "deidentified": deid.enabled,
-                "demo_secret": bool(getattr(deid.pseudonymizer, "demo", False)) if deid.enabled else False,
-                "files": {
-                    "indexed": idx.n_files,
-                    "image_frames": len(idx.files),
-                    "segmentation_objects": len(idx.segmentations),
-                    "unsupported_objects": len(idx.unsupported),
-                    "not_used": len(idx.unused),
-                    "headers_from_cache": idx.n_cached,
-                },
-                "unused_files": self._unused_files_report(idx),
-                "outputs": {
-                    "images": sum(1 for r in rows if r.kind == Kind.IMAGE and r.status == Status.CONVERTED),
-                    "masks": sum(1 for r in rows if r.kind == Kind.MASK and r.status == Status.CONVERTED),
-                },
-                "settings": self.settings.model_dump(mode="json"),
-                "executor": executor.describe(),
-            }
+            deidentified=deid.enabled,
+            demo_secret=bool(getattr(deid.pseudonymizer, "demo", False)) if deid.enabled else False,
+            files={"indexed": idx.n_files, "image_frames": len(idx.files), "segmentation_objects": len(idx.segmentations),
+                   "unsupported_objects": len(idx.unsupported), "not_used": len(idx.unused),
+                   "headers_from_cache": idx.n_cached},
+            unused_files=self._unused_files_report(idx),
+            outputs={"images": n_out[Kind.IMAGE], "masks": n_out[Kind.MASK]},
+            settings=self.settings.model_dump(mode="json"),
+            executor=executor.describe(),
         )
         report.write(self.out / "report.json")
         self.last_unused = self.unused_files(idx)  # for the printed report (paths stay on this machine)

@@ -48,17 +48,9 @@ def build_stacks(files: list[DicomFile]) -> list[ImageStack]:
         parts.sort(key=lambda p: (-len(p), p[0].instance_number or 0, p[0].rel))
         for n, part in enumerate(parts, start=1):
             first = part[0]
-            stacks.append(
-                ImageStack(
-                    key=series if n == 1 else f"{series}#{n}",
-                    patient_id=pid,
-                    study_uid=study,
-                    series_uid=series,
-                    modality=first.modality,
-                    frame_of_reference_uid=first.frame_of_reference_uid,
-                    files=sort_along_normal(part),
-                )
-            )
+            key = series if n == 1 else f"{series}#{n}"
+            stacks.append(ImageStack(key, pid, study, series, first.modality, first.frame_of_reference_uid,
+                                     sort_along_normal(part)))
     return stacks
 
 
