@@ -37,9 +37,11 @@ class Status(StrEnum):
     FAILED = "failed"
 
     @property
-    def case(self) -> str:
-        """The run-report status of the case (``done`` | ``skipped`` | ``failed``)."""
-        return "done" if self is Status.CONVERTED else self.value
+    def case(self) -> "CaseStatus":  # noqa: F821
+        """The run-report status of the case (:class:`biomarkers.report.CaseStatus`)."""
+        from .report import CaseStatus
+
+        return CaseStatus.DONE if self is Status.CONVERTED else CaseStatus(self.value)
 
 
 @dataclass(frozen=True)
