@@ -48,11 +48,6 @@ class Pipeline(Context):
         self.report = RunReport("pipeline")
         self.run_report_path = self.path(RUN_REPORT)
 
-    @property
-    def stages(self) -> dict[str, StageOutcome]:
-        """Outcome of every stage of the last ``run()``, by name."""
-        return self.outcomes
-
     # ----------------------------------------------------------------- validate / plan
     def validate(self) -> None:
         """Check every enabled stage's inputs exist and the secret is available (ConfigError otherwise)."""
@@ -97,10 +92,10 @@ class Pipeline(Context):
         try:
             for s in registry():
                 if not s.enabled(self.cfg):
-                    self.outcomes[s.name] = StageOutcome(StageStatus.DISABLED)
+                    self.stages[s.name] = StageOutcome(StageStatus.DISABLED)
                 elif s.deferred:
                     deferred.append(s)
-                elif failed_up := [u for u in s.upstream if self._status(u) == StageStatus.FAILED]:
+                elif failed_up := [u for u in s.upstream if u in self.stages and self.stages[u].status == StageStatus.FAILED]:
                     self._fail(s.name, f"not run: upstream stage {failed_up[0]} failed")
                 else:
                     self._run_stage(s)
@@ -109,13 +104,8 @@ class Pipeline(Context):
                 self.close_executor()
             self.hasher.save()
             self.src_hasher.save()
-        self.report.extra.update({
-            "pipeline": self.cfg.name,
-            "config_hash": self.cfg.config_hash(),
-            "executor": self.executor_desc,
-            "biomarkers_version": biomarkers.__version__,
-            "mlflow_run_id": None,
-        })
+        self.report.extra.update(pipeline=self.cfg.name, config_hash=self.cfg.config_hash(), executor=self.executor_desc,
+                                 biomarkers_version=biomarkers.__version__, mlflow_run_id=None)
         try:
             for s in deferred:
                 try:
@@ -129,7 +119,7 @@ class Pipeline(Context):
 
     def write_report(self) -> None:
         """Write ``OUT/run_report.json`` (cases so far and every stage's outcome)."""
-        self.report.extra["stages"] = {k: vars(v) for k, v in self.outcomes.items()}
+        self.report.extra["stages"] = {k: vars(v) for k, v in self.stages.items()}
         self.report.write(self.run_report_path)
 
     # ----------------------------------------------------------------- internals
@@ -153,9 +143,6 @@ class Pipeline(Context):
         self.executor_desc = str(self.executor_spec if not isinstance(self.executor_spec, Executor)
                                  else self.executor_spec.describe())
 
-    def _status(self, name: str) -> str:
-        return self.outcomes[name].status if name in self.outcomes else ""
-
     def _key(self, s: Stage) -> str:
         """Hash of everything a stage's output depends on (content, not paths or times)."""
         return sha256_json({"stage": s.name, "version": biomarkers.__version__, **s.key(self)})
@@ -165,7 +152,7 @@ class Pipeline(Context):
         return self.path(f"{STATE_DIR}/{name}_cases.json")
 
     def _fail(self, name: str, reason: str) -> None:
-        self.outcomes[name] = StageOutcome(StageStatus.FAILED, reason=reason)
+        self.stages[name] = StageOutcome(StageStatus.FAILED, reason=reason)
         self.report.add(f"stage/{name}", CaseStatus.FAILED, reason)
         self.state.forget(name)
         echo(f"[{name}] FAILED: {reason}")
@@ -180,7 +167,7 @@ class Pipeline(Context):
             return
         if self.state.is_current(name, key, self.hasher):
             n = self._replay_cached(name)
-            self.outcomes[name] = StageOutcome(StageStatus.CACHED, key=key[:12], elapsed_s=round(time.time() - t0, 3),
+            self.stages[name] = StageOutcome(StageStatus.CACHED, key=key[:12], elapsed_s=round(time.time() - t0, 3),
                                                counts=n, details=self.state.get(name).get("details", {}))
             echo(f"[{name}] unchanged since the last run: skipped ({sum(n.values())} cases from the last report)")
             return
@@ -210,7 +197,7 @@ class Pipeline(Context):
         computed = rep.n_computed() if rep is not None else 0
         outputs = {f: self.hasher.file(self.path(f)) for f in s.outputs if self.path(f).is_file()}
         self.state.record(name, key, outputs, details=details)
-        self.outcomes[name] = StageOutcome(StageStatus.RAN, key=key[:12], elapsed_s=round(time.time() - t0, 3),
+        self.stages[name] = StageOutcome(StageStatus.RAN, key=key[:12], elapsed_s=round(time.time() - t0, 3),
                                            computed=computed, counts=counts, details=details)
         if rep is not None:
             echo(rep.summary().replace(rep.stage + ":", f"[{name}]", 1))

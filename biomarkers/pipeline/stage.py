@@ -111,7 +111,7 @@ class Context:
         self.out = Path(config.out)
         self.executor_spec = executor if executor is not None else config.executor
         self.tracking_uri_arg = tracking_uri or config.tracking.uri
-        self.outcomes: dict[str, StageOutcome] = {}
+        self.stages: dict[str, StageOutcome] = {}  # outcome of every stage of the last run, by name
         self.leaderboards: list = []
         self.started = 0.0
         self._executor = None

@@ -1,8 +1,5 @@
-"""The layout of a release folder and its readers: checksum verification and the joined table partners read.
-
-A release folder (``biomarkers release`` output) holds :data:`RELEASE_FILES` and
-:data:`MANIFEST` (SHA-256 of every other file). Readers verify it before use.
-"""
+"""A release folder (:data:`RELEASE_FILES` + :data:`MANIFEST`, the SHA-256 of every other file) and its
+readers: checksum verification, and tables read from a file or a verified release folder."""
 
 from __future__ import annotations
 
@@ -36,13 +33,9 @@ def verify_release(folder: str | Path) -> list[str]:
 
 
 def read_table(path: str | os.PathLike):
-    """Read a Parquet or CSV table, or a partner release folder; clear error naming the file otherwise.
-
-    A release folder (``biomarkers release`` output: ``manifest.json``, ``features.parquet``,
-    ``clinical.parquet``) is verified against its checksums, then its features and clinical
-    tables are joined per patient (feature columns prefixed ``<MODALITY>_``, as ``biomarkers
-    link`` with ``join: patient``).
-    """
+    """A Parquet/CSV/TSV table, or a release folder's features and clinical tables joined per patient after
+    its checksums verify (feature columns prefixed ``<MODALITY>_``, as ``biomarkers link`` with ``join: patient``);
+    :class:`InputError` naming the file otherwise."""
     import pandas as pd
 
     p = Path(path)

@@ -31,17 +31,16 @@ def run(ctx):
     from biomarkers.tracking.agent import TrackingFailed
 
     try:
-        _log(ctx)
+        return _log(ctx), {}
     except Exception as err:  # noqa: BLE001 - the outputs are written; tracking problems are reported
         msg = str(err) if isinstance(err, TrackingFailed) else f"{type(err).__name__}: {err}"
         raise StageFailed(f"logging to MLflow failed: {msg}") from None
-    return None, {}
 
 
 def _log(ctx) -> None:
     from biomarkers.tracking.agent import finish_run, open_run
 
-    cfg, st, report = ctx.cfg, ctx.outcomes, ctx.report
+    cfg, st, report = ctx.cfg, ctx.stages, ctx.report
     prev = ctx.state.get("_mlflow")
     active = [k for k, v in st.items() if k != "tracking" and v.status != StageStatus.DISABLED]
     if prev.get("run_id") and prev.get("config_hash") == cfg.config_hash() and active \
