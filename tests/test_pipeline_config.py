@@ -11,8 +11,8 @@ import yaml
 from biomarkers.cli import main
 from biomarkers.errors import ConfigError
 from biomarkers.synth import synthesize
-from pipelines import Pipeline, config_from_dict, load_config
-from pipelines.demo import DEMO_PARAMS, demo_config
+from biomarkers.pipeline import Pipeline, config_from_dict, load_config
+from biomarkers.pipeline.demo import DEMO_PARAMS, demo_config
 
 REPO = Path(__file__).resolve().parent.parent
 

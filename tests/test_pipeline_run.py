@@ -17,8 +17,8 @@ import yaml
 
 from biomarkers.deid import Pseudonymizer
 from biomarkers.synth import synthesize
-from pipelines import Pipeline, load_config
-from pipelines.demo import DEMO_PARAMS, DEMO_SCHEMA
+from biomarkers.pipeline import Pipeline, load_config
+from biomarkers.pipeline.demo import DEMO_PARAMS, DEMO_SCHEMA
 
 pytestmark = pytest.mark.slow  # ~1-2 min: several pipeline runs, a dask cluster and a killed subprocess
 

@@ -93,3 +93,13 @@ def test_a_stage_before_its_upstream_is_refused(tmp_path, extra_stage):
     pstage.registry.cache_clear()
     with pytest.raises(ConfigError, match=r"'qcprobe': upstream \['ingest'\] must exist and have a smaller order"):
         registry()
+
+
+def test_pipelines_is_a_compatibility_import():
+    import pipelines
+    from pipelines.demo import DEMO_PARAMS as params
+
+    import biomarkers.pipeline
+
+    assert pipelines.run_pipeline is biomarkers.pipeline.run_pipeline and pipelines.Pipeline is Pipeline
+    assert params is DEMO_PARAMS
