@@ -44,8 +44,10 @@ STAGE = Stage("qcprobe", order=15, upstream=("ingest",), key=key, run=run, outpu
 
 
 def test_registry_runs_the_stages_in_the_documented_order():
+    core = ["ingest", "extract", "clinical", "link", "tracking", "experiments", "release"]
     names = [s.name for s in registry()]
-    assert names == ["ingest", "extract", "clinical", "link", "tracking", "experiments", "release"]
+    assert [n for n in names if n in core] == core  # other stages (qc, ...) may sit between them
+    assert len(set(names)) == len(names)
     assert [s.name for s in registry() if s.deferred] == ["tracking"]
     for s in registry():  # every output is a path relative to OUT
         assert all(not o.startswith("/") for o in s.outputs), s
@@ -78,7 +80,7 @@ def test_one_module_adds_a_stage_and_its_config_section(tmp_path, extra_stage):
     assert cfg.qcprobe.window == 350
     assert [s.name for s in registry()][:3] == ["ingest", "qcprobe", "extract"]
     plan = Pipeline(cfg).plan()
-    assert list(plan)[:3] == ["ingest", "qcprobe", "extract"]
+    assert list(plan)[:3] == ["ingest", "qcprobe", "extract"] and list(plan) == [s.name for s in registry()]
     assert plan["qcprobe"].status == "planned" and "dataset/manifest.parquet not found" in plan["qcprobe"].reason
     data["qcprobe"] = {"windw": 1}
     p.write_text(yaml.safe_dump(data))
