@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
+from ..features.naming import LONG_TABLE, WIDE_TABLE
+from ..manifest import MANIFEST_FILE
 from .keys import check_site, fingerprint, load_private_key, verify
 
 FORMAT = "biomarkers-bundle/1"
@@ -45,9 +47,9 @@ SIGNATURE = "bundle.json.sig"
 SCAN = "scan.json"
 #: bundle table name -> file in the pipeline output folder
 SOURCES = {
-    "features_long": "features/features_long.parquet",
-    "features_wide": "features/features_wide.parquet",
-    "manifest": "dataset/manifest.parquet",
+    "features_long": f"features/{LONG_TABLE}",
+    "features_wide": f"features/{WIDE_TABLE}",
+    "manifest": f"dataset/{MANIFEST_FILE}",
     "clinical": "clinical/clinical.parquet",
 }
 QC_SUFFIXES = (".json", ".csv", ".parquet", ".tsv", ".txt")

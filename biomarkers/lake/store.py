@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
+from ..features.naming import KEY_COLUMNS, NAME_COLUMNS
 from .bundle import MANIFEST, SIGNATURE, Bundle, BundleRefused, compare_definitions, open_bundle, verify_bundle
 from .keys import check_site, fingerprint, load_public_key, public_pem
 
@@ -256,7 +257,7 @@ class Lake:
             try:
                 if exists:
                     t = DeltaTable(path, storage_options=self.storage_options)
-                    data_ = _align(data, t.schema().to_arrow(), evolve, f"{b.path}: table {name}", pa)
+                    data_ = _align(data, pa.schema(t.schema().to_arrow()), evolve, f"{b.path}: table {name}", pa)
                     write_deltalake(t, data_, mode="overwrite", predicate=f"bundle_id = '{b.bundle_id}'",
                                     schema_mode="merge" if evolve else None)
                     t.update_incremental()
@@ -272,12 +273,25 @@ class Lake:
                 time.sleep(random.uniform(0.01, 0.05) * min(attempt + 1, 10))
         raise AssertionError("unreachable")
 
-    def _copy_objects(self, b: Bundle) -> None:
-        """Copy the bundle's non-table files (and its signed manifest) to ``objects/<site>/<bundle_id>/``."""
+    def _objects(self):
+        """(pyarrow filesystem, root path) of ``LAKE/objects`` (local, or the object store of the URI)."""
         import pyarrow.fs as pafs
 
-        fs, root = pafs.FileSystem.from_uri(self._path("objects") if "://" in self.uri
-                                            else Path(self._path("objects")).resolve().as_uri())
+        return pafs.FileSystem.from_uri(self._path("objects") if "://" in self.uri
+                                        else Path(self._path("objects")).resolve().as_uri())
+
+    def read_object(self, site: str, bundle: str, name: str) -> bytes:
+        """A file of an accepted bundle kept in ``objects/`` (e.g. ``provenance/extraction.json``)."""
+        fs, root = self._objects()
+        try:
+            with fs.open_input_stream(f"{root}/{site}/{bundle}/{name}") as fh:
+                return fh.read()
+        except (FileNotFoundError, OSError) as err:
+            raise InputError(f"{self.uri}: bundle {bundle} of site {site} has no file {name} ({err})") from None
+
+    def _copy_objects(self, b: Bundle) -> None:
+        """Copy the bundle's non-table files (and its signed manifest) to ``objects/<site>/<bundle_id>/``."""
+        fs, root = self._objects()
         dest = f"{root}/{b.site}/{b.bundle_id}"
         fs.create_dir(dest, recursive=True)
         names = [f["path"] for f in b.manifest.get("files", []) if not f["path"].startswith("tables/")]
@@ -318,8 +332,7 @@ class Lake:
         if d is None:
             return pd.DataFrame()
         t = d.to_table()
-        keys = [c for c in ("site", "patient_id", "study_uid", "series_uid", "modality", "roi", "image_type",
-                            "feature_class", "feature", "kind", "path") if c in t.column_names]
+        keys = [c for c in ("site", *KEY_COLUMNS, *NAME_COLUMNS, "kind", "path") if c in t.column_names]
         return t.sort_by([(k, "ascending") for k in keys]).to_pandas()
 
     def connect(self, version: int | None = None):
