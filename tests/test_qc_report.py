@@ -67,7 +67,8 @@ def _drop_middle_slice(cohort: Path) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Pipeline run, then ``run_qc`` cold (2 workers), warm, and after two new patients."""
+    """Pipeline run (its stage qc renders cold on the pipeline's 2 workers), ``run_qc`` warm; two new
+    patients, pipeline again (stage qc renders the new cards), ``run_qc`` warm again."""
     from biomarkers.pipeline import Pipeline, load_config
 
     root = tmp_path_factory.mktemp("qc")
@@ -80,9 +81,7 @@ def built(tmp_path_factory):
         synthesize(root / "cohort", patients=6, **SYNTH)
         _drop_middle_slice(root / "cohort")
         cfg = _config(root)
-        res["pipeline"] = Pipeline(load_config(cfg)).run()
-        shutil.rmtree(res["out"] / "qc", ignore_errors=True)  # cold start for the cache checks below
-        res["cold"] = run_qc(res["out"], executor="local:2", tracking_uri=str(root / "mlflow.db"))
+        res["pipeline"] = Pipeline(load_config(cfg)).run()  # stage qc renders every card (cold)
         res["thumbs_cold"] = {p.name: p.stat().st_mtime_ns for p in (res["out"] / "qc" / "thumbs").iterdir()}
         res["warm"] = run_qc(res["out"], executor="local:2", tracking_uri=str(root / "mlflow.db"))
         res["thumbs_warm"] = {p.name: p.stat().st_mtime_ns for p in (res["out"] / "qc" / "thumbs").iterdir()}
@@ -102,12 +101,32 @@ def _cards_expected(manifest: pd.DataFrame) -> tuple[list[str], list[str]]:
     return sorted(masks.path), sorted(images.path)
 
 
-def test_pipeline_and_qc_completed(built):
+def _qc_stage(report) -> dict:
+    return report.extra["stages"]["qc"]
+
+
+def test_pipeline_stage_qc_on_by_default(built):
     assert built["pipeline"].counts()["failed"] <= 3  # the clinical files have one id-less row per centre
     m = built["manifest6"]
     assert (m.kind == "mask").sum() >= 6 and m.qc_flags.fillna("").str.contains("missing_slices").any()
-    assert built["cold"].counts()["failed"] == 0
+    st = _qc_stage(built["pipeline"])
+    assert st["status"] == "ran" and st["counts"]["failed"] == 0, st
     assert (built["out"] / "qc" / "index.html").is_file()
+    qc_cases = [c for c in built["pipeline"].cases if c.stage == "qc"]
+    masks, images = _cards_expected(m)
+    assert len(qc_cases) == len(masks) + len(images)
+
+
+def test_mlflow_run_holds_the_qc_report(built):
+    from biomarkers.tracking import client
+
+    run_id = built["pipeline"].extra["mlflow_run_id"]
+    c = client(f"sqlite:///{built['root'] / 'mlflow.db'}")
+    names = {a.path for a in c.list_artifacts(run_id, "qc")}
+    assert {"qc/index.html", "qc/thumbs"} <= names, names
+    thumbs = [a.path for a in c.list_artifacts(run_id, "qc/thumbs")]
+    masks, images = _cards_expected(built["manifest6"])  # the first run's cards
+    assert len([t for t in thumbs if t.endswith(".png")]) == 4 * len(masks) + 3 * len(images)
 
 
 def test_thumbnails_rendered_in_parallel_workers(built):
@@ -115,7 +134,7 @@ def test_thumbnails_rendered_in_parallel_workers(built):
     pids = {i["pid"] for i in infos}
     assert os.getpid() not in pids and len(pids) >= 2, pids  # rendered in (several) worker processes
     masks, images = _cards_expected(built["manifest6"])
-    assert built["cold"].extra["rendered"] == len(masks) + len(images)
+    assert _qc_stage(built["pipeline"])["details"]["rendered"] == len(masks) + len(images)
 
 
 def test_warm_rerun_renders_nothing(built):
@@ -129,7 +148,8 @@ def test_added_patients_render_only_their_cards(built):
     new_m, new_i = _cards_expected(built["manifest"])
     n_new = len(set(new_m) - set(old_m)) + len(set(new_i) - set(old_i))
     assert n_new >= 2
-    assert built["added"].extra["rendered"] == n_new
+    assert _qc_stage(built["pipeline8"])["details"]["rendered"] == n_new
+    assert built["added"].extra["rendered"] == 0
 
 
 def test_changed_mask_rerenders_only_that_card(built, tmp_path):

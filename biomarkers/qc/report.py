@@ -479,13 +479,13 @@ def _prune(thumbs: Path, keep: set[str]) -> int:
     return n
 
 
-def run_qc(out: str | Path, features: str | Path | None = None, clinical: str | Path | None = None,
+def run_qc(out: "str | Path | Layout", features: str | Path | None = None, clinical: str | Path | None = None,
            settings: QcSettings | None = None, executor=None, tracking_uri: str | None = None,
            title: str | None = None) -> RunReport:
     """Write ``OUT/qc/index.html`` (see the module docstring); returns the report of its cards.
 
     Args:
-        out: a pipeline OUT or an ingest OUT.
+        out: a pipeline OUT or an ingest OUT (or the :class:`Layout` of the inputs, e.g. the pipeline's stage).
         features: a FEATURES folder (default: ``OUT/features`` of a pipeline OUT).
         clinical: a clinical table with ``patient_id`` and ``centre`` (default: the pipeline's).
         settings: display and cohort-view settings (:class:`QcSettings`).
@@ -497,7 +497,7 @@ def run_qc(out: str | Path, features: str | Path | None = None, clinical: str | 
 
     t0 = time.time()
     settings = settings or QcSettings()
-    layout = Layout.find(out, features, clinical)
+    layout = out if isinstance(out, Layout) else Layout.find(out, features, clinical)
     rep = RunReport("qc")
     cards, problems = collect(layout, settings)
     rendered, errors = _render(cards, layout, settings, executor)

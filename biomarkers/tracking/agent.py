@@ -12,6 +12,7 @@ Jobs are plain dicts (picklable); paths in them are files to log, never logged a
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Callable
 
@@ -43,7 +44,7 @@ def finish_run(job: dict) -> None:
 
     ``job``: ``uri``, ``run_id``, ``params`` (dict), ``metrics`` (list of ``[key, value, timestamp_ms]``),
     ``tags`` (dict), ``datasets`` (list of ``[table path, dataset name]``, logged with
-    :func:`biomarkers.tracking.log_feature_set`), ``artifacts`` (list of ``[file, artifact folder]``),
+    :func:`biomarkers.tracking.log_feature_set`), ``artifacts`` (list of ``[file or folder, artifact folder]``),
     ``status`` (``FINISHED`` or ``FAILED``).
     """
     import mlflow
@@ -65,7 +66,10 @@ def finish_run(job: dict) -> None:
             for path, name in job.get("datasets", []):
                 log_feature_set(path, name=name)
             for path, folder in job.get("artifacts", []):
-                mlflow.log_artifact(str(path), artifact_path=folder)
+                if os.path.isdir(path):  # a folder (e.g. the QC report with its thumbnails): its files
+                    mlflow.log_artifacts(str(path), artifact_path=folder)
+                else:
+                    mlflow.log_artifact(str(path), artifact_path=folder)
             mlflow.end_run(status=job.get("status", "FINISHED"))
 
 
