@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from biomarkers.features.filters.check import PHASE2_FILTERS, load_phase2_reference, run_phase2
+from biomarkers.features.filters.check import PHASE2_SETS, load_phase2_reference, run_phase2
 
 _cache: dict = {}
 
@@ -26,12 +26,12 @@ def results(shared_data):
 
 def test_reference_table_has_18_sets_of_18_statistics(shared_data):
     ref = load_phase2_reference(shared_data)
-    assert sorted(ref["id"].unique()) == sorted(f"{k}.{c}" for k in PHASE2_FILTERS for c in "AB")
+    assert sorted(ref["id"].unique()) == sorted(f"{k}.{c}" for k in PHASE2_SETS for c in "AB")
     assert len(ref) == 18 * 18
 
 
 @pytest.mark.parametrize("cfg", ["A", pytest.param("B", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("filter_set", list(PHASE2_FILTERS))
+@pytest.mark.parametrize("filter_set", list(PHASE2_SETS))
 def test_every_value_passes(results, cfg, filter_set):
     df = results(cfg)
     sub = df[df["id"] == f"{filter_set}.{cfg}"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import GeometryError, InputError
 from ..io import atomic_path, sha256_json
-from .naming import KEY_COLUMNS, NAME_COLUMNS, long_schema
+from .naming import FILTER_COLUMN, KEY_COLUMNS, NAME_COLUMNS, long_schema
 
 #: Bump when the item files' content or the way values are computed changes.
 ITEM_FORMAT = "1"
@@ -44,6 +44,9 @@ def library_versions(with_ibsi: bool = False) -> dict[str, str]:
         from .ibsi import __version__ as ibsi_version  # the package's __init__ is light (families lazy)
 
         v["biomarkers.features.ibsi"] = str(ibsi_version)
+        from .filters import __version__ as filters_version  # IBSI 2 filters (``ibsi: filters:``)
+
+        v["biomarkers.features.filters"] = str(filters_version)
     return v
 
 
@@ -115,8 +118,9 @@ def write_item(path: str | Path, rows: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = long_schema()
-    table = pa.table({c: [r[c] for r in rows] for c in schema.names}, schema=schema)
+    schema = long_schema(filtered=any(FILTER_COLUMN in r for r in rows))
+    table = pa.table({c: [r.get(c, "") if c == FILTER_COLUMN else r[c] for r in rows] for c in schema.names},
+                     schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -193,6 +197,12 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
                 rows[have[k]] = r
             else:
                 rows.append(r)
+        if ibsi_section.get("filters"):  # IBSI 2 response maps: rows keyed by the filter column
+            from .filters.features import filter_rows
+
+            frows = filter_rows(image, mask, params)
+            info["ibsi_filters"] = len({r[FILTER_COLUMN] for r in frows})
+            rows += frows
     return rows, info
 
 

@@ -19,6 +19,9 @@ from ..errors import InputError
 
 #: Identity columns of every table row (one wide-table row per distinct value).
 KEY_COLUMNS = ["patient_id", "study_uid", "series_uid", "modality", "roi"]
+#: Extra key column of tables with IBSI 2 filter responses (``ibsi: filters:``): the filter entry's
+#: id ('' for the unfiltered image). Tables of parameter files without filters do not have it.
+FILTER_COLUMN = "filter"
 #: Columns naming a feature in the long table.
 NAME_COLUMNS = ["image_type", "feature_class", "feature"]
 #: Long-table columns (issue 5), followed by :data:`PROVENANCE_COLUMNS`.
@@ -79,15 +82,25 @@ def wide_names(long):
 
 def feature_columns(wide) -> list[str]:
     """The feature columns of a wide table (every column that is not a key)."""
-    return [c for c in wide.columns if c not in KEY_COLUMNS]
+    return [c for c in wide.columns if c not in KEY_COLUMNS and c != FILTER_COLUMN]
 
 
-def long_schema():
+def key_columns(columns) -> list[str]:
+    """The key columns of a table with ``columns``: :data:`KEY_COLUMNS` (+ :data:`FILTER_COLUMN` if present)."""
+    return KEY_COLUMNS + [FILTER_COLUMN] if FILTER_COLUMN in columns else list(KEY_COLUMNS)
+
+
+def long_columns(filtered: bool = False) -> list[str]:
+    """Long-table columns; ``filtered``: with :data:`FILTER_COLUMN` after the key columns."""
+    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
+    return cols[:len(KEY_COLUMNS)] + [FILTER_COLUMN] + cols[len(KEY_COLUMNS):] if filtered else cols
+
+
+def long_schema(filtered: bool = False):
     """Arrow schema of item files and of the long table: float64 values, strings otherwise."""
     import pyarrow as pa
 
-    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
-    return pa.schema([(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in cols])
+    return pa.schema([(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in long_columns(filtered)])
 
 
 def read_wide(path: str | Path):

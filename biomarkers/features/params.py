@@ -116,6 +116,13 @@ def validate_params(params: Mapping[str, Any], source: str) -> None:
     except Exception as exc:  # pykwalify SchemaError, ValueError, ...
         msg = str(exc).strip().replace("\n", " ")
         raise ConfigError(f"{source}: invalid pyradiomics parameters: {msg}") from None
+    if isinstance(params.get("ibsi"), Mapping) and params["ibsi"].get("filters"):
+        from .ibsi import settings_from_params
+
+        try:  # the ibsi: section with its IBSI 2 filters, validated once here (not per item)
+            settings_from_params(dict(params))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_params(path: str | Path, modality: str = DEFAULT) -> ParamSet:

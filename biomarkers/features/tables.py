@@ -10,7 +10,8 @@ import pandas as pd
 
 from ..io import write_parquet
 from .items import Item
-from .naming import FLOAT_COLUMNS, KEY_COLUMNS, LONG_COLUMNS, LONG_TABLE, PROVENANCE_COLUMNS, WIDE_TABLE, long_schema, wide_names
+from .naming import (FILTER_COLUMN, FLOAT_COLUMNS, KEY_COLUMNS, LONG_TABLE, WIDE_TABLE, key_columns, long_columns,
+                     long_schema, wide_names)
 
 
 def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFrame:
@@ -27,7 +28,7 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
     import pyarrow.parquet as pq
 
     items = list(items)
-    cols = LONG_COLUMNS + PROVENANCE_COLUMNS
+    cols = long_columns()
     if not items:
         return pd.DataFrame({c: pd.Series(dtype="float64" if c in FLOAT_COLUMNS else "object") for c in cols})
     keys = [it.key for it in items]
@@ -37,7 +38,7 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
             old = pq.read_table(previous)
         except (OSError, pa.ArrowException):
             old = None
-        if old is not None and old.column_names != cols:
+        if old is not None and old.column_names not in (cols, long_columns(filtered=True)):
             old = None
     tables: list = []
     have: set[str] = set()
@@ -46,8 +47,13 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
         have = set(old["item_key"].to_pylist())
         tables.append(old)
     tables += [pq.read_table(it.out_path) for it in items if it.key not in have]
-    schema = long_schema()
-    table = pa.concat_tables([t.select(cols).cast(schema) for t in tables])
+    filtered = any(FILTER_COLUMN in t.column_names for t in tables)  # IBSI 2 filters: the extra key column
+    if filtered:
+        tables = [t if FILTER_COLUMN in t.column_names else
+                  t.add_column(len(KEY_COLUMNS), FILTER_COLUMN, pa.array([""] * t.num_rows, pa.string()))
+                  for t in tables]
+    schema = long_schema(filtered)
+    table = pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
     # item order of the plan; rows of one item keep their order (stable sort)
     order = {k: i for i, k in enumerate(keys)}
     pos = np.fromiter((order[k] for k in table["item_key"].to_pylist()), dtype=np.int64, count=table.num_rows)
@@ -63,9 +69,10 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     Rows and columns keep the order of their first appearance in ``long``; a feature listed
     twice for the same row keeps its first value.
     """
+    keys_ = key_columns(long.columns)  # + the filter column of IBSI 2 response maps
     if long.empty:
-        return pd.DataFrame(columns=KEY_COLUMNS)
-    rows = long.groupby(KEY_COLUMNS, sort=False, dropna=False).ngroup().to_numpy()
+        return pd.DataFrame(columns=keys_)
+    rows = long.groupby(keys_, sort=False, dropna=False).ngroup().to_numpy()
     cols, order = pd.factorize(wide_names(long), sort=False)
     n_rows, n_cols = int(rows.max()) + 1, len(order)
     cell = rows.astype(np.int64) * n_cols + cols
@@ -73,7 +80,7 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     values = np.full(n_rows * n_cols, np.nan)
     values[cell[first]] = long["value"].to_numpy(dtype=float)[first]
     _, first_row = np.unique(rows, return_index=True)  # group numbers follow first appearance
-    keys = long[KEY_COLUMNS].iloc[first_row].reset_index(drop=True).astype(object)
+    keys = long[keys_].iloc[first_row].reset_index(drop=True).astype(object)
     feats = pd.DataFrame(values.reshape(n_rows, n_cols), columns=list(order))
     return pd.concat([keys, feats], axis=1)
 
@@ -88,4 +95,4 @@ def write_tables(out: Path, items: list[Item]) -> dict:
     write_parquet(Path(out) / LONG_TABLE, long)
     write_parquet(Path(out) / WIDE_TABLE, wide)
     return {LONG_TABLE: int(len(long)), WIDE_TABLE: int(len(wide)),
-            "feature_columns": int(wide.shape[1] - len(KEY_COLUMNS)) if len(wide) else 0}
+            "feature_columns": int(wide.shape[1] - len(key_columns(wide.columns))) if len(wide) else 0}

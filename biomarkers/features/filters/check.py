@@ -151,47 +151,41 @@ def phase1_table(results: list[MapResult]) -> pd.DataFrame:
 
 # -- phase 2 --------------------------------------------------------------------------------
 
-#: phase 2 filter sets: set -> (filter, settings of configuration A (2D), changes for B (3D)).
-#: Boundary mirror; the Simoncelli sets are applied by FFT to the whole image (periodic): the
-#: consensus values of sets 8 and 9 were computed that way (a mirror extension moves 8.A's
-#: quartile coefficient of dispersion out of its tolerance).
-PHASE2_FILTERS: dict[int, tuple[str, dict, dict]] = {
-    1: ("none", {}, {}),
-    2: ("mean", dict(support=5), {}),
-    3: ("log", dict(sigma_mm=1.5, truncation=4.0), {}),
-    4: ("laws", dict(kernel="L5E5", energy=True, delta=7, rotation_invariant=True, pooling="max"),
-        dict(kernel="L5E5E5")),
-    5: ("gabor", dict(sigma_mm=5.0, lambda_mm=2.0, gamma=1.5, rotation_invariant=True, theta_step_deg=22.5,
-                      pooling="mean"), {}),
-    6: ("wavelet", dict(wavelet="db3", subband="LH", level=1, rotation_invariant=True, pooling="mean"),
-        dict(subband="LLH")),
-    7: ("wavelet", dict(wavelet="db3", subband="HH", level=2, rotation_invariant=True, pooling="mean"),
-        dict(subband="HHH")),
-    8: ("simoncelli", dict(level=1, boundary="periodic"), {}),
-    9: ("simoncelli", dict(level=2, boundary="periodic"), {}),
-}
-#: phase 2 image processing (IBSI 2 manual, phase 2 table): A 2D without interpolation; B 3D,
-#: 1 mm isotropic cubic-spline resampling, rounded intensities; both resegmented to [-1000, 400] HU
-PHASE2_CONFIGS: dict[str, dict] = {
-    "A": dict(reseg_range=[-1000, 400]),
-    "B": dict(spacing=[1.0, 1.0, 1.0], interpolation="cubic", round_intensities=True, reseg_range=[-1000, 400]),
-}
+#: configuration -> the shipped parameter file that defines it (filters and image processing):
+#: ``biomarkers/data/radiomics`` (== ``configs/radiomics``), one definition for the checks and users
+PHASE2_PARAMS = {"A": "ibsi2_phase2_A.yaml", "B": "ibsi2_phase2_B.yaml"}
+PHASE2_SETS = tuple(range(1, 10))
 
 
-def phase2_entry(filter_set: int, config: str) -> dict:
-    """The ``ibsi: filters:`` entry (dict) of phase 2 filter set ``filter_set`` in configuration ``config``."""
-    filt, s2d, s3d = PHASE2_FILTERS[filter_set]
-    settings = {"boundary": "mirror", **s2d, **(s3d if config == "B" else {}),
-                "dimensions": "2D" if config == "A" else "3D"}
-    if filt == "none":
-        settings = {"dimensions": settings["dimensions"]}
-    return {"id": f"{filter_set}.{config}", "filter": filt, "settings": settings}
+def phase2_params(config: str, configs: str | Path | None = None) -> dict:
+    """The parameter dict of phase 2 configuration ``config`` (A: 2D, B: 3D)."""
+    from biomarkers.config import read_yaml
+    from biomarkers.features.ibsi.reference import params_dir
+
+    if config not in PHASE2_PARAMS:
+        raise InputError(f"unknown IBSI 2 phase 2 configuration {config!r}; known: {', '.join(PHASE2_PARAMS)}")
+    return read_yaml(Path(configs or params_dir()) / PHASE2_PARAMS[config]) or {}
+
+
+def set_id(filter_id: str, config: str) -> str:
+    """Reference id (``3.A``) of a shipped filter entry id (``3-log``): its leading set number."""
+    head = filter_id.split("-", 1)[0]
+    if not head.isdigit():
+        raise InputError(f"phase 2 filter id {filter_id!r} must start with its filter set number (e.g. 3-log)")
+    return f"{int(head)}.{config}"
 
 
 def load_phase2_reference(shared: str | Path | None = None) -> pd.DataFrame:
-    f = shared_dir(shared) / "ibsi2" / "reference_feature_values" / "reference_values.csv"
+    """Consensus values (id, feature, tag, reference, tolerance): the shipped copy of the IBSI 2
+    ``reference_values.csv`` (CC0), or the one under ``shared`` when given."""
+    from importlib import resources
+
+    if shared is not None:
+        f = shared_dir(shared) / "ibsi2" / "reference_feature_values" / "reference_values.csv"
+    else:
+        f = Path(str(resources.files("biomarkers").joinpath("data", "ibsi", "ibsi_2_reference_values.csv")))
     if not f.is_file():
-        raise InputError(f"{f}: IBSI 2 phase 2 reference values not found (set BIOMARKERS_SHARED_DATA)")
+        raise InputError(f"{f}: IBSI 2 phase 2 reference values not found")
     df = pd.read_csv(f, sep=";")
     return df.rename(columns={"filter_id": "id", "feature_tag": "tag", "consensus_value": "reference"})
 
@@ -220,24 +214,61 @@ def compare_values(values: dict[str, dict[str, float]], reference: pd.DataFrame)
     return pd.DataFrame(out)
 
 
-def run_phase2(configs: tuple[str, ...] = ("A", "B"), filter_sets: tuple[int, ...] | None = None,
-               shared: str | Path | None = None) -> pd.DataFrame:
-    """Phase 2 through :func:`~.features.filter_values` (the extraction's path) vs the consensus values."""
-    from biomarkers.config import validate
-    from biomarkers.features.ibsi.processing import IbsiSettings
+def _compare(values: dict[str, dict[str, float]], configs, shared) -> pd.DataFrame:
+    ref = load_phase2_reference(shared)
+    ids = {f"{k}.{c}" for k in PHASE2_SETS for c in configs}
+    return compare_values(values, ref[ref["id"].isin(ids)].reset_index(drop=True))
 
-    from .features import filter_values
-    from .settings import filter_entries
+
+def run_phase2(configs: tuple[str, ...] = ("A", "B"), shared: str | Path | None = None,
+               configs_dir: str | Path | None = None) -> pd.DataFrame:
+    """Phase 2 through :func:`~.features.filter_values` (the function the extraction's rows come from)."""
+    from biomarkers.features.ibsi import settings_from_params
+
+    from .features import entries_of, filter_values
 
     img, roi, sp = ct_phantom(shared)
-    ref = load_phase2_reference(shared)
-    sets = tuple(filter_sets or PHASE2_FILTERS)
     values: dict[str, dict[str, float]] = {}
     for cfg in configs:
-        if cfg not in PHASE2_CONFIGS:
-            raise InputError(f"unknown IBSI 2 phase 2 configuration {cfg!r}; known: A, B")
-        settings = validate(IbsiSettings, {**PHASE2_CONFIGS[cfg], "families": ["stat"]}, source=f"phase 2 {cfg}")
-        entries = filter_entries([phase2_entry(k, cfg) for k in sets], source=f"phase 2 {cfg}")
-        values.update(filter_values(img, roi, sp, settings, entries))
-    ids = {f"{k}.{c}" for k in sets for c in configs}
-    return compare_values(values, ref[ref["id"].isin(ids)].reset_index(drop=True))
+        params = phase2_params(cfg, configs_dir)
+        res = filter_values(img, roi, sp, settings_from_params(params), entries_of(params))
+        values.update({set_id(fid, cfg): v for fid, v in res.items()})
+    return _compare(values, configs, shared)
+
+
+def run_phase2_extract(configs: tuple[str, ...] = ("A", "B"), workdir: str | Path | None = None,
+                       configs_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Phase 2 exactly like a cohort: :class:`~biomarkers.features.extract.Extract` on a one-item
+    dataset of the shipped CT phantom with the shipped parameter files; values read back from the
+    long table (``filter`` key column, IBSI codes). Returns (comparison, long table per configuration)."""
+    import tempfile
+
+    from biomarkers.features.extract import Extract
+    from biomarkers.features.ibsi_check import _phantom_dataset
+    from biomarkers.features.ibsi.reference import params_dir
+    from biomarkers.features.naming import FILTER_COLUMN, LONG_TABLE
+
+    tmp = tempfile.TemporaryDirectory(prefix="biomarkers-ibsi2-") if workdir is None else None
+    base = Path(workdir if workdir is not None else tmp.name)
+    values: dict[str, dict[str, float]] = {}
+    longs: dict[str, pd.DataFrame] = {}
+    try:
+        for cfg in configs:
+            phase2_params(cfg, configs_dir)  # known configuration
+            ds = _phantom_dataset(base / f"ibsi2_{cfg}" / "dataset", f"config_{cfg}", "ct_phantom_image.nii.gz",
+                                  "ct_phantom_mask.nii.gz")
+            path = Path(configs_dir or params_dir()) / PHASE2_PARAMS[cfg]
+            out = base / f"ibsi2_{cfg}" / "features"
+            report = Extract(ds, {"*": str(path)}, out, executor="serial").validate().run()
+            failed = [c for c in report.cases if c.status != "done"]
+            if failed:
+                raise InputError(f"IBSI 2 phase 2 {cfg} ({path.name}): extraction failed: {failed[0].reason}")
+            long = pd.read_parquet(out / LONG_TABLE)
+            longs[cfg] = long
+            own = long[long[FILTER_COLUMN] != ""]
+            for fid, sub in own.groupby(FILTER_COLUMN, sort=False):
+                values[set_id(fid, cfg)] = dict(zip(sub["ibsi_code"], sub["ibsi_value"].astype(float)))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return _compare(values, configs, None), longs

@@ -88,6 +88,9 @@ class IbsiSettings(Settings):
         "before/after interpolation and resegmentation); interpolates the whole image")
     distance_mask: Literal["morphological", "intensity"] = Field(
         "morphological", description="mask whose border defines GLDZM distances")
+    filters: tuple[dict, ...] = Field(
+        (), description="IBSI 2 filters: entries {id, filter, settings[, families, discretisation]} "
+        "(biomarkers.features.filters.FilterEntry); their response maps' features get a 'filter' key")
 
     @model_validator(mode="after")
     def _check(self):
@@ -102,6 +105,10 @@ class IbsiSettings(Settings):
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
             raise ValueError(f"unknown families {bad}; known: {list(FAMILIES)}")
+        if self.filters:
+            from biomarkers.features.filters import filter_entries
+
+            filter_entries(list(self.filters))  # ConfigError naming the entry and key
         return self
 
 
