@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..features.naming import LONG_TABLE, WIDE_TABLE
+from ..features.naming import LONG_TABLE, WIDE_TABLE, FeatureName
 from ..manifest import MANIFEST_FILE
 from .keys import check_site, fingerprint, load_private_key, verify
 
@@ -153,14 +153,13 @@ def scan_table(df, name: str, date_columns=(), uid_root: str | None = "2.25", pr
     from ..deid.scan import find_identifying_values
 
     from ..deid.keys import pseudonym_pattern
-    from ..modeling.data import parse_feature
 
     pseudonym = pseudonym_pattern(prefix)
     out: list[ScanFinding] = []
     df = df.reset_index(drop=True)
     for col in df.columns:
         s = df[col]
-        if pd.api.types.is_numeric_dtype(s) and parse_feature(str(col)) is not None:
+        if pd.api.types.is_numeric_dtype(s) and FeatureName.parse(str(col)) is not None:
             continue  # a radiomics value (e.g. original_glcm_Id is GLCM's inverse difference, not an id)
         first = s.drop_duplicates()  # each distinct value once; its first row is reported
         rows = [int(i) for i in first.index]

@@ -148,14 +148,18 @@ class Lake:
         """The current lake version (the ledger's Delta version)."""
         return int(self._table(LEDGER).version())
 
-    def ledger(self, version: int | None = None):
+    def ledger(self, version: int | None = None, added_versions: bool = True):
         """The ledger at ``version`` with two derived columns: ``lake_version`` (the version that
-        added the bundle) and ``live`` (its rows are the site's current rows in that version)."""
+        added the bundle, from Delta's change data feed; skipped with ``added_versions=False``)
+        and ``live`` (its rows are the site's current rows in that version)."""
         import pyarrow as pa
 
         t = self._table(LEDGER, version)
         df = t.to_pyarrow_table().to_pandas()
         v = t.version()
+        if not added_versions:
+            df["live"] = df["bundle_id"].isin(live_bundles(df))
+            return df
         if len(df):
             cdf = pa.table(t.load_cdf(starting_version=0, ending_version=v,
                                       columns=["bundle_id", "_change_type", "_commit_version"])).to_pandas()
@@ -303,17 +307,17 @@ class Lake:
                     out.write(chunk)
 
     # ------------------------------------------------------------------ read
-    def dataset(self, name: str, version: int | None = None):
+    def dataset(self, name: str, version: int | None = None, ledger=None):
         """A pyarrow dataset of table ``name``'s live rows in lake ``version`` (None: latest), or None
-        when no bundle has rows there yet. Ledger/sites: the tables themselves."""
+        when no bundle has rows there yet (``ledger``: that version's ledger, if already read)."""
         import pyarrow.compute as pc
         import pyarrow.dataset as pads
         from deltalake import DeltaTable
 
         if name not in TABLES:
             raise InputError(f"unknown lake table {name!r} (tables: {', '.join(TABLES)})")
-        version = self._check_version(version)
-        ledger = self.ledger(version)
+        if ledger is None:
+            ledger = self.ledger(self._check_version(version), added_versions=False)
         tv = [json.loads(s).get(name) for s in ledger["table_versions"]]
         tv = [v for v in tv if v is not None]
         if not tv:
@@ -342,12 +346,12 @@ class Lake:
 
         version = self._check_version(version)
         con = duckdb.connect()
+        led = self.ledger(version)
         for name in TABLES:
-            d = self.dataset(name, version)
+            d = self.dataset(name, version, led)
             if d is not None:
                 con.register(name, d)
-        led = self.ledger(version).drop(columns=["manifest", "signature"])
-        con.register("bundles", led)
+        con.register("bundles", led.drop(columns=["manifest", "signature"]))
         con.register("sites", self.sites().drop(columns=["public_key"]))
         return con
 
