@@ -13,8 +13,9 @@ to a dataset row without the original UID.
 :meth:`Spool.store` writes a temporary file, fsyncs it, renames it into place and fsyncs
 the folder before it returns: an instance it reported as stored survives a crash (``kill -9``)
 or a power failure. A second copy of an instance (same SOP Instance UID, same dataset
-bytes) is a ``duplicate`` and is not written again; the same UID with different dataset
-bytes is a ``conflict`` (the first copy is kept, the sender gets a failure status).
+bytes, or the same elements and values encoded differently) is a ``duplicate`` and is not written
+again; the same UID with different content is a ``conflict`` (the first copy is kept, the sender
+gets a failure status).
 """
 
 from __future__ import annotations
@@ -63,6 +64,22 @@ def dataset_bytes(path: str | os.PathLike) -> bytes:
     """The encoded dataset of a Part 10 file (what a C-STORE carries), without preamble and meta."""
     data = Path(path).read_bytes()
     return data[split_meta(data):]
+
+
+def _same_content(existing: Path, encoded: bytes) -> bool:
+    """Same elements and values, encoded differently (a sender that re-encodes: e.g. dcmtk writes
+    sequences with explicit lengths where the file had undefined lengths)."""
+    import io
+    import warnings
+
+    from pydicom import dcmread
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dcmread(existing) == dcmread(io.BytesIO(encoded))
+    except Exception:  # noqa: BLE001 - unreadable: not the same content
+        return False
 
 
 def _fsync_dir(path: Path) -> None:
@@ -232,7 +249,7 @@ class Spool:
         for _ in range(3):  # the file may be moving from the spool to the received folder
             try:
                 old = dataset_bytes(existing)
-                return "duplicate" if old == new else "conflict"
+                return "duplicate" if old == new or _same_content(existing, encoded) else "conflict"
             except FileNotFoundError:
                 with self._lock:
                     existing = self.index.get(sop, existing)
