@@ -73,10 +73,6 @@ def run_item(func: Callable[[Any], Any], key: str, payload: Any) -> Outcome:
         return Outcome(key, False, error=msg)
 
 
-def _run_item_pooled(func, key, payload):
-    return run_item(func, key, payload)
-
-
 _initialised = False
 
 
@@ -189,12 +185,12 @@ class LocalExecutor(Executor):
                     else:
                         break
                     try:
-                        fut = pool.submit(_run_item_pooled, func, key, payload)
+                        fut = pool.submit(run_item, func, key, payload)
                     except (BrokenProcessPool, RuntimeError):  # the pool broke (or was shut down) meanwhile
                         pool.shutdown(wait=False, cancel_futures=True)
                         self._pool = None
                         pool = self._ensure()
-                        fut = pool.submit(_run_item_pooled, func, key, payload)
+                        fut = pool.submit(run_item, func, key, payload)
                     pending[fut] = (key, payload, alone, pool)
                 if not pending:
                     return

@@ -29,7 +29,6 @@ class StageStatus(StrEnum):
     PLANNED = "planned"
 
 
-Status = CaseStatus
 STATUSES: tuple[str, ...] = tuple(s.value for s in CaseStatus)
 
 
@@ -39,7 +38,7 @@ class CaseResult:
 
     stage: str
     case: str  # pseudonymised identifier of the case, e.g. "P-XXXX/series/roi"
-    status: Status
+    status: CaseStatus
     reason: str = ""
     cached: bool = False  # True when nothing was recomputed (incremental rerun)
     details: dict = field(default_factory=dict)
@@ -54,7 +53,7 @@ class RunReport:
     extra: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
-    def add(self, case: str, status: Status, reason: str = "", cached: bool = False, **details) -> CaseResult:
+    def add(self, case: str, status: CaseStatus | str, reason: str = "", cached: bool = False, **details) -> CaseResult:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         r = CaseResult(self.stage, case, CaseStatus(status), reason, cached, details)

@@ -22,8 +22,6 @@ def _nan(v) -> bool:
 
 def format_leaderboard(df) -> str:
     """Plain-text leaderboard: one line per pipeline, metrics rounded to 3 decimals."""
-    import math
-
     if df.empty:
         return "(no pipeline runs)"
     survival = "auc" not in df.columns and "c_index" in df.columns
@@ -33,8 +31,7 @@ def format_leaderboard(df) -> str:
     lines = [head]
 
     def f(row, k, w, nd=3):
-        v = row.get(k)
-        return f"{'-':>{w}}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>{w}.{nd}f}"
+        return f"{'-':>{w}}" if _nan(row.get(k)) else f"{row.get(k):>{w}.{nd}f}"
 
     for _, r in df.iterrows():
         r = r.to_dict()

@@ -429,7 +429,8 @@ def _write(tmp: Path, config: ReleaseConfig, version: str, releases: Path, featu
         "cohort": {
             "definition": config.cohort,
             "n_patients": int(crel["patient_id"].nunique()),
-            "centres": {str(k): int(v) for k, v in crel_or(clinical, "centre").items()},
+            "centres": {} if "centre" not in clinical.columns else {str(k): int(v) for k, v in clinical["centre"].astype(
+                "string").fillna("<missing>").value_counts().sort_index().items()},
             "modalities": {str(k): int(v) for k, v in frel["modality"].value_counts().sort_index().items()},
             "rois": sorted(map(str, frel["roi"].unique())),
             "features_selection": config.features.model_dump(mode="json"),
@@ -462,12 +463,6 @@ def _publish(tmp: Path, final: Path, name: str, version: str) -> None:
         os.rename(tmp, final)
     except OSError as err:  # another build renamed the same version into place first
         raise ReleaseExistsError(f"{final}: release {name} {version} already exists ({err.strerror}); not overwritten") from None
-
-
-def crel_or(clinical: pd.DataFrame, col: str) -> pd.Series:
-    if col not in clinical.columns:
-        return pd.Series(dtype=int)
-    return clinical[col].astype("string").fillna("<missing>").value_counts().sort_index()
 
 
 def write_archive(folder: Path) -> Path:

@@ -57,37 +57,24 @@ def client(uri: str | None = None):
 def using_tracking(uri: str | None = None) -> Iterator[str]:
     """Point MLflow's fluent API at ``tracking_uri(uri)`` inside the block, then restore the previous state."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as rutils
+    from mlflow.tracking._tracking_service import utils as tutils
 
     u = tracking_uri(uri)
-    saved = _saved_uris()
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    prev_t, prev_r = getattr(tutils, "_tracking_uri", None), getattr(rutils, "_registry_uri", None)
     mlflow.set_tracking_uri(u)
     mlflow.set_registry_uri(u)
     try:
         yield u
     finally:
-        _restore_uris(saved)
-
-
-def _saved_uris() -> tuple:
-    from mlflow.tracking._model_registry import utils as rutils
-    from mlflow.tracking._tracking_service import utils as tutils
-
-    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    return getattr(tutils, "_tracking_uri", None), getattr(rutils, "_registry_uri", None), env
-
-
-def _restore_uris(saved: tuple) -> None:
-    import mlflow
-    from mlflow.tracking._model_registry import utils as rutils
-
-    prev_t, prev_r, env = saved
-    mlflow.set_tracking_uri(prev_t)
-    rutils._registry_uri = prev_r
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+        mlflow.set_tracking_uri(prev_t)
+        rutils._registry_uri = prev_r
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def get_or_create_experiment(name: str, uri: str | None = None) -> str:
