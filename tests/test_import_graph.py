@@ -53,7 +53,7 @@ def import_graph() -> dict[str, dict[str, list[str]]]:
     graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(ROOT.rglob("*.py")):
         src = _node(".".join(path.relative_to(ROOT.parent).with_suffix("").parts))
-        if src is None:  # biomarkers/__init__.py, __main__.py: the package's entry points
+        if src is None or src.startswith("__"):  # biomarkers/__init__.py, __main__.py: the package's entry points
             continue
         for name, line in _imports(path):
             dst = _node(name)
