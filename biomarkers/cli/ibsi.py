@@ -25,6 +25,9 @@ def ibsi(
     summary: bool = typer.Option(False, "--summary", help="Print the totals only (no per-feature lines)."),
     configs: Optional[Path] = typer.Option(None, "--configs", help="Folder of the IBSI parameter files "
                                            "(default: those shipped with the package, as in configs/radiomics)."),
+    standard: int = typer.Option(1, "--standard", min=1, max=2, help="1: IBSI 1 features (default); 2: IBSI 2 "
+                                 "filters, phase 1 response maps (needs the IBSI 2 data of BIOMARKERS_SHARED_DATA) "
+                                 "and phase 2 (--case phase1, a test id such as 2.a, A or B; default all)."),
 ) -> None:
     """Run the IBSI 1 digital phantom and CT phantom configurations A-E and compare with IBSI.
 
@@ -37,6 +40,17 @@ def ibsi(
     from ..features.ibsi_check import CASES, is_3d_family, run_case, totals
     from ..io import write_csv, write_json
     from ..logs import echo
+
+    if standard == 2:  # IBSI 2 convolutional filters (biomarkers.features.filters.check)
+        from ..features.filters.check import run_standard2
+
+        res = run_standard2(case or None, configs_dir=configs, echo=echo, summary=summary)
+        rows = pd.concat([df.assign(phase=ph) for ph, df in res.items()], ignore_index=True)
+        if csv_out:
+            write_csv(csv_out, rows)
+        if json_out:
+            write_json(json_out, {"standard": 2, "rows": rows.where(rows.notna(), None).to_dict(orient="records")})
+        return
 
     mode = mode or "ibsi"
     cases = case or list(CASES)

@@ -272,3 +272,57 @@ def run_phase2_extract(configs: tuple[str, ...] = ("A", "B"), workdir: str | Pat
         if tmp is not None:
             tmp.cleanup()
     return _compare(values, configs, None), longs
+
+
+# -- ``biomarkers ibsi --standard 2`` ---------------------------------------------------------
+
+#: ``--case`` values of ``biomarkers ibsi --standard 2``: phase 1 (all maps), a phase 1 test id,
+#: or a phase 2 configuration
+STANDARD2_CASES = ("phase1", *PHASE1, *PHASE2_PARAMS)
+
+
+def run_standard2(cases: list[str] | None = None, configs_dir: str | Path | None = None,
+                  shared: str | Path | None = None, echo=print, summary: bool = False) -> dict[str, pd.DataFrame]:
+    """Run and print the IBSI 2 checks: phase 1 maps (shared data) and phase 2 through the extraction.
+
+    Prints one line per test / value (status first, like the IBSI 1 checks) and the totals;
+    returns ``{"phase1": table, "phase2": table}`` (absent phases omitted).
+    """
+    cases = list(cases or ["phase1", *PHASE2_PARAMS])
+    bad = [c for c in cases if c not in STANDARD2_CASES]
+    if bad:
+        from biomarkers.errors import ConfigError
+
+        raise ConfigError(f"--case {bad[0]!r}: unknown for --standard 2; choose from phase1, a phase 1 test "
+                          f"(1.a.1 .. 10.b.1) or a phase 2 configuration ({', '.join(PHASE2_PARAMS)})")
+    out: dict[str, pd.DataFrame] = {}
+    tests = list(PHASE1) if "phase1" in cases else [c for c in cases if c in PHASE1]
+    if tests:
+        p1 = phase1_table(run_phase1(tests, shared))
+        out["phase1"] = p1
+        echo("\n== IBSI 2 phase 1: response maps (pass: every voxel within 1% of the reference range) ==")
+        if not summary:
+            for r in p1.itertuples(index=False):
+                echo(f"  {r.status:10s} {r.test:7s} {r.filter:10s} {r.phantom:13s} max |diff| {r.max_abs_diff:10.4g}"
+                     f"  = {r.error_pct:7.4f}% of range {r.ref_range:.4g}")
+        n = int((p1.status == "pass").sum())
+        echo(f"  TOTAL phase 1       pass {n}  deviating {len(p1) - n}  of {len(p1)} reference maps")
+    cfgs = tuple(c for c in PHASE2_PARAMS if c in cases)
+    if cfgs:
+        p2, _ = run_phase2_extract(cfgs, configs_dir=configs_dir)
+        out["phase2"] = p2
+        echo(f"\n== IBSI 2 phase 2: CT phantom, configuration(s) {', '.join(cfgs)}, through the extraction ==")
+        for fid, sub in p2.groupby("id", sort=False):
+            if not summary:
+                for r in sub.itertuples(index=False):
+                    if r.status == "no reference":
+                        continue
+                    echo(f"  {r.status:15s} {r.id:4s} {r.tag:12s} value {r.value:>11.4g}  ref {r.reference:>10.4g}"
+                         f"  tol {r.tolerance:>8.3g}")
+            c = sub[sub.status != "no reference"].status.value_counts()
+            echo(f"  {fid:4s} pass {int(c.get('pass', 0)):3d}  deviating {int(c.get('deviating', 0)):3d}  "
+                 f"not implemented {int(c.get('not implemented', 0)):3d}  of {int(c.sum())}")
+        c = p2[p2.status != "no reference"].status.value_counts()
+        echo(f"  TOTAL phase 2       pass {int(c.get('pass', 0))}  deviating {int(c.get('deviating', 0))}  "
+             f"not implemented {int(c.get('not implemented', 0))}  of {int(c.sum())} reference values")
+    return out
