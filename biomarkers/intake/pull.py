@@ -2,7 +2,7 @@
 
 1. **Query** (QIDO-RS with dicomweb-client, or C-FIND with pynetdicom, Study Root): studies
    (``--study`` UIDs, else ``StudyDate >= --since``), their series (``--modality``: series of
-   these modalities, plus the RTSTRUCT / SEG series that ingest matches to them), their instances.
+   these modalities, plus the study's RTSTRUCT / SEG series), their instances.
 2. **Plan**: an instance already in the spool or the received-studies folder is not fetched
    again, so a rerun after an interruption fetches only what is missing.
 3. **Retrieve** the missing instances: WADO-RS (a whole series when none of it is here, else
@@ -62,11 +62,16 @@ class PullReport:
         return s
 
 
-def _want_series(modality: str, modalities: list[str]) -> bool:
+def select_series(series: list[tuple[str, str]], modalities: list[str]) -> list[tuple[str, str]]:
+    """``(series UID, modality)`` of one study to retrieve: every series without a filter; else the series of
+    these modalities and, when there is one, the study's RTSTRUCT / SEG series (ingest matches them to the
+    images they reference and reports the others as not used)."""
     if not modalities:
-        return True
-    m = modality.upper()
-    return m in modalities or m in SEGMENTATION_MODALITIES
+        return list(series)
+    chosen = [s for s in series if s[1].upper() in modalities]
+    if chosen and not set(modalities) & set(SEGMENTATION_MODALITIES):
+        chosen += [s for s in series if s[1].upper() in SEGMENTATION_MODALITIES]
+    return chosen
 
 
 def _date_ok(value: str, since: dt.date | None) -> bool:
@@ -102,10 +107,9 @@ class DicomwebPACS:
             study = self._v(st, "0020000D")
             if not studies and not _date_ok(self._v(st, "00080020"), since):
                 continue
-            for se in self.client.search_for_series(study_instance_uid=study):
-                series, mod = self._v(se, "0020000E"), self._v(se, "00080060")
-                if not _want_series(mod, modalities):
-                    continue
+            found_series = [(self._v(se, "0020000E"), self._v(se, "00080060"))
+                            for se in self.client.search_for_series(study_instance_uid=study)]
+            for series, mod in select_series(found_series, modalities):
                 for inst in self.client.search_for_instances(study_instance_uid=study, series_instance_uid=series):
                     out.append(Remote(study, series, self._v(inst, "00080018"), mod))
         return out
@@ -187,13 +191,13 @@ class DimsePACS:
             for study, date in found:
                 if not studies and not _date_ok(date, since):
                     continue
-                for se in self._find(assoc, "SERIES", StudyInstanceUID=study, SeriesInstanceUID="", Modality=""):
-                    mod = str(se.get("Modality", ""))
-                    if not _want_series(mod, modalities):
-                        continue
-                    for inst in self._find(assoc, "IMAGE", StudyInstanceUID=study,
-                                           SeriesInstanceUID=str(se.SeriesInstanceUID), SOPInstanceUID=""):
-                        out.append(Remote(study, str(se.SeriesInstanceUID), str(inst.SOPInstanceUID), mod))
+                found_series = [(str(se.SeriesInstanceUID), str(se.get("Modality", "")))
+                                for se in self._find(assoc, "SERIES", StudyInstanceUID=study, SeriesInstanceUID="",
+                                                     Modality="")]
+                for series, mod in select_series(found_series, modalities):
+                    for inst in self._find(assoc, "IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series,
+                                           SOPInstanceUID=""):
+                        out.append(Remote(study, series, str(inst.SOPInstanceUID), mod))
             return out
         finally:
             assoc.release()
