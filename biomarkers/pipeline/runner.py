@@ -95,8 +95,9 @@ class Pipeline(Context):
                     self.stages[s.name] = StageOutcome(StageStatus.DISABLED)
                 elif s.deferred:
                     deferred.append(s)
-                elif failed_up := [u for u in s.upstream if u in self.stages and self.stages[u].status == StageStatus.FAILED]:
-                    self._fail(s.name, f"not run: upstream stage {failed_up[0]} failed")
+                elif failed := [u for u in s.upstream
+                                if u in self.stages and self.stages[u].status == StageStatus.FAILED]:
+                    self._fail(s.name, f"not run: upstream stage {failed[0]} failed")
                 else:
                     self._run_stage(s)
         finally:
@@ -104,8 +105,9 @@ class Pipeline(Context):
                 self.close_executor()
             self.hasher.save()
             self.src_hasher.save()
-        self.report.extra.update(pipeline=self.cfg.name, config_hash=self.cfg.config_hash(), executor=self.executor_desc,
-                                 biomarkers_version=biomarkers.__version__, mlflow_run_id=None)
+        self.report.extra.update(pipeline=self.cfg.name, config_hash=self.cfg.config_hash(),
+                                 executor=self.executor_desc, biomarkers_version=biomarkers.__version__,
+                                 mlflow_run_id=None)
         try:
             for s in deferred:
                 try:
@@ -168,7 +170,7 @@ class Pipeline(Context):
         if self.state.is_current(name, key, self.hasher):
             n = self._replay_cached(name)
             self.stages[name] = StageOutcome(StageStatus.CACHED, key=key[:12], elapsed_s=round(time.time() - t0, 3),
-                                               counts=n, details=self.state.get(name).get("details", {}))
+                                             counts=n, details=self.state.get(name).get("details", {}))
             echo(f"[{name}] unchanged since the last run: skipped ({sum(n.values())} cases from the last report)")
             return
         echo(f"[{name}] running")
@@ -198,7 +200,7 @@ class Pipeline(Context):
         outputs = {f: self.hasher.file(self.path(f)) for f in s.outputs if self.path(f).is_file()}
         self.state.record(name, key, outputs, details=details)
         self.stages[name] = StageOutcome(StageStatus.RAN, key=key[:12], elapsed_s=round(time.time() - t0, 3),
-                                           computed=computed, counts=counts, details=details)
+                                         computed=computed, counts=counts, details=details)
         if rep is not None:
             echo(rep.summary().replace(rep.stage + ":", f"[{name}]", 1))
 

@@ -65,7 +65,8 @@ def log_feature_set(
     path = Path(table_path)
     if df is None:
         tsv = path.suffix.lower() == ".tsv"
-        df = pd.read_csv(path, sep="\t" if tsv else ",") if tsv or path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        csv = tsv or path.suffix.lower() == ".csv"
+        df = pd.read_csv(path, sep="\t" if tsv else ",") if csv else pd.read_parquet(path)
     df = df.copy()
     for c in df.columns:  # Arrow-backed strings -> Python objects (MLflow's digest/schema code expects them)
         if isinstance(df[c].dtype, pd.StringDtype) or str(df[c].dtype).startswith(("string", "large_string", "str")):
