@@ -16,7 +16,6 @@ With ``diagnostics: true`` the IBSI diagnostic values come as ``feature_class="i
 ``feature`` = ``ibsi_code`` = the diagnostic tag (``int_mask_vox_count_reseg_roi``).
 """
 
-
 from __future__ import annotations
 
 import importlib
