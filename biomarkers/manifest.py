@@ -58,9 +58,9 @@ class ImageRef:
 
 
 def _grid_cells(grid) -> dict:
-    if grid is None:
-        return {}
-    return {"shape": " x ".join(str(x) for x in grid.shape), "spacing": " x ".join(f"{x:.6g}" for x in grid.spacing)}
+    """The ``shape`` and ``spacing`` (mm) cells of a Grid."""
+    return {} if grid is None else {"shape": " x ".join(str(x) for x in grid.shape),
+                                    "spacing": " x ".join(f"{x:.6g}" for x in grid.spacing)}
 
 
 @dataclass
