@@ -210,11 +210,8 @@ def units_of(modality: str, dicom_units: str, suv: bool) -> str:
 # manifest rows through biomarkers.manifest.ManifestRow.
 @dataclass
 class ConvertJob:
-    """One image stack to convert.
-
-    ``settings``: the conversion settings (``IngestSettings.conversion_dict()`` + ``compresslevel``);
-    ``deid``: ``DeidSettings`` as a dict (the sidecar metadata policy).
-    """
+    """One image stack to convert. ``settings``: ``IngestSettings.conversion_dict()`` + ``compresslevel``;
+    ``deid``: ``DeidSettings`` as a dict (the sidecar metadata policy)."""
 
     stack: ImageStack
     ref: ImageRef
