@@ -168,6 +168,7 @@ class Spool:
                 with contextlib.suppress(OSError):
                     f.unlink()
         index, studies = {}, {}
+        started = time.time()
         for base, pending in ((self.received, False), (self.incoming, True)):
             for d in base.iterdir() if base.is_dir() else ():
                 if not d.is_dir():
@@ -175,11 +176,11 @@ class Spool:
                 for f in d.glob("*.dcm"):
                     index[f.stem] = f
                     if pending:
-                        st = f.stat()
-                        e = studies.setdefault(d.name, StudyEntry(d.name))
+                        # the stability clock restarts now: a sender cut off by a restart gets the
+                        # whole stable_seconds to retry before its partial study goes to the pipeline
+                        e = studies.setdefault(d.name, StudyEntry(d.name, last_arrival=started))
                         e.instances += 1
-                        e.bytes += st.st_size
-                        e.last_arrival = max(e.last_arrival, st.st_mtime)
+                        e.bytes += f.stat().st_size
         with self._lock:
             self.index, self.studies = index, studies
 
