@@ -85,16 +85,17 @@ def canonical(step: Step) -> tuple[Step, float]:
 
 
 class SeparableBank:
-    """Applies chains of 1D passes to one image, sharing common prefixes (memoised).
+    """Applies chains of 1D passes to one image, sharing common prefixes.
 
     Passes along different axes commute exactly (also at the border), so each chain is
-    stable-sorted by axis; chains that start alike reuse the partial results.
+    stable-sorted by axis (passes along one axis keep their order); chains that start alike
+    reuse the partial results. :meth:`apply_all` walks the chains in sorted order, keeping only
+    the current chain's partial results (memory of one chain, not of all).
     """
 
     def __init__(self, image: np.ndarray, mode: str):
         self.image = np.asarray(image, dtype=np.float64)
         self.mode = mode
-        self._memo: dict[tuple, np.ndarray] = {}
 
     def _pass(self, x: np.ndarray, step: Step) -> np.ndarray:
         axis, k, flipped = step
@@ -103,27 +104,37 @@ class SeparableBank:
         y = ndimage.convolve1d(x, np.asarray(k, dtype=np.float64), axis=axis, mode=self.mode)
         return np.flip(y, axis) if flipped else y
 
-    def apply(self, steps: Iterable[Step]) -> np.ndarray:
+    @staticmethod
+    def _canonical(steps: Iterable[Step]) -> tuple[tuple[Step, ...], float]:
         sign = 1.0
         canon = []
         for s in steps:
             c, sg = canonical(s)
             canon.append(c)
             sign *= sg
-        canon.sort(key=lambda s: s[0])  # stable: keeps the order of passes along one axis
-        key: tuple = ()
-        x = self.image
-        for s in canon:
-            key = key + (s,)
-            hit = self._memo.get(key)
-            if hit is None:
-                hit = self._pass(x, s)
-                self._memo[key] = hit
-            x = hit
-        return -x if sign < 0 else x
+        canon.sort(key=lambda s: s[0])  # stable
+        return tuple(canon), sign
 
-    def forget(self) -> None:
-        self._memo.clear()
+    def apply(self, steps: Iterable[Step]) -> np.ndarray:
+        """Response of one chain."""
+        return next(iter(self.apply_all([steps])))
+
+    def apply_all(self, chains: Sequence[Iterable[Step]]):
+        """Responses of the chains (as an iterator, in an order that shares prefixes)."""
+        canon = [self._canonical(c) for c in chains]
+        order = sorted(range(len(canon)), key=lambda i: repr(canon[i][0]))
+        stack: list[tuple[Step, np.ndarray]] = []  # current path: (step, result after it)
+        for i in order:
+            steps, sign = canon[i]
+            n = 0
+            while n < len(stack) and n < len(steps) and stack[n][0] == steps[n]:
+                n += 1
+            del stack[n:]
+            x = stack[-1][1] if stack else self.image
+            for s in steps[n:]:
+                x = self._pass(x, s)
+                stack.append((s, x))
+            yield -x if sign < 0 else x
 
 
 # -- rotations ------------------------------------------------------------------------------

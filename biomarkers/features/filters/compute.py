@@ -109,8 +109,8 @@ def margin(spec, spacing, shape) -> tuple[int, int, int]:
             m[a] = len(_gauss_1d(spec.sigma_mm / spacing[a], spec.truncation)[0]) // 2
         elif f == "laws":
             m[a] = max(len(laws_kernel(k)) for k in spec.kernels_1d) // 2 + (spec.delta if spec.energy else 0)
-        elif f == "wavelet":
-            m[a] = sum(len(wavelet_filters(spec.wavelet, lv)["L"]) for lv in range(1, spec.level + 1))
+        elif f == "wavelet":  # one pass reaches len/2 voxels each side (+1 when mirrored: even lengths)
+            m[a] = sum(len(wavelet_filters(spec.wavelet, lv)["L"]) // 2 + 1 for lv in range(1, spec.level + 1))
         elif f == "gabor":
             radius_mm = spec.truncation * spec.sigma_mm * max(1.0, 1.0 / spec.gamma)
             m[a] = int(math.ceil(radius_mm / spacing[a] - 1e-9))
@@ -143,7 +143,7 @@ def _bank_pool(image, spec, chains: list[list[Step]], invariant: bool, how: str)
     if not invariant:
         return pool((bank.apply(c) for c in chains), "mean")
     rots = rotations(spec.ndim)
-    return pool((bank.apply(rotate_steps(c, r)) for r in rots for c in chains), how)
+    return pool(bank.apply_all([rotate_steps(c, r) for r in rots for c in chains]), how)
 
 
 def mean_filter(image, spacing, spec: S.MeanFilter) -> np.ndarray:
@@ -157,11 +157,8 @@ def log_filter(image, spacing, spec: S.LoGFilter) -> np.ndarray:
     axes = filter_axes(spec.ndim)
     g = {a: _gauss_1d(spec.sigma_mm / spacing[a], spec.truncation) for a in axes}
     bank = SeparableBank(image, NDIMAGE_MODE[spec.boundary])
-    out = None
-    for a in axes:
-        r = bank.apply([(b, g[b][1] if b == a else g[b][0], False) for b in axes])
-        out = r.copy() if out is None else out + r
-    return out
+    chains = [[(b, g[b][1] if b == a else g[b][0], False) for b in axes] for a in axes]
+    return pool(bank.apply_all(chains), "mean") * len(axes)  # the sum of the second derivatives
 
 
 def laws_filter(image, spacing, spec: S.LawsFilter) -> np.ndarray:
