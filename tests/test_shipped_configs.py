@@ -39,6 +39,10 @@ def _load(rel: str):
         from biomarkers.release.config import load_release_config
 
         return load_release_config(path)
+    if rel == "configs/gateway.yaml":
+        from biomarkers.intake import load_gateway_config
+
+        return load_gateway_config(path)
     pytest.fail(f"{rel}: no loader known for this shipped file; add it to tests/test_shipped_configs.py")
 
 
