@@ -23,9 +23,25 @@ _TAGS = {
     0x00080022: ("AcquisitionDate", "DA"), 0x00080032: ("AcquisitionTime", "TM"), 0x0008002A: ("AcquisitionDateTime", "DT"),
     0x00181120: ("GantryDetectorTilt", "DS"), 0x00180086: ("EchoNumbers", "IS"),
     0x52009230: ("PerFrameFunctionalGroupsSequence", "SQ"),
+    # dimensions of multi-volume series (biomarkers.dicom.dims)
+    0x00200011: ("SeriesNumber", "IS"), 0x00180081: ("EchoTime", "DS"), 0x00180080: ("RepetitionTime", "DS"),
+    0x00200100: ("TemporalPositionIdentifier", "IS"), 0x00181060: ("TriggerTime", "DS"),
+    0x00541300: ("FrameReferenceTime", "DS"), 0x00181242: ("ActualFrameDuration", "IS"),
+    0x00189087: ("DiffusionBValue", "FD"), 0x00189089: ("DiffusionGradientOrientation", "FD"),
+    0x00089208: ("ComplexImageComponent", "CS"),
+    # vendors' private diffusion/image-type tags, as dcm2niix reads them (names are ours)
+    0x00431039: ("GE_SlopInt_6_9", "IS"), 0x001910BB: ("GE_UserData20", "DS"), 0x001910BC: ("GE_UserData21", "DS"),
+    0x001910BD: ("GE_UserData22", "DS"), 0x0043102F: ("GE_ImageType", "SS"),
+    0x0019100C: ("Siemens_B_value", "IS"), 0x0019100E: ("Siemens_DiffusionGradientDirection", "FD"),
+    0x20011003: ("Philips_DiffusionBFactor", "FL"), 0x200510B0: ("Philips_DiffusionDirectionRL", "FL"),
+    0x200510B1: ("Philips_DiffusionDirectionAP", "FL"), 0x200510B2: ("Philips_DiffusionDirectionFH", "FL"),
+    0x20051011: ("Philips_ImageType", "CS"),
 }
+#: Private attributes: our name -> (tag, VR) (pydicom reads them by tag; their VR may be UN).
+PRIVATE_TAGS = {name: (tag, vr) for tag, (name, vr) in _TAGS.items() if (tag >> 16) % 2 == 1}
 #: The header attributes the index reads (fast path or ``pydicom.dcmread(specific_tags=...)``).
-HEADER_TAGS = [name for name, vr in _TAGS.values() if vr != "SQ"]
+HEADER_TAGS = [tag if (tag >> 16) % 2 == 1 else name for tag, (name, vr) in _TAGS.items() if vr != "SQ"]
+_BINARY = {"FD": "d", "FL": "f", "SS": "h"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -96,9 +112,14 @@ def _skip_sequence(buf: bytes, pos: int, explicit: bool, depth: int = 0) -> int 
     return None
 
 
-def _decode(raw: bytes, vr: str):
+def decode_value(raw: bytes, vr: str):
+    """A raw little-endian value of VR ``vr`` (text VRs: str or list of str for multi-values)."""
     if vr == "US":
         return _U16.unpack_from(raw, 0)[0] if len(raw) >= 2 else None
+    if vr in _BINARY:  # little-endian binary numbers: one value, else a list
+        n = len(raw) // struct.calcsize(_BINARY[vr])
+        vals = list(struct.unpack_from(f"<{n}{_BINARY[vr]}", raw, 0)) if n else []
+        return None if not vals else vals[0] if n == 1 else vals
     if not raw.isascii():
         raise ValueError("non-ASCII text")  # character sets: let pydicom decode
     s = raw.decode("ascii").rstrip("\x00 ").strip()
@@ -163,5 +184,5 @@ def _parse(buf: bytes, size: int) -> FastHeader | None:
         if spec is not None:
             if spec[1] == "SQ":
                 return None
-            values[spec[0]] = _decode(buf[vpos : vpos + length], spec[1])
+            values[spec[0]] = decode_value(buf[vpos : vpos + length], spec[1])
         pos = vpos + length

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from .fastheader import HEADER_TAGS, fast_header
+from .dims import dimension_values
+from .fastheader import HEADER_TAGS, PRIVATE_TAGS, FastHeader, decode_value, fast_header
 from .model import DicomFile, SegmentationObject
 from .sop import DICOMDIR_SOP, IMAGE_SOPS, RTSTRUCT_SOP, SEG_SOP, UNCOMPRESSED_LE, sop_name
 
@@ -72,6 +73,28 @@ def _i(v, default=None):
         return int(v)
     except (TypeError, ValueError):
         return default
+
+
+def _getter(ds):
+    """``get(name)`` for a FastHeader or a pydicom Dataset, private names of
+    :data:`~biomarkers.dicom.fastheader.PRIVATE_TAGS` included (raw UN values decoded)."""
+    if isinstance(ds, FastHeader):
+        return ds.get
+
+    def get(name: str):
+        spec = PRIVATE_TAGS.get(name)
+        if spec is None:
+            return ds.get(name)
+        el = ds.get(spec[0])
+        v = None if el is None else el.value
+        if isinstance(v, bytes):
+            try:
+                return decode_value(v, spec[1])
+            except (ValueError, UnicodeDecodeError):
+                return None
+        return v
+
+    return get
 
 
 def _expected_pixel_bytes(ds) -> int | None:
@@ -195,6 +218,7 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         acquisition_datetime=text("AcquisitionDateTime"), gantry_tilt=to_float(ds.get("GantryDetectorTilt"), 0.0),
         echo_number=_i(ds.get("EchoNumbers")),
     )
+    common.update(dimension_values(_getter(ds), image_type, ds.get("ImageOrientationPatient")))
     if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
         return HeaderResult.not_used(rel, "truncated or incomplete image header (no Rows/Columns)")
     if sop_class not in IMAGE_SOPS or ds.get("Rows") is None:

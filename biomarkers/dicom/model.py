@@ -58,6 +58,18 @@ class DicomFile:
     frame: int | None = None  # frame index in a multi-frame file (None: single frame)
     pixel_offset: int | None = None  # byte offset of uncompressed pixel data (fast read), else None
     reason: str = ""  # why an object is not converted (unsupported objects)
+    # Per-frame values of the dimensions a multi-volume series varies along (filled by the
+    # header reader, for enhanced/mosaic frames by their decoders; read by biomarkers.dicom.dims).
+    series_number: int | None = None
+    echo_time: float | None = None  # ms
+    repetition_time: float | None = None  # ms
+    temporal_position: int | None = None  # TemporalPositionIdentifier (enhanced: TemporalPositionIndex)
+    trigger_time: float | None = None  # ms
+    frame_reference_time: float | None = None  # ms (PET FrameReferenceTime, from the injection/start)
+    frame_duration: float | None = None  # ms (PET ActualFrameDuration)
+    b_value: float | None = None  # s/mm^2
+    gradient: tuple[float, float, float] | None = None  # diffusion direction, LPS patient coordinates
+    complex_part: str = ""  # "" (magnitude / not stated), "phase", "real" or "imaginary"
 
 
 @dataclass
@@ -70,11 +82,27 @@ class ImageStack:
     series_uid: str
     modality: str
     frame_of_reference_uid: str
-    files: list[DicomFile]  # sorted along the slice normal
-    grid: Grid | None = None
+    files: list[DicomFile]  # the first volume's slices, sorted along the slice normal
+    grid: Grid | None = None  # the 3-D grid of one volume
     qc: dict = field(default_factory=dict)  # flag name -> value (bool/number/str)
     status: Status = Status.PENDING  # then converted | skipped | failed
     reason: str = ""
+
+    #: Every volume's slices in ``files`` order (``volumes[0] is files``); empty for a 3-D stack.
+    volumes: list[list[DicomFile]] = field(default_factory=list)
+    dimension: str = ""  # what the 4th axis is: "time" or "diffusion" ("" for 3-D)
+    ordered_by: str = ""  # the attribute that orders the volumes (e.g. "TemporalPositionIdentifier")
+    label: tuple[str, ...] = ()  # output name parts of a split series, e.g. ("e2",), ("ph",)
+    part: int = 1  # 2, 3...: further geometric stacks of the same series and label
+
+    @property
+    def n_volumes(self) -> int:
+        return len(self.volumes) or 1
+
+    @property
+    def all_files(self) -> list[DicomFile]:
+        """Every frame of the stack, volume after volume."""
+        return [f for v in self.volumes for f in v] if self.volumes else self.files
 
     @property
     def sop_instance_uids(self) -> list[str]:

@@ -1,0 +1,244 @@
+"""Dimensions of multi-volume series: what varies between frames that share a slice position.
+
+Two halves, both pure (no I/O):
+
+* :func:`dimension_values` reads, from one file's header, the per-frame values a series may
+  vary along (the :class:`~biomarkers.dicom.model.DicomFile` fields ``series_number``,
+  ``echo_time``, ``temporal_position``, ``trigger_time``, ``frame_reference_time``,
+  ``frame_duration``, ``b_value``, ``gradient``, ``complex_part``). Standard attributes
+  first, then the vendors' private ones as dcm2niix reads them (GE, Siemens, Philips;
+  Canon/Toshiba write the standard ones).
+* :func:`assemble_volumes` orders the frames of one stack (same geometry, series number,
+  echo and image type) into volumes: one 3-D volume when no position repeats, else a 4-D
+  series along the first dimension that explains the repeats, in the order vendors encode
+  it: temporal position (TemporalPositionIdentifier, TriggerTime, AcquisitionNumber,
+  FrameReferenceTime), then diffusion (b-value and gradient direction). Repeats that no
+  dimension explains raise :class:`VolumeError` with a reason naming the positions.
+
+Echoes and image types (magnitude / phase / real / imaginary) are never a 4th dimension:
+:func:`biomarkers.dicom.stacks.build_stacks` splits them into separate stacks before.
+
+Coordinates: gradient directions are stored in DICOM patient coordinates (LPS). GE's
+private vector (0019,10bb..bd) is in the image frame; it becomes LPS as
+``-x * row - y * column + z * normal`` (the convention dcm2niix's bvecs encode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .model import DicomFile
+
+
+class VolumeError(ValueError):
+    """Frames that cannot be ordered into volumes (the message is the skip reason)."""
+
+
+def _num(v) -> float | None:
+    if v is not None and not isinstance(v, (str, bytes, int, float)):  # a multi-value: its first
+        v = next(iter(v), None)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _vec(v) -> tuple[float, float, float] | None:
+    try:
+        vals = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return vals if len(vals) == 3 and all(np.isfinite(vals)) else None
+
+
+#: ImageType / ComplexImageComponent / vendor codes -> complex part ("" = magnitude).
+_COMPLEX = {"P": "phase", "PHASE": "phase", "PHASE MAP": "phase", "R": "real", "REAL": "real",
+            "I": "imaginary", "IMAGINARY": "imaginary", "M": "", "MAGNITUDE": "", "MIXED": ""}
+_GE_COMPLEX = {0: "", 1: "phase", 2: "real", 3: "imaginary"}
+
+
+def complex_part(get: Callable, image_type: tuple[str, ...]) -> str:
+    """"" (magnitude or not stated), "phase", "real" or "imaginary".
+
+    ComplexImageComponent (0008,9208), else Philips (2005,1011), else the ImageType values
+    (Siemens writes ``ORIGINAL\\PRIMARY\\P\\ND``), else GE (0043,102f).
+    """
+    for key in ("ComplexImageComponent", "Philips_ImageType"):
+        v = str(get(key) or "").strip().upper()
+        if v in _COMPLEX:
+            return _COMPLEX[v]
+    for v in image_type[2:]:
+        if v in ("P", "PHASE", "R", "REAL", "I", "IMAGINARY"):
+            return _COMPLEX[v]
+    ge = _num(get("GE_ImageType"))
+    return _GE_COMPLEX.get(int(ge), "") if ge is not None else ""
+
+
+def diffusion(get: Callable, iop) -> tuple[float | None, tuple[float, float, float] | None]:
+    """(b-value in s/mm^2, gradient direction in LPS) of one frame, or Nones.
+
+    Standard DiffusionBValue (0018,9087) / DiffusionGradientOrientation (0018,9089) (LPS);
+    Siemens (0019,100c) / (0019,100e) (LPS); Philips (2001,1003) / (2005,10b0..b2)
+    (RL, AP, FH: LPS); GE (0043,1039) first value (minus the 10^9 some releases add) /
+    (0019,10bb..bd) (image frame, see the module docstring; a vector shorter than 1 scales
+    the b-value by its squared length, GE's multi-shell tensor files).
+    """
+    b = _num(get("DiffusionBValue"))
+    g = _vec(get("DiffusionGradientOrientation"))
+    if b is None:
+        b = _num(get("Siemens_B_value"))
+        if g is None:
+            g = _vec(get("Siemens_DiffusionGradientDirection"))
+    if b is None:
+        b = _num(get("Philips_DiffusionBFactor"))
+        if g is None:
+            g = _vec([get(f"Philips_DiffusionDirection{a}") for a in ("RL", "AP", "FH")])
+    ge_b = _num(get("GE_SlopInt_6_9"))
+    ge_g = _vec([get(f"GE_UserData{n}") for n in (20, 21, 22)])
+    if ge_b is not None or ge_g is not None:
+        if ge_b is not None and ge_b >= 1e9:
+            ge_b = ge_b % 1e9
+        if ge_g is not None and iop is not None:
+            row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+            w = -ge_g[0] * row - ge_g[1] * col + ge_g[2] * np.cross(row, col)
+            n = float(np.linalg.norm(w))
+            if ge_b is not None and 0 < n < 0.99:
+                ge_b, w = ge_b * n * n, w / n
+            if g is None:
+                g = tuple(float(x) for x in w)
+        if b is None:
+            b = ge_b
+    if b is not None and b <= 0:
+        g = (0.0, 0.0, 0.0)
+    return b, g
+
+
+def dimension_values(get: Callable, image_type: tuple[str, ...], iop) -> dict:
+    """The dimension fields of :class:`DicomFile` from a header accessor ``get(name)``
+    (names of :data:`biomarkers.dicom.fastheader.HEADER_TAGS` / ``PRIVATE_TAGS``)."""
+    b, g = diffusion(get, iop)
+    tp = _num(get("TemporalPositionIdentifier"))
+    sn = _num(get("SeriesNumber"))
+    return dict(
+        series_number=int(sn) if sn is not None else None,
+        echo_time=_num(get("EchoTime")),
+        repetition_time=_num(get("RepetitionTime")),
+        temporal_position=int(tp) if tp is not None else None,
+        trigger_time=_num(get("TriggerTime")),
+        frame_reference_time=_num(get("FrameReferenceTime")),
+        frame_duration=_num(get("ActualFrameDuration")),
+        b_value=b,
+        gradient=g,
+        complex_part=complex_part(get, image_type),
+    )
+
+
+# --------------------------------------------------------------------------- assembly
+#: Attributes that order volumes in time, in the order they are tried (DICOM keyword, field).
+TIME_DIMENSIONS = (
+    ("TemporalPositionIdentifier", "temporal_position"),
+    ("TriggerTime", "trigger_time"),
+    ("AcquisitionNumber", "acquisition_number"),
+    ("FrameReferenceTime", "frame_reference_time"),
+)
+
+
+@dataclass
+class Volumes:
+    """Frames ordered into volumes: ``volumes[t]`` holds one frame per slice position, sorted
+    along the slice normal (the same positions in every volume)."""
+
+    volumes: list[list[DicomFile]]
+    dimension: str = ""  # "", "time" or "diffusion"
+    ordered_by: str = ""  # the attribute whose values order the volumes
+
+
+def along_normal(fs: list[DicomFile]) -> np.ndarray | None:
+    """Position of every frame along its slice normal (mm), None without geometry."""
+    iop = fs[0].image_orientation
+    if iop is None or any(f.image_position is None for f in fs):
+        return None
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+    return np.asarray([f.image_position for f in fs], dtype=float) @ normal
+
+
+def _position_labels(d: np.ndarray, tol: float) -> np.ndarray:
+    """Cluster positions along the normal: frames closer than ``tol`` mm share a label (0, 1... in order)."""
+    order = np.argsort(d, kind="stable")
+    labels = np.empty(len(d), dtype=int)
+    lab, prev = -1, None
+    for i in order:
+        if prev is None or d[i] - prev > tol:
+            lab += 1
+        labels[i] = lab
+        prev = d[i]
+    return labels
+
+
+def _acquisition_order(f: DicomFile):
+    return (f.instance_number if f.instance_number is not None else 0, f.frame or 0, f.rel)
+
+
+def _repeat_reason(d: np.ndarray, labels: np.ndarray) -> str:
+    counts = np.bincount(labels)
+    rep = [float(np.mean(d[labels == lab])) for lab in np.flatnonzero(counts > 1)]
+    shown = ", ".join(f"{x:.1f}" for x in rep[:5]) + (", ..." if len(rep) > 5 else "")
+    n = len(rep)
+    return (f"duplicate slice positions: {n} position{'s' if n != 1 else ''} repeat{'s' if n == 1 else ''} "
+            f"(at {shown} mm along the slice normal) and no temporal/diffusion/echo attribute explains them")
+
+
+def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
+    """Order the frames of one stack into volumes (see the module docstring).
+
+    A dimension explains the repeats when every frame has a value and, at every slice
+    position, the frames' values are all different (time) or not all equal across the
+    series (diffusion: repeated b=0 volumes are allowed, frames are then ordered by
+    InstanceNumber and each volume must have one b-value and direction). Raises
+    :class:`VolumeError` otherwise.
+    """
+    d = along_normal(fs)
+    if d is None or len(fs) < 2:
+        return Volumes([fs])
+    labels = _position_labels(d, tol)
+    n_pos = int(labels.max()) + 1
+    if n_pos == len(fs):
+        return Volumes([fs])
+    counts = np.bincount(labels)
+    if len(set(counts.tolist())) > 1:
+        raise VolumeError(_repeat_reason(d, labels) + f" (positions occur {counts.min()} to {counts.max()} times)")
+    n_vol = int(counts[0])
+    at = [[i for i in range(len(fs)) if labels[i] == p] for p in range(n_pos)]
+
+    def build(rank: Callable[[DicomFile], tuple]) -> list[list[DicomFile]]:
+        vols: list[list[DicomFile | None]] = [[None] * n_pos for _ in range(n_vol)]
+        for p, idx in enumerate(at):
+            for t, i in enumerate(sorted(idx, key=lambda i: rank(fs[i]))):
+                vols[t][p] = fs[i]
+        return vols  # type: ignore[return-value]
+
+    diff = [(f.b_value, f.gradient) for f in fs]
+    is_dwi = all(b is not None for b, _ in diff) and len(set(diff)) > 1
+    vols, by = None, ""
+    for keyword, attr in TIME_DIMENSIONS:
+        vals = [getattr(f, attr) for f in fs]
+        if all(v is not None for v in vals) and all(len({vals[i] for i in idx}) == n_vol for idx in at):
+            vols, by = build(lambda f, a=attr: (getattr(f, a), *_acquisition_order(f))), keyword
+            break
+    if vols is None and is_dwi:
+        vols, by = build(_acquisition_order), "InstanceNumber"
+    if vols is None:
+        raise VolumeError(_repeat_reason(d, labels))
+    if is_dwi:
+        for t, v in enumerate(vols):
+            g0 = np.asarray(v[0].gradient if v[0].gradient is not None else (np.nan,) * 3)
+            for f in v[1:]:
+                g = np.asarray(f.gradient if f.gradient is not None else (np.nan,) * 3)
+                if abs(f.b_value - v[0].b_value) > 1e-3 or not np.allclose(g, g0, atol=1e-4, equal_nan=True):
+                    raise VolumeError(
+                        f"diffusion series not orderable: volume {t + 1} of {n_vol} (ordered by {by}) mixes "
+                        "b-values or gradient directions across its slices")
+    return Volumes(vols, "diffusion" if is_dwi else "time", by)
