@@ -191,7 +191,9 @@ def compute_rows(image, mask, params: dict, label: int) -> tuple[list[dict], dic
     if ibsi_section is not None:
         info["ibsi"] = "computed"
         have = {tuple(r[c] for c in NAME_COLUMNS): i for i, r in enumerate(rows)}
-        for r in ibsi_rows(image, mask, params, prepared=prepared):
+        # ``families: []`` (e.g. filters only): no IBSI 1 features, so no IBSI 1 processing either
+        no_families = ibsi_section.get("families") == [] and prepared is None
+        for r in ([] if no_families else ibsi_rows(image, mask, params, prepared=prepared)):
             k = tuple(r[c] for c in NAME_COLUMNS)
             if k in have:
                 rows[have[k]] = r
@@ -230,7 +232,8 @@ def extract_item(item: Item) -> dict:
     rows, info = compute_rows(image, mask, item.params, label)
     if not rows:
         raise InputError("no features computed (check featureClass / imageType in the parameter file)")
-    ident = {c: getattr(item, c) for c in KEY_COLUMNS + ["params_name", "params_hash", "image_hash", "mask_hash"]}
+    # a key column the item does not hold (a per-row key, e.g. an IBSI 2 filter) comes with the rows
+    ident = {c: getattr(item, c, "") for c in KEY_COLUMNS + ["params_name", "params_hash", "image_hash", "mask_hash"]}
     ident["item_key"] = item.key
     write_item(item.out_path, [{**ident, **r} for r in rows])
     return {
