@@ -3,6 +3,7 @@ and duplicate rules, the instance checks, and TLS on the SCP (a real pynetdicom 
 
 from __future__ import annotations
 
+import io
 import stat
 import subprocess
 import sys
@@ -115,8 +116,6 @@ def test_store_is_owner_only_named_by_pseudonyms_and_recognises_duplicates(spool
     # same UID, different content: conflict, the first copy is kept
     changed = pydicom.dcmread(f)
     changed.ImageComments = "other"
-    import io
-
     buf = io.BytesIO()
     changed.save_as(buf, enforce_file_format=True)
     assert spool.store(buf.getvalue(), ds.SOPInstanceUID, ds.StudyInstanceUID).status == "conflict"
@@ -139,6 +138,15 @@ def test_restart_rebuilds_the_index_and_drops_unacknowledged_temporaries(spool, 
     assert again.pending() == [] and len(list((tmp_path / "received" / study).iterdir())) == 3
 
 
+def _dataset_part(data: bytes) -> bytes:
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(data)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)
+    return data[fp.tell():]
+
+
 def test_instance_checks():
     from biomarkers.intake.scp import (STATUS_MALFORMED, STATUS_SOP_MISMATCH, STATUS_UNSUPPORTED, Malformed,
                                        check_instance, storage_sop_classes)
@@ -146,25 +154,33 @@ def test_instance_checks():
     classes = storage_sop_classes()
     for f in (files_of("STS_002", "CT")[0], files_of("STS_002", "CT", "mask")[0], files_of("STS_002", "MR_T1")[0]):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
-        assert check_instance(f.read_bytes(), ds.SOPClassUID, ds.SOPInstanceUID, classes)[0] == ds.StudyInstanceUID
+        got = check_instance(_dataset_part(f.read_bytes()), ds.file_meta.TransferSyntaxUID, ds.SOPClassUID,
+                             ds.SOPInstanceUID, classes)
+        assert got == ds.StudyInstanceUID
     f = files_of("STS_002", "CT")[0]
-    data, ds = f.read_bytes(), pydicom.dcmread(f, stop_before_pixels=True)
-    cases = [(data[:-10], ds.SOPClassUID, ds.SOPInstanceUID, STATUS_MALFORMED, "truncated"),
-             (data[:len(data) // 3], ds.SOPClassUID, ds.SOPInstanceUID, STATUS_MALFORMED, ""),
-             (b"\0" * 132, ds.SOPClassUID, ds.SOPInstanceUID, STATUS_MALFORMED, "cannot be parsed"),
-             (data, ds.SOPClassUID, "1.2.3.4", STATUS_SOP_MISMATCH, "does not match")]
-    for raw, cls, uid, status, words in cases:
+    data, ds = _dataset_part(f.read_bytes()), pydicom.dcmread(f, stop_before_pixels=True)
+    ts = ds.file_meta.TransferSyntaxUID
+    cases = [(data[:-10], ts, ds.SOPInstanceUID, STATUS_MALFORMED, "truncated"),
+             (data[:len(data) // 3], ts, ds.SOPInstanceUID, STATUS_MALFORMED, ""),
+             (b"\xff" * 64, ts, ds.SOPInstanceUID, STATUS_MALFORMED, "malformed"),
+             (data, "1.2.840.10008.1.2.1", ds.SOPInstanceUID, STATUS_MALFORMED, "VR"),  # implicit read as explicit
+             (data, ts, "1.2.3.4", STATUS_SOP_MISMATCH, "does not match")]
+    for raw, syntax, uid, status, words in cases:
         with pytest.raises(Malformed, match=words) as e:
-            check_instance(raw, cls, uid, classes)
+            check_instance(raw, syntax, ds.SOPClassUID, uid, classes)
         assert e.value.status == status
+    # an RTSTRUCT cut inside its nested contour sequences
+    m = files_of("STS_002", "CT", "mask")[0]
+    rt, mds = _dataset_part(m.read_bytes()), pydicom.dcmread(m, stop_before_pixels=True)
+    with pytest.raises(Malformed, match="truncated"):
+        check_instance(rt[: len(rt) // 2], mds.file_meta.TransferSyntaxUID, mds.SOPClassUID, mds.SOPInstanceUID,
+                       classes)
     sc = pydicom.dcmread(f)
     sc.SOPClassUID = sc.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
-    import io
-
     buf = io.BytesIO()
     sc.save_as(buf, enforce_file_format=True)
     with pytest.raises(Malformed) as e:
-        check_instance(buf.getvalue(), sc.SOPClassUID, sc.SOPInstanceUID, classes)
+        check_instance(_dataset_part(buf.getvalue()), ts, sc.SOPClassUID, sc.SOPInstanceUID, classes)
     assert e.value.status == STATUS_UNSUPPORTED
 
 

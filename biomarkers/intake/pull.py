@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BiomarkersError, ConfigError, InputError
 from .config import GatewayConfig
-from .spool import SpoolLock
+from .spool import SpoolLock, split_meta
 
 LOG = logging.getLogger("biomarkers.intake")
 SEGMENTATION_MODALITIES = ("RTSTRUCT", "SEG")
@@ -120,7 +120,9 @@ class DicomwebPACS:
         def put(ds) -> None:
             buf = io.BytesIO()
             dcmwrite(buf, ds, enforce_file_format=True)
-            store(buf.getvalue(), str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+            data = buf.getvalue()
+            store(data[split_meta(data):], str(ds.file_meta.TransferSyntaxUID), str(ds.SOPClassUID),
+                  str(ds.SOPInstanceUID))
 
         by_series: dict[tuple[str, str], list[Remote]] = {}
         for r in todo:
@@ -371,7 +373,7 @@ def _pull_locked(cfg, pipeline, p, since, studies, modalities, run) -> PullRepor
             from .scp import AssocStats
 
             st = AssocStats("DICOMweb", "WADO-RS")
-            pacs.retrieve(todo, lambda data, cls, sop: service.store_encoded(data, cls, sop, st), complete)
+            pacs.retrieve(todo, lambda data, ts, cls, sop: service.store_dataset(data, ts, cls, sop, st), complete)
         else:
             pacs.retrieve(todo, service, complete, gw.spool)
     finally:

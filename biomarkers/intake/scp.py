@@ -17,13 +17,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 
+from .dataset import STATUS_MALFORMED, Malformed, file_meta, inspect_dataset
 from .spool import Spool
 
 LOG = logging.getLogger("biomarkers.intake")
@@ -31,7 +30,7 @@ LOG = logging.getLogger("biomarkers.intake")
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700  # the spool cannot be written (disk full, permissions)
 STATUS_SOP_MISMATCH = 0xA900  # dataset does not match the request's SOP class / instance
-STATUS_MALFORMED = 0xC210  # cannot understand: the dataset cannot be parsed or is incomplete
+# STATUS_MALFORMED = 0xC210 (dataset.py): cannot understand: the dataset cannot be parsed or is incomplete
 STATUS_CONFLICT = 0xC211  # same SOP Instance UID already received with different content
 STATUS_UNSUPPORTED = 0xC212  # a storage object ingest does not handle
 
@@ -62,70 +61,21 @@ def decodable_transfer_syntaxes() -> list[str]:
     return [str(t) for t in out]
 
 
-class Malformed(Exception):
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
+def check_instance(data: bytes, transfer_syntax: str, sop_class: str, sop_uid: str, sop_classes: dict) -> str:
+    """Check a received encoded dataset against its C-STORE request; returns its Study Instance UID.
 
-
-def check_instance(encoded: bytes, sop_class: str, sop_uid: str, sop_classes: dict) -> tuple[str, str]:
-    """Parse a received Part 10 byte string; return ``(study_uid, modality)`` or raise :class:`Malformed`.
-
-    The reason never quotes a value from the dataset (it may be identifying).
+    Raises :class:`Malformed` with the DIMSE status to return; the reason quotes no value.
     """
-    import warnings
-
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's value warnings (e.g. an over-long SH) are not errors here
-            ds = dcmread(io.BytesIO(encoded))
-            _check_lengths(ds)
-    except Malformed:
-        raise
-    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error,
-            NotImplementedError, TypeError, AttributeError, IndexError) as err:
-        raise Malformed(STATUS_MALFORMED, f"malformed dataset: cannot be parsed ({type(err).__name__})") from None
-    if ds.get("SOPClassUID") != sop_class or ds.get("SOPInstanceUID") != sop_uid:
+    v = inspect_dataset(data, transfer_syntax)
+    if v.get("SOPClassUID") != sop_class or v.get("SOPInstanceUID") != sop_uid:
         raise Malformed(STATUS_SOP_MISMATCH, "dataset does not match the request (SOP Class / Instance UID)")
     if sop_class not in sop_classes:
         raise Malformed(STATUS_UNSUPPORTED, f"unsupported storage SOP class {sop_class}")
-    study = str(ds.get("StudyInstanceUID", "") or "")
-    if not study or not ds.get("SeriesInstanceUID"):
+    if not v.get("StudyInstanceUID") or not v.get("SeriesInstanceUID"):
         raise Malformed(STATUS_MALFORMED, "malformed dataset: no Study or Series Instance UID")
-    if "PixelData" in ds or sop_class in _image_sops():
-        _check_pixels(ds)
-    return study, str(ds.get("Modality", "") or "")
-
-
-def _check_lengths(ds) -> None:
-    """Structural check of a parsed dataset, without converting the values (fast).
-
-    pydicom reads a truncated element as a short value without an error: every element's
-    declared length is compared with the bytes it got; sequences are parsed (their items'
-    elements stay raw) and checked recursively.
-    """
-    from pydicom.datadict import dictionary_VR
-    from pydicom.dataelem import RawDataElement
-
-    for tag in list(ds.keys()):
-        raw = ds._dict.get(tag)
-        if not isinstance(raw, RawDataElement):
-            continue
-        if raw.length != 0xFFFFFFFF and raw.value is not None and len(raw.value) != raw.length:
-            raise Malformed(STATUS_MALFORMED, f"malformed dataset: truncated element ({tag}: "
-                            f"{len(raw.value)} of {raw.length} bytes)")
-        vr = raw.VR
-        if vr is None:
-            try:
-                vr = dictionary_VR(tag)
-            except KeyError:
-                vr = "UN"
-        if vr == "SQ":
-            for item in ds[tag].value or ():
-                _check_lengths(item)
+    if "PixelData" in v or sop_class in _image_sops():
+        _check_pixels(v)
+    return v["StudyInstanceUID"]
 
 
 def _image_sops() -> set[str]:
@@ -134,18 +84,20 @@ def _image_sops() -> set[str]:
     return set(IMAGE_SOPS)
 
 
-def _check_pixels(ds) -> None:
+def _check_pixels(v: dict) -> None:
     for k in ("Rows", "Columns", "BitsAllocated", "PixelData"):
-        if ds.get(k) is None:
+        if not v.get(k):
             raise Malformed(STATUS_MALFORMED, f"malformed image: no {k}")
-    ts = ds.file_meta.TransferSyntaxUID
-    if ts.is_compressed:
-        return
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    need = int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8
-    have = len(ds.PixelData)
-    if have < need:
-        raise Malformed(STATUS_MALFORMED, f"malformed image: truncated pixel data ({have} of {need} bytes)")
+    if v["_encapsulated"]:
+        return  # compressed frames: their size is known only once decoded (ingest checks them)
+    try:
+        frames = int(float(v.get("NumberOfFrames") or 1))
+    except ValueError:
+        raise Malformed(STATUS_MALFORMED, "malformed image: Number of Frames is not a number") from None
+    bits = v["Rows"] * v["Columns"] * frames * (v.get("SamplesPerPixel") or 1) * v["BitsAllocated"]
+    need = (bits + 7) // 8
+    if v["PixelData"] < need:
+        raise Malformed(STATUS_MALFORMED, f"malformed image: truncated pixel data ({v['PixelData']} of {need} bytes)")
 
 
 @dataclass
@@ -241,18 +193,20 @@ class StoreService:
     # ----------------------------------------------------------------- C-STORE
     def on_store(self, event) -> int:
         req = event.request
-        return self.store_encoded(event.encoded_dataset(), str(req.AffectedSOPClassUID),
-                                  str(req.AffectedSOPInstanceUID), self.stats(event.assoc))
+        return self.store_dataset(req.DataSet.getvalue(), str(event.context.transfer_syntax),
+                                  str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
+                                  self.stats(event.assoc))
 
-    def store_encoded(self, encoded: bytes, sop_class: str, sop_uid: str, st: AssocStats) -> int:
-        """Check and store one Part 10 byte string; returns the DIMSE status (0x0000: stored durably)."""
+    def store_dataset(self, data: bytes, transfer_syntax: str, sop_class: str, sop_uid: str, st: AssocStats) -> int:
+        """Check and store one encoded dataset; returns the DIMSE status (0x0000: stored durably)."""
         try:
-            study_uid, _ = check_instance(encoded, sop_class, sop_uid, self.sop_classes)
+            study_uid = check_instance(data, transfer_syntax, sop_class, sop_uid, self.sop_classes)
         except Malformed as err:
             st.refused += 1
             LOG.warning("instance refused (status 0x%04X): %s; calling AE %s", err.status, err, st.calling_ae)
             self.on_event("refused", reason=str(err))
             return err.status
+        encoded = file_meta(sop_class, sop_uid, transfer_syntax, st.calling_ae) + data
         try:
             res = self.spool.store(encoded, sop_uid, study_uid)
         except OSError as err:

@@ -1,0 +1,266 @@
+"""Benchmark of the intake gateway against dcmtk's storescp, all figures from one run.
+
+Usage::
+
+    .venv/bin/python benchmarks/gateway.py [--instances 5000] [--associations 4] [--keep]
+
+1. **Load**: ``--instances`` distinct instances (copies of the shared STS CT images with new
+   Study / Series / SOP Instance UIDs: one study per copy of a series), split over
+   ``--associations`` folders.
+2. **Throughput**: the same load is sent by ``--associations`` concurrent dcmtk ``storescu``
+   processes (``TCP_NODELAY=1``: dcmtk otherwise waits ~40 ms per instance for a delayed ACK,
+   whoever receives) to
+
+   * ``biomarkers gateway`` with ``scp.fsync: false`` and with ``fsync: true`` (the default:
+     each instance and its folder fsync'ed before the success status),
+   * dcmtk ``storescp +B`` (bit-preserving; a single process: associations one after another,
+     its default) and ``storescp +B --fork`` (one process per association). storescp has no
+     fsync option: its success status precedes any flush to disk, so it compares with the
+     gateway *without* fsync.
+
+   Each receiver starts fresh on an empty folder; the time is from the first sender's start to
+   the last sender's end; every receiver must hold all instances afterwards. Printed:
+   instances/s, MB/s (file bytes sent) and the ratios (target: gateway without fsync >= 0.8x
+   storescp; the fsync cost is the ratio of the two gateway runs).
+3. **Stable -> features**: a three-series study (STS_001: CT, MR, PET images, each with its
+   RTSTRUCT) sent to a gateway with ``stable_seconds: 2`` running the pipeline (ingest with
+   de-identification, CT/MR/PET radiomics): seconds from the audit log's ``study_stable`` to
+   its ``study_processed`` (the features table is written by then), median of ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("BIOMARKERS_SHARED_DATA", REPO.parent / "shared" / "data"))
+STS = SHARED / "sts" / "dicom"
+SECRET = os.environ.get("BIOMARKERS_SECRET", "benchmark-secret-0123456789")
+ENV = {**os.environ, "BIOMARKERS_SECRET": SECRET, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def make_load(root: Path, n: int, parts: int) -> tuple[list[Path], int]:
+    """``n`` distinct CT instances in ``parts`` folders; returns the folders and the total file bytes."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    series = sorted({p.parent for p in STS.glob("STS_*/CT/image/*.dcm")})
+    sources = [sorted(s.glob("*.dcm")) for s in series]
+    datasets = [[pydicom.dcmread(f) for f in fs] for fs in sources]
+    folders = [root / f"sender{i}" for i in range(parts)]
+    for f in folders:
+        f.mkdir(parents=True)
+    made, total, copy = 0, 0, 0
+    while made < n:
+        for dss in datasets:
+            study, ser = generate_uid(), generate_uid()
+            for ds in dss:
+                if made >= n:
+                    break
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, ser
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                dest = folders[made % parts] / f"{made:06d}.dcm"
+                ds.save_as(dest, enforce_file_format=True)
+                total += dest.stat().st_size
+                made += 1
+        copy += 1
+    return folders, total
+
+
+def send(port: int, aec: str, folders: list[Path]) -> float:
+    """Concurrent storescu per folder; returns the wall time (s). Raises when a sender failed."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", aec, "+sd", "-to", "120", "-ta", "120",
+                               "-td", "120", "127.0.0.1", str(port), str(f)], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in folders]
+    errs = [p.communicate()[1] for p in procs]
+    el = time.perf_counter() - t0
+    bad = [e for p, e in zip(procs, errs) if p.returncode != 0]
+    if bad:
+        raise RuntimeError(f"a sender failed: {bad[0][-500:]}")
+    return el
+
+
+def count_files(root: Path) -> int:
+    return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def gateway_config(root: Path, name: str, fsync: bool, stable: float = 3600, run: bool = False,
+                   params: dict | None = None) -> tuple[Path, int]:
+    site = root / name
+    site.mkdir(parents=True)
+    pipe = {"name": name, "source": {"dicom": str(site / "received")}, "out": str(site / "out"),
+            "executor": "local:2", "tracking": {"enabled": False},
+            "ingest": {"masks": {"rois": {"GTV": ["GTV*", "gtv*"]}}},
+            "extract": {"params": params or {"CT": str(REPO / "configs" / "radiomics" / "ct.yaml")}}}
+    (site / "pipeline.yaml").write_text(yaml.safe_dump(pipe))
+    port = free_port()
+    cfg = {"pipeline": "pipeline.yaml", "spool": "spool", "stable_seconds": stable, "run_pipeline": run,
+           "scp": {"ae_title": "GATEWAY", "port": port, "fsync": fsync, "max_associations": 8,
+                   "peers": [{"ae_title": "BENCH", "addresses": ["127.0.0.1"]}]}}
+    (site / "gateway.yaml").write_text(yaml.safe_dump(cfg))
+    return site / "gateway.yaml", port
+
+
+def start_gateway(cfg: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "biomarkers", "-q", "gateway", str(cfg)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(cfg.parent))
+    wait_port(port)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench_gateway(root: Path, folders, n: int, fsync: bool) -> float:
+    cfg, port = gateway_config(root, f"gw-fsync-{fsync}", fsync)
+    proc = start_gateway(cfg, port)
+    try:
+        el = send(port, "GATEWAY", folders)
+    finally:
+        stop(proc)
+    got = count_files(cfg.parent / "spool" / "incoming")
+    if got != n:
+        raise RuntimeError(f"gateway (fsync={fsync}) holds {got} of {n} instances")
+    return el
+
+
+def bench_storescp(root: Path, folders, n: int, fork: bool) -> float:
+    out = root / f"storescp-fork-{fork}"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(["storescp", "+B", *(["--fork"] if fork else []), "-aet", "REF", "-od", str(out),
+                             str(port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    try:
+        el = send(port, "REF", folders)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    time.sleep(0.5 if fork else 0)  # forked children finish writing
+    got = count_files(out)
+    if got != n:
+        raise RuntimeError(f"storescp (fork={fork}) holds {got} of {n} instances")
+    return el
+
+
+def bench_stable_to_features(root: Path, repeats: int) -> list[float]:
+    """Seconds from study_stable to study_processed for STS_001 (three image series + RTSTRUCTs)."""
+    r = REPO / "configs" / "radiomics"
+    out = []
+    for i in range(repeats):
+        cfg, port = gateway_config(root, f"stable-{i}", fsync=True, stable=2, run=True,
+                                   params={"CT": str(r / "ct.yaml"), "MR": str(r / "mr.yaml"),
+                                           "PT": str(r / "pet.yaml")})
+        proc = start_gateway(cfg, port)
+        try:
+            send(port, "GATEWAY", [STS / "STS_001"])
+            audit = cfg.parent / "spool" / "audit.jsonl"
+            deadline = time.time() + 600
+            events = []
+            while time.time() < deadline:
+                events = [json.loads(x) for x in audit.read_text().splitlines()]
+                if any(e["event"] in ("study_processed", "study_failed") for e in events):
+                    break
+                time.sleep(0.2)
+        finally:
+            stop(proc)
+        import datetime as dt
+
+        def t(e):
+            return dt.datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+        stable = next(e for e in events if e["event"] == "study_stable")
+        done = next(e for e in events if e["event"] in ("study_processed", "study_failed"))
+        if done["event"] != "study_processed":
+            raise RuntimeError(f"the pipeline failed: {done.get('reason')}")
+        import pandas as pd
+
+        wide = pd.read_parquet(cfg.parent / "out" / "features" / "features_wide.parquet")
+        if sorted(wide["modality"]) != ["CT", "MR", "PT"]:
+            raise RuntimeError(f"features for {sorted(wide['modality'])}, expected CT, MR and PT")
+        out.append(t(done) - t(stable))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--instances", type=int, default=5000)
+    ap.add_argument("--associations", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3, help="stable->features measurements (median)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    a = ap.parse_args()
+    for tool in ("storescu", "storescp"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: install the Debian package dcmtk")
+    root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    try:
+        t0 = time.perf_counter()
+        folders, nbytes = make_load(root / "load", a.instances, a.associations)
+        mb = nbytes / 1e6
+        print(f"load: {a.instances} instances, {mb:.0f} MB ({nbytes / a.instances / 1e3:.0f} kB each), "
+              f"{a.associations} concurrent storescu associations (made in {time.perf_counter() - t0:.0f} s)")
+        runs = {}
+        for label, fn in (("storescp (single process)", lambda: bench_storescp(root, folders, a.instances, False)),
+                          ("storescp --fork", lambda: bench_storescp(root, folders, a.instances, True)),
+                          ("gateway, no fsync", lambda: bench_gateway(root, folders, a.instances, False)),
+                          ("gateway, fsync", lambda: bench_gateway(root, folders, a.instances, True))):
+            runs[label] = fn()
+            el = runs[label]
+            print(f"  {label:<27} {el:7.2f} s  {a.instances / el:8.0f} instances/s  {mb / el:7.1f} MB/s")
+        ref = runs["storescp (single process)"]
+        print(f"gateway without fsync / storescp: {ref / runs['gateway, no fsync']:.2f}x (target >= 0.8x); "
+              f"/ storescp --fork: {runs['storescp --fork'] / runs['gateway, no fsync']:.2f}x")
+        print(f"fsync cost: the gateway with fsync runs at {runs['gateway, no fsync'] / runs['gateway, fsync']:.2f}x "
+              f"its speed without ({1e3 * (runs['gateway, fsync'] - runs['gateway, no fsync']) / a.instances:.2f} ms "
+              f"per instance)")
+        if a.repeats:
+            s = bench_stable_to_features(root, a.repeats)
+            print(f"study stable -> features available (STS_001: CT, MR, PET + RTSTRUCTs, de-identified ingest and "
+                  f"CT/MR/PET radiomics): median {statistics.median(s):.1f} s of {[round(x, 1) for x in s]}")
+    finally:
+        if a.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
