@@ -57,9 +57,10 @@ class ImageRef:
     tag: str = ""  # <MODALITY>_<series_tag>: the file stem
 
 
-def _grid_cells(grid) -> dict:
-    """The ``shape`` and ``spacing`` (mm) cells of a Grid."""
-    return {} if grid is None else {"shape": " x ".join(str(x) for x in grid.shape),
+def _grid_cells(grid, volumes: int = 1) -> dict:
+    """The ``shape`` (``X x Y x Z``, ``X x Y x Z x T`` for ``volumes`` > 1) and ``spacing`` (mm) cells of a Grid."""
+    shape = tuple(grid.shape) + ((volumes,) if volumes > 1 else ()) if grid is not None else ()
+    return {} if grid is None else {"shape": " x ".join(str(x) for x in shape),
                                     "spacing": " x ".join(f"{x:.6g}" for x in grid.spacing)}
 
 
@@ -81,7 +82,7 @@ class ManifestRow:
     status: Status | str = Status.CONVERTED  # converted | skipped | failed
     reason: str = ""
     n_files: int | None = None
-    shape: str = ""  # "X x Y x Z"
+    shape: str = ""  # "X x Y x Z" ("X x Y x Z x T" for a 4-D image)
     spacing: str = ""  # "sx x sy x sz" (mm)
     qc_flags: str = ""  # ";"-joined flags, e.g. "missing_slices;oblique"
     voxel_count: int | None = None  # mask only
@@ -89,17 +90,18 @@ class ManifestRow:
     input_hash: str = ""  # hash of the inputs + settings that produced the object (incremental reruns)
     content_hash: str = ""  # sha256_array of the voxel array written (image or mask)
     source_stack: str = ""  # mask only: stack key of the image the mask is on (with source_series_uid)
+    volumes: int | None = None  # volumes of the image (1: 3-D; T of a 4-D image); masks: 1 (3-D)
     case: str = field(default="", compare=False)
     cached: bool = field(default=False, compare=False)
 
     @classmethod
     def image(cls, ref: ImageRef, status: str, reason: str = "", *, n_files: int | None = None, grid=None,
-              flags: Iterable[str] = (), input_hash: str = "", content_hash: str = "") -> "ManifestRow":
-        """The row of an image stack (``path`` only when converted)."""
+              flags: Iterable[str] = (), input_hash: str = "", content_hash: str = "", volumes: int = 1) -> "ManifestRow":
+        """The row of an image stack (``path`` only when converted; ``volumes``: 4th dimension, 1 for 3-D)."""
         return cls(ref.patient_id, ref.study_uid, ref.series_uid, ref.stack, ref.modality, Kind.IMAGE,
                    path=ref.path if status == Status.CONVERTED else "", status=Status(status), reason=reason,
                    n_files=n_files, qc_flags=";".join(flags), input_hash=input_hash, content_hash=content_hash,
-                   case=f"{ref.patient_id}/{ref.tag}" if ref.tag else "", **_grid_cells(grid))
+                   case=f"{ref.patient_id}/{ref.tag}" if ref.tag else "", volumes=volumes, **_grid_cells(grid, volumes))
 
     @classmethod
     def mask(cls, patient_id: str, study_uid: str, series_uid: str, image: ImageRef | None, roi: str, status: str,
@@ -109,7 +111,7 @@ class ManifestRow:
         img = image or ImageRef("", "", "")
         return cls(patient_id, study_uid, series_uid, img.stack, img.modality, Kind.MASK, roi, img.series_uid,
                    img.path, status=Status(status), reason=reason, n_files=n_files, qc_flags=";".join(flags),
-                   input_hash=input_hash, source_stack=img.stack if image else "",
+                   input_hash=input_hash, source_stack=img.stack if image else "", volumes=1,
                    case=case or (f"{patient_id}/{img.tag}__{roi or 'object'}" if image else ""), **_grid_cells(grid))
 
     @property
@@ -137,7 +139,7 @@ class ManifestRow:
 
 #: Columns every manifest has, in order. Stages may add more columns after these.
 COLUMNS: list[str] = [f.name for f in fields(ManifestRow) if f.name not in ("case", "cached")]
-_INT = ("n_files", "voxel_count")
+_INT = ("n_files", "voxel_count", "volumes")
 _FLOAT = ("volume_ml",)
 _SORT = ("patient_id", "kind", "modality", "path", "series_uid", "stack", "roi")
 

@@ -80,7 +80,7 @@ def test_manifest_rows_round_trip_and_legacy_source_stack(tmp_path):
     Manifest(rows).write(tmp_path)
     back = Manifest.read(tmp_path).rows
     assert sorted(back, key=lambda r: r.path) == sorted(rows, key=lambda r: r.path)
-    assert pd.read_csv(tmp_path / "manifest.csv").columns.tolist() == COLUMNS and COLUMNS[-1] == "source_stack"
+    assert pd.read_csv(tmp_path / "manifest.csv").columns.tolist() == COLUMNS and COLUMNS[-2:] == ["source_stack", "volumes"]
     mask = [r for r in back if r.kind == "mask"][0]
     assert Manifest(back).image_of(mask).path == "images/BM-A/CT_2_s2.nii.gz"
     legacy = [{k: v for k, v in r.to_dict().items() if k != "source_stack"} for r in rows]

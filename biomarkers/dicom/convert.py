@@ -222,8 +222,9 @@ class ConvertJob:
     deid: dict = field(default_factory=dict)
 
     def row(self, status: str, reason: str = "", grid=None, flags: Iterable[str] = (), content_hash: str = "") -> ManifestRow:
-        return ManifestRow.image(self.ref, status, reason, n_files=len({f.path for f in self.stack.files}), grid=grid,
-                                 flags=flags, input_hash=self.input_hash, content_hash=content_hash)
+        st = self.stack
+        return ManifestRow.image(self.ref, status, reason, n_files=len({f.path for f in st.all_files}), grid=grid,
+                                 flags=flags, input_hash=self.input_hash, content_hash=content_hash, volumes=st.n_volumes)
 
 
 @dataclass
@@ -265,7 +266,7 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     s = job.settings
     out = Path(job.out)
     rel = job.ref.path
-    files = stack.files
+    files = stack.all_files  # volume after volume (stack.files: the first volume)
     first = files[0]
     lay = slice_layout(stack, s["spacing_tolerance"], s["position_tolerance_mm"])
     qc = dict(stack.qc)
@@ -290,12 +291,25 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     frames = read_frames(files)
     vals, kind = stack_values(files, frames, factors)
     del frames
-    vals = fill_gaps(vals, lay.k_index, lay.n_slices)
-    arr = vals.transpose(2, 1, 0)  # [slice,row,col] -> [i=col, j=row, k=slice]
     grid: Grid = stack.grid
+    if stack.volumes:  # [volume*slice,row,col] -> [i=col, j=row, k=slice, t=volume]
+        per = vals.reshape((stack.n_volumes, len(stack.files)) + vals.shape[1:])
+        arr = np.stack([fill_gaps(v, lay.k_index, lay.n_slices) for v in per]).transpose(3, 2, 1, 0)
+    else:
+        vals = fill_gaps(vals, lay.k_index, lay.n_slices)
+        arr = vals.transpose(2, 1, 0)  # [slice,row,col] -> [i=col, j=row, k=slice]
     img = nifti_image(arr, grid)
     dest = out / rel
+    volumes = None
+    if stack.volumes:
+        from .dims import volume_metadata
+
+        volumes = volume_metadata(stack.volumes, stack.dimension, stack.ordered_by)
+        tr = first.repetition_time
+        img.header["pixdim"][4] = tr / 1000.0 if tr else 1.0  # s, as dcm2niix
     write_nifti(img, dest, s.get("compresslevel", 1))
+    if stack.dimension == "diffusion":
+        _write_bval_bvec(dest, volumes, grid)
     content_hash = sha256_array(arr)
     units = units_of(stack.modality, dicom_units, suv)
     flags = qc_flags(qc)
@@ -322,6 +336,7 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
         "pet_suv": pet,
         "n_files": len({f.path for f in files}),
         "n_frames": len(files),
+        "volumes": volumes,
         "deidentified": bool(job.deidentified),
         "input_hash": job.input_hash,
         "content_hash": content_hash,
@@ -329,6 +344,18 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     }
     write_json(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), sidecar)
     return job.row(Status.CONVERTED, "", grid, flags, content_hash)
+
+
+def _write_bval_bvec(dest: Path, volumes: dict, grid: Grid) -> None:
+    """``<stem>.bval`` (s/mm^2) and ``<stem>.bvec`` (FSL convention, :func:`biomarkers.dicom.dims.fsl_bvecs`)."""
+    from ..io import write_text
+    from .dims import fsl_bvecs
+
+    stem = dest.name[: -len(".nii.gz")]
+    grads = volumes.get("gradient_lps") or [None] * volumes["count"]
+    bvec = fsl_bvecs([g if g is not None else (0.0, 0.0, 0.0) for g in grads], grid)
+    write_text(dest.with_name(stem + ".bval"), " ".join(f"{b:.6g}" for b in volumes["b_value"]) + "\n")
+    write_text(dest.with_name(stem + ".bvec"), "".join(" ".join(f"{x:.6f}" for x in r) + "\n" for r in bvec))
 
 
 def _metadata(ds, deid_settings: dict) -> dict:

@@ -242,3 +242,72 @@ def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
                         f"diffusion series not orderable: volume {t + 1} of {n_vol} (ordered by {by}) mixes "
                         "b-values or gradient directions across its slices")
     return Volumes(vols, "diffusion" if is_dwi else "time", by)
+
+
+# --------------------------------------------------------------------------- per-volume values
+def _seconds(f: DicomFile) -> float | None:
+    """Acquisition time of a frame in seconds (of its day, or since 0001 with a date); None if absent."""
+    import datetime as dt
+
+    raw = f.acquisition_datetime or ((f.acquisition_date or "") + (f.acquisition_time or "") if f.acquisition_time else "")
+    digits = raw.split("+")[0].split("-")[0].strip()
+    whole, _, frac = digits.partition(".")
+    try:
+        if len(whole) >= 14:
+            t = dt.datetime.strptime(whole[:14], "%Y%m%d%H%M%S")
+            return (t - dt.datetime(1, 1, 1)).total_seconds() + float("0." + (frac or "0"))
+        hms = whole[-6:].ljust(6, "0") if len(whole) > 8 else whole.ljust(6, "0")
+        return int(hms[:2]) * 3600 + int(hms[2:4]) * 60 + int(hms[4:6]) + float("0." + (frac or "0"))
+    except ValueError:
+        return None
+
+
+def volume_metadata(volumes: list[list[DicomFile]], dimension: str, ordered_by: str) -> dict:
+    """Per-volume values for the sidecar (lists in volume order; relative times only, never a
+    date or time of day): ``count``, ``dimension``, ``ordered_by``, and where known
+    ``temporal_position``, ``acquisition_number``, ``trigger_time_ms`` (earliest slice),
+    ``start_s`` (acquisition time since the first volume's), ``frame_reference_time_ms`` and
+    ``frame_duration_ms`` (PET), ``echo_time_ms``, ``repetition_time_ms``, ``b_value``
+    (s/mm^2) and ``gradient_lps`` (unit vectors, DICOM patient coordinates)."""
+    out: dict = {"count": len(volumes), "dimension": dimension, "ordered_by": ordered_by}
+
+    def per(name: str, value) -> None:
+        vals = [value(v) for v in volumes]
+        if any(x is not None for x in vals):
+            out[name] = vals
+
+    def first(attr: str):
+        return lambda v: getattr(v[0], attr)
+
+    def earliest(attr: str):
+        return lambda v: min((getattr(f, attr) for f in v if getattr(f, attr) is not None), default=None)
+
+    per("temporal_position", first("temporal_position"))
+    per("acquisition_number", first("acquisition_number"))
+    per("trigger_time_ms", earliest("trigger_time"))
+    starts = [min((s for s in map(_seconds, v) if s is not None), default=None) for v in volumes]
+    if all(s is not None for s in starts):
+        out["start_s"] = [round(s - starts[0], 6) for s in starts]
+    per("frame_reference_time_ms", first("frame_reference_time"))
+    per("frame_duration_ms", first("frame_duration"))
+    per("echo_time_ms", first("echo_time"))
+    per("repetition_time_ms", first("repetition_time"))
+    if dimension == "diffusion":
+        per("b_value", first("b_value"))
+        per("gradient_lps", lambda v: list(v[0].gradient) if v[0].gradient is not None else None)
+    return out
+
+
+def fsl_bvecs(gradients_lps, grid) -> np.ndarray:
+    """FSL bvecs (3 x T) of LPS gradient directions on a NIfTI written from ``grid``.
+
+    FSL's convention: components along the voxel axes i, j, k, with the first one negated
+    when the voxel-to-world matrix has a positive determinant (as :meth:`Grid.affine_ras` does
+    for every grid whose k axis follows the slice normal). Zero vectors stay zero.
+    """
+    g = np.asarray(gradients_lps, dtype=float).reshape(-1, 3)
+    d = grid.direction_matrix  # columns: LPS unit vectors of i, j, k
+    b = g @ d
+    if np.linalg.det(grid.affine_ras()[:3, :3]) > 0:
+        b[:, 0] *= -1
+    return b.T + 0.0  # no negative zeros

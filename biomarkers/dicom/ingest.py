@@ -15,7 +15,9 @@ Output folder (``OUT``)::
     masks/<patient>/<MODALITY>_<series_tag>__<roi>.nii.gz
 
 ``<series_tag>`` is the first 12 digits after the root of the pseudonymised
-series UID, plus ``_s2``, ``_s3``... for further stacks of a series. Every
+series UID, plus ``_e2``... (later echoes), ``_ph`` / ``_real`` / ``_imaginary`` (complex image
+types) and ``_s2``, ``_s3``... for further stacks of a series (the manifest ``stack``: ``#e2``,
+``#ph``, ``#2``...). Diffusion series get ``.bval``/``.bvec`` beside their NIfTI. Every
 identifier written goes through :class:`biomarkers.deid.Deidentifier` unless
 de-identification is explicitly disabled (recorded in report.json).
 
@@ -131,7 +133,7 @@ class Ingest:
             nbytes = sum(
                 (f.rows or 0) * (f.columns or 0) * ((f.bits_allocated or 16) // 8)
                 for job in plan.items
-                for f in job.stack.files
+                for f in job.stack.all_files
             )
             return get_executor("serial" if nbytes <= self.AUTO_SERIAL_MAX_BYTES else "local"), True
         return get_executor(spec), True
@@ -164,9 +166,9 @@ class Ingest:
         finally:
             if own:
                 executor.close()
-        stacks = build_stacks(idx.files)
-        plan = IngestPlan(index=idx, stacks=stacks)
         s = self.settings
+        stacks = build_stacks(idx.files, s.position_tolerance_mm)
+        plan = IngestPlan(index=idx, stacks=stacks)
         deid = self.deidentifier
         conv = s.conversion_dict()
         for st in stacks:
@@ -175,7 +177,7 @@ class Ingest:
             if st.status == Status.SKIPPED:
                 plan.rows.append(job.row(Status.SKIPPED, st.reason, st.grid, qc_flags(st.qc)))
                 continue
-            files = sorted((f.sop_instance_uid, f.frame, f.size, f.mtime_ns) for f in st.files)
+            files = sorted((f.sop_instance_uid, f.frame, f.size, f.mtime_ns) for f in st.all_files)
             r = job.ref
             ids = {"patient_id": r.patient_id, "study_uid": r.study_uid, "series_uid": r.series_uid, "stack": r.stack}
             job.input_hash = sha256_json(
@@ -243,10 +245,11 @@ class Ingest:
             st.status, st.reason = Status.SKIPPED, "missing PatientID"
         pid = deid.patient_id(st.patient_id) if st.patient_id else "UNKNOWN"
         series = deid.uid(st.series_uid)
-        n = int(st.key.split("#", 1)[1]) if "#" in st.key else 1
-        tag = f"{_safe(st.modality)}_{series_tag(series, deid.settings.uid_root)}" + (f"_s{n}" if n > 1 else "")
-        ref = ImageRef(pid, deid.uid(st.study_uid), series, f"#{n}" if n > 1 else "", st.modality,
-                       f"images/{pid}/{tag}.nii.gz", tag)
+        n = st.part  # stack key "<series>#<label>_<n>": tag "<MODALITY>_<series_tag>_<label>_s<n>"
+        suffix = "".join(f"_{x}" for x in st.label) + (f"_s{n}" if n > 1 else "")
+        tag = f"{_safe(st.modality)}_{series_tag(series, deid.settings.uid_root)}{suffix}"
+        stack = "#" + st.key.split("#", 1)[1] if "#" in st.key else ""
+        ref = ImageRef(pid, deid.uid(st.study_uid), series, stack, st.modality, f"images/{pid}/{tag}.nii.gz", tag)
         settings = {**self.settings.conversion_dict(), "compresslevel": self.settings.compresslevel}
         return ConvertJob(st, ref, str(self.out), settings, deid.enabled)
 

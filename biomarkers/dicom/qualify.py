@@ -89,13 +89,20 @@ def slice_layout(stack: ImageStack, spacing_tolerance: float = 0.01, position_to
 
 def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: float = 0.01, position_tolerance_mm: float = 0.01) -> ImageStack:
     """Check one stack's geometry and set ``grid``, ``qc``, ``status``/``reason`` (in place)."""
-    fs = stack.files
+    fs = stack.files  # one volume: QC and geometry are per 3-D volume
     qc: dict = {"n_slices": len(fs)}
+    if stack.volumes:
+        qc["n_volumes"] = stack.n_volumes
     stack.qc = qc
     first = fs[0]
 
     def skip(reason: str) -> ImageStack:
         stack.status, stack.reason = Status.SKIPPED, reason
+        return stack
+
+    if stack.status == Status.SKIPPED and stack.reason:  # frames the stack builder could not order
+        if stack.reason.startswith("duplicate"):
+            qc[QcFlag.DUPLICATE_POSITIONS] = True
         return stack
 
     if first.samples_per_pixel not in (1, None):
@@ -114,7 +121,7 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
     ]
     if missing:
         return skip(f"missing geometry ({', '.join(missing)})")
-    slopes = {(f.rescale_slope, f.rescale_intercept) for f in fs}
+    slopes = {(f.rescale_slope, f.rescale_intercept) for f in stack.all_files}
     if len(slopes) > 1:
         # applied per slice; output becomes float32. Per-slice slopes are normal in PET.
         qc[PER_SLICE_RESCALE if stack.modality == "PT" else QcFlag.INCONSISTENT_RESCALE] = True

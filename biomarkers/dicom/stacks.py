@@ -1,11 +1,11 @@
-"""Group indexed image frames into series and geometrically consistent stacks."""
+"""Group indexed image frames into series and stacks (3-D, or 4-D along time or diffusion)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
-
+from ..manifest import Status
+from .dims import VolumeError, along_normal, assemble_volumes
 from .model import DicomFile, ImageStack
 
 
@@ -19,13 +19,25 @@ def is_localizer(f: DicomFile) -> bool:
     return "LOCALIZER" in f.image_type
 
 
-def build_stacks(files: list[DicomFile]) -> list[ImageStack]:
+#: Output name part of each complex image type (dcm2niix's ``_ph``, ``_real``, ``_imaginary``).
+COMPLEX_LABELS = {"phase": "ph", "real": "real", "imaginary": "imaginary"}
+
+
+def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) -> list[ImageStack]:
     """Group image frames into patient/study/series, then split each series into stacks.
 
-    Split keys: orientation (rounded to 1e-4), rows x columns, pixel spacing, localizer
-    image type; then acquisition number when positions repeat inside a group. Stacks
-    of a series are ordered by decreasing slice count: the largest has key ``<series>``,
-    further ones ``<series>#2``, ``#3``...
+    Split keys: SeriesNumber, echo (EchoNumbers), complex image type (magnitude / phase /
+    real / imaginary), ImageType's first two values (ORIGINAL/DERIVED, PRIMARY/SECONDARY),
+    orientation (rounded to 1e-4), rows x columns, pixel spacing, localizer image type.
+    Each part is then ordered into volumes (:func:`biomarkers.dicom.dims.assemble_volumes`:
+    one 3-D volume, or 4-D along time or diffusion); a part whose repeated positions no
+    dimension explains is split by AcquisitionNumber when that differs (unequal repeats),
+    else it becomes a skipped stack whose reason names the repeated positions.
+
+    Names: echoes after the series' first get the label ``e<EchoNumbers>``, phase / real /
+    imaginary images ``ph`` / ``real`` / ``imaginary``; stacks with the same label are ordered by
+    SeriesNumber, then decreasing frame count: the first has key ``<series>`` (or
+    ``<series>#<label>``), further ones ``#2``, ``#3``... (``#<label>_2``...).
     """
     by_series: dict[tuple, list[DicomFile]] = defaultdict(list)
     for f in files:
@@ -35,6 +47,7 @@ def build_stacks(files: list[DicomFile]) -> list[ImageStack]:
         groups: dict[tuple, list[DicomFile]] = defaultdict(list)
         for f in fs:
             k = (
+                f.series_number, f.echo_number, f.complex_part, f.image_type[:2],
                 _orientation_key(f.image_orientation),
                 f.rows,
                 f.columns,
@@ -42,45 +55,62 @@ def build_stacks(files: list[DicomFile]) -> list[ImageStack]:
                 is_localizer(f),
             )
             groups[k].append(f)
-        parts: list[list[DicomFile]] = []
+        echoes = sorted({f.echo_number for f in fs if f.echo_number is not None})
+        parts: list[tuple[tuple[str, ...], ImageStack]] = []
         for g in groups.values():
-            parts.extend(_split_acquisitions(g))
-        parts.sort(key=lambda p: (-len(p), p[0].instance_number or 0, p[0].rel))
-        for n, part in enumerate(parts, start=1):
-            first = part[0]
-            key = series if n == 1 else f"{series}#{n}"
-            stacks.append(ImageStack(key, pid, study, series, first.modality, first.frame_of_reference_uid,
-                                     sort_along_normal(part)))
+            first = g[0]
+            label = tuple(x for x in (
+                f"e{first.echo_number}" if len(echoes) > 1 and first.echo_number not in (None, echoes[0]) else "",
+                COMPLEX_LABELS.get(first.complex_part, ""),
+            ) if x)
+            parts.extend((label, st) for st in _assemble(g, pid, study, series, position_tolerance_mm))
+        sn = lambda st: (st.files[0].series_number is None, st.files[0].series_number or 0)  # noqa: E731
+        parts.sort(key=lambda p: (p[0], sn(p[1]), -len(p[1].all_files), p[1].files[0].instance_number or 0,
+                                  p[1].files[0].rel))
+        count: dict[tuple, int] = defaultdict(int)
+        for label, st in parts:
+            count[label] += 1
+            n = count[label]
+            name = "_".join(label + ((str(n),) if n > 1 else ()))
+            st.key, st.label, st.part = (f"{series}#{name}" if name else series), label, n
+            stacks.append(st)
     return stacks
 
 
-def _positions_along_normal(fs: list[DicomFile]) -> np.ndarray | None:
-    iop = fs[0].image_orientation
-    if iop is None or any(f.image_position is None for f in fs):
-        return None
-    normal = np.cross(np.asarray(iop[:3]), np.asarray(iop[3:]))
-    return np.asarray([f.image_position for f in fs], dtype=float) @ normal
+def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float) -> list[ImageStack]:
+    """One frame group -> its stacks (keys set by the caller)."""
+    first = fs[0]
+
+    def stack(files: list[DicomFile]) -> ImageStack:
+        return ImageStack(series, pid, study, series, first.modality, first.frame_of_reference_uid, files)
+
+    try:
+        vols = assemble_volumes(fs, tol)
+    except VolumeError as err:
+        if len({f.acquisition_number for f in fs}) > 1:  # separate acquisitions, not one 4-D series
+            out = [st for a in _by(fs, "acquisition_number") for st in _assemble(a, pid, study, series, tol)]
+            if all(st.status != Status.SKIPPED for st in out):
+                return out
+        st = stack(sort_along_normal(fs))
+        st.status, st.reason = Status.SKIPPED, str(err)
+        return [st]
+    if len(vols.volumes) == 1:
+        return [stack(sort_along_normal(fs))]
+    st = stack(vols.volumes[0])
+    st.volumes, st.dimension, st.ordered_by = vols.volumes, vols.dimension, vols.ordered_by
+    return [st]
 
 
-def _split_acquisitions(fs: list[DicomFile]) -> list[list[DicomFile]]:
-    d = _positions_along_normal(fs)
-    if d is None or len(fs) < 2:
-        return [fs]
-    if len(np.unique(np.round(d, 3))) == len(d):
-        return [fs]
-    for attr in ("acquisition_number", "echo_number"):
-        vals = {getattr(f, attr) for f in fs}
-        if len(vals) > 1:
-            out: dict = defaultdict(list)
-            for f in fs:
-                out[getattr(f, attr)].append(f)
-            return list(out.values())
-    return [fs]
+def _by(fs: list[DicomFile], attr: str) -> list[list[DicomFile]]:
+    out: dict = defaultdict(list)
+    for f in fs:
+        out[getattr(f, attr)].append(f)
+    return list(out.values())
 
 
 def sort_along_normal(fs: list[DicomFile]) -> list[DicomFile]:
     """Sort frames by position along the slice normal (then instance number, path)."""
-    d = _positions_along_normal(fs)
+    d = along_normal(fs)
     if d is None:
         return sorted(fs, key=lambda f: (f.instance_number or 0, f.rel))
     order = sorted(range(len(fs)), key=lambda i: (round(float(d[i]), 4), fs[i].instance_number or 0, fs[i].rel))
