@@ -1,0 +1,188 @@
+"""Multi-volume series built with pydicom from the shared STS MR series: 4-D assembly, series
+splitting, refusals, per-volume sidecar values, bval/bvec, masks on a 4-D image.
+
+Expected values come from how each case is built (the pixel offset planted per volume, the
+gradient planted per volume), never from the converter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from biomarkers.dicom.ingest import IngestSettings, run_ingest
+
+from dcm_qa import bvec_world, read_table
+
+MR = "STS_001/MR_T1"
+
+
+def _slices(shared_data, n: int | None = 6) -> list[pydicom.Dataset]:
+    """``n`` consecutive middle slices of the STS_001 MR series (all when None), by position."""
+    ds = [pydicom.dcmread(p) for p in sorted((shared_data / "sts" / "dicom" / MR / "image").iterdir())]
+    ds.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    if n is None:
+        return ds
+    mid = len(ds) // 2
+    return ds[mid - n // 2: mid - n // 2 + n]
+
+
+def _write(folder: Path, datasets: list[pydicom.Dataset], shuffle: bool = True) -> None:
+    """Write copies under new SOP Instance UIDs, instance numbers in acquisition order, files in random order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = list(range(len(datasets)))
+    if shuffle:
+        random.Random(0).shuffle(order)
+    for n, i in enumerate(order):
+        datasets[i].save_as(folder / f"f{n:04d}.dcm", enforce_file_format=True)
+
+
+def _copy(d: pydicom.Dataset, instance: int, offset: int = 0, keep_uid: bool = False, **attrs) -> pydicom.Dataset:
+    """A copy of slice ``d``: new SOP Instance UID (unless ``keep_uid``), ``instance`` number,
+    stored values + ``offset``, and the given attributes."""
+    c = copy.deepcopy(d)
+    if not keep_uid:
+        c.SOPInstanceUID = generate_uid()
+        c.file_meta.MediaStorageSOPInstanceUID = c.SOPInstanceUID
+    c.InstanceNumber = instance
+    if offset:
+        c.PixelData = (c.pixel_array.astype(np.int32) + offset).astype(c.pixel_array.dtype).tobytes()
+    for k, v in attrs.items():
+        setattr(c, k, v)
+    return c
+
+
+def _ingest(src: Path, out: Path) -> pd.DataFrame:
+    run_ingest(src, out, IngestSettings(index_cache="off"), executor="serial")
+    df = pd.read_parquet(out / "manifest.parquet")
+    return df[df.kind == "image"].sort_values("stack").reset_index(drop=True)
+
+
+def _original(shared_data, n=6) -> np.ndarray:
+    """The slices' stored values as [i, j, k] (column, row, slice along +z: the normal of this axial series)."""
+    return np.stack([d.pixel_array for d in _slices(shared_data, n)]).transpose(2, 1, 0).astype(np.int64)
+
+
+def test_dynamic_series_by_temporal_position(shared_data, tmp_path):
+    """Three volumes with TemporalPositionIdentifier 3, 1, 2 in acquisition (instance) order: the
+    4th axis follows the temporal position, not the instance numbers or file order."""
+    sl = _slices(shared_data)
+    cases = []
+    for v, tp in enumerate((3, 1, 2)):
+        cases += [_copy(d, v * len(sl) + k + 1, offset=100 * tp, TemporalPositionIdentifier=tp,
+                        NumberOfTemporalPositions=3) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert len(rows) == 1 and rows.status[0] == "converted", rows.to_string()
+    assert rows.volumes[0] == 3 and rows["shape"][0] == "174 x 158 x 6 x 3"
+    img = nib.load(str(tmp_path / "out" / rows.path[0]))
+    arr = np.asanyarray(img.dataobj).astype(np.int64)
+    base = _original(shared_data)
+    for t in range(3):
+        assert np.array_equal(arr[..., t], base + 100 * (t + 1)), t
+    side = json.loads((tmp_path / "out" / rows.path[0].replace(".nii.gz", ".json")).read_text())
+    assert side["volumes"]["temporal_position"] == [1, 2, 3]
+    assert side["volumes"]["ordered_by"] == "TemporalPositionIdentifier"
+    assert side["geometry"]["shape"] == [174, 158, 6]  # the grid of one volume
+
+
+def test_two_echoes_are_two_outputs(shared_data, tmp_path):
+    sl = _slices(shared_data)
+    cases = [_copy(d, k + 1, EchoNumbers=1, EchoTime=10.0) for k, d in enumerate(sl)]
+    cases += [_copy(d, len(sl) + k + 1, offset=7, EchoNumbers=2, EchoTime=20.0) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows["stack"].tolist() == ["", "#e2"] and (rows.status == "converted").all(), rows.to_string()
+    assert rows.path[1].endswith("_e2.nii.gz") and (rows.volumes == 1).all()
+    e1, e2 = (np.asanyarray(nib.load(str(tmp_path / "out" / p)).dataobj).astype(np.int64) for p in rows.path)
+    assert np.array_equal(e1, _original(shared_data)) and np.array_equal(e2, e1 + 7)
+    side = json.loads((tmp_path / "out" / rows.path[1].replace(".nii.gz", ".json")).read_text())
+    assert side["acquisition"]["echo_time_ms"] == 20.0 and side["stack"] == "#e2"
+
+
+def test_phase_images_are_a_separate_output(shared_data, tmp_path):
+    sl = _slices(shared_data)
+    cases = [_copy(d, k + 1, ImageType=["ORIGINAL", "PRIMARY", "M", "ND"]) for k, d in enumerate(sl)]
+    cases += [_copy(d, 10 + k, ImageType=["ORIGINAL", "PRIMARY", "P", "ND"]) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows["stack"].tolist() == ["", "#ph"] and rows.path[1].endswith("_ph.nii.gz"), rows.to_string()
+
+
+def test_one_uid_two_series_numbers(shared_data, tmp_path):
+    """Two series sharing a SeriesInstanceUID (same positions) but not their SeriesNumber: two stacks."""
+    sl = _slices(shared_data)
+    cases = [_copy(d, k + 1, SeriesNumber=7) for k, d in enumerate(sl)]
+    cases += [_copy(d, k + 1, offset=3, SeriesNumber=8) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows["stack"].tolist() == ["", "#2"] and (rows.status == "converted").all(), rows.to_string()
+    a, b = (np.asanyarray(nib.load(str(tmp_path / "out" / p)).dataobj).astype(np.int64) for p in rows.path)
+    assert np.array_equal(a, _original(shared_data)) and np.array_equal(b, a + 3)  # SeriesNumber 7 first
+
+
+def test_unexplained_repeats_are_refused_naming_positions(shared_data, tmp_path):
+    sl = _slices(shared_data, 3)
+    cases = [_copy(d, k + 1) for k, d in enumerate(sl)] + [_copy(d, 4 + k, offset=1) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert len(rows) == 1 and rows.status[0] == "skipped"
+    z = ", ".join(f"{float(d.ImagePositionPatient[2]):.1f}" for d in sl)
+    assert rows.reason[0] == (f"duplicate slice positions: 3 positions repeat (at {z} mm along the slice normal) "
+                              "and no temporal/diffusion/echo attribute explains them"), rows.reason[0]
+    assert "duplicate_positions" in rows.qc_flags[0]
+
+
+def test_diffusion_with_repeated_b0_gets_bval_bvec(shared_data, tmp_path):
+    """Standard DiffusionBValue / DiffusionGradientOrientation, two b=0 volumes: ordered by
+    InstanceNumber; bvecs map back (through the NIfTI's own affine, FSL convention) to the
+    planted LPS directions."""
+    sl = _slices(shared_data, 4)
+    planted = [(0, (0, 0, 0)), (1000, (1, 0, 0)), (0, (0, 0, 0)), (1000, (0, 0.6, 0.8)), (700, (0.6, 0, -0.8))]
+    cases = []
+    for v, (b, g) in enumerate(planted):
+        cases += [_copy(d, v * 4 + k + 1, offset=v, DiffusionBValue=float(b),
+                        DiffusionGradientOrientation=[float(x) for x in g]) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows.status[0] == "converted" and rows.volumes[0] == 5, rows.to_string()
+    nii = tmp_path / "out" / rows.path[0]
+    arr = np.asanyarray(nib.load(str(nii)).dataobj).astype(np.int64)
+    assert [int(arr[..., t].sum() - arr[..., 0].sum()) for t in range(5)] == [t * arr[..., 0].size for t in range(5)]
+    stem = nii.with_name(nii.name[: -len(".nii.gz")])
+    assert read_table(stem.with_suffix(".bval")).ravel().tolist() == [b for b, _ in planted]
+    ras = bvec_world(read_table(stem.with_suffix(".bvec")), nib.load(str(nii)).affine)
+    np.testing.assert_allclose(ras * [-1, -1, 1], [g for _, g in planted], atol=1e-6)  # RAS -> LPS
+    side = json.loads(stem.with_suffix(".json").read_text())["volumes"]
+    assert side["dimension"] == "diffusion" and side["b_value"] == [0.0, 1000.0, 0.0, 1000.0, 700.0]
+
+
+def test_rtstruct_on_4d_series_gives_3d_mask(shared_data, tmp_path):
+    """The STS RTSTRUCT references the original MR instances: kept as volume 1 of a two-volume
+    series (AcquisitionNumber 1, 2), its mask is 3-D on the image's grid."""
+    sl = _slices(shared_data, None)
+    cases = [_copy(d, k + 1, keep_uid=True, AcquisitionNumber=1) for k, d in enumerate(sl)]
+    cases += [_copy(d, len(sl) + k + 1, offset=5, AcquisitionNumber=2) for k, d in enumerate(sl)]
+    _write(tmp_path / "src" / "image", cases, shuffle=False)
+    rt = next((shared_data / "sts" / "dicom" / MR / "mask").iterdir())
+    (tmp_path / "src" / "mask").mkdir()
+    (tmp_path / "src" / "mask" / rt.name).write_bytes(rt.read_bytes())
+    run_ingest(tmp_path / "src", tmp_path / "out", IngestSettings(index_cache="off"), executor="serial")
+    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    image = df[df.kind == "image"].iloc[0]
+    mask = df[df.kind == "mask"].iloc[0]
+    assert image.volumes == 2 and image["shape"] == f"174 x 158 x {len(sl)} x 2"
+    assert mask.status == "converted", mask.reason
+    assert mask.volumes == 1 and mask["shape"] == f"174 x 158 x {len(sl)}" and mask.image_path == image.path
+    m = nib.load(str(tmp_path / "out" / mask.path))
+    i = nib.load(str(tmp_path / "out" / image.path))
+    assert m.shape == i.shape[:3] and np.array_equal(m.affine, i.affine) and int(np.asarray(m.dataobj).sum()) > 0
