@@ -166,11 +166,12 @@ ROT_INVARIANT = [
 @pytest.mark.parametrize("filt,settings", ROT_INVARIANT, ids=[f"{f}-{i}" for i, (f, _) in enumerate(ROT_INVARIANT)])
 def test_rotation_invariant_filters_commute_with_rotating_the_phantom(noise, filt, settings):
     spec = filter_spec(filt, settings)
+    rel = 1e-5 if filt == "gabor" else 1e-9  # Gabor: single-precision FFT
     for axes in ((1, 2), (0, 2), (0, 1)):
         rot = np.rot90(noise, 1, axes=axes)
         a = np.rot90(response_map(noise, (1, 1, 1), spec), 1, axes=axes)
         b = response_map(np.ascontiguousarray(rot), (1, 1, 1), spec)
-        np.testing.assert_allclose(a, b, atol=1e-9 * max(1.0, np.abs(a).max()), err_msg=str(axes))
+        np.testing.assert_allclose(a, b, atol=rel * max(1.0, np.abs(a).max()), err_msg=str(axes))
 
 
 def test_a_directional_filter_is_not_rotation_invariant(noise):
@@ -197,7 +198,7 @@ def test_roi_window_equals_the_whole_image_response(filt, settings):
     spec = filter_spec(filt, settings)
     whole = response_map(img, (1.5, 1.0, 1.0), spec)
     vals, sl = response_map(img, (1.5, 1.0, 1.0), spec, roi=roi)
-    np.testing.assert_allclose(vals, whole[sl], atol=1e-10)
+    np.testing.assert_allclose(vals, whole[sl], atol=1e-5 if filt == "gabor" else 1e-10)
 
 
 @pytest.mark.parametrize("filt,settings,msg", [
@@ -227,3 +228,18 @@ def test_filter_entries_refuse_duplicate_ids_and_bad_families():
         filter_entries([{**ok, "id": "has_underscore"}])
     with pytest.raises(ConfigError, match="sigma_mm"):
         filter_entries([{**ok, "settings": {}}])
+
+
+@pytest.mark.parametrize("order,mode", [(3, "nearest"), (1, "nearest"), (1, "constant"), (0, "nearest")])
+def test_separable_grid_sampling_equals_map_coordinates(order, mode):
+    """The IBSI processing's one-axis-at-a-time B-spline evaluation (used to resample before
+    filtering) gives scipy's map_coordinates values, also outside and at the image border."""
+    from scipy import ndimage
+
+    from biomarkers.features.ibsi.processing import sample_grid
+
+    img = np.random.default_rng(5).normal(size=(7, 9, 8)) * 100
+    axes = [np.linspace(-0.6, 6.7, 11), np.linspace(-0.2, 8.3, 5), np.array([-0.5, 0.0, 3.25, 7.0, 7.4])]
+    ref = ndimage.map_coordinates(img, np.meshgrid(*axes, indexing="ij"), order=order, mode=mode, cval=0.0,
+                                  prefilter=order > 1)
+    np.testing.assert_allclose(sample_grid(img, axes, order, mode), ref, atol=1e-9)

@@ -54,9 +54,7 @@ def process(image: np.ndarray, roi: np.ndarray, spacing, settings, margin_mm: fl
     centre-aligned grid (:func:`~biomarkers.features.ibsi.processing.grid_positions`) within
     ``margin_mm`` of the ROI's bounding box, so values equal those of resampling the whole image.
     """
-    from scipy import ndimage
-
-    from biomarkers.features.ibsi.processing import grid_positions, resample, resegment
+    from biomarkers.features.ibsi.processing import grid_positions, resample, resegment, sample_grid
 
     image = np.asarray(image, np.float64)
     roi = np.asarray(roi, bool)
@@ -87,13 +85,12 @@ def process(image: np.ndarray, roi: np.ndarray, spacing, settings, margin_mm: fl
             o1 = min(n, int(math.ceil(pos[k1 - 1])) + 7)
             sub.append(slice(o0, o1))
             axes.append(pos[k0:k1] - o0)
-        coords = np.meshgrid(*axes, indexing="ij")
         order = {"nearest": 0, "linear": 1, "cubic": 3}[settings.interpolation]
         # as processing.resample: positions outside the image are clamped (mode nearest)
-        img = ndimage.map_coordinates(image[tuple(sub)], coords, order=order, mode="nearest", prefilter=order > 1)
+        img = sample_grid(image[tuple(sub)], axes, order, "nearest")
         if settings.round_intensities:
             img = np.round(img)
-        m = ndimage.map_coordinates(roi[tuple(sub)].astype(np.float64), coords, order=1, mode="constant", cval=0.0)
+        m = sample_grid(roi[tuple(sub)].astype(np.float64), axes, 1, "constant")
         msk = m >= settings.mask_threshold - 1e-6
     if not msk.any():
         raise InputError("ROI mask is empty after resampling")

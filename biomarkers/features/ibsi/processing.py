@@ -142,6 +142,50 @@ def grid_positions(n: int, s: float, s_new: float) -> np.ndarray:
     return (k - (n_new - 1) / 2.0) * (s_new / s) + (n - 1) / 2.0
 
 
+def _bspline_weights(t: np.ndarray, order: int):
+    """(offsets, weights) of the B-spline of ``order`` (1 or 3) at fractional parts ``t``."""
+    if order == 1:
+        return (0, 1), (1.0 - t, t)
+    t2, t3 = t * t, t * t * t
+    return (-1, 0, 1, 2), ((1 - t) ** 3 / 6, (3 * t3 - 6 * t2 + 4) / 6, (-3 * t3 + 3 * t2 + 3 * t + 1) / 6, t3 / 6)
+
+
+def sample_grid(image: np.ndarray, axes: list[np.ndarray], order: int, mode: str) -> np.ndarray:
+    """``scipy.ndimage.map_coordinates`` on the rectilinear grid ``axes`` (fractional indices per axis).
+
+    The tensor-product B-spline is evaluated one axis at a time (4 + 4 + 4 taps per voxel for
+    cubic instead of 4^3): the same values as ``map_coordinates(image, meshgrid(*axes), order,
+    mode, prefilter=True)`` to rounding (1e-12), several times faster. ``mode``: ``nearest`` (the
+    image: positions outside are clamped) or ``constant`` (the mask: 0 where any coordinate is
+    outside [0, n - 1], as scipy does). Orders 1 and 3; order 0 goes through ``map_coordinates``.
+    """
+    if order not in (1, 3) or mode not in ("nearest", "constant"):
+        coords = np.meshgrid(*axes, indexing="ij")
+        return ndimage.map_coordinates(np.asarray(image, np.float64), coords, order=order, mode=mode,
+                                       prefilter=order > 1)
+    npad = 0
+    c = np.asarray(image, np.float64)
+    if order == 3:  # scipy's spline prefilter for mode nearest: 12 edge voxels, then the filter
+        npad = 12
+        c = ndimage.spline_filter(np.pad(c, npad, mode="edge"), 3, output=np.float64, mode="nearest")
+    for ax, pos in enumerate(axes):
+        n = c.shape[ax]
+        p = np.asarray(pos, np.float64) + npad
+        f = np.floor(p)
+        offsets, weights = _bspline_weights(p - f, order)
+        f = f.astype(np.int64)
+        shape = [1] * c.ndim
+        shape[ax] = -1
+        out = None
+        for o, w in zip(offsets, weights):
+            term = np.take(c, np.clip(f + o, 0, n - 1), axis=ax) * w.reshape(shape)
+            out = term if out is None else out + term
+        if mode == "constant":
+            out *= ((pos >= 0) & (pos <= image.shape[ax] - 1)).reshape(shape)
+        c = out
+    return c
+
+
 def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
              new_spacing: tuple[float, float, float], interpolation: Interpolation = "linear",
              round_intensities: bool = False, mask_threshold: float = 0.5):
@@ -150,13 +194,10 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, f
     Returns (image, mask(bool), spacing). Pure function.
     """
     axes = [grid_positions(n, s, sn) for n, s, sn in zip(image.shape, spacing, new_spacing)]
-    coords = np.meshgrid(*axes, indexing="ij")
-    order = _ORDER[interpolation]
-    img = ndimage.map_coordinates(image.astype(np.float64), coords, order=order, mode="nearest",
-                                  prefilter=order > 1)
+    img = sample_grid(image, axes, _ORDER[interpolation], "nearest")
     if round_intensities:
         img = np.round(img)
-    msk = ndimage.map_coordinates(mask.astype(np.float64), coords, order=1, mode="constant", cval=0.0)
+    msk = sample_grid(mask.astype(np.float64), axes, 1, "constant")
     return img, msk >= mask_threshold - _EPS, tuple(float(s) for s in new_spacing)
 
 
@@ -289,15 +330,13 @@ def prepare(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, fl
                 o1 = min(n, int(math.ceil(pos[k1 - 1])) + 7)
                 sl_orig.append(slice(o0, o1))
                 axes.append(pos[k0:k1] - o0)
-            coords = np.meshgrid(*axes, indexing="ij")
             sub_img = image[tuple(sl_orig)]
             sub_msk = mask[tuple(sl_orig)].astype(np.float64)
-            order = _ORDER[settings.interpolation]
             # positions outside the original image are clamped like mode="nearest" on the whole image
-            img_r = ndimage.map_coordinates(sub_img, coords, order=order, mode="nearest", prefilter=order > 1)
+            img_r = sample_grid(sub_img, axes, _ORDER[settings.interpolation], "nearest")
             if settings.round_intensities:
                 img_r = np.round(img_r)
-            msk_r = ndimage.map_coordinates(sub_msk, coords, order=1, mode="constant", cval=0.0)
+            msk_r = sample_grid(sub_msk, axes, 1, "constant")
             msk_r = msk_r >= settings.mask_threshold - _EPS
             sp = tuple(float(s) for s in new_spacing)
         pos0 = [float(grid_positions(n, s, sn)[0]) for n, s, sn in zip(image.shape, spacing, new_spacing)]
