@@ -40,7 +40,7 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
     return code, cap.out + cap.err
 
 
-def _site_config(site_dir: Path) -> Path:
+def _site_config(site_dir: Path, qc: bool) -> Path:
     from biomarkers.pipeline.demo import DEMO_PARAMS
 
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
@@ -48,7 +48,7 @@ def _site_config(site_dir: Path) -> Path:
         (site_dir / "params").mkdir(parents=True, exist_ok=True)
         (site_dir / "params" / f"{name}.yaml").write_text(yaml.safe_dump(params))
     cfg.update(source={"dicom": "cohort/dicom", "clinical": ["cohort/clinical/*.csv"]}, out="out", executor="serial",
-               tracking={"enabled": False}, deid={"demo": False})
+               tracking={"enabled": False}, deid={"demo": False}, qc={"enabled": qc})
     cfg["extract"] = {"params": {"CT": "params/ct.yaml", "PT": "params/pet.yaml"}}
     cfg.pop("experiments", None)
     path = site_dir / "site.yaml"
@@ -74,7 +74,7 @@ def world(tmp_path_factory):
             for csv in (d / "cohort" / "clinical").iterdir():
                 if csv.stem != f"C{centre}":
                     csv.unlink()
-            cfg = _site_config(d)
+            cfg = _site_config(d, qc=site == "north")  # the QC report at one site (it costs a few seconds)
             os.environ["BIOMARKERS_SECRET"] = SECRETS[site]
             assert main(["-q", "run", str(cfg)]) == 0
             assert main(["-q", "lake", "keygen", "--site", site, "--keys", str(d / "keys")]) == 0
@@ -154,6 +154,39 @@ def test_contribute_refuses_an_identifier_at_the_site(world, tmp_path, capsys):
                        "--schema", str(s["cfg"]), "--keys", str(s["keys"])], capsys)
     assert code == 2 and "smoking" in text and "person name" in text and "DOE" not in text
     assert not (tmp_path / "b").exists()
+
+
+def test_with_images_and_the_qc_summary(world, tmp_path, capsys):
+    """North ran the QC stage (OUT/qc: report.json, index.html, thumbs/): its summary is in every bundle,
+    the page and thumbnails only with --with-images; east has no QC folder; images and masks land in the
+    lake's objects byte for byte."""
+    import hashlib
+
+    s = world["sites"]["north"]
+    out = s["out"]
+    assert (out / "qc" / "report.json").is_file() and not (world["sites"]["east"]["out"] / "qc").exists()
+    east = {f["path"] for f in json.loads((world["sites"]["east"]["bundle"] / "bundle.json").read_text())["files"]}
+    assert not any(p.startswith("qc/") for p in east)
+    for flag, name in (([], "plain"), (["--with-images"], "images")):
+        code, text = _run(["contribute", str(out), "--site", "north", "--out", str(tmp_path / name),
+                           "--schema", str(s["cfg"]), "--keys", str(s["keys"]), *flag], capsys)
+        assert code == 0, text
+    listed = {n: {f["path"] for f in json.loads((tmp_path / n / "bundle.json").read_text())["files"]}
+              for n in ("plain", "images")}
+    assert "qc/report.json" in listed["plain"] and "qc/report.json" in {
+        f["path"] for f in json.loads((s["bundle"] / "bundle.json").read_text())["files"]}
+    assert not any(p.startswith("qc/thumbs/") or p.endswith((".html", ".png")) for p in listed["plain"])
+    pngs = {f"qc/{p.relative_to(out / 'qc').as_posix()}" for p in (out / "qc").rglob("*.png")}
+    assert pngs and pngs | {"qc/report.json", "qc/index.html"} <= listed["images"]
+    nii = sorted(p.relative_to(out / "dataset").as_posix() for p in (out / "dataset").rglob("*.nii.gz"))
+    assert nii and set(nii) <= listed["images"] and not set(nii) & listed["plain"]
+    lake = Lake.init(tmp_path / "lake")
+    lake.register("north", (s["keys"] / "north.pub").read_bytes())
+    res = lake.add(tmp_path / "images")
+    kept = tmp_path / "lake" / "objects" / "north" / res.bundle_id
+    for rel in nii[:4]:
+        assert hashlib.sha256((kept / rel).read_bytes()).digest() == hashlib.sha256((out / "dataset" / rel).read_bytes()).digest()
+    assert lake.ledger()["with_images"].tolist() == [True]
 
 
 # ----------------------------------------------------------------------------- central side

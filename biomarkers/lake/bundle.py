@@ -13,7 +13,8 @@ a bundle folder::
     BUNDLE/provenance/extraction.json  extraction provenance (library versions, parameter files, item hashes; no paths of the site)
     BUNDLE/provenance/params/<name>.yaml   the parameter files as used
     BUNDLE/provenance/clinical_schema.yaml + software.json
-    BUNDLE/qc/...                      QC summary files of OUT/qc (json/csv/parquet/tsv/txt), when present
+    BUNDLE/qc/...                      QC summary files of OUT/qc (json/csv/parquet/tsv/txt outside thumbs/: report.json,
+                                       assets/runs.json), when present; with --with-images the whole QC page
     BUNDLE/images/, BUNDLE/masks/      NIfTI images, sidecars and masks (only with --with-images)
     BUNDLE/scan.json                   the PHI scan of every file above (must be empty to be accepted)
 
@@ -341,7 +342,8 @@ def build_bundle(out: str | os.PathLike, site: str, bundle: str | os.PathLike, k
         qc = out / "qc"
         if qc.is_dir():
             for p in sorted(qc.rglob("*")):
-                if p.is_file() and (with_images or p.suffix.lower() in QC_SUFFIXES):
+                summary = p.suffix.lower() in QC_SUFFIXES and p.relative_to(qc).parts[0] != "thumbs"
+                if p.is_file() and (with_images or summary):
                     t = tmp / "qc" / p.relative_to(qc)
                     t.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(p, t)
@@ -472,8 +474,11 @@ def verify_bundle(b: Bundle, public_keys: list) -> None:
     for rel in sorted(present - set(listed)):
         reasons.append(f"{rel}: file not listed in the signed {MANIFEST}")
     for name in SOURCES:
-        if name not in b.manifest.get("tables", {}):
+        t = b.manifest.get("tables", {}).get(name)
+        if not isinstance(t, dict):
             reasons.append(f"table {name} missing from {MANIFEST}")
+        elif t.get("path") not in listed:
+            reasons.append(f"table {name}: {t.get('path')!r} is not a listed (checksummed) file")
     if reasons:
         raise BundleRefused(where, reasons)
     findings = scan_bundle(b.path, sorted(set(listed) - {SCAN}), b.manifest.get("date_columns", []),

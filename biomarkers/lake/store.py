@@ -148,26 +148,29 @@ class Lake:
         """The current lake version (the ledger's Delta version)."""
         return int(self._table(LEDGER).version())
 
-    def ledger(self, version: int | None = None, added_versions: bool = True):
-        """The ledger at ``version`` with two derived columns: ``lake_version`` (the version that
-        added the bundle, from Delta's change data feed; skipped with ``added_versions=False``)
-        and ``live`` (its rows are the site's current rows in that version)."""
+    def ledger(self, version: int | None = None, full: bool = False):
+        """The ledger at ``version``: one row per accepted bundle (without the signed ``manifest`` and
+        ``signature`` texts unless ``full``), plus ``lake_version`` (the version that added it) and
+        ``live`` (its rows are the site's current rows in that version).
+
+        Read from Delta's change data feed: the ledger only ever receives inserts, so the inserts up
+        to ``version`` are its rows, each with the version that committed it (one read of the feed).
+        """
+        import pandas as pd
         import pyarrow as pa
 
         t = self._table(LEDGER, version)
-        df = t.to_pyarrow_table().to_pandas()
         v = t.version()
-        if not added_versions:
-            df["live"] = df["bundle_id"].isin(live_bundles(df))
-            return df
-        if len(df):
-            cdf = pa.table(t.load_cdf(starting_version=0, ending_version=v,
-                                      columns=["bundle_id", "_change_type", "_commit_version"])).to_pandas()
-            cdf = cdf[cdf["_change_type"] == "insert"].drop_duplicates("bundle_id")
-            added = dict(zip(cdf["bundle_id"], cdf["_commit_version"].astype(int)))
-            df["lake_version"] = df["bundle_id"].map(added).astype("Int64")
+        cols = [c for c in LEDGER_COLUMNS if full or c not in ("manifest", "signature")]
+        if v == 0:
+            df = pa.table({c: pa.array([], _ledger_schema(pa).field(c).type) for c in cols}).to_pandas()
+            df["lake_version"] = pd.Series([], dtype="Int64")
         else:
-            df["lake_version"] = pd_int([])
+            cdf = pa.table(t.load_cdf(starting_version=1, ending_version=v,
+                                      columns=cols + ["_change_type", "_commit_version"])).to_pandas()
+            df = cdf[cdf["_change_type"] == "insert"].drop(columns=["_change_type"])
+            df = df.rename(columns={"_commit_version": "lake_version"}).drop_duplicates("bundle_id")
+            df["lake_version"] = df["lake_version"].astype("Int64")
         df["live"] = df["bundle_id"].isin(live_bundles(df))
         return df.sort_values(["lake_version", "bundle_id"]).reset_index(drop=True)
 
@@ -182,6 +185,8 @@ class Lake:
     # ------------------------------------------------------------------ add
     def add(self, path: str | os.PathLike, allow_schema_change: bool = False) -> AddResult:
         """Verify and add one bundle folder (see the module docstring); BundleRefused when refused."""
+        import pandas as pd
+
         b = open_bundle(path)
         try:
             check_site(b.site)
@@ -212,10 +217,10 @@ class Lake:
                 if bid in set(ledger["bundle_id"]):
                     return AddResult(bid, b.site, "unchanged", self.version(), retries=retries)
                 self._compatibility(b, ledger, allow_schema_change)
-        after = self.ledger(version)
-        site_rows = after[after["site"] == b.site]
-        superseded = sorted(set(site_rows.loc[~site_rows["live"], "bundle_id"])
-                            - set(ledger.loc[(ledger["site"] == b.site) & ~ledger["live"], "bundle_id"]))
+        mine = ledger.loc[ledger["site"] == b.site, ["bundle_id", "site", "created"]]
+        after = pd.concat([mine, pd.DataFrame([{"bundle_id": bid, "site": b.site, "created": row["created"][0].as_py()}])])
+        was_live = set(ledger.loc[(ledger["site"] == b.site) & ledger["live"], "bundle_id"])
+        superseded = sorted(was_live - live_bundles(after))
         return AddResult(bid, b.site, "added", version, superseded, diff, retries)
 
     def _compatibility(self, b: Bundle, ledger, allow: bool) -> list[str]:
@@ -288,7 +293,7 @@ class Lake:
         """A file of an accepted bundle kept in ``objects/`` (e.g. ``provenance/extraction.json``)."""
         fs, root = self._objects()
         try:
-            with fs.open_input_stream(f"{root}/{site}/{bundle}/{name}") as fh:
+            with fs.open_input_stream(f"{root}/{site}/{bundle}/{name}", compression=None) as fh:
                 return fh.read()
         except (FileNotFoundError, OSError) as err:
             raise InputError(f"{self.uri}: bundle {bundle} of site {site} has no file {name} ({err})") from None
@@ -302,7 +307,7 @@ class Lake:
         for rel in [MANIFEST, SIGNATURE, *names]:
             target = f"{dest}/{rel}"
             fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-            with open(b.path / rel, "rb") as src, fs.open_output_stream(target) as out:
+            with open(b.path / rel, "rb") as src, fs.open_output_stream(target, compression=None) as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
 
@@ -317,7 +322,7 @@ class Lake:
         if name not in TABLES:
             raise InputError(f"unknown lake table {name!r} (tables: {', '.join(TABLES)})")
         if ledger is None:
-            ledger = self.ledger(self._check_version(version), added_versions=False)
+            ledger = self.ledger(self._check_version(version))
         tv = [json.loads(s).get(name) for s in ledger["table_versions"]]
         tv = [v for v in tv if v is not None]
         if not tv:
@@ -327,6 +332,36 @@ class Lake:
         d = t.to_pyarrow_dataset()
         assert isinstance(d, pads.Dataset)
         return d.filter(pc.field("bundle_id").isin(live))
+
+    def _live_files(self, name: str, ledger) -> list[str] | None:
+        """Local paths of the data files of table ``name`` holding the live rows of ``ledger``'s version,
+        from the Delta log's add actions; None when DuckDB cannot read them directly as plain Parquet
+        (object store, a reader feature such as deletion vectors or column mapping, or a file whose
+        path does not carry the partition values the log gives): the pyarrow dataset is used then."""
+        import urllib.parse
+
+        import pyarrow as pa
+        from deltalake import DeltaTable
+
+        if "://" in self.uri:
+            return None
+        tv = [v for v in (json.loads(s).get(name) for s in ledger["table_versions"]) if v is not None]
+        if not tv:
+            return []
+        t = DeltaTable(self._path(name), version=max(tv), storage_options=self.storage_options)
+        p = t.protocol()
+        if p.min_reader_version > 1 or p.reader_features:
+            return None
+        live = set(ledger.loc[ledger["live"], "bundle_id"])
+        acts = pa.table(t.get_add_actions(flatten=True)).select(["path", "partition.site", "partition.bundle_id"])
+        files = []
+        for path, site, bid in zip(*(acts.column(i).to_pylist() for i in range(3))):
+            if bid not in live:
+                continue
+            if not urllib.parse.unquote(path).startswith(f"site={site}/bundle_id={bid}/"):
+                return None
+            files.append(os.path.join(self._path(name), urllib.parse.unquote(path)))
+        return files
 
     def read(self, name: str, version: int | None = None):
         """Table ``name`` of lake ``version`` as a DataFrame, sorted by site and key columns."""
@@ -348,10 +383,18 @@ class Lake:
         con = duckdb.connect()
         led = self.ledger(version)
         for name in TABLES:
+            files = self._live_files(name, led)
+            if files is not None:  # DuckDB's own Parquet reader over the version's live data files
+                if files:
+                    lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                    con.execute(f"CREATE VIEW {name} AS SELECT site, bundle_id, * EXCLUDE (site, bundle_id) "
+                                f"FROM read_parquet([{lst}], hive_partitioning = true, union_by_name = true, "
+                                "hive_types = {'site': VARCHAR, 'bundle_id': VARCHAR})")
+                continue
             d = self.dataset(name, version, led)
             if d is not None:
                 con.register(name, d)
-        con.register("bundles", led.drop(columns=["manifest", "signature"]))
+        con.register("bundles", led)
         con.register("sites", self.sites().drop(columns=["public_key"]))
         return con
 
