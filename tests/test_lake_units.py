@@ -132,3 +132,27 @@ def test_schema_evolution_keeps_earlier_versions_exact(tmp_path):
                                   ref.sort_values("patient_id").reset_index(drop=True), check_dtype=False)
     st = lake.status()
     assert st["version"] == 2 and st["patients"] == 10 and st["last_additions"][0]["schema_change"] is True
+
+
+def test_contribute_as_the_issue_spells_it(tmp_path, monkeypatch, capsys):
+    """`biomarkers contribute OUT --site SITE --out BUNDLE`: key from $BIOMARKERS_KEYS_DIR; without --schema the
+    clinical definitions are the table's columns and types (and a schema'd bundle differs from it)."""
+    from biomarkers.cli import main
+
+    monkeypatch.setenv("BIOMARKERS_KEYS_DIR", str(tmp_path / "keys"))
+    assert main(["lake", "keygen", "--site", "a"]) == 0
+    _site_out(tmp_path / "out", 4, ["original_firstorder_Mean"], 3)
+    assert main(["contribute", str(tmp_path / "out"), "--site", "a", "--out", str(tmp_path / "b")]) == 0
+    m = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    clin = m["definitions"]["clinical"]
+    assert clin["source"] == "table" and set(clin["variables"]) == {"age", "outcome"}
+    assert "provenance/clinical_schema.yaml" not in {f["path"] for f in m["files"]}
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(SCHEMA))
+    assert main(["contribute", str(tmp_path / "out"), "--site", "a", "--out", str(tmp_path / "b2"),
+                 "--schema", str(tmp_path / "schema.yaml")]) == 0
+    lake = Lake.init(tmp_path / "lake")
+    lake.register("a", (tmp_path / "keys" / "a.pub").read_bytes())
+    lake.add(tmp_path / "b")
+    with pytest.raises(BundleRefused, match="clinical.schema_version"):
+        lake.add(tmp_path / "b2")
+    capsys.readouterr()

@@ -33,7 +33,8 @@ def contribute_cmd(
     bundle: Path = typer.Option(..., "--out", help="Bundle folder to write (must not exist)."),
     with_images: bool = typer.Option(False, "--with-images", help="Also ship the NIfTI images, sidecars and masks."),
     schema: Optional[Path] = typer.Option(None, "--schema", help="Clinical schema YAML, or the pipeline config "
-                                          "(its clinical.schema), the clinical table was validated with. Required."),
+                                          "(its clinical.schema), the clinical table was validated with (recorded "
+                                          "with its version). Without it: the clinical table's columns and types."),
     key: Optional[Path] = typer.Option(None, "--key", help="The site's private key (default: KEYS/SITE.key)."),
     keys: Optional[Path] = typer.Option(None, "--keys", help=_KEYS_HELP),
     needles: Optional[Path] = typer.Option(None, "--needles", help="Known identifying values (as for `biomarkers "

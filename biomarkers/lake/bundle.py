@@ -90,6 +90,14 @@ def schema_definitions(schema) -> dict:
     return {"schema_version": hashlib.sha256(_canonical(core).encode()).hexdigest()[:16], **core}
 
 
+def table_definitions(clinical) -> dict:
+    """The clinical part of the definitions when no schema is given (``contribute`` without ``--schema``):
+    the clinical table's columns and dtypes, ``schema_version`` from them (``source: table``)."""
+    core = {"variables": {str(c): {"dtype": str(t)} for c, t in clinical.dtypes.items() if c != "patient_id"},
+            "source": "table"}
+    return {"schema_version": hashlib.sha256(_canonical(core).encode()).hexdigest()[:16], **core}
+
+
 def feature_definitions(provenance: dict) -> dict:
     """Feature definitions from an extraction ``provenance.json``: parameter files per modality
     (name, parameter hash, content) and the extractor library versions."""
@@ -315,10 +323,7 @@ def build_bundle(out: str | os.PathLike, site: str, bundle: str | os.PathLike, k
     if missing:
         raise InputError(f"{out}: not a complete pipeline output (missing {', '.join(missing)}); "
                          "run `biomarkers run CONFIG.yaml` first")
-    if schema is None:
-        raise ConfigError("give --schema: the clinical schema YAML (or the pipeline config) the clinical table "
-                          "was validated with; its variables and version go into the bundle's provenance")
-    sch = load_schema_for_bundle(schema)
+    sch = load_schema_for_bundle(schema) if schema is not None else None
     provenance = json.loads((out / "features/provenance.json").read_text(encoding="utf-8"))
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -336,8 +341,9 @@ def build_bundle(out: str | os.PathLike, site: str, bundle: str | os.PathLike, k
         for p in prov.get("params", []):
             (tmp / "provenance" / "params" / f"{p['name']}.yaml").write_text(
                 yaml.safe_dump(p.get("params"), sort_keys=False))
-        (tmp / "provenance" / "clinical_schema.yaml").write_text(
-            yaml.safe_dump(sch.model_dump(mode="json"), sort_keys=False))
+        if sch is not None:
+            (tmp / "provenance" / "clinical_schema.yaml").write_text(
+                yaml.safe_dump(sch.model_dump(mode="json"), sort_keys=False))
         (tmp / "provenance" / "software.json").write_text(json.dumps(software_versions(), indent=1, sort_keys=True))
         qc = out / "qc"
         if qc.is_dir():
@@ -352,8 +358,9 @@ def build_bundle(out: str | os.PathLike, site: str, bundle: str | os.PathLike, k
                 if (out / "dataset" / sub).is_dir():
                     shutil.copytree(out / "dataset" / sub, tmp / sub)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        dates = [k for k, v in sch.variables.items() if v.type == "date"]
-        findings = scan_bundle(tmp, files, dates, sch.deid.uid_root, needles, sch.deid.prefix)
+        dates = [k for k, v in sch.variables.items() if v.type == "date"] if sch is not None else []
+        uid_root, prefix = (sch.deid.uid_root, sch.deid.prefix) if sch is not None else ("2.25", None)
+        findings = scan_bundle(tmp, files, dates, uid_root, needles, prefix)
         if findings:
             raise BundleRefused(str(out), [str(f) for f in findings[:50]])
         (tmp / SCAN).write_text(json.dumps({"scanned_files": len(files), "findings": [], "needles": len(needles or {}),
@@ -369,10 +376,12 @@ def build_bundle(out: str | os.PathLike, site: str, bundle: str | os.PathLike, k
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "key_fingerprint": fingerprint(private.public_key()),
             "with_images": bool(with_images),
-            "definitions": {"features": feature_definitions(provenance), "clinical": schema_definitions(sch)},
+            "definitions": {"features": feature_definitions(provenance),
+                            "clinical": schema_definitions(sch) if sch is not None else table_definitions(
+                                pd.read_parquet(out / SOURCES["clinical"]))},
             "date_columns": dates,
-            "uid_root": sch.deid.uid_root,
-            "pseudonym_prefix": sch.deid.prefix,
+            "uid_root": uid_root,
+            "pseudonym_prefix": prefix,
             "software": software_versions(),
             "tables": tables,
             "counts": counts,

@@ -45,8 +45,11 @@ def snapshot(lake: Lake, version: int, config, releases_dir, release_version: st
         raise InputError(f"{lake.uri}@{v}: the same pseudonym at several sites ({dup[:5]}); cannot release")
     last = live.iloc[-1]
     prov = json.loads(lake.read_object(last["site"], last["bundle_id"], "provenance/extraction.json"))
-    schema_data = yaml.safe_load(lake.read_object(last["site"], last["bundle_id"], "provenance/clinical_schema.yaml"))
-    schema = validate(ClinicalSchema, schema_data, f"bundle {last['bundle_id']}: provenance/clinical_schema.yaml")
+    schema = None  # a bundle made without --schema carries the clinical table's columns only
+    listed = {f["path"] for f in json.loads(lake.read_object(last["site"], last["bundle_id"], "bundle.json"))["files"]}
+    if "provenance/clinical_schema.yaml" in listed:
+        schema_data = yaml.safe_load(lake.read_object(last["site"], last["bundle_id"], "provenance/clinical_schema.yaml"))
+        schema = validate(ClinicalSchema, schema_data, f"bundle {last['bundle_id']}: provenance/clinical_schema.yaml")
     cfg = cfg.model_copy(update={"description": (cfg.description or "").rstrip()
                                  + f" Built from lake version {v} ({lake.digest(v)}); sites: "
                                  + ", ".join(sorted(live["site"])) + "."})

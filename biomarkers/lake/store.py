@@ -116,7 +116,7 @@ class Lake:
             raise ConfigError(f"{u}: a lake already exists here")
         if "://" not in u:
             Path(u).mkdir(parents=True, exist_ok=True)
-        DeltaTable.create(probe._path(SITES), _sites_schema(pa), storage_options=storage_options)
+        DeltaTable.create(probe._path(SITES), _sites_schema(pa), partition_by=["site"], storage_options=storage_options)
         DeltaTable.create(probe._path(LEDGER), _ledger_schema(pa), storage_options=storage_options,
                           name="biomarkers-lake", description="biomarkers datalake ledger (one row per accepted bundle)",
                           configuration={"delta.enableChangeDataFeed": "true"})
@@ -140,8 +140,10 @@ class Lake:
         return self._table(SITES).to_pandas()
 
     def site_keys(self, site: str) -> list:
-        df = self.sites()
-        return [load_public_key(p, f"{self.uri}/{SITES}") for p in df.loc[df["site"] == site, "public_key"]]
+        """The registered public keys of ``site`` (read from its partition of the sites table only)."""
+        check_site(site)
+        t = self._table(SITES).to_pyarrow_table(filters=[("site", "=", site)], columns=["public_key"])
+        return [load_public_key(p, f"{self.uri}/{SITES}") for p in t.column("public_key").to_pylist()]
 
     # ------------------------------------------------------------------ versions, ledger
     def version(self) -> int:
