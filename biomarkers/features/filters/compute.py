@@ -183,7 +183,7 @@ def wavelet_filter(image, spacing, spec: S.WaveletFilter) -> np.ndarray:
     return _bank_pool(image, spec, [chain], spec.rotation_invariant, spec.pooling)
 
 
-def _planes(spec) -> list[tuple[int, int]]:
+def gabor_planes(spec) -> list[tuple[int, int]]:
     """(row axis, column axis) of each plane the 2D Gabor kernel is applied in."""
     if spec.planes3d:
         return [(1, 2), (0, 2), (0, 1)]  # axial (y, x), coronal (z, x), sagittal (z, y)
@@ -192,14 +192,20 @@ def _planes(spec) -> list[tuple[int, int]]:
 
 def gabor_filter(image, spacing, spec: S.GaborFilter) -> np.ndarray:
     image = np.asarray(image, np.float64)
+    return pool((gabor_plane(image, spacing, spec, rows, cols) for rows, cols in gabor_planes(spec)), spec.pooling)
+
+
+def gabor_radius_mm(spec: S.GaborFilter) -> float:
+    return spec.truncation * spec.sigma_mm * max(1.0, 1.0 / spec.gamma)
+
+
+def gabor_plane(image, spacing, spec: S.GaborFilter, rows: int, cols: int) -> np.ndarray:
+    """Gabor response in the plane (``rows``, ``cols``), pooled over the orientations."""
     if spec.rotation_invariant:
         thetas = np.arange(0.0, 360.0 - 1e-9, spec.theta_step_deg)
     else:
         thetas = np.array([spec.theta_deg])
-    per_plane = []
-    for rows, cols in _planes(spec):
-        per_plane.append(_gabor_plane(image, spacing, spec, rows, cols, thetas))
-    return pool(per_plane, spec.pooling)
+    return _gabor_plane(np.asarray(image, np.float64), spacing, spec, rows, cols, thetas)
 
 
 def _gabor_plane(image, spacing, spec, rows: int, cols: int, thetas) -> np.ndarray:
@@ -298,7 +304,7 @@ def _fourier_response(image, spacing, spec, spatial=None) -> np.ndarray:
             out = out * t(grids)
         return out
 
-    r = fourier_filter(x, axes, transfer).real
+    r = fourier_filter(x, axes, transfer)
     return r[tuple(slice(m, m + n) for m, n in zip(ext_m, image.shape))]
 
 
