@@ -104,3 +104,15 @@ def ingest(src: Path, out: Path) -> pd.DataFrame:
     run_ingest(src, out, IngestSettings(index_cache="off"), executor="serial")
     df = pd.read_parquet(out / "manifest.parquet")
     return df[df.kind == "image"].reset_index(drop=True)
+
+
+def ingest_each(root: Path, folders, tmp_path_factory, name: str) -> dict:
+    """Each input folder ``root/<folder>`` ingested on its own, as one series: folder ->
+    (output folder, its one image row). Asserts one image row per folder."""
+    out = {}
+    for folder in folders:
+        dest = tmp_path_factory.mktemp(name) / "out"
+        rows = ingest(root / folder, dest)
+        assert len(rows) == 1, rows.to_string()
+        out[folder] = (dest, rows.iloc[0])
+    return out

@@ -76,18 +76,32 @@ def write_nifti(img, dest: str | Path, compresslevel: int = 1) -> Path:
 
 
 # ----------------------------------------------------------------- pixel reading
+def _stored_shape(f: DicomFile) -> tuple[int, int]:
+    """Rows x columns of the stored image (a mosaic tile's: the whole mosaic's)."""
+    return (f.tile[0], f.tile[1]) if f.tile is not None else (int(f.rows), int(f.columns))
+
+
+def _cut(stored: np.ndarray, f: DicomFile) -> np.ndarray:
+    """The frame's pixels in its stored image (a view): the tile of a mosaic slice, else all."""
+    if f.tile is None:
+        return stored
+    r0, c0 = f.tile[2], f.tile[3]
+    return stored[r0 : r0 + int(f.rows), c0 : c0 + int(f.columns)]
+
+
 def _fast_read(f: DicomFile) -> np.ndarray | None:
     off = f.pixel_offset
-    if off is None or f.transfer_syntax_uid not in UNCOMPRESSED_LE or f.frame is not None:
+    if off is None or f.transfer_syntax_uid not in UNCOMPRESSED_LE or (f.frame is not None and f.tile is None):
         return None
     dt = _DTYPES.get((f.bits_allocated, f.pixel_representation or 0))
     if dt is None:
         return None
-    n = int(f.rows) * int(f.columns)
+    shape = _stored_shape(f)
+    n = shape[0] * shape[1]
     arr = np.fromfile(f.path, dtype=dt, count=n, offset=int(off))
     if arr.size != n:
         raise OSError("pixel data shorter than expected (file changed since indexing?)")
-    arr = arr.reshape(int(f.rows), int(f.columns))
+    arr = arr.reshape(shape)
     ba, bs = int(f.bits_allocated), int(f.bits_stored or f.bits_allocated)
     if bs < ba:
         if f.pixel_representation:
@@ -106,12 +120,20 @@ def _no_paths(msg: str) -> str:
 
 
 def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
-    """Stored pixel values (rows x columns) of every frame, in ``files`` order."""
+    """Stored pixel values (rows x columns) of every frame, in ``files`` order.
+
+    Each file is read once: the frames of a multi-frame file and the tiles of a mosaic
+    (``DicomFile.tile``) are cut from its one decoded array.
+    """
     import pydicom
 
     out: list[np.ndarray | None] = [None] * len(files)
     slow: dict[Path, list[int]] = defaultdict(list)
+    whole: dict[Path, np.ndarray] = {}  # stored mosaics already read
     for i, f in enumerate(files):
+        if f.tile is not None and f.path in whole:
+            out[i] = _cut(whole[f.path], f)
+            continue
         try:
             a = _fast_read(f)
         except OSError as err:  # reasons name the slice, never the path (paths may hold identifiers)
@@ -119,7 +141,9 @@ def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
         if a is None:
             slow[f.path].append(i)
         else:
-            out[i] = a
+            if f.tile is not None:
+                whole[f.path] = a
+            out[i] = _cut(a, f)
     for path, idx in slow.items():
         try:
             ds = pydicom.dcmread(path)
@@ -130,8 +154,8 @@ def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
                 f"(transfer syntax {files[idx[0]].transfer_syntax_uid}): {type(err).__name__}: {_no_paths(str(err))}"
             ) from None
         for i in idx:
-            fr = files[i].frame
-            out[i] = arr[fr] if fr is not None and arr.ndim == 3 else arr
+            f = files[i]
+            out[i] = _cut(arr, f) if f.tile is not None else arr[f.frame] if f.frame is not None and arr.ndim == 3 else arr
     return out  # type: ignore[return-value]
 
 
@@ -337,6 +361,7 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
         "n_files": len({f.path for f in files}),
         "n_frames": len(files),
         "volumes": volumes,
+        "slice_timing_s": _slice_timing(stack.files, lay.n_slices),
         "deidentified": bool(job.deidentified),
         "input_hash": job.input_hash,
         "content_hash": content_hash,
@@ -344,6 +369,15 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     }
     write_json(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), sidecar)
     return job.row(Status.CONVERTED, "", grid, flags, content_hash)
+
+
+def _slice_timing(files: list[DicomFile], n_slices: int) -> list[float] | None:
+    """Acquisition time of each output slice k (s from the volume's start; Siemens mosaic
+    ``MosaicRefAcqTimes``), None when not known for every slice."""
+    times = [f.slice_time_ms for f in files]
+    if len(files) != n_slices or any(t is None for t in times):
+        return None
+    return [round(t / 1000.0, 6) for t in times]
 
 
 def _write_bval_bvec(dest: Path, volumes: dict, grid: Grid) -> None:

@@ -263,6 +263,14 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         rescale_intercept=to_float(ds.get("RescaleIntercept")), pixel_offset=pixel_offset,
     )
     if nframes <= 1 and ds.get("PerFrameFunctionalGroupsSequence") is None:
+        if "MOSAIC" in image_type:  # Siemens mosaic: one record per tile, or refused with the reason
+            from .mosaic import MosaicError, read_mosaic
+
+            try:
+                return HeaderResult(HeaderKind.IMAGE, rel, frames=read_mosaic(base), sop_instance_uid=sop_uid)
+            except MosaicError as err:
+                base.reason = str(err)
+                return HeaderResult(HeaderKind.OTHER, rel, other=base, sop_instance_uid=sop_uid)
         return HeaderResult(HeaderKind.IMAGE, rel, frames=[base], sop_instance_uid=sop_uid)
     # multi-frame: needs the functional groups (a full header read of this one file)
     import pydicom

@@ -70,6 +70,10 @@ class DicomFile:
     b_value: float | None = None  # s/mm^2
     gradient: tuple[float, float, float] | None = None  # diffusion direction, LPS patient coordinates
     complex_part: str = ""  # "" (magnitude / not stated), "phase", "real" or "imaginary"
+    # Pixel source and values of a slice cut from a larger stored image (biomarkers.dicom.mosaic).
+    tile: tuple[int, int, int, int] | None = None  # (stored rows, stored columns, first row, first column)
+    slice_time_ms: float | None = None  # slice timing (Siemens MosaicRefAcqTimes), ms from the volume's start
+    philips_scale_slope: float | None = None  # Philips MRScaleSlope (2005,100E): precise = display / (RS * SS)
 
 
 @dataclass
