@@ -166,23 +166,84 @@ def test_diffusion_with_repeated_b0_gets_bval_bvec(shared_data, tmp_path):
     assert side["dimension"] == "diffusion" and side["b_value"] == [0.0, 1000.0, 0.0, 1000.0, 700.0]
 
 
-def test_rtstruct_on_4d_series_gives_3d_mask(shared_data, tmp_path):
-    """The STS RTSTRUCT references the original MR instances: kept as volume 1 of a two-volume
-    series (AcquisitionNumber 1, 2), its mask is 3-D on the image's grid."""
+@pytest.fixture(scope="module")
+def four_d(shared_data, tmp_path_factory) -> Path:
+    """The STS_001 MR series as two volumes (AcquisitionNumber 1, 2; volume 2 = volume 1 + 5) with
+    its RTSTRUCT, which references the original instances (kept as volume 1), ingested."""
+    tmp = tmp_path_factory.mktemp("four_d")
     sl = _slices(shared_data, None)
     cases = [_copy(d, k + 1, keep_uid=True, AcquisitionNumber=1) for k, d in enumerate(sl)]
     cases += [_copy(d, len(sl) + k + 1, offset=5, AcquisitionNumber=2) for k, d in enumerate(sl)]
-    _write(tmp_path / "src" / "image", cases, shuffle=False)
+    _write(tmp / "src" / "image", cases, shuffle=False)
     rt = next((shared_data / "sts" / "dicom" / MR / "mask").iterdir())
-    (tmp_path / "src" / "mask").mkdir()
-    (tmp_path / "src" / "mask" / rt.name).write_bytes(rt.read_bytes())
-    run_ingest(tmp_path / "src", tmp_path / "out", IngestSettings(index_cache="off"), executor="serial")
-    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    (tmp / "src" / "mask").mkdir()
+    (tmp / "src" / "mask" / rt.name).write_bytes(rt.read_bytes())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIOMARKERS_SECRET", "test-secret-0123456789abcdef")
+        run_ingest(tmp / "src", tmp / "out", IngestSettings(index_cache="off"), executor="serial")
+    return tmp / "out"
+
+
+def test_rtstruct_on_4d_series_gives_3d_mask(four_d, shared_data):
+    n = len(_slices(shared_data, None))
+    df = pd.read_parquet(four_d / "manifest.parquet")
     image = df[df.kind == "image"].iloc[0]
     mask = df[df.kind == "mask"].iloc[0]
-    assert image.volumes == 2 and image["shape"] == f"174 x 158 x {len(sl)} x 2"
+    assert image.volumes == 2 and image["shape"] == f"174 x 158 x {n} x 2"
     assert mask.status == "converted", mask.reason
-    assert mask.volumes == 1 and mask["shape"] == f"174 x 158 x {len(sl)}" and mask.image_path == image.path
-    m = nib.load(str(tmp_path / "out" / mask.path))
-    i = nib.load(str(tmp_path / "out" / image.path))
+    assert mask.volumes == 1 and mask["shape"] == f"174 x 158 x {n}" and mask.image_path == image.path
+    m = nib.load(str(four_d / mask.path))
+    i = nib.load(str(four_d / image.path))
     assert m.shape == i.shape[:3] and np.array_equal(m.affine, i.affine) and int(np.asarray(m.dataobj).sum()) > 0
+
+
+def _extract(dataset: Path, out: Path, volumes=None) -> pd.DataFrame:
+    import yaml
+
+    from biomarkers.features.extract import run_extract
+
+    params = {"setting": {"binWidth": 25}, "imageType": {"Original": {}}, "featureClass": {"firstorder": ["Mean"]}}
+    if volumes is not None:
+        params["volumes"] = volumes
+    out.mkdir(parents=True)
+    (out / "mr.yaml").write_text(yaml.safe_dump(params))
+    report = run_extract(dataset, {"MR": str(out / "mr.yaml")}, out / "features", executor="serial")
+    assert report.counts()["failed"] == 0, report.summary()
+    return pd.read_parquet(out / "features" / "features_wide.parquet")
+
+
+def test_features_per_volume(four_d, tmp_path):
+    """``volumes: all``: one wide row per volume (key column ``volume``); the planted +5 offset
+    of volume 1 shifts the ROI mean by exactly 5."""
+    wide = _extract(four_d, tmp_path / "all", "all")
+    assert wide["volume"].tolist() == [0, 1]
+    mean = wide["original_firstorder_Mean"].to_numpy()
+    assert mean[1] - mean[0] == pytest.approx(5.0, abs=1e-9)
+    first = _extract(four_d, tmp_path / "first")  # default: the first volume, still keyed by volume
+    assert first["volume"].tolist() == [0] and first["original_firstorder_Mean"][0] == mean[0]
+    picked = _extract(four_d, tmp_path / "picked", [1])
+    assert picked["volume"].tolist() == [1] and picked["original_firstorder_Mean"][0] == mean[1]
+
+
+def test_volume_not_in_image_is_skipped_with_reason(four_d, tmp_path):
+    import yaml
+
+    from biomarkers.features.extract import Extract
+
+    params = {"imageType": {"Original": {}}, "featureClass": {"firstorder": ["Mean"]}, "volumes": [0, 3]}
+    (tmp_path / "mr.yaml").write_text(yaml.safe_dump(params))
+    plan = Extract(four_d, {"MR": str(tmp_path / "mr.yaml")}, tmp_path / "f", executor="serial").plan(dry_run=True)
+    assert [it.volume for it in plan.items] == [0]
+    assert [p.reason for p in plan.problems] == [
+        "volume 3 selected by mr (volumes: [0, 3]) is not in the image (2 volumes)"]
+
+
+def test_volumes_setting_is_validated(tmp_path):
+    import yaml
+
+    from biomarkers.errors import ConfigError
+    from biomarkers.features.params import load_params
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"imageType": {"Original": {}}, "volumes": "last"}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: volumes: must be 'first', 'all' or a list"):
+        load_params(tmp_path / "bad.yaml")

@@ -108,6 +108,20 @@ def _cost(voxel_count: Any, mask: Path) -> float:
         return 0.0
 
 
+def _volumes(image_row, ps) -> list[tuple[int | None, str]]:
+    """The volumes of a mask's image to extract, from the parameter file's ``volumes:``
+    (``first``, ``all``, indices) and the image row's ``volumes``: ``(volume, "")`` per item
+    (volume None: a 3-D image, items and rows as without volumes), ``(volume, reason)`` when
+    a selected volume is not in the image."""
+    n = int(image_row.volumes or 1) if image_row is not None else 1
+    sel = ps.volumes
+    wanted = [0] if sel == "first" else list(range(n)) if sel == "all" else list(sel)
+    if n == 1 and wanted == [0]:
+        return [(None, "")]
+    return [(v, "" if v < n else f"volume {v} selected by {ps.name} (volumes: {sel}) is not in the image "
+             f"({n} volume{'s' if n != 1 else ''})") for v in wanted]
+
+
 class Extract:
     """The extract stage (validate / plan / run).
 
@@ -191,37 +205,43 @@ class Extract:
                 plan.problems.append(PlannedCase(case, "failed", f"mask file not found: {_s(r['path'])}"))
                 continue
             ih, mh = cache.file(img_abs), cache.file(mask_abs)
-            ident = {"patient_id": patient, "study_uid": study, "series_uid": series, "modality": modality, "roi": roi}
             with_ibsi = ps.ibsi is not None
             if with_ibsi not in versions:
                 versions[with_ibsi] = library_versions(True)
-            key = item_key(ident, ih, mh, ps.param_hash, versions[with_ibsi])
-            settings = ps.settings
-            tol = settings.get("geometryTolerance")
-            it = Item(
-                key=key, patient_id=patient, study_uid=study, series_uid=series, modality=modality, roi=roi,
-                image_path=str(img_abs.resolve()), mask_path=str(mask_abs.resolve()), params_name=ps.name,
-                params=ps.params, params_hash=ps.param_hash, image_hash=ih, mask_hash=mh,
-                out_path=str((items_dir / f"{key}.parquet").resolve()),
-                geometry_tolerance_mm=float(tol) if tol else 1e-3,
-                details={"cost": _cost(r.get("voxel_count"), mask_abs)},
-            )
-            plan.sources[key] = {
-                "case": it.case,
-                "image": img_rel,
-                "mask": _s(r["path"]),
-                "image_sha256": ih,
-                "mask_sha256": mh,
-                "image_content_hash": img_row.content_hash if img_row is not None else "",
-                "mask_content_hash": _s(r.get("content_hash")),
-                "params": ps.name,
-            }
-            if key in seen:
-                plan.problems.append(PlannedCase(case, "skipped", f"duplicate of item {key} (same case listed twice)"))
-                continue
-            seen.add(key)
-            plan.items.append(it)
-        plan.items.sort(key=lambda i: (i.patient_id, i.modality, i.series_uid, i.roi, i.params_name))
+            for volume, why in _volumes(img_row, ps):
+                if why:
+                    plan.problems.append(PlannedCase(f"{case}/volume-{volume}", "skipped", why))
+                    continue
+                ident = {"patient_id": patient, "study_uid": study, "series_uid": series, "modality": modality, "roi": roi}
+                if volume is not None:
+                    ident["volume"] = volume  # 3-D items keep the keys they always had
+                key = item_key(ident, ih, mh, ps.param_hash, versions[with_ibsi])
+                settings = ps.settings
+                tol = settings.get("geometryTolerance")
+                it = Item(
+                    key=key, patient_id=patient, study_uid=study, series_uid=series, modality=modality, roi=roi,
+                    image_path=str(img_abs.resolve()), mask_path=str(mask_abs.resolve()), params_name=ps.name,
+                    params=ps.params, params_hash=ps.param_hash, image_hash=ih, mask_hash=mh,
+                    out_path=str((items_dir / f"{key}.parquet").resolve()),
+                    geometry_tolerance_mm=float(tol) if tol else 1e-3,
+                    details={"cost": _cost(r.get("voxel_count"), mask_abs)}, volume=volume,
+                )
+                plan.sources[key] = {
+                    "case": it.case,
+                    "image": img_rel,
+                    "mask": _s(r["path"]),
+                    "image_sha256": ih,
+                    "mask_sha256": mh,
+                    "image_content_hash": img_row.content_hash if img_row is not None else "",
+                    "mask_content_hash": _s(r.get("content_hash")),
+                    "params": ps.name,
+                }
+                if key in seen:
+                    plan.problems.append(PlannedCase(it.case, "skipped", f"duplicate of item {key} (same case listed twice)"))
+                    continue
+                seen.add(key)
+                plan.items.append(it)
+        plan.items.sort(key=lambda i: (i.patient_id, i.modality, i.series_uid, i.roi, i.params_name, i.volume or 0))
         for it in plan.items:
             (plan.cached if Path(it.out_path).is_file() else plan.todo).append(it)
         # largest ROIs first (longest-processing-time-first scheduling): the workers finish together

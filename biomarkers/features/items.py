@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import GeometryError, InputError
 from ..io import atomic_path, sha256_json
-from .naming import FILTER_COLUMN, KEY_COLUMNS, NAME_COLUMNS, long_schema
+from .naming import FILTER_COLUMN, KEY_COLUMNS, NAME_COLUMNS, VOLUME_COLUMN, long_schema
 
 #: Bump when the item files' content or the way values are computed changes.
 ITEM_FORMAT = "1"
@@ -77,10 +77,12 @@ class Item:
     out_path: str
     geometry_tolerance_mm: float = 1e-3
     details: dict = field(default_factory=dict)
+    volume: int | None = None  # 0-based volume of a 4-D image (rows get VOLUME_COLUMN); None: a 3-D item
 
     @property
     def case(self) -> str:
-        return f"{self.patient_id}/{self.modality}/{self.series_uid}/{self.roi}/{self.params_name}"
+        v = f"/volume-{self.volume}" if self.volume is not None else ""
+        return f"{self.patient_id}/{self.modality}/{self.series_uid}/{self.roi}/{self.params_name}{v}"
 
 
 # --------------------------------------------------------------------------- checks
@@ -113,12 +115,26 @@ def check_pair(image, mask, label: int, image_name: str, mask_name: str, atol_mm
     return n
 
 
+def one_volume(image, volume: int, name: str):
+    """Volume ``volume`` (0-based) of a 4-D SimpleITK image as a 3-D image on its grid (a 3-D image: volume 0)."""
+    import SimpleITK as sitk
+
+    n = image.GetSize()[3] if image.GetDimension() == 4 else 1
+    if not 0 <= volume < n:
+        raise InputError(f"{name}: volume {volume} selected, the image has {n} volume(s)")
+    if image.GetDimension() != 4:
+        return image
+    size = list(image.GetSize())
+    size[3] = 0
+    return sitk.Extract(image, size, [0, 0, 0, volume])
+
+
 def write_item(path: str | Path, rows: list[dict]) -> None:
     """Write an item's rows as Parquet, atomically (pyarrow only: no pandas in the workers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = long_schema(filtered=any(FILTER_COLUMN in r for r in rows))
+    schema = long_schema(filtered=any(FILTER_COLUMN in r for r in rows), volumes=any(VOLUME_COLUMN in r for r in rows))
     table = pa.table({c: [r.get(c, "") if c == FILTER_COLUMN else r[c] for r in rows] for c in schema.names},
                      schema=schema)
     with atomic_path(path) as tmp:
@@ -224,6 +240,8 @@ def extract_item(item: Item) -> dict:
         mask = sitk.ReadImage(item.mask_path)
     except RuntimeError as exc:
         raise InputError(f"cannot read {item.image_path} / {item.mask_path}: {str(exc).strip().splitlines()[-1]}") from None
+    if item.volume is not None:
+        image = one_volume(image, item.volume, Path(item.image_path).name)
     settings = dict(item.params.get("setting") or {})
     label = int(settings.get("label", 1) or 1)
     n_voxels = check_pair(
@@ -235,6 +253,8 @@ def extract_item(item: Item) -> dict:
     # a key column the item does not hold (a per-row key, e.g. an IBSI 2 filter) comes with the rows
     ident = {c: getattr(item, c, "") for c in KEY_COLUMNS + ["params_name", "params_hash", "image_hash", "mask_hash"]}
     ident["item_key"] = item.key
+    if item.volume is not None:
+        ident[VOLUME_COLUMN] = item.volume
     write_item(item.out_path, [{**ident, **r} for r in rows])
     return {
         "n_features": len(rows),

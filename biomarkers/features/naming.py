@@ -22,6 +22,12 @@ KEY_COLUMNS = ["patient_id", "study_uid", "series_uid", "modality", "roi"]
 #: Extra key column of tables with IBSI 2 filter responses (``ibsi: filters:``): the filter entry's
 #: id ('' for the unfiltered image). Tables of parameter files without filters do not have it.
 FILTER_COLUMN = "filter"
+#: Extra key column of tables with 4-D images: the 0-based volume index features were computed on
+#: (0 for the rows of 3-D images; the parameter file's ``volumes:`` selects volumes). Tables whose
+#: images are all 3-D do not have it.
+VOLUME_COLUMN = "volume"
+#: Optional key columns, in table order after :data:`KEY_COLUMNS` (each only in tables that use it).
+OPTIONAL_KEY_COLUMNS = [VOLUME_COLUMN, FILTER_COLUMN]
 #: Columns naming a feature in the long table.
 NAME_COLUMNS = ["image_type", "feature_class", "feature"]
 #: Long-table columns (issue 5), followed by :data:`PROVENANCE_COLUMNS`.
@@ -82,25 +88,30 @@ def wide_names(long):
 
 def feature_columns(wide) -> list[str]:
     """The feature columns of a wide table (every column that is not a key)."""
-    return [c for c in wide.columns if c not in KEY_COLUMNS and c != FILTER_COLUMN]
+    return [c for c in wide.columns if c not in KEY_COLUMNS and c not in OPTIONAL_KEY_COLUMNS]
 
 
 def key_columns(columns) -> list[str]:
-    """The key columns of a table with ``columns``: :data:`KEY_COLUMNS` (+ :data:`FILTER_COLUMN` if present)."""
-    return KEY_COLUMNS + [FILTER_COLUMN] if FILTER_COLUMN in columns else list(KEY_COLUMNS)
+    """The key columns of a table with ``columns``: :data:`KEY_COLUMNS` + the :data:`OPTIONAL_KEY_COLUMNS` present."""
+    return KEY_COLUMNS + [c for c in OPTIONAL_KEY_COLUMNS if c in columns]
 
 
-def long_columns(filtered: bool = False) -> list[str]:
-    """Long-table columns; ``filtered``: with :data:`FILTER_COLUMN` after the key columns."""
+def long_columns(filtered: bool = False, volumes: bool = False) -> list[str]:
+    """Long-table columns; ``volumes`` / ``filtered``: with :data:`VOLUME_COLUMN` / :data:`FILTER_COLUMN`
+    after the key columns."""
     cols = LONG_COLUMNS + PROVENANCE_COLUMNS
-    return cols[:len(KEY_COLUMNS)] + [FILTER_COLUMN] + cols[len(KEY_COLUMNS):] if filtered else cols
+    extra = [c for c, on in ((VOLUME_COLUMN, volumes), (FILTER_COLUMN, filtered)) if on]
+    return cols[:len(KEY_COLUMNS)] + extra + cols[len(KEY_COLUMNS):]
 
 
-def long_schema(filtered: bool = False):
-    """Arrow schema of item files and of the long table: float64 values, strings otherwise."""
+def long_schema(filtered: bool = False, volumes: bool = False):
+    """Arrow schema of item files and of the long table: float64 values, int64 volume, strings otherwise."""
     import pyarrow as pa
 
-    return pa.schema([(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in long_columns(filtered)])
+    def kind(c: str):
+        return pa.float64() if c in FLOAT_COLUMNS else pa.int64() if c == VOLUME_COLUMN else pa.string()
+
+    return pa.schema([(c, kind(c)) for c in long_columns(filtered, volumes)])
 
 
 def read_wide(path: str | Path):

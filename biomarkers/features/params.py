@@ -28,8 +28,9 @@ from ..io import sha256_file, sha256_json
 
 #: Top-level keys pyradiomics accepts (anything else is rejected with the file name).
 PYRADIOMICS_KEYS = ("setting", "imageType", "featureClass", "voxelSetting")
-#: Keys biomarkers adds and strips before pyradiomics sees the parameters.
-EXTRA_KEYS = ("ibsi",)
+#: Keys biomarkers adds and strips before pyradiomics sees the parameters (``volumes``: which
+#: volumes of a 4-D image are extracted, :func:`volume_selection`).
+EXTRA_KEYS = ("ibsi", "volumes")
 
 #: Modality spellings accepted on the command line -> manifest modality (DICOM Modality).
 MODALITY_ALIASES = {"PET": "PT", "PT": "PT", "CT": "CT", "MR": "MR", "MRI": "MR", "MR_T1": "MR", "MR_T2": "MR"}
@@ -70,6 +71,25 @@ class ParamSet:
     @property
     def settings(self) -> dict:
         return dict(self.params.get("setting") or {})
+
+    @property
+    def volumes(self) -> str | list[int]:
+        """``first`` (default), ``all`` or a list of 0-based volume indices (validated at load)."""
+        return volume_selection(self.params.get("volumes"), str(self.path))
+
+
+def volume_selection(value: Any, source: str) -> str | list[int]:
+    """The ``volumes:`` key of a parameter file: ``first`` (default: the first volume of a 4-D
+    image), ``all``, or a list of 0-based volume indices. Raises ConfigError naming ``source``."""
+    if value is None or value == "first":
+        return "first"
+    if value == "all":
+        return "all"
+    if (isinstance(value, list) and value and len(set(value)) == len(value)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        return list(value)
+    raise ConfigError(f"{source}: volumes: must be 'first', 'all' or a list of distinct 0-based volume indices "
+                      f"(e.g. [0, 2]), got {value!r}")
 
 
 def strip_extra(params: Mapping[str, Any]) -> dict:
@@ -116,6 +136,7 @@ def validate_params(params: Mapping[str, Any], source: str) -> None:
     except Exception as exc:  # pykwalify SchemaError, ValueError, ...
         msg = str(exc).strip().replace("\n", " ")
         raise ConfigError(f"{source}: invalid pyradiomics parameters: {msg}") from None
+    volume_selection(params.get("volumes"), source)
     if isinstance(params.get("ibsi"), Mapping) and params["ibsi"].get("filters"):
         from .ibsi import settings_from_params
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..io import write_parquet
 from .items import Item
-from .naming import (FILTER_COLUMN, FLOAT_COLUMNS, KEY_COLUMNS, LONG_TABLE, WIDE_TABLE, key_columns, long_columns,
+from .naming import (FILTER_COLUMN, FLOAT_COLUMNS, LONG_TABLE, VOLUME_COLUMN, WIDE_TABLE, key_columns, long_columns,
                      long_schema, wide_names)
 
 
@@ -38,7 +38,7 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
             old = pq.read_table(previous)
         except (OSError, pa.ArrowException):
             old = None
-        if old is not None and old.column_names not in (cols, long_columns(filtered=True)):
+        if old is not None and old.column_names not in [long_columns(f, v) for f in (False, True) for v in (False, True)]:
             old = None
     tables: list = []
     have: set[str] = set()
@@ -47,12 +47,13 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
         have = set(old["item_key"].to_pylist())
         tables.append(old)
     tables += [pq.read_table(it.out_path) for it in items if it.key not in have]
-    filtered = any(FILTER_COLUMN in t.column_names for t in tables)  # IBSI 2 filters: the extra key column
-    if filtered:
-        tables = [t if FILTER_COLUMN in t.column_names else
-                  t.add_column(len(KEY_COLUMNS), FILTER_COLUMN, pa.array([""] * t.num_rows, pa.string()))
-                  for t in tables]
-    schema = long_schema(filtered)
+    # optional key columns (IBSI 2 filters, volumes of 4-D images): '' / volume 0 where a table lacks them
+    filtered = any(FILTER_COLUMN in t.column_names for t in tables)
+    volumes = any(VOLUME_COLUMN in t.column_names for t in tables)
+    for c, on, v, typ in ((FILTER_COLUMN, filtered, "", pa.string()), (VOLUME_COLUMN, volumes, 0, pa.int64())):
+        if on:
+            tables = [t if c in t.column_names else t.append_column(c, pa.array([v] * t.num_rows, typ)) for t in tables]
+    schema = long_schema(filtered, volumes)
     table = pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
     # item order of the plan; rows of one item keep their order (stable sort)
     order = {k: i for i, k in enumerate(keys)}
