@@ -247,3 +247,26 @@ def test_volumes_setting_is_validated(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"imageType": {"Original": {}}, "volumes": "last"}))
     with pytest.raises(ConfigError, match=r"bad.yaml: volumes: must be 'first', 'all' or a list"):
         load_params(tmp_path / "bad.yaml")
+
+
+def test_incomplete_volume_is_refused_not_split(shared_data, tmp_path):
+    """Three volumes (AcquisitionNumber 1-3), the last missing a slice: refused with the reason,
+    never written as three 3-D acquisitions."""
+    sl = _slices(shared_data, 3)
+    cases = [_copy(d, v * 3 + k + 1, AcquisitionNumber=v + 1) for v in range(3) for k, d in enumerate(sl)][:-1]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert len(rows) == 1 and rows.status[0] == "skipped", rows.to_string()
+    assert rows.reason[0].startswith("duplicate slice positions: 3 positions repeat (at ") and rows.reason[0].endswith(
+        "mm along the slice normal) unequally (2 to 3 frames per position): incomplete volumes or overlapping acquisitions")
+
+
+def test_separate_acquisitions_with_distinct_ranges_stay_separate_stacks(shared_data, tmp_path):
+    """Two acquisitions of one series over overlapping, different slice ranges: two 3-D stacks (as before)."""
+    sl = _slices(shared_data, 5)
+    cases = [_copy(d, k + 1, AcquisitionNumber=1) for k, d in enumerate(sl[:3])]
+    cases += [_copy(d, 10 + k, AcquisitionNumber=2) for k, d in enumerate(sl[1:])]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows["stack"].tolist() == ["", "#2"] and (rows.status == "converted").all(), rows.to_string()
+    assert rows["shape"].tolist() == ["174 x 158 x 4", "174 x 158 x 3"]

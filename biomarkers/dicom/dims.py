@@ -187,8 +187,12 @@ def _repeat_reason(d: np.ndarray, labels: np.ndarray) -> str:
     rep = [float(np.mean(d[labels == lab])) for lab in np.flatnonzero(counts > 1)]
     shown = ", ".join(f"{x:.1f}" for x in rep[:5]) + (", ..." if len(rep) > 5 else "")
     n = len(rep)
-    return (f"duplicate slice positions: {n} position{'s' if n != 1 else ''} repeat{'s' if n == 1 else ''} "
-            f"(at {shown} mm along the slice normal) and no temporal/diffusion/echo attribute explains them")
+    where = (f"duplicate slice positions: {n} position{'s' if n != 1 else ''} repeat{'s' if n == 1 else ''} "
+             f"(at {shown} mm along the slice normal)")
+    if len(set(counts.tolist())) > 1:
+        return (f"{where} unequally ({counts.min()} to {counts.max()} frames per position): incomplete "
+                "volumes or overlapping acquisitions")
+    return f"{where} and no temporal/diffusion/echo attribute explains them"
 
 
 def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
@@ -209,7 +213,7 @@ def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
         return Volumes([fs])
     counts = np.bincount(labels)
     if len(set(counts.tolist())) > 1:
-        raise VolumeError(_repeat_reason(d, labels) + f" (positions occur {counts.min()} to {counts.max()} times)")
+        raise VolumeError(_repeat_reason(d, labels))
     n_vol = int(counts[0])
     at = [[i for i in range(len(fs)) if labels[i] == p] for p in range(n_pos)]
 

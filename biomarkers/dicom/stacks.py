@@ -87,8 +87,9 @@ def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float
     try:
         vols = assemble_volumes(fs, tol)
     except VolumeError as err:
-        if len({f.acquisition_number for f in fs}) > 1:  # separate acquisitions, not one 4-D series
-            out = [st for a in _by(fs, "acquisition_number") for st in _assemble(a, pid, study, series, tol)]
+        acqs = _by(fs, "acquisition_number")
+        if len(acqs) > 1 and _distinct_coverage(acqs):  # separate acquisitions (e.g. overlapping CT ranges)
+            out = [st for a in acqs for st in _assemble(a, pid, study, series, tol)]
             if all(st.status != Status.SKIPPED for st in out):
                 return out
         st = stack(sort_along_normal(fs))
@@ -99,6 +100,16 @@ def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float
     st = stack(vols.volumes[0])
     st.volumes, st.dimension, st.ordered_by = vols.volumes, vols.dimension, vols.ordered_by
     return [st]
+
+
+def _distinct_coverage(groups: list[list[DicomFile]]) -> bool:
+    """No two groups cover the same slice positions (0.01 mm): separate acquisitions, not the
+    volumes of one series with some frames missing."""
+    cover = set()
+    for g in groups:
+        d = along_normal(g)
+        cover.add(frozenset(round(float(x), 2) for x in (d if d is not None else ())))
+    return len(cover) == len(groups)
 
 
 def _by(fs: list[DicomFile], attr: str) -> list[list[DicomFile]]:
