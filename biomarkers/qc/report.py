@@ -419,12 +419,14 @@ def _mlflow(layout: Layout, settings: QcSettings, tracking_uri: str | None) -> d
             write_json(index, known)
         except Exception as err:  # noqa: BLE001 - the report is still useful without MLflow
             res["error"] = f"MLflow store not readable: {type(err).__name__}: {err}"
-    base = settings.mlflow_ui.rstrip("/")
+    from ..tracking.store import ui_url
+
+    base = settings.mlflow_ui
 
     def link(run_id: str | None) -> dict:
         k = known.get(run_id or "", {})
         exp = k.get("experiment_id")
-        url = f"{base}/#/experiments/{exp}/runs/{run_id}" if exp else ""
+        url = ui_url(base, exp, run_id) if exp else ""
         return {"run_id": run_id, "url": url, "plots": k.get("plots", []), "name": k.get("name", "")}
 
     if res["pipeline_run"]:
@@ -434,7 +436,8 @@ def _mlflow(layout: Layout, settings: QcSettings, tracking_uri: str | None) -> d
         exp_id = known.get(e.get("run_id") or "", {}).get("experiment_id")
         res["experiments"].append({
             "name": e.get("name", ""), "run": parent, "best": e.get("best"),
-            "experiment_url": f"{base}/#/experiments/{exp_id}" if exp_id else "",
+            "experiment_url": ui_url(base, exp_id, view=known.get(e.get("run_id") or "", {}).get("view")) if exp_id
+            else "",
             "leaderboard": [{**r, **{"link": link(r.get("run_id"))}} for r in e.get("leaderboard", [])]})
     return res
 
@@ -445,6 +448,7 @@ def _fetch_runs(run_ids: list[str], assets: Path, tracking_uri: str | None) -> d
 
     from ..io import write_bytes
     from ..tracking import client
+    from ..tracking.store import RUNS_VIEW
     from .render import reencode_png
 
     c = client(tracking_uri)
@@ -462,7 +466,10 @@ def _fetch_runs(run_ids: list[str], assets: Path, tracking_uri: str | None) -> d
                 name = f"{rid}_{Path(a).stem}.png"
                 write_bytes(assets / name, reencode_png(local.read_bytes()))
                 plots.append({"file": f"{ASSETS}/{name}", "title": Path(a).stem})
-        out[rid] = {"experiment_id": run.info.experiment_id, "name": run.info.run_name or "", "plots": plots}
+        tags = c.get_experiment(run.info.experiment_id).tags or {}
+        view = RUNS_VIEW if any(k.endswith(f".{RUNS_VIEW}") for k in tags) else None  # see share_runs_view
+        out[rid] = {"experiment_id": run.info.experiment_id, "name": run.info.run_name or "", "plots": plots,
+                    "view": view}
     return out
 
 

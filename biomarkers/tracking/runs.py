@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from enum import StrEnum
 
-from .store import get_or_create_experiment, using_tracking
+from .store import get_or_create_experiment, share_runs_view, using_tracking
 
 #: Tag naming a run's kind (``tags.`biomarkers.run_kind` = 'experiment'`` finds experiments' parent runs).
 RUN_KIND = "biomarkers.run_kind"
@@ -33,6 +33,12 @@ def parent_run(experiment: str, uri: str | None = None, run_name: str | None = N
         exp_id = get_or_create_experiment(experiment, u)
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags(RunKind.EXPERIMENT, tags)) as run:
             yield run
+        try:  # the UI's view of the runs: child runs listed with their metrics (see share_runs_view)
+            share_runs_view(exp_id, u)
+        except Exception as err:  # noqa: BLE001 - a view is a convenience: never fail the experiment for it
+            import warnings
+
+            warnings.warn(f"MLflow runs view not stored: {type(err).__name__}: {err}", stacklevel=2)
 
 
 @contextlib.contextmanager
