@@ -15,7 +15,9 @@ Prints:
   through the same executor, in the same run (measured twice before and twice after the
   pipeline runs, best of each; target >= 90%);
 * peak memory (max RSS) of the coordinating process (the ``biomarkers run`` process,
-  not its workers) at N/4 and N patients (target: no more than 1.2x apart).
+  not its workers) at N/4 and N patients (target: no more than 1.2x apart);
+* the ``qc`` stage's time as a fraction of cold (target <= 10%) and the QC cards it rendered
+  cold, warm (target 0: nothing re-rendered) and after the 10 added patients.
 
 Each pipeline run is a separate ``python -c`` process (start-up and imports included) so
 its peak RSS is measured with ``getrusage(RUSAGE_SELF)`` inside it.
@@ -173,6 +175,12 @@ def main(argv=None) -> int:
         (f"peak RSS coordinator, {n} patients (MB)", f"{cold['maxrss_mb']:.0f}", ""),
         (f"peak RSS ratio {n}/{small}", f"{cold['maxrss_mb'] / small_run['maxrss_mb']:.2f}x", "<= 1.2x"),
     ]
+    qc = {k: r["stages"].get("qc", {}) for k, r in (("cold", cold), ("warm", warm), ("added", added))}
+    if qc["cold"]:  # stage qc: thumbnails of every mask/image (cold), none again when nothing changed
+        rows += [("qc stage cold (s) / cold", f"{qc['cold']['s']:.1f} s = {qc['cold']['s'] / cold['elapsed']:.1%}",
+                  "<= 10%"),
+                 ("qc cards rendered: cold / warm / +10 patients", " / ".join(
+                     str(qc[k].get("computed", 0)) for k in ("cold", "warm", "added")), "warm 0")]
     print()
     for k, v, t in rows:
         print(f"{k:<48} {v:>24}  {t}")
