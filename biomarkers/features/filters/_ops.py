@@ -206,25 +206,44 @@ def centred_frequencies(shape: Sequence[int], axes: Sequence[int]) -> list[np.nd
     return grids
 
 
+def _quadrant_grid(n: int, negate: bool) -> np.ndarray:
+    """Centred-grid frequency of FFT index q (or of -q): the value at ``ifftshift`` position q."""
+    c = (n - 1) / 2.0
+    q = np.arange(n)
+    if negate:
+        q = (n - q) % n
+    i = (q + n // 2) % n
+    return (i - c) / c if n > 1 else np.zeros(1)
+
+
 def fourier_filter(image: np.ndarray, axes: Sequence[int],
                    transfer: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
     """Real part of the response of the real ``image`` to a filter given by its centred transfer function.
 
-    ``transfer`` receives :func:`centred_frequencies` of ``axes`` (in that order) and returns the
-    centred transfer function T (real or complex). Periodic (FFT) convolution over ``axes``.
-    ``Re(ifft(F T)) = ifft(F T_h)`` with the Hermitian part ``T_h(k) = (T(k) + conj(T(-k))) / 2``
-    (F of a real image is Hermitian), so the real FFTs give exactly the real part at half the cost.
+    ``transfer`` receives the :func:`centred_frequencies` grids of ``axes`` (in that order; here
+    already in the FFT's quadrant order) and returns the transfer function T (real or complex).
+    Periodic (FFT) convolution over ``axes``. ``Re(ifft(F T)) = ifft(F T_h)`` with the Hermitian
+    part ``T_h(k) = (T(k) + conj(T(-k))) / 2`` (F of a real image is Hermitian), so real FFTs give
+    exactly the real part; T is evaluated on the half spectrum only.
     """
-    grids = centred_frequencies(image.shape, axes)
-    axes = tuple(sorted(axes))
-    shape = [image.shape[a] if a in axes else 1 for a in range(image.ndim)]
-    tf = np.fft.ifftshift(np.broadcast_to(transfer(grids), shape), axes=axes)
-    mirrored = np.roll(np.flip(tf, axis=axes), 1, axis=axes)  # T(-k) in the FFT's quadrant order
-    herm = (tf + np.conj(mirrored)) / 2
-    last = axes[-1]
-    herm = np.take(herm, np.arange(image.shape[last] // 2 + 1), axis=last)
+    order = list(axes)
+    fft_axes = tuple(sorted(order))
+    last = fft_axes[-1]
+
+    def grids(negate: bool) -> list[np.ndarray]:
+        out = []
+        for a in order:
+            g = _quadrant_grid(image.shape[a], negate)
+            if a == last:
+                g = g[: image.shape[a] // 2 + 1]
+            sh = [1] * image.ndim
+            sh[a] = g.size
+            out.append(g.reshape(sh))
+        return out
+
+    herm = (transfer(grids(False)) + np.conj(transfer(grids(True)))) / 2
     if np.iscomplexobj(herm) and not np.any(herm.imag):
         herm = herm.real
-    spec = sfft.rfftn(image, axes=axes, workers=-1)
+    spec = sfft.rfftn(image, axes=fft_axes, workers=-1)
     spec *= herm
-    return sfft.irfftn(spec, s=[image.shape[a] for a in axes], axes=axes, workers=-1, overwrite_x=True)
+    return sfft.irfftn(spec, s=[image.shape[a] for a in fft_axes], axes=fft_axes, workers=-1, overwrite_x=True)
