@@ -55,7 +55,8 @@ def _copy(d: pydicom.Dataset, instance: int, offset: int = 0, keep_uid: bool = F
         c.file_meta.MediaStorageSOPInstanceUID = c.SOPInstanceUID
     c.InstanceNumber = instance
     if offset:
-        c.PixelData = (c.pixel_array.astype(np.int32) + offset).astype(c.pixel_array.dtype).tobytes()
+        info = np.iinfo(c.pixel_array.dtype)
+        c.PixelData = np.clip(c.pixel_array.astype(np.int64) + offset, info.min, info.max).astype(info.dtype).tobytes()
     for k, v in attrs.items():
         setattr(c, k, v)
     return c
@@ -270,3 +271,29 @@ def test_separate_acquisitions_with_distinct_ranges_stay_separate_stacks(shared_
     rows = _ingest(tmp_path / "src", tmp_path / "out")
     assert rows["stack"].tolist() == ["", "#2"] and (rows.status == "converted").all(), rows.to_string()
     assert rows["shape"].tolist() == ["174 x 158 x 4", "174 x 158 x 3"]
+
+
+def test_dynamic_pet_frames(shared_data, tmp_path):
+    """Two PET frames (FrameReferenceTime 360 s acquired first by instance number, then 120 s):
+    volumes follow the frame reference time; per-volume frame times are relative, no time of day."""
+    pet = sorted((shared_data / "sts" / "dicom" / "STS_001" / "PET" / "image").iterdir())
+    sl = sorted((pydicom.dcmread(p) for p in pet), key=lambda d: float(d.ImagePositionPatient[2]))[20:24]
+    cases = [_copy(d, k + 1, offset=2, FrameReferenceTime=360000.0, ActualFrameDuration=240000,
+                   AcquisitionTime="112411.00") for k, d in enumerate(sl)]
+    cases += [_copy(d, 10 + k, FrameReferenceTime=120000.0, ActualFrameDuration=240000, AcquisitionTime="112011.00")
+              for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows.status[0] == "converted" and rows.volumes[0] == 2, rows.to_string()
+    side_path = tmp_path / "out" / rows.path[0].replace(".nii.gz", ".json")
+    vols = json.loads(side_path.read_text())["volumes"]
+    assert vols["ordered_by"] == "FrameReferenceTime" and vols["frame_reference_time_ms"] == [120000.0, 360000.0]
+    assert vols["frame_duration_ms"] == [240000.0, 240000.0] and vols["start_s"] == [0.0, 240.0]
+    text = side_path.read_text()
+    assert "1120" not in text and "1124" not in text  # no acquisition time of day
+    arr = np.asanyarray(nib.load(str(tmp_path / "out" / rows.path[0])).dataobj)
+    for k, d in enumerate(sl):  # stored values + 2 (clipped) in the 360 s frame, times each slice's own slope
+        stored = d.pixel_array.astype(np.int64)
+        plus = np.clip(stored + 2, None, np.iinfo(d.pixel_array.dtype).max) - stored
+        np.testing.assert_allclose(arr[:, :, k, 1] - arr[:, :, k, 0], (plus * float(d.RescaleSlope)).T,
+                                   atol=1e-6 * float(np.abs(arr).max()))
