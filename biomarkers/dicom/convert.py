@@ -221,6 +221,25 @@ def fill_gaps(vals: np.ndarray, k_index: list[int], n: int) -> np.ndarray:
     return out.astype(vals.dtype)
 
 
+def philips_factors(files: list[DicomFile], mode: str) -> tuple[str | None, np.ndarray | None]:
+    """``(scaling applied, per-frame factors)`` for ``ingest.philips_scaling`` ``mode``.
+
+    Frames without a Philips MRScaleSlope: ``(None, None)``. ``display``: ``("display", None)``
+    (RescaleSlope/Intercept only). ``precise``: ``("precise", 1 / (RS * SS))`` per frame, so
+    ``(SV * RS + RI) / (RS * SS)`` (dcm2niix's default). Raises ValueError when only some
+    frames carry a usable scale slope (no mixed scalings in one image).
+    """
+    ss = [f.philips_scale_slope for f in files]
+    if all(x is None for x in ss):
+        return None, None
+    if mode != "precise":
+        return "display", None
+    if any(x is None or x == 0 for x in ss):
+        raise ValueError("philips_scaling precise: MRScaleSlope (2005,100E) missing or zero on some frames")
+    rs = [1.0 if f.rescale_slope in (None, 0) else float(f.rescale_slope) for f in files]
+    return "precise", 1.0 / (np.asarray(rs) * np.asarray(ss, dtype=np.float64))
+
+
 def units_of(modality: str, dicom_units: str, suv: bool) -> str:
     if modality == "CT":
         return "HU"
@@ -312,6 +331,9 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
             qc[fl] = True
     elif stack.modality == "PT" and dicom_units.upper() not in ("GML",):
         qc[QcFlag.PET_UNITS_KEPT] = True
+    philips, precise = philips_factors(files, s.get("philips_scaling", "display"))
+    if precise is not None:
+        factors = precise if factors is None else np.asarray(factors, dtype=np.float64) * precise
     frames = read_frames(files)
     vals, kind = stack_values(files, frames, factors)
     del frames
@@ -362,6 +384,7 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
         "n_frames": len(files),
         "volumes": volumes,
         "slice_timing_s": _slice_timing(stack.files, lay.n_slices),
+        "philips_scaling": philips,
         "deidentified": bool(job.deidentified),
         "input_hash": job.input_hash,
         "content_hash": content_hash,

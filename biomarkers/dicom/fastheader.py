@@ -36,6 +36,9 @@ _TAGS = {
     0x20011003: ("Philips_DiffusionBFactor", "FL"), 0x200510B0: ("Philips_DiffusionDirectionRL", "FL"),
     0x200510B1: ("Philips_DiffusionDirectionAP", "FL"), 0x200510B2: ("Philips_DiffusionDirectionFH", "FL"),
     0x20051011: ("Philips_ImageType", "CS"),
+    # refusals (biomarkers.dicom.refusals) and vendor scaling (Philips MRScaleSlope, dcm2niix's "precise")
+    0x00080064: ("ConversionType", "CS"), 0x00280301: ("BurnedInAnnotation", "CS"), 0x00080070: ("Manufacturer", "LO"),
+    0x2005100E: ("Philips_MRScaleSlope", "FL"),
 }
 #: Private attributes: our name -> (tag, VR) (pydicom reads them by tag; their VR may be UN).
 PRIVATE_TAGS = {name: (tag, vr) for tag, (name, vr) in _TAGS.items() if (tag >> 16) % 2 == 1}

@@ -19,6 +19,7 @@ from pathlib import Path
 from .dims import dimension_values
 from .fastheader import HEADER_TAGS, PRIVATE_TAGS, FastHeader, decode_value, fast_header
 from .model import DicomFile, SegmentationObject
+from .refusals import refusal_reason
 from .sop import DICOMDIR_SOP, IMAGE_SOPS, RTSTRUCT_SOP, SEG_SOP, UNCOMPRESSED_LE, sop_name
 
 
@@ -218,7 +219,13 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         acquisition_datetime=text("AcquisitionDateTime"), gantry_tilt=to_float(ds.get("GantryDetectorTilt"), 0.0),
         echo_number=_i(ds.get("EchoNumbers")),
     )
-    common.update(dimension_values(_getter(ds), image_type, ds.get("ImageOrientationPatient")))
+    get = _getter(ds)
+    if "PHILIPS" in text("Manufacturer").upper():  # private scale slope (ingest.philips_scaling)
+        common["philips_scale_slope"] = to_float(get("Philips_MRScaleSlope"))
+    common.update(dimension_values(get, image_type, ds.get("ImageOrientationPatient")))
+    refusal = refusal_reason(get) if ds.get("Rows") is not None else ""  # screen capture, burned-in, colour
+    if refusal:
+        return HeaderResult(HeaderKind.OTHER, rel, other=DicomFile(**common, reason=refusal), sop_instance_uid=sop_uid)
     if sop_class in IMAGE_SOPS and (ds.get("Rows") is None or ds.get("Columns") is None):
         return HeaderResult.not_used(rel, "truncated or incomplete image header (no Rows/Columns)")
     if sop_class not in IMAGE_SOPS or ds.get("Rows") is None:

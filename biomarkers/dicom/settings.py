@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from ..config import Settings
@@ -21,6 +23,11 @@ class IngestSettings(Settings):
         position_tolerance_mm: two slices closer than this (mm, along the normal) are
             duplicate positions.
         pet_suv: convert PET in Bq/ml (Units BQML) to SUV body-weight (g/ml).
+        philips_scaling: values of Philips MR images with a private scale slope (2005,100E):
+            ``display`` (RescaleSlope/Intercept only, the values the scanner displays; the
+            default) or ``precise`` (the floating-point values before display scaling,
+            ``(SV * RS + RI) / (RS * SS)`` with SS = MRScaleSlope; dcm2niix's default). The
+            choice applied is recorded in each sidecar (``philips_scaling``).
         compresslevel: gzip level of the ``.nii.gz`` outputs (1 = fast).
         masks: how RTSTRUCT/SEG/NIfTI masks are matched and rasterised.
         deid: de-identification (on by default).
@@ -35,6 +42,7 @@ class IngestSettings(Settings):
     spacing_tolerance: float = Field(0.01, gt=0, lt=0.5)
     position_tolerance_mm: float = Field(0.01, gt=0)
     pet_suv: bool = True
+    philips_scaling: Literal["display", "precise"] = "display"
     compresslevel: int = Field(1, ge=0, le=9)
     masks: MaskSettings = Field(default_factory=MaskSettings)
     deid: DeidSettings = Field(default_factory=DeidSettings)
@@ -47,5 +55,6 @@ class IngestSettings(Settings):
             "spacing_tolerance": self.spacing_tolerance,
             "position_tolerance_mm": self.position_tolerance_mm,
             "pet_suv": self.pet_suv,
+            "philips_scaling": self.philips_scaling,
             "deid": self.deid.model_dump(mode="json"),
         }
