@@ -297,3 +297,18 @@ def test_dynamic_pet_frames(shared_data, tmp_path):
         plus = np.clip(stored + 2, None, np.iinfo(d.pixel_array.dtype).max) - stored
         np.testing.assert_allclose(arr[:, :, k, 1] - arr[:, :, k, 0], (plus * float(d.RescaleSlope)).T,
                                    atol=1e-6 * float(np.abs(arr).max()))
+
+
+def test_isotropic_trace_volume_is_left_out(shared_data, tmp_path):
+    """A b=1000 volume without direction (Philips' isotropic trace image) is not a diffusion
+    direction: left out of the 4-D image and the bval/bvec (as dcm2niix), counted in the sidecar QC."""
+    sl = _slices(shared_data, 3)
+    planted = [(0, (0, 0, 0)), (1000, (1, 0, 0)), (1000, (0, 1, 0)), (1000, (0, 0, 0))]
+    cases = [_copy(d, v * 3 + k + 1, DiffusionBValue=float(b), DiffusionGradientOrientation=[float(x) for x in g])
+             for v, (b, g) in enumerate(planted) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows.volumes[0] == 3, rows.to_string()
+    stem = (tmp_path / "out" / rows.path[0]).with_name(Path(rows.path[0]).name[: -len(".nii.gz")])
+    assert read_table(stem.with_suffix(".bval")).ravel().tolist() == [0, 1000, 1000]
+    assert json.loads(stem.with_suffix(".json").read_text())["qc"]["removed_isotropic_volumes"] == 1

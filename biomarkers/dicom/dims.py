@@ -154,6 +154,7 @@ class Volumes:
     volumes: list[list[DicomFile]]
     dimension: str = ""  # "", "time" or "diffusion"
     ordered_by: str = ""  # the attribute whose values order the volumes
+    removed_isotropic: int = 0  # diffusion: trace volumes (b > 0, no direction) left out
 
 
 def along_normal(fs: list[DicomFile]) -> np.ndarray | None:
@@ -245,7 +246,12 @@ def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
                     raise VolumeError(
                         f"diffusion series not orderable: volume {t + 1} of {n_vol} (ordered by {by}) mixes "
                         "b-values or gradient directions across its slices")
-    return Volumes(vols, "diffusion" if is_dwi else "time", by)
+    removed = 0
+    if is_dwi:  # isotropic (trace) volumes: b > 0 without a direction (Philips appends one); dcm2niix drops them
+        keep = [v for v in vols if not (v[0].b_value > 0 and not any(v[0].gradient or ()))]
+        if 1 < len(keep) < len(vols):
+            removed, vols = len(vols) - len(keep), keep
+    return Volumes(vols, "diffusion" if is_dwi else "time", by, removed)
 
 
 # --------------------------------------------------------------------------- per-volume values

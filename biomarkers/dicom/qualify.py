@@ -90,7 +90,7 @@ def slice_layout(stack: ImageStack, spacing_tolerance: float = 0.01, position_to
 def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: float = 0.01, position_tolerance_mm: float = 0.01) -> ImageStack:
     """Check one stack's geometry and set ``grid``, ``qc``, ``status``/``reason`` (in place)."""
     fs = stack.files  # one volume: QC and geometry are per 3-D volume
-    qc: dict = {"n_slices": len(fs)}
+    qc: dict = {"n_slices": len(fs), **stack.qc}  # + what the stack builder recorded
     if stack.volumes:
         qc["n_volumes"] = stack.n_volumes
     stack.qc = qc

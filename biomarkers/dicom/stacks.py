@@ -99,6 +99,8 @@ def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float
         return [stack(sort_along_normal(fs))]
     st = stack(vols.volumes[0])
     st.volumes, st.dimension, st.ordered_by = vols.volumes, vols.dimension, vols.ordered_by
+    if vols.removed_isotropic:
+        st.qc["removed_isotropic_volumes"] = vols.removed_isotropic
     return [st]
 
 
