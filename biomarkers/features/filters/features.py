@@ -148,7 +148,10 @@ def filter_values(image, roi, spacing, settings, entries: list[FilterEntry]) -> 
     new = sp if settings.spacing is None else (
         sp[0] if settings.in_plane_only else float(settings.spacing[2]), float(settings.spacing[1]),
         float(settings.spacing[0]))
-    proc = process(image, roi, sp, settings, window_margin_mm(entries, new, np.shape(image)))
+    margin_mm = window_margin_mm(entries, new, np.shape(image))
+    if margin_mm is not None:  # the interpolated ROI may reach up to one original voxel beyond the original one
+        margin_mm += max(sp)
+    proc = process(image, roi, sp, settings, margin_mm)
     return {e.id: response_values(proc, e, settings) for e in entries}
 
 
