@@ -72,7 +72,8 @@ def ingest(
         plan = ing.plan()
         echo(f"dry run: {plan.summary()}")
         for job in plan.items:
-            echo(f"  convert  {job.ref.path}  ({len(job.stack.files)} slices)")
+            vols = f" x {job.stack.n_volumes} volumes" if job.stack.volumes else ""
+            echo(f"  convert  {job.ref.path}  ({len(job.stack.files)} slices{vols})")
         for r in plan.cached:
             echo(f"  current  {r.path}")
         for r in plan.rows:
