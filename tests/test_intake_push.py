@@ -97,11 +97,12 @@ def scenario(tmp_path_factory):
         r["reference"] = reference_features(root, "push", ct2 + ct3)
         yield r
     finally:
-        if gw is not None:
-            r["rc"] = gw.stop()
-            r["console"] = gw.output()
-        orthanc.stop()
-        ref.stop()
+        try:
+            if gw is not None:
+                gw.stop()
+        finally:
+            orthanc.stop()
+            ref.stop()
 
 
 def _received(r) -> dict:
