@@ -19,12 +19,14 @@ CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it to ``dest``.
 
     The temporary name keeps ``dest``'s suffixes (e.g. ``.nii.gz``) so writers that
     pick a format from the extension work. On error the temporary file is removed
-    and ``dest`` is untouched.
+    and ``dest`` is untouched. ``durable=False`` skips the fsync: still all-or-nothing for
+    readers and crashes, but not across a power loss (for many small, re-creatable files whose
+    writer verifies them before use, e.g. QC thumbnails).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +36,9 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -43,8 +46,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-def write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(dest) as tmp:
+def write_bytes(dest: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
+    with atomic_path(dest, durable=durable) as tmp:
         tmp.write_bytes(data)
     return Path(dest)
 

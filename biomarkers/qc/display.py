@@ -114,9 +114,9 @@ class Window:
         return np.clip(np.rint(g), 0, levels - 1).astype(np.uint8)
 
 
-def _sample(vol: np.ndarray) -> np.ndarray:
-    """Every voxel of a small volume, a regular subsample (about 1 in 27) of a large one."""
-    step = 3 if vol.size > 2_000_000 else 1
+def _sample(vol: np.ndarray, target: int = 250_000) -> np.ndarray:
+    """Every voxel of a small volume; of a large one, a regular subsample of about ``target`` voxels."""
+    step = max(1, int(round((vol.size / target) ** (1 / 3))))
     return np.asarray(vol[::step, ::step, ::step], dtype=np.float32).ravel()
 
 

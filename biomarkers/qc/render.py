@@ -164,8 +164,9 @@ def contour(m: np.ndarray) -> np.ndarray:
 
 
 def render_view(vol_lps: np.ndarray, spacing_lps, view: str, index: int, win: display.Window, size: int,
-                mask_lps: np.ndarray | None = None, colour=(230, 25, 75)) -> tuple[bytes, dict]:
-    """PNG bytes and geometry of one displayed slice (``view`` as in :mod:`biomarkers.qc.display`)."""
+                mask_plane: np.ndarray | None = None, colour=(230, 25, 75)) -> tuple[bytes, dict]:
+    """PNG bytes and geometry of one displayed slice (``view`` as in :mod:`biomarkers.qc.display`);
+    ``mask_plane``: the ROI in that slice, displayed the same way (its contour is drawn)."""
     from PIL import Image, ImageDraw
 
     sl = display.plane(vol_lps, view, index).astype(np.float32)
@@ -188,8 +189,8 @@ def render_view(vol_lps: np.ndarray, spacing_lps, view: str, index: int, win: di
     draw.text((out_w - 8, out_h // 2 - 5), right, fill=ANNOTATION)
     draw.text((out_w // 2 - 3, 1), top, fill=ANNOTATION)
     n_contour = 0
-    if mask_lps is not None:
-        m = _binary_resize(display.plane(mask_lps, view, index) > 0, (out_w, out_h))
+    if mask_plane is not None:
+        m = _binary_resize(mask_plane, (out_w, out_h))
         c = contour(m)
         n_contour = int(c.sum())
         arr = np.array(im)
@@ -211,14 +212,39 @@ def _on_image_grid(mask: np.ndarray, mask_aff: np.ndarray, shape, img_aff: np.nd
                             order=0, mode="constant", cval=0), True
 
 
-def _slices_of_mask(m: np.ndarray) -> dict | None:
-    """Centroid slice of each axis and the axial slice of largest area of an LPS-ordered mask (None: empty)."""
-    counts = [m.sum(axis=tuple(a for a in range(3) if a != ax), dtype=np.int64) for ax in range(3)]
-    n = int(counts[0].sum())
+def roi_voxels(mask: np.ndarray, index_map: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` indices, in the LPS-ordered view (:func:`display.to_lps`), of the mask's non-zero voxels.
+
+    One pass over the stored array in its memory order; ``index_map`` maps view indices to stored ones.
+    """
+    order = "F" if mask.flags.f_contiguous and not mask.flags.c_contiguous else "C"
+    flat = np.flatnonzero(np.ravel(mask, order=order))
+    ijk = np.column_stack(np.unravel_index(flat, mask.shape[:3], order=order)) if flat.size else np.zeros((0, 3), int)
+    inv = np.linalg.inv(index_map)  # stored -> view (a permutation with flips: exact)
+    return np.rint(ijk @ inv[:3, :3].T + inv[:3, 3]).astype(np.intp)
+
+
+def _mask_plane(lps: np.ndarray, shape_lps, view: str, index: int) -> np.ndarray:
+    """The displayed 2-D mask of slice ``index`` (same orientation as :func:`display.plane` of the image)."""
+    ax = display.SLICE_AXIS[view]
+    sel = lps[lps[:, ax] == index]
+    shape = list(shape_lps)
+    shape[ax] = 1
+    m = np.zeros(shape, dtype=bool)
+    sel = sel.copy()
+    sel[:, ax] = 0
+    m[sel[:, 0], sel[:, 1], sel[:, 2]] = True
+    return display.plane(m, view, 0)
+
+
+def _slices_of_mask(lps: np.ndarray, shape_lps) -> dict | None:
+    """Centroid slice of each axis and the axial slice of largest area, from the ROI's LPS voxel indices (None: empty)."""
+    n = int(len(lps))
     if n == 0:
         return None
-    cen = [float((np.arange(len(c)) * c).sum() / n) for c in counts]
-    idx = [min(len(c) - 1, max(0, int(round(x)))) for x, c in zip(cen, counts)]
+    counts = [np.bincount(lps[:, ax], minlength=shape_lps[ax]) for ax in range(3)]
+    cen = [float(lps[:, ax].mean()) for ax in range(3)]
+    idx = [min(shape_lps[ax] - 1, max(0, int(round(cen[ax])))) for ax in range(3)]
     for ax in range(3):  # a centroid outside the ROI (e.g. a ring): nearest slice that has ROI voxels
         if counts[ax][idx[ax]] == 0:
             nz = np.nonzero(counts[ax])[0]
@@ -244,7 +270,7 @@ def render_item(payload: dict) -> dict:
     if arr.ndim > 3:
         arr = arr.reshape(arr.shape[:3] + (-1,))[..., 0]
         notes.append("4-D image: first volume shown")
-    vol, spacing, _ = display.to_lps(arr, aff)
+    vol, spacing, index_map = display.to_lps(arr, aff)
     win = display.window(vol, payload["modality"], s.get("ct_window", "soft_tissue"), s.get("pet_max"),
                          s.get("mr_percentiles", (1.0, 99.0)))
     import os
@@ -253,8 +279,9 @@ def render_item(payload: dict) -> dict:
     results: dict[str, dict] = {}
 
     def write(key: str, info: dict, files: dict[str, bytes]) -> None:
-        for view, data in files.items():
-            write_bytes(thumbs / f"{key}_{view}.png", data)
+        for view, data in files.items():  # pictures first, the card's JSON (durable, with their sizes) last
+            write_bytes(thumbs / f"{key}_{view}.png", data, durable=False)
+            info["views"][view]["bytes"] = len(data)
         write_json(thumbs / f"{key}.json", info)
         results[key] = info
 
@@ -270,9 +297,8 @@ def render_item(payload: dict) -> dict:
             if marr.ndim > 3:
                 marr = marr.reshape(marr.shape[:3] + (-1,))[..., 0]
             marr, resampled = _on_image_grid(marr, maff, arr.shape, aff)
-            mvol, _, _ = display.to_lps(marr, aff)
-            mvol = mvol > 0
-            where = _slices_of_mask(mvol)
+            lps = roi_voxels(marr, index_map)
+            where = _slices_of_mask(lps, vol.shape)
             mnotes = list(notes) + (["mask resampled to the image grid for display"] if resampled else [])
             if where is None:
                 mnotes.append("empty mask: slices through the centre of the image")
@@ -280,12 +306,12 @@ def render_item(payload: dict) -> dict:
                          **{v: vol.shape[display.SLICE_AXIS[v]] // 2 for v in IMAGE_VIEWS}}
                 mean = None
             else:
-                mean = float(np.asarray(vol[mvol], dtype=np.float64).mean())
+                mean = float(np.asarray(vol[lps[:, 0], lps[:, 1], lps[:, 2]], dtype=np.float64).mean())
             views, files = {}, {}
             for view in MASK_VIEWS:
-                plane_view = "axial" if view == "axial_max" else view
-                files[view], views[view] = render_view(vol, spacing, plane_view, where[view], win, s["size"],
-                                                       mvol, tuple(mk["colour"]))
+                pv = "axial" if view == "axial_max" else view
+                files[view], views[view] = render_view(vol, spacing, pv, where[view], win, s["size"],
+                                                       _mask_plane(lps, vol.shape, pv, where[view]), tuple(mk["colour"]))
             write(mk["key"], {**base, "notes": mnotes, "views": views, "roi_voxels": where["voxels"],
                               "centroid_lps_index": where["centroid_lps_index"], "roi_mean": mean,
                               "colour": list(mk["colour"])}, files)

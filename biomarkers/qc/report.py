@@ -225,6 +225,14 @@ def collect(layout: Layout, settings: QcSettings) -> tuple[list[Card], list[dict
     return cards, problems
 
 
+def _verified(thumbs: Path, key: str, info: dict, views) -> bool:
+    """True when every picture of a card exists with the size its JSON recorded (verified before reuse)."""
+    try:
+        return all((thumbs / f"{key}_{v}.png").stat().st_size == info["views"][v]["bytes"] for v in views)
+    except (OSError, KeyError, TypeError):
+        return False
+
+
 def _render(cards: list[Card], layout: Layout, settings: QcSettings, executor) -> tuple[int, dict[str, str]]:
     """Render the cards whose thumbnails are missing (grouped per image); returns (rendered, errors by key)."""
     from ..executors import Executor, get_executor
@@ -235,12 +243,14 @@ def _render(cards: list[Card], layout: Layout, settings: QcSettings, executor) -
         if not c.key:
             continue
         meta = thumbs / f"{c.key}.json"
-        if meta.is_file() and all((thumbs / f"{c.key}_{v}.png").is_file() for v in c.views):
+        if meta.is_file():
             try:
-                c.info, c.cached = json.loads(meta.read_text()), True
-                continue
+                info = json.loads(meta.read_text())
             except ValueError:
-                pass
+                info = {}
+            if _verified(thumbs, c.key, info, c.views):
+                c.info, c.cached = info, True
+                continue
         item = todo.setdefault(c.image_path, {
             "image": str(layout.dataset / c.image_path), "modality": c.modality, "thumbs": str(thumbs),
             "settings": settings.render_settings(), "image_key": None, "masks": []})
