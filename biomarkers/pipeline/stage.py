@@ -98,13 +98,8 @@ def registry() -> tuple[Stage, ...]:
 
 
 class Context:
-    """What a stage's ``key``/``run`` see: the configuration, ``OUT``, the hashers and shared resources.
-
-    Args:
-        config: the validated configuration (paths resolved).
-        executor: executor spec or :class:`~biomarkers.executors.Executor` (an instance is not closed here).
-        tracking_uri: MLflow tracking URI (None: the config's, else MLflow's default).
-    """
+    """What a stage's ``key``/``run`` see: the configuration ``cfg``, ``OUT``, the hashers and shared
+    resources (executor, de-identifier, MLflow URI and helper), created when first asked for."""
 
     def __init__(self, config, executor=None, tracking_uri: str | None = None):
         self.cfg = config
