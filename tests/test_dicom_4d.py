@@ -312,3 +312,24 @@ def test_isotropic_trace_volume_is_left_out(shared_data, tmp_path):
     stem = (tmp_path / "out" / rows.path[0]).with_name(Path(rows.path[0]).name[: -len(".nii.gz")])
     assert read_table(stem.with_suffix(".bval")).ravel().tolist() == [0, 1000, 1000]
     assert json.loads(stem.with_suffix(".json").read_text())["qc"]["removed_isotropic_volumes"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_seg_on_second_volume_gives_3d_mask(shared_data, tmp_path):
+    """A DICOM SEG (highdicom) drawn on the instances of the second volume of a two-volume
+    series: a 3-D mask on the 4-D image's grid, voxels where they were drawn."""
+    from test_masks_seg import build_seg
+
+    sl = _slices(shared_data)
+    vols = [[_copy(d, v * 6 + k + 1, TemporalPositionIdentifier=v + 1) for k, d in enumerate(sl)] for v in range(2)]
+    _write(tmp_path / "src" / "image", vols[0] + vols[1])
+    drawn = np.zeros((174, 158, 6), np.uint8)
+    drawn[60:90, 50:80, 2:4] = 1
+    (tmp_path / "src" / "seg").mkdir()
+    build_seg(tmp_path / "src" / "seg" / "seg.dcm", vols[1], [drawn], ["GTV"])
+    run_ingest(tmp_path / "src", tmp_path / "out", IngestSettings(index_cache="off"), executor="serial")
+    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    mask = df[df.kind == "mask"].iloc[0]
+    assert mask.status == "converted", mask.reason
+    assert mask["shape"] == "174 x 158 x 6" and df[df.kind == "image"].iloc[0]["shape"] == "174 x 158 x 6 x 2"
+    assert np.array_equal(np.asarray(nib.load(str(tmp_path / "out" / mask.path)).dataobj), drawn)
