@@ -270,3 +270,99 @@ def test_philips_scaling_is_validated_at_the_edge(tmp_path):
     with pytest.raises(ConfigError, match="philips_scaling"):
         load_yaml(cfg, IngestSettings)
     assert IngestSettings().philips_scaling == "display"
+
+
+# ----------------------------------------------------------------------------- enhanced multi-frame
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+TEMPORAL_INDEX, IN_STACK = 0x00209128, 0x00209057
+
+
+def _item(**kw) -> pydicom.Dataset:
+    d = pydicom.Dataset()
+    for k, v in kw.items():
+        setattr(d, k, v)
+    return d
+
+
+def _enhanced(slices, frames: list[dict], dest: Path) -> Path:
+    """One Enhanced MR file from classic ``slices``: ``frames`` (in file order) give each frame's
+    ``slice`` (index into ``slices``), ``offset`` (added to the stored values), rescale ``slope``
+    / ``intercept`` and, optionally, ``t`` (TemporalPositionIndex), ``te`` (EffectiveEchoTime),
+    ``index`` (DimensionIndexValues, default ``[t, slice + 1]``)."""
+    t0 = slices[0]
+    ds = copy.deepcopy(t0)
+    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+               "RescaleSlope", "RescaleIntercept", "InstanceNumber", "SliceLocation", "EchoTime"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_MR
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.NumberOfFrames = len(frames)
+    ds.DimensionIndexSequence = [_item(DimensionIndexPointer=TEMPORAL_INDEX, FunctionalGroupPointer=0x00209111),
+                                 _item(DimensionIndexPointer=IN_STACK, FunctionalGroupPointer=0x00209111)]
+    ds.SharedFunctionalGroupsSequence = [_item(
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=list(t0.ImageOrientationPatient))],
+        PixelMeasuresSequence=[_item(PixelSpacing=list(t0.PixelSpacing), SliceThickness=t0.SliceThickness)])]
+    per, pixels = [], []
+    for f in frames:
+        s = slices[f["slice"]]
+        content = _item(InStackPositionNumber=f["slice"] + 1,
+                        DimensionIndexValues=f.get("index", [f.get("t", 1), f["slice"] + 1]))
+        if "t" in f:
+            content.TemporalPositionIndex = f["t"]
+        item = _item(FrameContentSequence=[content],
+                     PlanePositionSequence=[_item(ImagePositionPatient=list(s.ImagePositionPatient))],
+                     PixelValueTransformationSequence=[_item(RescaleSlope=f["slope"], RescaleIntercept=f["intercept"],
+                                                             RescaleType="US")])
+        if "te" in f:
+            item.MREchoSequence = [_item(EffectiveEchoTime=f["te"])]
+        per.append(item)
+        pixels.append((s.pixel_array.astype(np.int32) + f["offset"]).astype(s.pixel_array.dtype))
+    ds.PerFrameFunctionalGroupsSequence = per
+    ds.PixelData = np.stack(pixels).tobytes()
+    dest.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest / "enhanced.dcm", enforce_file_format=True)
+    return dest
+
+
+def _stored(slices) -> np.ndarray:
+    return np.stack([d.pixel_array for d in slices]).astype(np.float64)  # [slice, row, col]
+
+
+def test_enhanced_frames_ordered_by_temporal_index_with_per_frame_rescale(shared_data, tmp_path):
+    """Three temporal positions x four slices, frames shuffled in the file, each volume with its own
+    offset and rescale: the 4th axis follows TemporalPositionIndex, values are SV * RS + RI per frame."""
+    sl = _series(shared_data, MR)
+    vols = {1: (0, 1.0, 0.0), 2: (100, 2.0, -5.0), 3: (200, 0.5, 3.0)}  # t -> (offset, slope, intercept)
+    frames = [dict(slice=k, t=t, offset=o, slope=m, intercept=b) for t, (o, m, b) in vols.items() for k in range(4)]
+    order = [5, 0, 11, 2, 8, 1, 7, 10, 3, 6, 9, 4]
+    row = _only_row(_enhanced(sl, [frames[i] for i in order], tmp_path / "src"), tmp_path / "out")
+    assert row.status == "converted" and row["shape"].endswith(" x 4 x 3"), (row.reason, row["shape"])
+    got = np.asanyarray(nib.load(tmp_path / "out" / row.path).dataobj).astype(np.float64)
+    stored = _stored(sl)
+    for t, (o, m, b) in vols.items():
+        np.testing.assert_allclose(got[..., t - 1].transpose(2, 1, 0), (stored + o) * m + b, atol=1e-3)
+
+
+def test_enhanced_echoes_become_separate_outputs(shared_data, tmp_path):
+    sl = _series(shared_data, MR)
+    frames = [dict(slice=k, te=te, offset=o, slope=1.0, intercept=0.0, index=[e, k + 1])
+              for e, (te, o) in enumerate(((12.0, 0), (24.0, 50)), start=1) for k in range(4)]
+    df = _rows(_enhanced(sl, frames[::-1], tmp_path / "src"), tmp_path / "out").sort_values("stack")
+    assert list(df["stack"]) == ["", "#e2"] and set(df.status) == {"converted"}, df.to_string()
+    stored = _stored(sl)
+    for (_, r), o in zip(df.iterrows(), (0, 50)):
+        got = np.asanyarray(nib.load(tmp_path / "out" / r.path).dataobj).astype(np.float64)
+        np.testing.assert_allclose(got.transpose(2, 1, 0), stored + o)
+
+
+def test_enhanced_layout_that_cannot_be_ordered_is_skipped(shared_data, tmp_path):
+    """Two frames of one position with the same DimensionIndexValues: which is which is unknowable."""
+    sl = _series(shared_data, MR)
+    frames = [dict(slice=k, offset=0, slope=1.0, intercept=0.0, index=[1, k + 1]) for k in range(4)]
+    frames.append(dict(slice=0, offset=7, slope=1.0, intercept=0.0, index=[1, 1]))
+    row = _only_row(_enhanced(sl, frames, tmp_path / "src"), tmp_path / "out")
+    assert row.status == "skipped" and "cannot be ordered" in row.reason and "DimensionIndexValues" in row.reason
+    assert not list((tmp_path / "out").rglob("*.nii.gz"))

@@ -10,7 +10,6 @@ are the original DICOM values, in memory only.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -286,25 +285,13 @@ def read_header(path: Path, rel: str) -> HeaderResult:
         full = pydicom.dcmread(path, stop_before_pixels=True, force=forced)
     except Exception as err:  # noqa: BLE001
         return HeaderResult.not_used(rel, f"unreadable multi-frame header ({type(err).__name__})")
-    frames = frame_values(full)
-    if not frames or any(f["position"] is None for f in frames):
-        base.reason = "unsupported object: multi-frame image without per-frame positions"
+    from .enhanced import LayoutError, enhanced_frames
+
+    try:
+        out = enhanced_frames(full, base)
+    except LayoutError as err:
+        base.reason = str(err)
         return HeaderResult(HeaderKind.OTHER, rel, other=base, sop_instance_uid=sop_uid)
-    out = [
-        dataclasses.replace(
-            base,
-            frame=fr["frame"],
-            pixel_offset=None,
-            slice_thickness=to_float(fr["thickness"]) if fr["thickness"] is not None else base.slice_thickness,
-            pixel_spacing=tuple(float(x) for x in fr["spacing"]) if fr["spacing"] else base.pixel_spacing,
-            image_orientation=tuple(float(x) for x in fr["orientation"]) if fr["orientation"] else base.image_orientation,
-            image_position=tuple(float(x) for x in fr["position"]),
-            instance_number=fr["frame"] + 1,
-            rescale_slope=to_float(fr["slope"], base.rescale_slope),
-            rescale_intercept=to_float(fr["intercept"], base.rescale_intercept),
-        )
-        for fr in frames
-    ]
     return HeaderResult(HeaderKind.IMAGE, rel, frames=out, sop_instance_uid=sop_uid)
 
 
