@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dcm_qa import BVEC_ATOL, assert_reproduces, bvec_world, ingest, read_table
+from dcm_qa import BVEC_ATOL, assert_reproduces, bvec_world, ingest_each, read_table
 
 #: input folder -> dcm2niix's output stem in Ref/
 SERIES = {
@@ -43,13 +43,7 @@ def ge(shared_data):
 @pytest.fixture(scope="module")
 def converted(ge, tmp_path_factory):
     """Each series ingested on its own: folder -> (output folder, its one image row)."""
-    out = {}
-    for folder in SERIES:
-        dest = tmp_path_factory.mktemp("ge") / "out"
-        rows = ingest(ge / "In" / folder, dest)
-        assert len(rows) == 1, rows.to_string()
-        out[folder] = (dest, rows.iloc[0])
-    return out
+    return ingest_each(ge / "In", SERIES, tmp_path_factory, "ge")
 
 
 def test_reference_files_are_as_documented(ge):

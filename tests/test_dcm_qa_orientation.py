@@ -18,7 +18,7 @@ import nibabel as nib
 import pydicom
 import pytest
 
-from dcm_qa import assert_reproduces, ingest
+from dcm_qa import assert_reproduces, ingest_each
 
 
 def _series_folders(root):
@@ -49,11 +49,7 @@ def test_every_reference_volume_has_its_series(qa, pairs):
 
 @pytest.fixture(scope="module")
 def converted(qa, pairs, tmp_path_factory):
-    out = {}
-    for rel in pairs:
-        dest = tmp_path_factory.mktemp("orientation") / "out"
-        out[rel] = (dest, ingest(qa / "In" / "Orientation" / rel, dest))
-    return out
+    return ingest_each(qa / "In" / "Orientation", pairs, tmp_path_factory, "orientation")
 
 
 @pytest.mark.parametrize("rel", [
@@ -63,9 +59,7 @@ def converted(qa, pairs, tmp_path_factory):
     "sag/sagasc35", "sag/sagasc36", "sag/sagdesc35", "sag/sagdesc36", "sag/sagint35", "sag/sagint36",
 ])
 def test_reproduces_reference_volume(converted, pairs, rel):
-    dest, rows = converted[rel]
-    assert len(rows) == 1, rows[["stack", "status", "reason", "shape"]].to_string()
-    row = rows.iloc[0]
+    dest, row = converted[rel]
     assert row.status == "converted", row.reason
     assert_reproduces(dest / row.path, pairs[rel])
     t = nib.load(str(pairs[rel])).shape[3]
