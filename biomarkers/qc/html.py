@@ -26,6 +26,7 @@ from .render import MASK_VIEWS
 
 VIEW_TITLES = {"axial": "axial (centroid)", "coronal": "coronal (centroid)", "sagittal": "sagittal (centroid)",
                "axial_max": "axial (largest ROI area)"}
+METRIC_LABELS = {"volume_ml": "ROI volume (ml)", "mean_intensity": "mean intensity in the ROI"}
 IMAGE_VIEW_TITLES = {"axial": "axial (centre)", "coronal": "coronal (centre)", "sagittal": "sagittal (centre)"}
 
 CSS = """
@@ -45,6 +46,8 @@ figure{margin:0;width:min-content}figcaption{font-size:11px;color:#556}.card img
 grid-template-columns:max-content auto;gap:0 8px;font-size:12px;margin:4px 0}dt{color:#556}dd{margin:0}
 .plots{display:flex;flex-wrap:wrap;gap:10px}.plots svg{background:#fff;border:1px solid #dde}
 .meter{display:inline-block;height:9px;background:#c33;vertical-align:middle}.meter.after{background:#36c}
+.scroll{max-height:380px;overflow:auto;display:inline-block;border:1px solid #ccd}
+.scroll thead th{position:sticky;top:0}
 [hidden]{display:none!important}
 """
 
@@ -195,7 +198,8 @@ def _table(cards, metrics: list[str]) -> str:
     body = [b.replace(f'<td data-value="{e(c.patient_id)}">{e(c.patient_id)}</td>',
                       f'<td data-value="{e(c.patient_id)}"><a href="#{_anchor(c)}">{e(c.patient_id)}</a></td>', 1)
             for b, c in zip(body, cards)]
-    return f'<table id="cohort"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (f'<div class="scroll"><table id="cohort"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            "</table></div>")
 
 
 def _strip_plot(title: str, groups: dict[str, list], width: int = 360, height: int = 200) -> str:
@@ -221,9 +225,10 @@ def _strip_plot(title: str, groups: dict[str, list], width: int = 360, height: i
                      'stroke="#e3e5ea"/>')
     for gi, (name, pts) in enumerate(sorted(groups.items())):
         cx = pad_l + colw * (gi + 0.5)
-        parts.append(f'<text x="{cx:.1f}" y="{height - 18}" font-size="10" text-anchor="middle">{e(name[:18])}</text>'
-                     f'<text x="{cx:.1f}" y="{height - 6}" font-size="9" fill="#667" text-anchor="middle">'
-                     f"n={len(pts)}</text>")
+        top, _, sub = name.partition("\n")
+        parts.append(f'<text x="{cx:.1f}" y="{height - 20}" font-size="10" text-anchor="middle">{e(top[:18])}</text>'
+                     f'<text x="{cx:.1f}" y="{height - 7}" font-size="9" fill="#667" text-anchor="middle">'
+                     f"{e(sub[:22])} n={len(pts)}</text>")
         for pi, (v, label, out) in enumerate(pts):
             if v is None or not math.isfinite(v):
                 continue
@@ -242,13 +247,12 @@ def _distributions(cards, metrics: list[str]) -> str:
         for metric in metrics:
             if not any(c.values.get(metric) is not None for c in mm):
                 continue
-            for by in ("centre", "scanner"):
-                groups: dict[str, list] = {}
-                for c in mm:
-                    out_flag = any(o.startswith(metric + " ") for o in c.outliers)
-                    groups.setdefault(getattr(c, by), []).append((c.values.get(metric), c.patient_id, out_flag))
-                label = metric.replace("original_", "")
-                out.append(_strip_plot(f"{modality} {label} by {by}", groups))
+            groups: dict[str, list] = {}  # one column per centre x scanner
+            for c in mm:
+                out_flag = any(o.startswith(metric + " ") for o in c.outliers)
+                groups.setdefault(f"{c.centre}\n{c.scanner}", []).append((c.values.get(metric), c.patient_id, out_flag))
+            out.append(_strip_plot(f"{modality} {METRIC_LABELS.get(metric, metric.replace('original_', ''))}", groups,
+                                   width=max(300, 70 + 110 * len(groups)), height=190))
     return "".join(out) or '<p class="muted">No mask with values.</p>'
 
 
@@ -288,7 +292,7 @@ def _mlflow(ml: dict) -> str:
             rows.append(f'<tr><td>{e(r.get("pipeline"))}</td><td class="num">{_fmt(r.get("auc"), 3)}</td><td>{ci}</td>'
                         f'<td>{_run_link(r["link"])}</td></tr>')
             for p in r["link"].get("plots", []):
-                figs.append(f'<figure><img src="{e(p["file"])}" width="320" alt="{e(r.get("pipeline"))} {e(p["title"])}">'
+                figs.append(f'<figure><img src="{e(p["file"])}" width="260" alt="{e(r.get("pipeline"))} {e(p["title"])}">'
                             f'<figcaption>{e(r.get("pipeline"))}: {e(p["title"])}</figcaption></figure>')
         table = ('<table><thead><tr><th>pipeline</th><th>AUC</th><th>95% CI</th><th>run</th></tr></thead><tbody>'
                  + "".join(rows) + "</tbody></table>") if rows else ""
@@ -341,7 +345,7 @@ def page(cards, problems: list[dict], metrics: list[str], effect: dict, ml: dict
 <section id="conventions"><b>Display.</b> {e(conventions())}</section>
 <div class="bar">{bar}</div>
 <section><h2>Cohort</h2>{_table(cards, metrics)}</section>
-<section><h2>Distributions per centre and scanner</h2><p class="muted">Red rings: robust z-score above {settings.outlier_z:g} within the centre (same modality).</p><div class="plots" id="distributions">{_distributions(cards, metrics)}</div></section>
+<section><h2>Distributions per centre and scanner</h2><p class="muted">One column per centre and scanner; red rings: robust z-score above {settings.outlier_z:g} within the centre (same modality), also flagged <span class="flag">outlier</span> on the card.</p><div class="plots" id="distributions">{_distributions(cards, metrics)}</div></section>
 <section><h2>Centre effect</h2>{_centre_effect(effect)}</section>
 <section id="mlflow"><h2>MLflow runs</h2>{_mlflow(ml)}</section>
 <section><h2>Masks</h2><div class="cards" id="mask-cards">{mask_cards or '<p class="muted">No mask.</p>'}</div></section>
