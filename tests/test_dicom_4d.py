@@ -333,3 +333,18 @@ def test_seg_on_second_volume_gives_3d_mask(shared_data, tmp_path):
     assert mask.status == "converted", mask.reason
     assert mask["shape"] == "174 x 158 x 6" and df[df.kind == "image"].iloc[0]["shape"] == "174 x 158 x 6 x 2"
     assert np.array_equal(np.asarray(nib.load(str(tmp_path / "out" / mask.path)).dataobj), drawn)
+
+
+def test_echoes_told_apart_by_echo_time_alone(shared_data, tmp_path):
+    """Two echoes without EchoNumbers (only EchoTime differs, positions repeat): two outputs, as dcm2niix."""
+    sl = _slices(shared_data, 3)
+    cases = [_copy(d, k + 1, EchoTime=30.0) for k, d in enumerate(sl)]
+    cases += [_copy(d, 4 + k, offset=1, EchoTime=9.5) for k, d in enumerate(sl)]
+    for c in cases:
+        if "EchoNumbers" in c:
+            del c.EchoNumbers
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows["stack"].tolist() == ["", "#e2"] and (rows.status == "converted").all(), rows.to_string()
+    e1, e2 = (np.asanyarray(nib.load(str(tmp_path / "out" / p)).dataobj).astype(np.int64) for p in rows.path)
+    assert np.array_equal(e2, e1 - 1)  # echo 1 is the shorter TE (9.5 ms, planted +1)

@@ -34,7 +34,8 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
     dimension explains is split by AcquisitionNumber when that differs (unequal repeats),
     else it becomes a skipped stack whose reason names the repeated positions.
 
-    Names: echoes after the series' first get the label ``e<EchoNumbers>``, phase / real /
+    Names: echoes after the series' first get the label ``e<EchoNumbers>`` (``e<n>``: the n-th
+    EchoTime when EchoNumbers do not tell the echo times apart), phase / real /
     imaginary images ``ph`` / ``real`` / ``imaginary``; stacks with the same label are ordered by
     SeriesNumber, then decreasing frame count: the first has key ``<series>`` (or
     ``<series>#<label>``), further ones ``#2``, ``#3``... (``#<label>_2``...).
@@ -45,9 +46,10 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
     stacks: list[ImageStack] = []
     for (pid, study, series), fs in sorted(by_series.items()):
         groups: dict[tuple, list[DicomFile]] = defaultdict(list)
+        echo_of = _echo_index(fs)
         for f in fs:
             k = (
-                f.series_number, f.echo_number, f.complex_part, f.image_type[:2],
+                f.series_number, echo_of(f), f.complex_part, f.image_type[:2],
                 _orientation_key(f.image_orientation),
                 f.rows,
                 f.columns,
@@ -55,12 +57,12 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
                 is_localizer(f),
             )
             groups[k].append(f)
-        echoes = sorted({f.echo_number for f in fs if f.echo_number is not None})
+        echoes = sorted({e for e in map(echo_of, fs) if e is not None})
         parts: list[tuple[tuple[str, ...], ImageStack]] = []
         for g in groups.values():
-            first = g[0]
+            first, echo = g[0], echo_of(g[0])
             label = tuple(x for x in (
-                f"e{first.echo_number}" if len(echoes) > 1 and first.echo_number not in (None, echoes[0]) else "",
+                f"e{echo}" if len(echoes) > 1 and echo not in (None, echoes[0]) else "",
                 COMPLEX_LABELS.get(first.complex_part, ""),
             ) if x)
             parts.extend((label, st) for st in _assemble(g, pid, study, series, position_tolerance_mm))
@@ -75,6 +77,22 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
             st.key, st.label, st.part = (f"{series}#{name}" if name else series), label, n
             stacks.append(st)
     return stacks
+
+
+def _echo_index(fs: list[DicomFile]):
+    """The echo of a frame: EchoNumbers, unless they do not tell the series' echo times apart
+    (enhanced frames, some exports): then the rank (1, 2...) of its EchoTime in the series."""
+    def te(f: DicomFile):
+        return None if f.echo_time is None else round(f.echo_time, 3)
+
+    times = sorted({t for t in map(te, fs) if t is not None})
+    per_number: dict = defaultdict(set)
+    for f in fs:
+        per_number[f.echo_number].add(te(f))
+    if len(times) > 1 and any(len(v) > 1 for v in per_number.values()):
+        rank = {t: n for n, t in enumerate(times, start=1)}
+        return lambda f: rank.get(te(f), f.echo_number)
+    return lambda f: f.echo_number
 
 
 def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float) -> list[ImageStack]:
