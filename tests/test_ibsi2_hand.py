@@ -138,7 +138,8 @@ def test_haar_subbands_sum_to_the_scaled_image():
 def test_simoncelli_bands_are_zero_mean():
     x = np.random.default_rng(3).normal(size=(16, 16, 16)) + 100.0
     r = response_map(x, (1, 1, 1), filter_spec("simoncelli", {"level": 1, "boundary": "periodic"}))
-    assert abs(r.mean()) < 1e-9  # a band-pass filter removes the constant 100
+    assert abs(r.mean()) < 1e-6  # a band-pass filter removes the constant 100 (single-precision FFT)
+    assert r.std() > 0.1
 
 
 @pytest.fixture(scope="module")
