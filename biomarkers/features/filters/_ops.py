@@ -187,27 +187,13 @@ def pool(maps: Iterable[np.ndarray], how: str) -> np.ndarray:
 
 # -- Fourier domain -------------------------------------------------------------------------
 
-def centred_frequencies(shape: Sequence[int], axes: Sequence[int]) -> list[np.ndarray]:
-    """Normalised frequency grid (1 = Nyquist) of each of ``axes``, centred, sparse, in array layout.
-
-    The grid of the IBSI reference implementation of the Fourier-domain filters: sample i of an
-    axis of n samples has frequency (i - (n-1)/2) / ((n-1)/2) (so for even n the grid straddles
-    zero); ``np.fft.ifftshift`` moves it to the FFT's quadrant order. Each grid has size 1 on the
-    other array axes, so expressions of the grids broadcast over the image.
-    """
-    grids = []
-    for a in axes:
-        n = shape[a]
-        c = (n - 1) / 2.0
-        g = (np.arange(n, dtype=np.float64) - c) / c if n > 1 else np.zeros(1)
-        sh = [1] * len(shape)
-        sh[a] = n
-        grids.append(g.reshape(sh))
-    return grids
-
-
 def _quadrant_grid(n: int, negate: bool) -> np.ndarray:
-    """Centred-grid frequency of FFT index q (or of -q): the value at ``ifftshift`` position q."""
+    """Frequency of FFT index q (or of -q) on the centred grid, in the FFT's quadrant order.
+
+    The grid of the IBSI 2 reference implementation of the Fourier-domain filters: centred sample i
+    of an axis of n samples has the normalised frequency (i - (n-1)/2) / ((n-1)/2) (1 = Nyquist; for
+    even n the grid straddles zero); FFT index q holds centred sample (q + n // 2) mod n.
+    """
     c = (n - 1) / 2.0
     q = np.arange(n)
     if negate:
@@ -220,8 +206,8 @@ def fourier_filter(image: np.ndarray, axes: Sequence[int],
                    transfer: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
     """Real part of the response of the real ``image`` to a filter given by its centred transfer function.
 
-    ``transfer`` receives the :func:`centred_frequencies` grids of ``axes`` (in that order; here
-    already in the FFT's quadrant order) and returns the transfer function T (real or complex).
+    ``transfer`` receives the frequency grids of ``axes`` (:func:`_quadrant_grid`, in that order, each
+    of size 1 on the other array axes) and returns the transfer function T (real or complex).
     Periodic (FFT) convolution over ``axes``. ``Re(ifft(F T)) = ifft(F T_h)`` with the Hermitian
     part ``T_h(k) = (T(k) + conj(T(-k))) / 2`` (F of a real image is Hermitian), so real FFTs give
     exactly the real part; T is evaluated on the half spectrum only.
