@@ -132,6 +132,11 @@ def test_schema_evolution_keeps_earlier_versions_exact(tmp_path):
                                   ref.sort_values("patient_id").reset_index(drop=True), check_dtype=False)
     st = lake.status()
     assert st["version"] == 2 and st["patients"] == 10 and st["last_additions"][0]["schema_change"] is True
+    from deltalake import DeltaTable
+
+    for name in ("bundles", "sites", "features_wide", "clinical"):  # every version stays readable
+        conf = DeltaTable(tmp_path / "lake" / name).metadata().configuration
+        assert conf["delta.enableExpiredLogCleanup"] == "false", name
 
 
 def test_contribute_as_the_issue_spells_it(tmp_path, monkeypatch, capsys):

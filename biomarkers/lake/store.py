@@ -52,6 +52,11 @@ LEDGER = "bundles"
 SITES = "sites"
 PARTITIONS = ["site", "bundle_id"]
 RETRIES = 50
+#: Delta table properties of every lake table: every version stays readable (no expired-log cleanup,
+#: which delta-rs would otherwise run after 30 days at a checkpoint), a checkpoint every 10 commits
+#: (opening a table replays at most 10 commit files).
+TABLE_CONFIG = {"delta.enableExpiredLogCleanup": "false", "delta.logRetentionDuration": "interval 36500 days",
+                "delta.checkpointInterval": "10"}
 #: columns of the ledger table (one row per accepted bundle)
 LEDGER_COLUMNS = ("bundle_id", "site", "created", "added_at", "key_fingerprint", "patients", "with_images",
                   "definitions", "schema_change", "table_versions", "counts", "manifest", "signature")
@@ -116,10 +121,11 @@ class Lake:
             raise ConfigError(f"{u}: a lake already exists here")
         if "://" not in u:
             Path(u).mkdir(parents=True, exist_ok=True)
-        DeltaTable.create(probe._path(SITES), _sites_schema(pa), partition_by=["site"], storage_options=storage_options)
+        DeltaTable.create(probe._path(SITES), _sites_schema(pa), partition_by=["site"], storage_options=storage_options,
+                          configuration=TABLE_CONFIG)
         DeltaTable.create(probe._path(LEDGER), _ledger_schema(pa), storage_options=storage_options,
                           name="biomarkers-lake", description="biomarkers datalake ledger (one row per accepted bundle)",
-                          configuration={"delta.enableChangeDataFeed": "true"})
+                          configuration={**TABLE_CONFIG, "delta.enableChangeDataFeed": "true"})
         return cls(u, storage_options)
 
     def register(self, site: str, public_key: bytes | str, source: str = "<public key>") -> str:
@@ -273,7 +279,7 @@ class Lake:
                                     schema_mode="merge" if evolve else None)
                     t.update_incremental()
                     return int(t.version())
-                write_deltalake(path, data, partition_by=PARTITIONS, mode="append",
+                write_deltalake(path, data, partition_by=PARTITIONS, mode="append", configuration=TABLE_CONFIG,
                                 storage_options=self.storage_options)
                 return int(DeltaTable(path, storage_options=self.storage_options).version())
             except BundleRefused:
