@@ -348,3 +348,20 @@ def test_echoes_told_apart_by_echo_time_alone(shared_data, tmp_path):
     assert rows["stack"].tolist() == ["", "#e2"] and (rows.status == "converted").all(), rows.to_string()
     e1, e2 = (np.asanyarray(nib.load(str(tmp_path / "out" / p)).dataobj).astype(np.int64) for p in rows.path)
     assert np.array_equal(e2, e1 - 1)  # echo 1 is the shorter TE (9.5 ms, planted +1)
+
+
+def test_siemens_dwi_mosaic_takes_b_value_and_direction_from_csa():
+    """A DWI mosaic without (0019,100c)/(0019,100e): every slice gets the CSA header's B_value and
+    DiffusionGradientDirection (LPS); b=0 means no direction."""
+    from biomarkers.dicom.model import DicomFile
+    from biomarkers.dicom.mosaic import mosaic_frames
+
+    base = DicomFile(Path("m.dcm"), "m.dcm", "1.2.840.10008.5.1.4.1.1.4", "1.2.3", "MR", "P", "S", "SE", rows=128,
+                     columns=128, pixel_spacing=(2.0, 2.0), image_orientation=(1, 0, 0, 0, 1, 0),
+                     image_position=(0.0, 0.0, 0.0), slice_thickness=3.0)
+    csa = {"NumberOfImagesInMosaic": ["4"], "SliceNormalVector": ["0", "0", "1"], "B_value": ["1000"],
+           "DiffusionGradientDirection": ["0.6", "-0.8", "0"]}
+    tiles = mosaic_frames(base, csa, 3.0)
+    assert [(t.b_value, t.gradient) for t in tiles] == [(1000.0, (0.6, -0.8, 0.0))] * 4
+    tiles = mosaic_frames(base, {**csa, "B_value": ["0"]}, 3.0)
+    assert {(t.b_value, t.gradient) for t in tiles} == {(0.0, (0.0, 0.0, 0.0))}

@@ -116,6 +116,18 @@ def diffusion(get: Callable, iop) -> tuple[float | None, tuple[float, float, flo
     return b, g
 
 
+def csa_diffusion(csa: dict, frame: DicomFile) -> dict:
+    """``b_value`` / ``gradient`` (LPS) from a Siemens CSA image header (``B_value``,
+    ``DiffusionGradientDirection``) for a frame that has none from (0019,100c)/(0019,100e)."""
+    if frame.b_value is not None or not csa.get("B_value"):
+        return {}
+    b = _num([x for x in csa.get("B_value", []) if x][:1] or None)
+    if b is None:
+        return {}
+    g = _vec([x for x in csa.get("DiffusionGradientDirection", []) if x][:3])
+    return {"b_value": b, "gradient": (0.0, 0.0, 0.0) if b <= 0 else g}
+
+
 def dimension_values(get: Callable, image_type: tuple[str, ...], iop) -> dict:
     """The dimension fields of :class:`DicomFile` from a header accessor ``get(name)``
     (names of :data:`biomarkers.dicom.fastheader.HEADER_TAGS` / ``PRIVATE_TAGS``)."""

@@ -164,11 +164,15 @@ def mosaic_frames(base: DicomFile, csa: dict[str, list[str]] | None, spacing_bet
     dr, dc = float(base.pixel_spacing[0]), float(base.pixel_spacing[1])
     p0 = np.asarray(base.image_position, float) + row_dir * (cols - c) / 2 * dc + col_dir * (rows - r) / 2 * dr
     times = _floats(csa.get("MosaicRefAcqTimes", []))
+    from .dims import csa_diffusion
+
+    diffusion = csa_diffusion(csa, base)  # B_value / DiffusionGradientDirection of a DWI mosaic
     out = []
     for k in range(n):
         pos = p0 + k * float(step or 0.0) * direction
         out.append(dataclasses.replace(
             base, rows=r, columns=c, frame=k, tile=(rows, cols, (k // per_side) * r, (k % per_side) * c),
             image_position=tuple(float(x) for x in pos), slice_time_ms=times[k] if len(times) == n else None,
+            **diffusion,
         ))
     return out
