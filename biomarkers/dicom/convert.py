@@ -340,7 +340,9 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     grid: Grid = stack.grid
     if stack.volumes:  # [volume*slice,row,col] -> [i=col, j=row, k=slice, t=volume]
         per = vals.reshape((stack.n_volumes, len(stack.files)) + vals.shape[1:])
-        arr = np.stack([fill_gaps(v, lay.k_index, lay.n_slices) for v in per]).transpose(3, 2, 1, 0)
+        if lay.n_slices != len(stack.files):  # gaps (allow_gaps): filled per volume
+            per = np.stack([fill_gaps(v, lay.k_index, lay.n_slices) for v in per])
+        arr = per.transpose(3, 2, 1, 0)
     else:
         vals = fill_gaps(vals, lay.k_index, lay.n_slices)
         arr = vals.transpose(2, 1, 0)  # [slice,row,col] -> [i=col, j=row, k=slice]
