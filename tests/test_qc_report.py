@@ -302,3 +302,19 @@ def test_table_sorts_by_volume(page, built):
     th.click()
     assert th.get_attribute("aria-sort") == "descending"
     assert column() == pytest.approx(vols[::-1])
+
+
+def test_a_mask_that_cannot_be_shown_fails_alone_with_its_reason(built, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(built["out"] / "dataset", out / "dataset")
+    m = pd.read_parquet(out / "dataset" / "manifest.parquet")
+    masks, images = _cards_expected(m)
+    (out / "dataset" / masks[0]).unlink()  # e.g. deleted by hand after ingest
+    rep = run_qc(out, executor="serial")
+    failed = [c for c in rep.cases if c.status == "failed"]
+    assert [c.case for c in failed] == [f"qc/{masks[0]}"]
+    assert masks[0] in failed[0].reason and str(tmp_path) not in failed[0].reason  # relative, no absolute path
+    assert rep.counts()["done"] == len(masks) + len(images) - 1
+    page = (out / "qc" / "index.html").read_text()
+    assert page.count(f'data-mask="{masks[0]}"') == 1 and str(tmp_path) not in page
+    assert f'data-case="{masks[0]}"' in page  # listed with the skipped and failed cases

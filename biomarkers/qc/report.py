@@ -268,16 +268,20 @@ def _render(cards: list[Card], layout: Layout, settings: QcSettings, executor) -
         ex.close()
         ex = get_executor("serial")  # a few images: not worth starting worker processes
     n = 0
+
+    def rel(msg: str) -> str:  # reasons name files relative to the dataset, never by an absolute path
+        return msg.replace(f"{layout.dataset.as_posix()}/", "").replace(str(layout.qc), QC_DIR)
+
     try:
         for oc in ex.map_unordered(render_item, list(todo.items())):
             item = todo[oc.key]
             keys = [mk["key"] for mk in item["masks"]] + ([item["image_key"]] if item["image_key"] else [])
             if not oc.ok:
-                errors.update({k: oc.error or "rendering failed" for k in keys})
+                errors.update({k: rel(oc.error or "rendering failed") for k in keys})
                 continue
             for k, info in oc.value.items():
                 if "error" in info:
-                    errors[k] = info["error"]
+                    errors[k] = rel(info["error"])
                 else:
                     by_key[k].info = info
                     n += 1
@@ -526,6 +530,8 @@ def run_qc(out: "str | Path | Layout", features: str | Path | None = None, clini
         if c.key and c.key in errors:
             c.info = {"error": errors[c.key]}
             rep.add(case, CaseStatus.FAILED, f"thumbnails not rendered: {errors[c.key]}")
+            problems.append({"stage": "qc", "case": c.path, "status": "failed",
+                             "reason": f"thumbnails not rendered: {errors[c.key]}"})
         elif c.key:
             rep.add(case, CaseStatus.DONE, "", cached=c.cached)
         else:
