@@ -365,3 +365,23 @@ def test_siemens_dwi_mosaic_takes_b_value_and_direction_from_csa():
     assert [(t.b_value, t.gradient) for t in tiles] == [(1000.0, (0.6, -0.8, 0.0))] * 4
     tiles = mosaic_frames(base, {**csa, "B_value": ["0"]}, 3.0)
     assert {(t.b_value, t.gradient) for t in tiles} == {(0.0, (0.0, 0.0, 0.0))}
+
+
+def test_4d_with_a_gap_and_allow_gaps(shared_data, tmp_path):
+    """Every volume misses the same slice: skipped as missing slices, or with ``allow_gaps`` filled
+    in each volume by linear interpolation (the mean of its neighbours here)."""
+    sl = _slices(shared_data, 5)
+    kept = [d for k, d in enumerate(sl) if k != 2]
+    cases = [_copy(d, v * 4 + k + 1, offset=10 * v, TemporalPositionIdentifier=v + 1)
+             for v in range(2) for k, d in enumerate(kept)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "skip")
+    assert rows.status[0] == "skipped" and rows.reason[0].startswith("missing slices"), rows.to_string()
+    run_ingest(tmp_path / "src", tmp_path / "out", IngestSettings(index_cache="off", allow_gaps=True), executor="serial")
+    row = pd.read_parquet(tmp_path / "out" / "manifest.parquet").iloc[0]
+    assert row.status == "converted" and row["shape"] == "174 x 158 x 5 x 2" and "missing_slices" in row.qc_flags
+    arr = np.asanyarray(nib.load(str(tmp_path / "out" / row.path)).dataobj).astype(np.float64)
+    base = _original(shared_data, 5).astype(np.float64)
+    for t in range(2):
+        np.testing.assert_allclose(arr[:, :, [0, 1, 3, 4], t], base[:, :, [0, 1, 3, 4]] + 10 * t)
+        np.testing.assert_allclose(arr[:, :, 2, t], np.rint((base[:, :, 1] + base[:, :, 3]) / 2) + 10 * t, atol=1)
