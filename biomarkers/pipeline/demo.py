@@ -182,4 +182,13 @@ def run_demo(out: str | Path = "demo_out", patients: int = 60, centres: int = 3,
     mlflow_cmd = Path(sys.executable).with_name("mlflow")  # the environment's own mlflow script
     mlflow_cmd = str(mlflow_cmd) if mlflow_cmd.exists() else "mlflow"
     echo(f"Open the MLflow UI:  {mlflow_cmd} ui --backend-store-uri {uri}   (then browse http://127.0.0.1:5000)")
+    if exps and exps.details.get("experiments"):
+        from biomarkers.tracking import get_or_create_experiment
+        from biomarkers.tracking.store import ui_url
+
+        for summary in exps.details["experiments"]:  # the model-training view, child runs with their metrics
+            eid = get_or_create_experiment(summary["name"], uri)
+            echo(f"  experiment '{summary['name']}': {ui_url('http://127.0.0.1:5000', eid)}")
+    if (out / "qc" / "index.html").is_file():
+        echo(f"Quality-control report (open in a browser): {out / 'qc' / 'index.html'}")
     return result
