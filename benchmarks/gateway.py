@@ -101,7 +101,7 @@ def make_load(root: Path, n: int, parts: int) -> tuple[list[Path], int]:
 def send(port: int, aec: str, folders: list[Path]) -> float:
     """Concurrent storescu per folder; returns the wall time (s). Raises when a sender failed."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", aec, "+sd", "-to", "120", "-ta", "120",
+    procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", aec, "+sd", "+r", "-to", "120", "-ta", "120",
                                "-td", "120", "127.0.0.1", str(port), str(f)], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in folders]
     errs = [p.communicate()[1] for p in procs]
@@ -231,7 +231,7 @@ def bench_stable_to_features(root: Path, repeats: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--instances", type=int, default=5000)
+    ap.add_argument("--instances", type=int, default=5000, help="0: only the stable -> features measurement")
     ap.add_argument("--associations", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3, help="stable->features measurements (median)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -241,27 +241,28 @@ def main() -> None:
             sys.exit(f"{tool} not found: install the Debian package dcmtk")
     root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     try:
-        t0 = time.perf_counter()
-        folders, nbytes = make_load(root / "load", a.instances, a.associations)
-        mb = nbytes / 1e6
-        print(f"load: {a.instances} instances, {mb:.0f} MB ({nbytes / a.instances / 1e3:.0f} kB each), "
-              f"{a.associations} concurrent storescu associations (made in {time.perf_counter() - t0:.0f} s)")
-        runs = {}
-        for label, fn in (("storescp (single process)", lambda: bench_storescp(root, folders, a.instances, False)),
-                          ("storescp --fork", lambda: bench_storescp(root, folders, a.instances, True)),
-                          ("gateway, no fsync", lambda: bench_gateway(root, folders, a.instances, False)),
-                          ("gateway, fsync", lambda: bench_gateway(root, folders, a.instances, True))):
-            runs[label] = fn()
-            el = runs[label]
-            print(f"  {label:<27} {el:7.2f} s  {a.instances / el:8.0f} instances/s  {mb / el:7.1f} MB/s")
-        print(f"  gateway CPU (user+system, start-up included): {CPU['gateway fsync=False']:.1f} s without fsync, "
-              f"{CPU['gateway fsync=True']:.1f} s with; 2 cores, shared with the 4 senders")
-        ref = runs["storescp (single process)"]
-        print(f"gateway without fsync / storescp: {ref / runs['gateway, no fsync']:.2f}x (target >= 0.8x); "
-              f"/ storescp --fork: {runs['storescp --fork'] / runs['gateway, no fsync']:.2f}x")
-        print(f"fsync cost: the gateway with fsync runs at {runs['gateway, no fsync'] / runs['gateway, fsync']:.2f}x "
-              f"its speed without ({1e3 * (runs['gateway, fsync'] - runs['gateway, no fsync']) / a.instances:.2f} ms "
-              f"per instance)")
+        if a.instances:
+            t0 = time.perf_counter()
+            folders, nbytes = make_load(root / "load", a.instances, a.associations)
+            mb = nbytes / 1e6
+            print(f"load: {a.instances} instances, {mb:.0f} MB ({nbytes / a.instances / 1e3:.0f} kB each), "
+                  f"{a.associations} concurrent storescu associations (made in {time.perf_counter() - t0:.0f} s)")
+            runs = {}
+            for label, fn in (("storescp (single process)", lambda: bench_storescp(root, folders, a.instances, False)),
+                              ("storescp --fork", lambda: bench_storescp(root, folders, a.instances, True)),
+                              ("gateway, no fsync", lambda: bench_gateway(root, folders, a.instances, False)),
+                              ("gateway, fsync", lambda: bench_gateway(root, folders, a.instances, True))):
+                runs[label] = fn()
+                el = runs[label]
+                print(f"  {label:<27} {el:7.2f} s  {a.instances / el:8.0f} instances/s  {mb / el:7.1f} MB/s")
+            print(f"  gateway CPU (user+system, start-up included): {CPU['gateway fsync=False']:.1f} s without fsync, "
+                  f"{CPU['gateway fsync=True']:.1f} s with; 2 cores, shared with the 4 senders")
+            ref = runs["storescp (single process)"]
+            print(f"gateway without fsync / storescp: {ref / runs['gateway, no fsync']:.2f}x (target >= 0.8x); "
+                  f"/ storescp --fork: {runs['storescp --fork'] / runs['gateway, no fsync']:.2f}x")
+            print(f"fsync cost: the gateway with fsync runs at {runs['gateway, no fsync'] / runs['gateway, fsync']:.2f}x "
+                  f"its speed without ({1e3 * (runs['gateway, fsync'] - runs['gateway, no fsync']) / a.instances:.2f} ms "
+                  f"per instance)")
         if a.repeats:
             s = bench_stable_to_features(root, a.repeats)
             print(f"study stable -> features available (STS_001: CT, MR, PET + RTSTRUCTs, de-identified ingest and "
