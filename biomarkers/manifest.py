@@ -230,11 +230,13 @@ class Manifest:
         m = mask if isinstance(mask, ManifestRow) else ManifestRow.from_dict(dict(mask))
         return self._images.get((m.source_series_uid, m.source_stack)) if m.source_series_uid else None
 
-    def reusable(self, input_hash: str, out: str | Path) -> list[ManifestRow] | None:
-        """Rows made from inputs hashing to ``input_hash`` whose output files still exist, marked
-        ``cached`` (None: nothing to reuse; recompute)."""
+    def reusable(self, input_hash: str, out: str | Path, usable=None) -> list[ManifestRow] | None:
+        """Rows made from inputs hashing to ``input_hash`` whose output files can be reused, marked
+        ``cached`` (None: nothing to reuse; recompute). ``usable(rel)`` says whether ``OUT/rel``
+        is as written (ingest: :meth:`biomarkers.integrity.Ledger.verify`); default: it exists."""
+        ok = usable or (lambda rel: (Path(out) / rel).is_file())
         rows = [replace(r, cached=True) for r in self.rows if input_hash and r.input_hash == input_hash]
-        if not rows or any(r.status == Status.CONVERTED and not (Path(out) / r.path).is_file() for r in rows):
+        if not rows or not all([ok(r.path) for r in rows if r.status == Status.CONVERTED]):
             return None
         return rows
 

@@ -19,6 +19,7 @@ from . import deid  # noqa: E402,F401
 from . import qc  # noqa: E402,F401
 from . import lake  # noqa: E402,F401
 from . import gateway  # noqa: E402,F401
+from . import verify  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

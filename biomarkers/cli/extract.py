@@ -41,9 +41,12 @@ def extract(
         for line in plan.lines():
             echo(line)
         return
-    plan = stage.plan()
-    echo(plan.summary())
-    report = stage.run(plan)
+    from ..locks import output_lock
+
+    with output_lock(out, "biomarkers extract"):  # plan and run: one holder
+        plan = stage.plan()
+        echo(plan.summary())
+        report = stage.run(plan)
     echo(report.summary())
     echo(f"features: {out / WIDE_TABLE} ({report.extra['tables'][WIDE_TABLE]} rows, "
          f"{report.extra['tables']['feature_columns']} features)")

@@ -260,25 +260,59 @@ class Ingest:
 
         nii = self.out / job.ref.path
         side = nii.with_name(nii.name[: -len(".nii.gz")] + ".json")
-        if not (nii.is_file() and side.is_file()):
-            return None
         try:
             meta = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
-        if meta.get("input_hash") != job.input_hash:
+            meta = {}
+        if meta.get("input_hash") != job.input_hash or not (
+                self._verified(self.out_rel(side), "reconverting its image", adopt=lambda p: True)
+                and self._verified(job.ref.path, "reconverting it", content_hash=meta.get("content_hash", ""))):
             return None
         job.stack.grid = Grid.from_dict(meta.get("geometry", {}))
         row = job.row(Status.CONVERTED, "", job.stack.grid, meta.get("qc_flags", []), meta.get("content_hash", ""))
         row.cached = True
         return row
 
+    # ------------------------------------------------------------------ integrity
+    @property
+    def ledger(self):
+        """The integrity records of OUT (:class:`biomarkers.integrity.Ledger`): what is reused is verified."""
+        if getattr(self, "_ledger", None) is None:
+            from ..integrity import Ledger
+
+            self._ledger = Ledger(self.out)
+        return self._ledger
+
+    def out_rel(self, p: Path) -> str:
+        return Path(p).relative_to(self.out).as_posix()
+
+    def _verified(self, rel: str, redo: str, content_hash: str = "", adopt=None) -> bool:
+        """Whether OUT/rel can be reused: recorded and as written (a damaged file is reported, then redone);
+        a NIfTI not recorded yet (interrupted run) when its voxels hash to ``content_hash``."""
+        if adopt is None and content_hash:
+            adopt = lambda p: _voxel_hash(p) == content_hash  # noqa: E731
+        return self.ledger.reusable(rel, redo, adopt)
+
+    def _record(self, rows: list[ManifestRow]) -> None:
+        """Record the files of newly converted rows (NIfTI, image sidecar, bval/bvec) as written."""
+        for r in rows:
+            if r.status != Status.CONVERTED or not r.path or r.cached:
+                continue
+            for rel in _written_files(self.out, r.path):
+                self.ledger.add(rel)
+        self.ledger.save(every_s=5.0)
+
     # ------------------------------------------------------------------ run
     def run(self, plan: IngestPlan | None = None) -> RunReport:
-        """Convert what the plan says, then masks; write manifest and report.json."""
+        """Convert what the plan says, then masks; write manifest and report.json (OUT locked meanwhile)."""
+        self.validate()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with self.ledger.writing("biomarkers ingest"):
+            return self._run(plan)
+
+    def _run(self, plan: IngestPlan | None) -> RunReport:
         from ..logs import progress
 
-        self.validate()
         if plan is None and self._executor_spec == "auto":
             plan = self.plan()  # indexes in this process; the plan's size picks the executor
         executor, own = self._executor(plan)
@@ -302,6 +336,7 @@ class Ingest:
                     if oc.ok:
                         st.status = Status.CONVERTED
                         rows.append(oc.value)
+                        self._record([oc.value])
                         log.debug("converted %s", job.ref.path)
                     else:
                         st.status, st.reason = Status.FAILED, _clean_error(oc.error)
@@ -309,11 +344,19 @@ class Ingest:
                         log.warning("%s/%s: failed: %s", job.ref.patient_id, job.ref.tag, st.reason)
                     advance()
             mask_rows = self._run_masks(plan, executor, previous)
+            self._record(mask_rows)
             rows += mask_rows + self._missing_roi_rows(plan, mask_rows)
         finally:
             if own:
                 executor.close()
         Manifest(rows).write(self.out)
+        from ..manifest import MANIFEST_CSV, MANIFEST_FILE
+
+        keep = {rel for r in rows if r.status == Status.CONVERTED and r.path for rel in _written_files(self.out, r.path)}
+        for rel in set(self.ledger.files) - keep:
+            self.ledger.forget(rel)  # outputs of earlier runs no longer in the manifest
+        for rel in (MANIFEST_FILE, MANIFEST_CSV):
+            self.ledger.add(rel)
         for r in rows:
             status = Status(r.status)
             report.add(case=r.case_name, status=status.case, reason=r.reason if status != Status.CONVERTED else "",
@@ -332,6 +375,7 @@ class Ingest:
             executor=executor.describe(),
         )
         report.write(self.out / "report.json")
+        self.ledger.add("report.json")
         self.last_unused = self.unused_files(idx)  # for the printed report (paths stay on this machine)
         self.last_index = idx
         return report
@@ -397,7 +441,9 @@ class Ingest:
 
         def queue(key: str, stacks: list[ImageStack], ids: tuple[str, str, str], h: str, **kw) -> None:
             """Reuse the manifest rows of an unchanged object, else queue it for conversion."""
-            reuse = previous.reusable(h, self.out)
+            hashes = {r.path: r.content_hash for r in previous.rows if r.input_hash == h}
+            reuse = previous.reusable(h, self.out, usable=lambda rel: self._verified(rel, "reconverting its masks",
+                                                                                   hashes.get(rel, "")))
             if reuse is not None:
                 rows.extend(reuse)
                 return
@@ -468,6 +514,23 @@ def _stat(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def _voxel_hash(path: Path) -> str:
+    """:func:`biomarkers.io.sha256_array` of a NIfTI's stored voxels (the manifest's ``content_hash``)."""
+    import nibabel as nib
+    import numpy as np
+
+    from ..io import sha256_array
+
+    return sha256_array(np.asanyarray(nib.load(str(path)).dataobj))
+
+
+def _written_files(out: Path, rel: str) -> list[str]:
+    """The files a converted row wrote: its NIfTI and, when present, the sidecar ``.json``,
+    ``.bval`` and ``.bvec`` beside it (paths relative to OUT)."""
+    stem = rel[: -len(".nii.gz")] if rel.endswith(".nii.gz") else rel
+    return [rel] + [f"{stem}{ext}" for ext in (".json", ".bval", ".bvec") if (out / f"{stem}{ext}").is_file()]
 
 
 def _remove_stale_temporaries(out: Path) -> None:

@@ -108,6 +108,18 @@ def _cost(voxel_count: Any, mask: Path) -> float:
         return 0.0
 
 
+def _item_complete(key: str):
+    """Check of an item file without integrity record (written by an interrupted run): it reads
+    as Parquet and every row is of item ``key``."""
+    def check(path: Path) -> bool:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path, columns=["item_key"])
+        return t.num_rows > 0 and set(t["item_key"].to_pylist()) == {key}
+
+    return check
+
+
 def _volumes(image_row, ps) -> list[tuple[int | None, str]]:
     """The volumes of a mask's image to extract, from the parameter file's ``volumes:``
     (``first``, ``all``, indices) and the image row's ``volumes``: ``(volume, "")`` per item
@@ -144,8 +156,14 @@ class Extract:
     # ------------------------------------------------------------------ validate
     def validate(self) -> "Extract":
         """Load the manifest and the parameter files (pyradiomics' schema); raise on errors."""
+        from ..integrity import Ledger
+        from ..manifest import MANIFEST_FILE
+
         if self.params is None:
             self.params = parse_params(self._params_spec)
+        self._inputs = Ledger(self.dataset)  # the ingest output's records: what is read is verified
+        if self._inputs.present and (problem := self._inputs.verify(MANIFEST_FILE)) is not None:
+            raise InputError(f"{self.dataset}: {problem}; rerun 'biomarkers ingest' to rewrite it")
         self._manifest = read_manifest(self.dataset)
         m = self._manifest
         missing = [c for c in ("kind", "patient_id", "modality", "roi", "path", "image_path") if c not in m.columns]
@@ -177,7 +195,9 @@ class Extract:
             ok = m[m["status"].fillna("converted").astype(str).isin(["converted", ""])]
         else:
             ok = m
-        cache.prefetch([self.dataset / _s(x) for x in ok["path"] if _s(x)])
+        inputs = self._inputs if self._inputs.present else None  # an older dataset: hashes from the cache
+        if inputs is None:
+            cache.prefetch([self.dataset / _s(x) for x in ok["path"] if _s(x)])
         for _, r in masks.iterrows():
             img_row = manifest.image_of(r)  # the mask row's explicit image reference (series + stack)
             img_rel = img_row.path if img_row is not None else _s(r.get("image_path"))
@@ -204,7 +224,15 @@ class Extract:
             if not mask_abs.is_file():
                 plan.problems.append(PlannedCase(case, "failed", f"mask file not found: {_s(r['path'])}"))
                 continue
-            ih, mh = cache.file(img_abs), cache.file(mask_abs)
+            if inputs is not None:  # the file hashes recorded at ingest, once each file is verified
+                problem = inputs.verify(img_rel) or inputs.verify(_s(r["path"]))
+                if problem is not None:
+                    plan.problems.append(PlannedCase(case, "failed", f"{problem}; rerun 'biomarkers ingest' to "
+                                                                     "reconvert it"))
+                    continue
+                ih, mh = inputs.files[img_rel].sha256, inputs.files[_s(r["path"])].sha256
+            else:
+                ih, mh = cache.file(img_abs), cache.file(mask_abs)
             with_ibsi = ps.ibsi is not None
             if with_ibsi not in versions:
                 versions[with_ibsi] = library_versions(True)
@@ -242,8 +270,14 @@ class Extract:
                 seen.add(key)
                 plan.items.append(it)
         plan.items.sort(key=lambda i: (i.patient_id, i.modality, i.series_uid, i.roi, i.params_name, i.volume or 0))
+        ledger = self.ledger
         for it in plan.items:
-            (plan.cached if Path(it.out_path).is_file() else plan.todo).append(it)
+            rel = f"{ITEMS_DIR}/{it.key}.parquet"
+            ok = Path(it.out_path).is_file() and ledger.reusable(rel, "recomputing the item", adopt=_item_complete(it.key))
+            if not ok and ledger.get(rel) is not None and not dry_run:
+                Path(it.out_path).unlink(missing_ok=True)  # damaged: never read
+                ledger.forget(rel)
+            (plan.cached if ok else plan.todo).append(it)
         # largest ROIs first (longest-processing-time-first scheduling): the workers finish together
         plan.todo.sort(key=lambda i: -float(i.details.get("cost", 0)))
         keys = {it.key for it in plan.items}
@@ -254,8 +288,24 @@ class Extract:
             cache.save()
         return plan
 
+    @property
+    def ledger(self):
+        """The integrity records of FEATURES (:class:`biomarkers.integrity.Ledger`)."""
+        if getattr(self, "_ledger", None) is None:
+            from ..integrity import Ledger
+
+            self._ledger = Ledger(self.out)
+        return self._ledger
+
     # ------------------------------------------------------------------ run
     def run(self, plan: ExtractPlan | None = None) -> RunReport:
+        """Extract what the plan says and write the tables (FEATURES locked meanwhile)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with self.ledger.writing("biomarkers extract"):
+            return self._run(plan)
+
+    def _run(self, plan: ExtractPlan | None) -> RunReport:
+        from .naming import LONG_TABLE
         from .tables import write_tables
 
         plan = plan or self.plan()
@@ -274,14 +324,19 @@ class Extract:
                     it = by_key[o.key]
                     if o.ok:
                         report.add(it.case, "done", item_key=it.key, **(o.value or {}))
+                        self.ledger.add(f"{ITEMS_DIR}/{it.key}.parquet")
+                        self.ledger.save(every_s=5.0)
                     else:
                         report.add(it.case, "failed", o.error or "unknown error", item_key=it.key)
                     advance()
         finally:
             if own:
                 ex.close()
-        present = [it for it in plan.items if Path(it.out_path).is_file()]
-        tables = write_tables(self.out, present)
+        present = [it for it in plan.items if self.ledger.get(f"{ITEMS_DIR}/{it.key}.parquet") is not None]
+        reuse = self.ledger.reusable(LONG_TABLE, "rebuilding it from the item files")
+        tables = write_tables(self.out, present, reuse_previous=reuse)
+        for rel in (LONG_TABLE, WIDE_TABLE):
+            self.ledger.add(rel)
         prov = {
             "stage": STAGE,
             "dataset": os.path.basename(os.path.abspath(self.dataset)),
@@ -294,6 +349,7 @@ class Extract:
             "items": {it.key: plan.sources.get(it.key, {}) for it in present},
         }
         write_json(self.out / PROVENANCE, prov)
+        self.ledger.add(PROVENANCE)
         report.extra.update(
             {
                 "items": len(plan.items),
@@ -304,15 +360,19 @@ class Extract:
             }
         )
         report.write(self.out / REPORT)
+        self.ledger.add(REPORT)
         return report
 
 
 def run_extract(dataset: str | Path, params: ParamsSpec, out: str | Path, executor: str | Executor = "local") -> RunReport:
     """Extract features for every ROI of an ingest output; see the module docstring."""
+    from ..locks import output_lock
+
     stage = Extract(dataset, params, out, executor)
     stage.validate()
-    plan = stage.plan()
-    echo(plan.summary())
-    report = stage.run(plan)
+    with output_lock(out, "biomarkers extract"):  # plan and run: one holder
+        plan = stage.plan()
+        echo(plan.summary())
+        report = stage.run(plan)
     echo(report.summary())
     return report

@@ -86,12 +86,13 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([keys, feats], axis=1)
 
 
-def write_tables(out: Path, items: list[Item]) -> dict:
+def write_tables(out: Path, items: list[Item], reuse_previous: bool = True) -> dict:
     """Write the long and wide tables (:data:`LONG_TABLE`, :data:`WIDE_TABLE`); return their row counts.
 
-    Rows of items already in the existing long table are reused from it (see :func:`long_table`).
+    Rows of items already in the existing long table are reused from it (see :func:`long_table`)
+    when ``reuse_previous`` (the caller verified that table against its integrity record).
     """
-    long = long_table(items, previous=Path(out) / LONG_TABLE)
+    long = long_table(items, previous=Path(out) / LONG_TABLE if reuse_previous else None)
     wide = wide_table(long)
     write_parquet(Path(out) / LONG_TABLE, long)
     write_parquet(Path(out) / WIDE_TABLE, wide)

@@ -83,7 +83,15 @@ class Pipeline(Context):
 
     # ----------------------------------------------------------------- run
     def run(self) -> RunReport:
-        """Run every enabled stage; returns the pipeline RunReport (also written to OUT/run_report.json)."""
+        """Run every enabled stage; returns the pipeline RunReport (also written to OUT/run_report.json).
+        OUT is locked meanwhile (:func:`biomarkers.locks.output_lock`: a second run into it is refused)."""
+        from biomarkers.locks import output_lock
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with output_lock(self.out, "biomarkers run"):
+            return self._run()
+
+    def _run(self) -> RunReport:
         self.validate()
         self._prepare()
         self.started = time.time()
