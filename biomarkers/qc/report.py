@@ -168,6 +168,17 @@ def _ingest_problems(dataset: Path) -> list[dict]:
             for c in cases if c.get("status") in ("skipped", "failed")]
 
 
+def _content(layout: Layout, row: dict) -> str:
+    """The voxel-content hash of a manifest row's file (a manifest without ``content_hash``: the file's hash)."""
+    h = _s(row.get("content_hash"))
+    if h:
+        return h
+    from ..io import sha256_file
+
+    p = layout.dataset / _s(row.get("path"))
+    return f"file:{sha256_file(p)}" if p.is_file() else f"missing:{_s(row.get('path'))}"
+
+
 def collect(layout: Layout, settings: QcSettings) -> tuple[list[Card], list[dict]]:
     """The cards of the cohort (masks first, then images without a mask) and the problem list."""
     from ..manifest import read_manifest
@@ -209,11 +220,10 @@ def collect(layout: Layout, settings: QcSettings) -> tuple[list[Card], list[dict
             card.extraction_reasons = sorted({why for s, why in ex if why})
             ok = card.status == "converted" and img_rel in images
             if ok:
-                colour = roi_colour(card.roi)
-                card.key = thumb_key(_s(images[img_rel].get("content_hash")) or f"file:{img_rel}",
-                                     _s(r.get("content_hash")) or f"file:{path}", render, colour)
+                card.key = thumb_key(_content(layout, images[img_rel]), _content(layout, r), render,
+                                     roi_colour(card.roi))
         elif card.status == "converted":
-            card.key = thumb_key(_s(r.get("content_hash")) or f"file:{path}", None, render)
+            card.key = thumb_key(_content(layout, r), None, render)
         cards.append(card)
     problems = [{"stage": "ingest", "case": c.path or f"{c.patient_id}/{c.modality}/{c.roi}", "status": c.status,
                  "reason": c.reason} for c in cards if c.status in ("skipped", "failed")]
