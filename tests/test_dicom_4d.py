@@ -385,3 +385,19 @@ def test_4d_with_a_gap_and_allow_gaps(shared_data, tmp_path):
     for t in range(2):
         np.testing.assert_allclose(arr[:, :, [0, 1, 3, 4], t], base[:, :, [0, 1, 3, 4]] + 10 * t)
         np.testing.assert_allclose(arr[:, :, 2, t], np.rint((base[:, :, 1] + base[:, :, 3]) / 2) + 10 * t, atol=1)
+
+
+def test_diffusion_without_directions_writes_no_bvec(shared_data, tmp_path):
+    """b-values without gradient directions: the 4-D image is written, but no .bval/.bvec (zero
+    vectors would look valid); the sidecar QC says why."""
+    sl = _slices(shared_data, 3)
+    cases = [_copy(d, v * 3 + k + 1, DiffusionBValue=b) for v, b in enumerate((0.0, 1000.0, 1000.0))
+             for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows.status[0] == "converted" and rows.volumes[0] == 3, rows.to_string()
+    nii = tmp_path / "out" / rows.path[0]
+    stem = nii.with_name(nii.name[: -len(".nii.gz")])
+    assert not stem.with_suffix(".bval").exists() and not stem.with_suffix(".bvec").exists()
+    side = json.loads(stem.with_suffix(".json").read_text())
+    assert side["qc"]["diffusion_directions_unknown"] is True and side["volumes"]["b_value"] == [0.0, 1000.0, 1000.0]

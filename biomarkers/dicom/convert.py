@@ -357,7 +357,8 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
         img.header["pixdim"][4] = tr / 1000.0 if tr else 1.0  # s, as dcm2niix
     write_nifti(img, dest, s.get("compresslevel", 1))
     if stack.dimension == "diffusion":
-        _write_bval_bvec(dest, volumes, grid)
+        if _write_bval_bvec(dest, volumes, grid) is None:
+            qc["diffusion_directions_unknown"] = True  # no .bval/.bvec: zero vectors would look valid
     content_hash = sha256_array(arr)
     units = units_of(stack.modality, dicom_units, suv)
     flags = qc_flags(qc)
@@ -405,16 +406,19 @@ def _slice_timing(files: list[DicomFile], n_slices: int) -> list[float] | None:
     return [round(t / 1000.0, 6) for t in times]
 
 
-def _write_bval_bvec(dest: Path, volumes: dict, grid: Grid) -> None:
-    """``<stem>.bval`` (s/mm^2) and ``<stem>.bvec`` (FSL convention, :func:`biomarkers.dicom.dims.fsl_bvecs`)."""
+def _write_bval_bvec(dest: Path, volumes: dict, grid: Grid) -> Path | None:
+    """``<stem>.bval`` (s/mm^2) and ``<stem>.bvec`` (FSL convention, :func:`biomarkers.dicom.dims.fsl_bvecs`);
+    None (nothing written) when a diffusion-weighted volume has no direction."""
     from ..io import write_text
     from .dims import fsl_bvecs
 
     stem = dest.name[: -len(".nii.gz")]
     grads = volumes.get("gradient_lps") or [None] * volumes["count"]
+    if any(g is None and b > 0 for g, b in zip(grads, volumes["b_value"])):
+        return None  # a diffusion-weighted volume without direction
     bvec = fsl_bvecs([g if g is not None else (0.0, 0.0, 0.0) for g in grads], grid)
     write_text(dest.with_name(stem + ".bval"), " ".join(f"{b:.6g}" for b in volumes["b_value"]) + "\n")
-    write_text(dest.with_name(stem + ".bvec"), "".join(" ".join(f"{x:.6f}" for x in r) + "\n" for r in bvec))
+    return write_text(dest.with_name(stem + ".bvec"), "".join(" ".join(f"{x:.6f}" for x in r) + "\n" for r in bvec))
 
 
 def _metadata(ds, deid_settings: dict) -> dict:

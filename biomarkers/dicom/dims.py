@@ -259,9 +259,12 @@ def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
                         f"diffusion series not orderable: volume {t + 1} of {n_vol} (ordered by {by}) mixes "
                         "b-values or gradient directions across its slices")
     removed = 0
-    if is_dwi:  # isotropic (trace) volumes: b > 0 without a direction (Philips appends one); dcm2niix drops them
-        keep = [v for v in vols if not (v[0].b_value > 0 and not any(v[0].gradient or ()))]
-        if 1 < len(keep) < len(vols):
+    if is_dwi:  # isotropic (trace) volumes: b > 0, direction (0, 0, 0) (Philips appends one); dcm2niix drops them
+        def trace(v: list[DicomFile]) -> bool:
+            return v[0].b_value > 0 and v[0].gradient is not None and not any(v[0].gradient)
+
+        keep = [v for v in vols if not trace(v)]
+        if any(v[0].b_value > 0 for v in keep) and len(keep) < len(vols):
             removed, vols = len(vols) - len(keep), keep
     return Volumes(vols, "diffusion" if is_dwi else "time", by, removed)
 
