@@ -8,6 +8,7 @@ metadata chunk, and the page names patients by pseudonym only.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ import pytest
 from biomarkers.deid.canary import default_canaries, plant_dicom
 from biomarkers.deid.scan import scan_files
 from biomarkers.dicom.ingest import run_ingest
-from biomarkers.qc import run_qc
+from biomarkers.cli import main
 from biomarkers.qc.render import png_chunks
 
 SECRET = "qc-privacy-test-secret-0123456789"
@@ -34,17 +35,18 @@ def report(shared_data, tmp_path_factory):
     mp.delenv("BIOMARKERS_SECRET_FILE", raising=False)
     try:
         ing = run_ingest(src, out, executor="serial")
-        rep = run_qc(out, executor="serial")
+        code = main(["qc", str(out), "--executor", "serial"])  # the command on an ingest OUT
     finally:
         mp.undo()
-    return {"src": src, "out": out, "needles": needles, "ingest": ing, "qc": rep, "canaries": canaries}
+    rep = json.loads((out / "qc" / "report.json").read_text())
+    return {"src": src, "out": out, "needles": needles, "ingest": ing, "qc": rep, "code": code, "canaries": canaries}
 
 
 def test_positive_control(report):
     found = {h.label for h in scan_files([report["src"]], report["needles"])}
     assert any(lbl.endswith("PatientName") for lbl in found) and any(lbl.endswith("PatientID") for lbl in found)
     assert report["ingest"].counts()["done"] >= 3  # CT, PET and at least one mask
-    assert report["qc"].counts()["done"] >= 2
+    assert report["code"] == 0 and report["qc"]["counts"]["done"] >= 2
 
 
 def test_no_planted_value_in_any_qc_byte(report):
@@ -74,3 +76,9 @@ def test_page_names_patients_by_pseudonym(report):
     assert all(p in page for p in pseudos)
     for path in m.loc[(m.kind == "mask") & (m.path.fillna("") != ""), "path"]:
         assert page.count(f'data-mask="{path}"') == 1
+
+
+def test_qc_of_a_folder_that_is_no_output_exits_2(tmp_path, capsys):
+    assert main(["qc", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "manifest.parquet" in err
