@@ -38,10 +38,6 @@ from ._ops import (NDIMAGE_MODE, SeparableBank, Step, extended_box, filter_axes,
                    rotate_steps, rotations)
 
 
-def _voxels(spacing, axes):
-    return {a: float(spacing[a]) for a in axes}
-
-
 # -- kernels ------------------------------------------------------------------------------
 
 @lru_cache(maxsize=None)
@@ -81,7 +77,7 @@ def gabor_kernel(spacing2: tuple[float, float], sigma: float, lam: float, gamma:
     Columns are the plane's first axis (x of the axial plane), rows the second (y); ``theta``
     in radians. The kernel extends to ``truncation * sigma * max(1, 1/gamma)`` mm.
     """
-    radius_mm = truncation * sigma * max(1.0, 1.0 / gamma)
+    radius_mm = truncation * sigma * max(1.0, 1.0 / gamma)  # = gabor_radius_mm of the settings
     rr = int(math.ceil(radius_mm / spacing2[0] - 1e-9))
     rc = int(math.ceil(radius_mm / spacing2[1] - 1e-9))
     y = np.arange(-rr, rr + 1, dtype=np.float64)[:, None] * spacing2[0]
@@ -112,10 +108,9 @@ def margin(spec, spacing, shape) -> tuple[int, int, int]:
         elif f == "wavelet":  # one pass reaches len/2 voxels each side (+1 when mirrored: even lengths)
             m[a] = sum(len(wavelet_filters(spec.wavelet, lv)["L"]) // 2 + 1 for lv in range(1, spec.level + 1))
         elif f == "gabor":
-            radius_mm = spec.truncation * spec.sigma_mm * max(1.0, 1.0 / spec.gamma)
-            m[a] = int(math.ceil(radius_mm / spacing[a] - 1e-9))
+            m[a] = int(math.ceil(gabor_radius_mm(spec) / spacing[a] - 1e-9))
     if f == "gabor" and spec.planes3d:
-        m[0] = int(math.ceil(spec.truncation * spec.sigma_mm * max(1.0, 1.0 / spec.gamma) / spacing[0] - 1e-9))
+        m[0] = int(math.ceil(gabor_radius_mm(spec) / spacing[0] - 1e-9))
     if _fourier(spec):  # ROI regions: the decay length of the Fourier-domain filter
         scale = 2 ** (spec.level - 1) if spec.filter == "simoncelli" else 1
         for a in axes:
