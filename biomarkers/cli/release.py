@@ -46,10 +46,13 @@ def release_cmd(
             p = Path(cfg.clinical_schema)
             sch = load_schema(p if p.is_absolute() else config.parent / p)
         sch = sch.model_copy(update={"deid": sch.deid.model_copy(update={"demo": True})})
-    res = build_release(
-        features, files, cfg, out, version=version, archive=archive, schema=sch, config_path=config,
-        tracking_uri=False if no_mlflow else tracking_uri,
-    )
+    from ..locks import output_lock
+
+    with output_lock(out, "biomarkers release"):
+        res = build_release(
+            features, files, cfg, out, version=version, archive=archive, schema=sch, config_path=config,
+            tracking_uri=False if no_mlflow else tracking_uri,
+        )
     if res.validation is not None:
         echo(res.validation.summary())
     echo(res.summary())
