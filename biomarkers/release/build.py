@@ -37,7 +37,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ConfigError, InputError, PrivacyError
-from ..features.naming import KEY_COLUMNS, WIDE_TABLE, read_wide
+from ..features.naming import OPTIONAL_KEY_COLUMNS, WIDE_TABLE, feature_columns, read_wide
 from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, write_parquet, write_text
 from .config import SEMVER, ReleaseConfig
 from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
@@ -166,12 +166,13 @@ def select_features(features: pd.DataFrame, cfg: ReleaseConfig) -> pd.DataFrame:
         df = df[df["modality"].isin(sel.modalities)]
     if sel.rois is not None:
         df = df[df["roi"].isin(sel.rois)]
-    fcols = [c for c in df.columns if c not in KEY_COLUMNS]
+    fcols = feature_columns(df)
     keep = [c for c in fcols if any(fnmatch.fnmatchcase(c, p) for p in sel.include)
             and not any(fnmatch.fnmatchcase(c, p) for p in sel.exclude)]
     if not keep:
         raise ConfigError(f"release features.include/exclude select no feature column (of {len(fcols)})")
-    return df[sel.key_columns + keep].reset_index(drop=True)
+    optional = [c for c in OPTIONAL_KEY_COLUMNS if c in df.columns]  # volume / filter: keys, kept with the rows
+    return df[sel.key_columns + optional + keep].reset_index(drop=True)
 
 
 def software_versions() -> dict:
