@@ -31,13 +31,14 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
     orientation (rounded to 1e-4), rows x columns, pixel spacing, localizer image type.
     Each part is then ordered into volumes (:func:`biomarkers.dicom.dims.assemble_volumes`:
     one 3-D volume, or 4-D along time or diffusion); a part whose repeated positions no
-    dimension explains is split by AcquisitionNumber when that differs (unequal repeats),
-    else it becomes a skipped stack whose reason names the repeated positions.
+    dimension explains is split by AcquisitionNumber when its acquisitions cover different
+    positions, else it becomes a skipped stack whose reason names the repeated positions.
 
     Names: echoes after the series' first get the label ``e<EchoNumbers>`` (``e<n>``: the n-th
     EchoTime when EchoNumbers do not tell the echo times apart), phase / real /
     imaginary images ``ph`` / ``real`` / ``imaginary``; stacks with the same label are ordered by
-    SeriesNumber, then decreasing frame count: the first has key ``<series>`` (or
+    SeriesNumber, then decreasing frame count (then the InstanceNumber and path of their first
+    indexed frame): the first has key ``<series>`` (or
     ``<series>#<label>``), further ones ``#2``, ``#3``... (``#<label>_2``...).
     """
     by_series: dict[tuple, list[DicomFile]] = defaultdict(list)
@@ -58,19 +59,18 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
             )
             groups[k].append(f)
         echoes = sorted({e for e in map(echo_of, fs) if e is not None})
-        parts: list[tuple[tuple[str, ...], ImageStack]] = []
+        parts: list[tuple[tuple[str, ...], ImageStack, DicomFile]] = []  # label, stack, its first indexed frame
         for g in groups.values():
             first, echo = g[0], echo_of(g[0])
             label = tuple(x for x in (
                 f"e{echo}" if len(echoes) > 1 and echo not in (None, echoes[0]) else "",
                 COMPLEX_LABELS.get(first.complex_part, ""),
             ) if x)
-            parts.extend((label, st) for st in _assemble(g, pid, study, series, position_tolerance_mm))
+            parts.extend((label, st, f0) for st, f0 in _assemble(g, pid, study, series, position_tolerance_mm))
         sn = lambda st: (st.files[0].series_number is None, st.files[0].series_number or 0)  # noqa: E731
-        parts.sort(key=lambda p: (p[0], sn(p[1]), -len(p[1].all_files), p[1].files[0].instance_number or 0,
-                                  p[1].files[0].rel))
+        parts.sort(key=lambda p: (p[0], sn(p[1]), -len(p[1].all_files), p[2].instance_number or 0, p[2].rel))
         count: dict[tuple, int] = defaultdict(int)
-        for label, st in parts:
+        for label, st, _ in parts:
             count[label] += 1
             n = count[label]
             name = "_".join(label + ((str(n),) if n > 1 else ()))
@@ -95,31 +95,32 @@ def _echo_index(fs: list[DicomFile]):
     return lambda f: f.echo_number
 
 
-def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float) -> list[ImageStack]:
-    """One frame group -> its stacks (keys set by the caller)."""
+def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float) -> list[tuple[ImageStack, DicomFile]]:
+    """One frame group (index order) -> its stacks, each with its first frame in index order (keys
+    set by the caller)."""
     first = fs[0]
 
-    def stack(files: list[DicomFile]) -> ImageStack:
-        return ImageStack(series, pid, study, series, first.modality, first.frame_of_reference_uid, files)
+    def stack(files: list[DicomFile]) -> tuple[ImageStack, DicomFile]:
+        return ImageStack(series, pid, study, series, first.modality, first.frame_of_reference_uid, files), first
 
     try:
         vols = assemble_volumes(fs, tol)
     except VolumeError as err:
         acqs = _by(fs, "acquisition_number")
         if len(acqs) > 1 and _distinct_coverage(acqs):  # separate acquisitions (e.g. overlapping CT ranges)
-            out = [st for a in acqs for st in _assemble(a, pid, study, series, tol)]
-            if all(st.status != Status.SKIPPED for st in out):
+            out = [p for a in acqs for p in _assemble(a, pid, study, series, tol)]
+            if all(st.status != Status.SKIPPED for st, _ in out):
                 return out
-        st = stack(sort_along_normal(fs))
+        st, f0 = stack(sort_along_normal(fs))
         st.status, st.reason = Status.SKIPPED, str(err)
-        return [st]
+        return [(st, f0)]
     if len(vols.volumes) == 1:
         return [stack(sort_along_normal(fs))]
-    st = stack(vols.volumes[0])
+    st, f0 = stack(vols.volumes[0])
     st.volumes, st.dimension, st.ordered_by = vols.volumes, vols.dimension, vols.ordered_by
     if vols.removed_isotropic:
         st.qc["removed_isotropic_volumes"] = vols.removed_isotropic
-    return [st]
+    return [(st, f0)]
 
 
 def _distinct_coverage(groups: list[list[DicomFile]]) -> bool:
