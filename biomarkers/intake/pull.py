@@ -102,15 +102,16 @@ class DicomwebPACS:
             found = [{"0020000D": {"Value": [u]}, "00080020": {"Value": [""]}} for u in studies]
         else:
             filt = {"StudyDate": f"{since:%Y%m%d}-"} if since else {}
-            found = self.client.search_for_studies(search_filters=filt, fields=["StudyDate"])
+            found = self.client.search_for_studies(search_filters=filt, fields=["StudyDate"], get_remaining=True)
         for st in found:
             study = self._v(st, "0020000D")
             if not studies and not _date_ok(self._v(st, "00080020"), since):
                 continue
             found_series = [(self._v(se, "0020000E"), self._v(se, "00080060"))
-                            for se in self.client.search_for_series(study_instance_uid=study)]
+                            for se in self.client.search_for_series(study_instance_uid=study, get_remaining=True)]
             for series, mod in select_series(found_series, modalities):
-                for inst in self.client.search_for_instances(study_instance_uid=study, series_instance_uid=series):
+                for inst in self.client.search_for_instances(study_instance_uid=study, series_instance_uid=series,
+                                                                 get_remaining=True):
                     out.append(Remote(study, series, self._v(inst, "00080018"), mod))
         return out
 
