@@ -426,11 +426,16 @@ def test_gantry_tilt_flagged_and_positions_exact(shared_data, tmp_path):
     ds = pydicom.dcmread(next(src.iterdir()), stop_before_pixels=True)
     dy, dx = (float(x) for x in ds.PixelSpacing)
     iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    # resampled onto an orthogonal grid (biomarkers.dicom.tilt): every source pixel centre lies
+    # in output slice k, inside the widened grid
+    a = img.affine[:3, :3]
+    assert np.allclose(a.T @ a, np.diag(np.diag(a.T @ a)), atol=1e-9)
+    inv = np.linalg.inv(img.affine)
     for k in (0, len(positions) // 2, len(positions) - 1):
-        for i, j in ((0, 0), (10, 20)):
+        for i, j in ((0, 0), (10, 20), (ds.Columns - 1, ds.Rows - 1)):
             lps = positions[k] + i * dx * iop[:3] + j * dy * iop[3:]  # DICOM PS3.3 C.7.6.2.1.1
-            ras = img.affine @ np.array([i, j, k, 1.0])
-            np.testing.assert_allclose(ras[:3], lps * np.array([-1, -1, 1]), atol=1e-3)
+            ijk = (inv @ np.r_[lps * np.array([-1, -1, 1]), 1.0])[:3]
+            assert abs(ijk[2] - k) < 1e-3 and np.all(ijk > -1e-3) and np.all(ijk < np.array(img.shape) - 1 + 1e-3), ijk
 
 
 def test_bqml_pet_without_decay_correction_per_slice(shared_data, tmp_path):

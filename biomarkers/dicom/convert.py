@@ -31,10 +31,11 @@ from ..manifest import ImageRef, ManifestRow, Status
 from .model import DicomFile, ImageStack, SegmentationObject
 from .qualify import QcFlag, qc_flags, slice_layout
 from .sop import UNCOMPRESSED_LE
+from .tilt import RESAMPLED, resample
 
 SIDECAR_SCHEMA = "biomarkers.ingest.sidecar/1"
 #: Bumped when conversion output changes (part of every input hash).
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 _DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
 
@@ -346,6 +347,9 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     else:
         vals = fill_gaps(vals, lay.k_index, lay.n_slices)
         arr = vals.transpose(2, 1, 0)  # [slice,row,col] -> [i=col, j=row, k=slice]
+    if RESAMPLED in qc:  # gantry tilt: the sheared slices onto the orthogonal grid (biomarkers.dicom.tilt)
+        sheared = Grid.from_dicom(first.rows, first.columns, first.pixel_spacing, first.image_orientation, lay.positions)
+        arr = resample(arr, sheared, grid)
     img = nifti_image(arr, grid)
     dest = out / rel
     volumes = None

@@ -152,6 +152,9 @@ def qualify(stack: ImageStack, allow_gaps: bool = False, spacing_tolerance: floa
     kdir = grid.direction_matrix[:, 2]
     if len(fs) > 1 and abs(abs(float(kdir @ normal)) - 1.0) > 1e-4 or abs(first.gantry_tilt or 0.0) > 1e-3:
         qc[QcFlag.GANTRY_TILT] = True
+        from .tilt import plan_tilt  # sheared slices: an orthogonal output grid, resampled by convert
+
+        stack.grid = plan_tilt(grid, qc)
     if lay.missing and not allow_gaps:
         return skip(f"missing slices ({lay.missing} missing in a stack of {len(fs)})")
     stack.status, stack.reason = Status.PENDING, ""
