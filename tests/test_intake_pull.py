@@ -85,9 +85,13 @@ def test_dicomweb_and_dimse_give_the_same_instances_and_features(pacs, pulled):
 
 
 def test_rerun_fetches_nothing(pacs, pulled):
-    res = _cli("pull", _site(pacs, "dimse", "dimse"), "--no-run")
+    from biomarkers.intake import load_gateway_config
+    from biomarkers.intake.pull import pull
+
+    cfg, pipe = load_gateway_config(_site(pacs, "dimse", "dimse"))
+    rep = pull(cfg, pipe, run=False)
     n = len(pacs["files"])
-    assert res.returncode == 0 and f"{n} already here, 0 fetched" in res.stdout, res.stdout + res.stderr
+    assert (rep.instances, rep.present, rep.fetched, rep.failed) == (n, n, 0, 0)
 
 
 def test_interrupted_pull_resumes_fetching_only_the_missing(pacs):

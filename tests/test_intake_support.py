@@ -144,7 +144,7 @@ class Orthanc:
 
 def pipeline_yaml(root: Path, name: str, src: Path, out: Path) -> Path:
     cfg = {"name": name, "source": {"dicom": str(src)}, "out": str(out), "executor": "serial",
-           "tracking": {"enabled": False}, "ingest": {"masks": {"rois": {"GTV": ["GTV*", "gtv*"]}}},
+           "tracking": {"enabled": False}, "qc": {"enabled": False}, "ingest": {"masks": {"rois": {"GTV": ["GTV*", "gtv*"]}}},
            "extract": {"params": {"CT": str(CT_PARAMS)}}}
     p = root / f"{name}.pipeline.yaml"
     p.write_text(yaml.safe_dump(cfg))
