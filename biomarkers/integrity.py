@@ -3,7 +3,7 @@
 One mechanism for every stage. A folder a step writes (an ingest ``OUT``, a ``FEATURES``
 folder, a pipeline ``OUT``'s stage state) keeps a :class:`Ledger` (``.integrity.json`` in the
 folder): one :class:`FileRecord` per file written, keyed by its path relative to the folder:
-byte size, SHA-256 of the bytes, CRC-32 of each MiB block, the modification time seen right
+byte size, SHA-256 of the bytes, CRC-32 of each of (at most 64) blocks, the modification time seen right
 after writing and when (UTC). Before an output is reused or read by the next step it is
 checked against its record (:func:`check`):
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 LEDGER = ".integrity.json"
 SCHEMA = "biomarkers.integrity/1"
-BLOCK = 1 << 20  # bytes per CRC-32 block
+BLOCKS = 64  # CRC-32 blocks per file (at most): block size a power of two, at least 256 bytes
 
 MISSING = "missing"
 TRUNCATED = "truncated"
@@ -43,42 +43,45 @@ CHANGED = "changed since written"
 @dataclass(frozen=True)
 class FileRecord:
     """What a file was when it was written: ``size`` (bytes), ``sha256`` (hex, of the bytes),
-    ``blocks`` (CRC-32 of each :data:`BLOCK` bytes, 8 hex digits each, concatenated),
-    ``mtime_ns`` (its modification time just after writing) and ``written_at`` (UTC, ISO 8601)."""
+    ``blocks`` (CRC-32 of each ``block`` bytes, 8 hex digits each, concatenated: tells a truncated
+    file from another one), ``mtime_ns`` (its modification time just after writing) and
+    ``written_at`` (UTC, ISO 8601)."""
 
     size: int
     sha256: str
     blocks: str = ""
     mtime_ns: int = 0
     written_at: str = ""
+    block: int = 1 << 20
 
     @classmethod
     def of(cls, path: str | os.PathLike) -> "FileRecord":
         """The record of ``path`` as it is now (one read)."""
         st = os.stat(path)
-        sha, blocks = _digest(path)
-        return cls(st.st_size, sha, blocks, st.st_mtime_ns, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        block = max(256, 1 << max(0, (st.st_size // BLOCKS)).bit_length())
+        sha, blocks = _digest(path, block)
+        return cls(st.st_size, sha, blocks, st.st_mtime_ns, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), block)
 
     @classmethod
     def from_dict(cls, d: dict) -> "FileRecord":
         return cls(int(d["size"]), str(d["sha256"]), str(d.get("blocks", "")), int(d.get("mtime_ns", 0)),
-                   str(d.get("written_at", "")))
+                   str(d.get("written_at", "")), int(d.get("block", 1 << 20)))
 
 
-def _digest(path, limit: int | None = None) -> tuple[str, str]:
+def _digest(path, block: int = 1 << 20, limit: int | None = None) -> tuple[str, str]:
     """SHA-256 and per-block CRC-32s of a file's bytes (the first ``limit`` bytes when given)."""
     h = hashlib.sha256()
     crcs = []
     left = limit
-    with open(path, "rb") as fh:
+    with open(path, "rb", buffering=0) as fh:
         while left is None or left > 0:
-            block = fh.read(BLOCK if left is None else min(BLOCK, left))
-            if not block:
+            block_ = fh.read(block if left is None else min(block, left))
+            if not block_:
                 break
-            h.update(block)
-            crcs.append(f"{zlib.crc32(block) & 0xFFFFFFFF:08x}")
+            h.update(block_)
+            crcs.append(f"{zlib.crc32(block_) & 0xFFFFFFFF:08x}")
             if left is not None:
-                left -= len(block)
+                left -= len(block_)
     return h.hexdigest(), "".join(crcs)
 
 
@@ -104,8 +107,8 @@ def check(path: str | os.PathLike, rec: FileRecord, name: str, full: bool = Fals
     except OSError as err:
         return Problem(name, MISSING, f"cannot be read: {err.strerror}")
     if st.st_size < rec.size:
-        whole = st.st_size // BLOCK if rec.blocks else 0  # blocks the file still has in full
-        _, blocks = _digest(path, whole * BLOCK) if whole else ("", "")
+        whole = st.st_size // rec.block if rec.blocks else 0  # blocks the file still has in full
+        _, blocks = _digest(path, rec.block, whole * rec.block) if whole else ("", "")
         if blocks == rec.blocks[: 8 * whole]:  # (no block checksums recorded: any shorter file)
             return Problem(name, TRUNCATED, f"{st.st_size} of {rec.size} bytes")
         return Problem(name, CHANGED, f"{st.st_size} bytes, {rec.size} written")
@@ -113,7 +116,7 @@ def check(path: str | os.PathLike, rec: FileRecord, name: str, full: bool = Fals
         return Problem(name, CHANGED, f"{st.st_size} bytes, {rec.size} written")
     if not full and st.st_mtime_ns == rec.mtime_ns:
         return None
-    sha, _ = _digest(path)
+    sha, _ = _digest(path, rec.block)
     return None if sha == rec.sha256 else Problem(name, CHANGED, "content differs from the recorded SHA-256")
 
 
@@ -171,7 +174,7 @@ class Ledger:
         if p is None and not full:
             return None
         if p is None and rec.mtime_ns != (mt := os.stat(self.root / rel).st_mtime_ns):
-            self.files[rel] = FileRecord(rec.size, rec.sha256, rec.blocks, mt, rec.written_at)  # touched, same bytes
+            self.files[rel] = FileRecord(rec.size, rec.sha256, rec.blocks, mt, rec.written_at, rec.block)  # touched
             self._dirty = True
         return p
 

@@ -218,18 +218,17 @@ class Extract:
                 continue
             img_abs = self.dataset / img_rel
             mask_abs = self.dataset / _s(r["path"])
+            problem = inputs and img_rel and (inputs.verify(img_rel) or inputs.verify(_s(r["path"])))
+            if problem:  # against the records written at ingest (missing, truncated, changed since written)
+                plan.problems.append(PlannedCase(case, "failed", f"{problem}; rerun 'biomarkers ingest' to reconvert it"))
+                continue
             if not img_rel or not img_abs.is_file():
                 plan.problems.append(PlannedCase(case, "failed", f"image file not found: {img_rel or '(no image_path)'}"))
                 continue
             if not mask_abs.is_file():
                 plan.problems.append(PlannedCase(case, "failed", f"mask file not found: {_s(r['path'])}"))
                 continue
-            if inputs is not None:  # the file hashes recorded at ingest, once each file is verified
-                problem = inputs.verify(img_rel) or inputs.verify(_s(r["path"]))
-                if problem is not None:
-                    plan.problems.append(PlannedCase(case, "failed", f"{problem}; rerun 'biomarkers ingest' to "
-                                                                     "reconvert it"))
-                    continue
+            if inputs is not None:  # the file hashes recorded at ingest (the files were verified above)
                 ih, mh = inputs.files[img_rel].sha256, inputs.files[_s(r["path"])].sha256
             else:
                 ih, mh = cache.file(img_abs), cache.file(mask_abs)
