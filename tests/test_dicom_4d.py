@@ -401,3 +401,22 @@ def test_diffusion_without_directions_writes_no_bvec(shared_data, tmp_path):
     assert not stem.with_suffix(".bval").exists() and not stem.with_suffix(".bvec").exists()
     side = json.loads(stem.with_suffix(".json").read_text())
     assert side["qc"]["diffusion_directions_unknown"] is True and side["volumes"]["b_value"] == [0.0, 1000.0, 1000.0]
+
+
+def test_trace_marked_isotropic_is_left_out(shared_data, tmp_path):
+    """A b=1000 volume with DiffusionDirectionality ISOTROPIC and no gradient: a trace image, left out."""
+    sl = _slices(shared_data, 2)
+    cases = []
+    for v, (b, g) in enumerate([(0.0, None), (1000.0, (1.0, 0.0, 0.0)), (1000.0, (0.0, 1.0, 0.0)), (1000.0, None)]):
+        for k, d in enumerate(sl):
+            c = _copy(d, v * 2 + k + 1, DiffusionBValue=b,
+                      DiffusionDirectionality="ISOTROPIC" if g is None and b else "DIRECTIONAL" if g else "NONE")
+            if g is not None:
+                c.DiffusionGradientOrientation = list(g)
+            cases.append(c)
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    assert rows.volumes[0] == 3, rows.to_string()
+    nii = tmp_path / "out" / rows.path[0]
+    stem = nii.with_name(nii.name[: -len(".nii.gz")])
+    assert read_table(stem.with_suffix(".bval")).ravel().tolist() == [0, 1000, 1000]

@@ -111,8 +111,8 @@ def diffusion(get: Callable, iop) -> tuple[float | None, tuple[float, float, flo
                 g = tuple(float(x) for x in w)
         if b is None:
             b = ge_b
-    if b is not None and b <= 0:
-        g = (0.0, 0.0, 0.0)
+    if b is not None and (b <= 0 or str(get("DiffusionDirectionality") or "").strip().upper() == "ISOTROPIC"):
+        g = (0.0, 0.0, 0.0)  # b = 0, or a trace (isotropic) image: no direction
     return b, g
 
 

@@ -54,6 +54,8 @@ class LayoutError(ValueError):
 def _gradient(item, shared) -> tuple[float, float, float] | None:
     for src in (item, shared):
         diff = src.get("MRDiffusionSequence") if src is not None else None
+        if diff and str(diff[0].get("DiffusionDirectionality", "")).upper() == "ISOTROPIC":
+            return (0.0, 0.0, 0.0)  # a trace image: no direction (dims leaves it out of a diffusion series)
         gseq = diff[0].get("DiffusionGradientDirectionSequence") if diff else None
         if gseq and "DiffusionGradientOrientation" in gseq[0]:
             g = tuple(float(x) for x in gseq[0].DiffusionGradientOrientation)
