@@ -2,16 +2,24 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/convert.py [--data ../shared/data] [--repeat 3] [--executor local]
+    .venv/bin/python benchmarks/convert.py [--data ../shared/data] [--repeat 3] [--executors auto]
+        [--jobs small,dcm_qa,large] [--large-series 135]
 
-Both tools convert the shared image series (six STS patients x CT/MR/PET and the
-IBSI CT phantom; RTSTRUCTs are left out so both do the same work) to ``.nii.gz``
-with their default settings (biomarkers: gzip level 1, executor ``auto``, and
-also ``local``: one process per core; dcm2niix: ``-z y``). Each tool runs as a separate process (the biomarkers number
-includes Python start-up and imports); the best of ``--repeat`` runs is reported.
-Peak memory is the largest sum of RSS over the tool's process tree (sampled every
-10 ms). Agreement per series: shape, world geometry (closest canonical RAS:
-origin mm, direction) and voxel values (max |difference|, relative to the max).
+Three jobs, each converted by both tools in the same run (interleaved, best of ``--repeat``):
+
+* ``small``: the shared image series (six STS patients x CT/MR/PET and the IBSI CT phantom;
+  RTSTRUCTs left out so both do the same work), 19 series, 44 MB;
+* ``dcm_qa``: the three shared dcm2niix validation collections (``dcm_qa`` Orientation,
+  ``dcm_qa_ge``, ``dcm_qa_mosaic``: Siemens mosaics, GE DWI/MPRAGE/multi-phase), their ``In/``;
+* ``large``: a synthetic cohort of ``--large-series`` series (the STS series repeated under new
+  patient/study/series/instance UIDs, written once to a temporary folder; ~400 MB for 135).
+
+Both tools run with their default settings (biomarkers: gzip level 1, executor ``auto``, no
+header cache so every run is a first conversion; dcm2niix: ``-z y``) as separate processes (the biomarkers number includes Python start-up
+and imports). Peak memory is the largest sum of RSS over the tool's process tree (sampled
+every 10 ms). Targets (issue 13): wall time <= 0.5x dcm2niix on ``large``, <= 1.0x on
+``small`` and ``dcm_qa``; peak memory < 300 MB. For ``small``, agreement per series: shape,
+world geometry (closest canonical RAS: origin mm, direction) and voxel values.
 """
 
 from __future__ import annotations
@@ -95,77 +103,155 @@ def compare(ours: Path, theirs: Path) -> dict:
     }
 
 
+TARGETS = {"small": 1.0, "dcm_qa": 1.0, "large": 0.5}  # wall-time ratio to dcm2niix
+
+
+def dcm_qa_tree(data: Path, dest: Path) -> list[Path]:
+    """Symlink the ``In/`` folders of the shared dcm_qa collections into dest/<collection>/."""
+    series = []
+    for coll in ("dcm_qa", "dcm_qa_ge", "dcm_qa_mosaic"):
+        root = data / "dcm_qa" / coll / "In"
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            d = dest / coll / f.parent.relative_to(root)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f.name).symlink_to(f)
+        series.append(root)
+    return series
+
+
+def large_tree(data: Path, dest: Path, n_series: int) -> int:
+    """Write ``n_series`` series: the STS image series repeated under new UIDs and patient ids."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    sources = sorted((data / "sts" / "dicom").glob("STS_*/*/image"))
+    for n in range(n_series):
+        src = sources[n % len(sources)]
+        copy_no = n // len(sources)
+        d = dest / f"P{n // 3:03d}" / f"S{n:03d}"
+        d.mkdir(parents=True)
+        series, study = generate_uid(), generate_uid(entropy_srcs=[f"study-{n // 3}"])
+        for f in sorted(src.iterdir()):
+            ds = pydicom.dcmread(f)
+            ds.PatientID = f"{ds.PatientID}-{copy_no}"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            if "FrameOfReferenceUID" in ds:
+                ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[f"for-{n}"])
+            ds.save_as(d / f.name)
+    return n_series
+
+
+def tree_size(src: Path) -> tuple[int, float]:
+    files = [p for p in src.rglob("*") if p.is_file() or p.is_symlink()]
+    return len(files), sum(p.resolve().stat().st_size for p in files) / 2**20
+
+
+def time_job(name: str, src: Path, tmp: Path, biomarkers: list[str], execs: list[str], repeat: int, env) -> dict:
+    """Both tools on ``src``, interleaved, ``repeat`` times; prints the lines and ratios; returns the outputs."""
+    ours = {e: {"t": [], "m": [], "c": []} for e in execs}
+    theirs = {"t": [], "m": [], "c": []}
+    for r in range(repeat):  # interleaved, so load changes hit both tools alike
+        for e in execs:
+            w, m, c = run_measured(biomarkers + ["--quiet", "ingest", str(src), str(tmp / f"{name}-bm-{e}-{r}"),
+                                                 "--executor", e, "--index-cache", "off"], env)
+            for k, v in zip("tmc", (w, m, c)):
+                ours[e][k].append(v)
+        out_d = tmp / f"{name}-d2n{r}"
+        out_d.mkdir()
+        w, m, c = run_measured([dcm2niix_bin(), "-z", "y", "-f", "%j_%s_%e", "-o", str(out_d), str(src)], env)
+        for k, v in zip("tmc", (w, m, c)):
+            theirs[k].append(v)
+    n_files, size_mb = tree_size(src)
+    print(f"\n[{name}] {n_files} files, {size_mb:.1f} MB; {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.1f} at the end (machine shared with other jobs); best of {repeat}")
+
+    def line(label, d):
+        return (f"{label:28s} wall {min(d['t']):6.2f} s (runs {', '.join(f'{x:.2f}' for x in d['t'])}), "
+                f"peak {max(d['m']):4.0f} MB, CPU {min(d['c']):5.2f} s")
+
+    print(line("dcm2niix -z y", theirs))
+    ratios = {}
+    for e in execs:
+        d = ours[e]
+        ratios[e] = min(d["t"]) / min(theirs["t"])
+        print(line(f"biomarkers ingest -e {e}", d))
+        print(f"{'':28s} ratio to dcm2niix: wall {ratios[e]:.2f} (target <= {TARGETS[name]}: "
+              f"{'met' if ratios[e] <= TARGETS[name] else 'NOT met'}), CPU {min(d['c']) / min(theirs['c']):.2f}; "
+              f"peak memory < 300 MB: {'yes' if max(d['m']) < 300 else 'NO'}")
+    return {"ours": tmp / f"{name}-bm-{execs[0]}-0", "theirs": tmp / f"{name}-d2n0", "ratios": ratios}
+
+
+def agreement(series: list[Path], first: Path, d2n: Path) -> None:
+    """Per series of the small job: shape, geometry and voxels against dcm2niix's output."""
+    import pandas as pd
+    import pydicom
+
+    from biomarkers.deid import Deidentifier
+
+    deid = Deidentifier()
+    df = pd.read_parquet(first / "manifest.parquet")
+    print(f"\n{'series':24s} {'shape':>6s} {'origin mm':>10s} {'direction':>10s} {'max|diff|':>10s} {'rel':>9s}")
+    for s in series:
+        ds = pydicom.dcmread(next(s.iterdir()), stop_before_pixels=True)
+        uid = str(ds.SeriesInstanceUID)
+        row = df[(df.series_uid == deid.uid(uid)) & (df.kind == "image")]
+        theirs = list(d2n.glob(f"{uid}_*.nii.gz"))
+        name = f"{s.parent.parent.name}/{s.parent.name}"
+        if row.empty or len(theirs) != 1:
+            print(f"{name:24s} missing output (biomarkers: {not row.empty}, dcm2niix: {len(theirs)} files)")
+            continue
+        c = compare(first / row.path.iloc[0], theirs[0])
+        if c["shape"] != "same":
+            print(f"{name:24s} shape differs: {c['shape']}")
+            continue
+        print(f"{name:24s} {'same':>6s} {c['origin_mm']:10.2e} {c['direction']:10.2e} {c['max_abs_diff']:10.3g} "
+              f"{c['rel_diff']:9.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--executors", default="auto,local", help="comma-separated biomarkers executors to time")
+    ap.add_argument("--executors", default="auto", help="comma-separated biomarkers executors to time")
+    ap.add_argument("--jobs", default="small,dcm_qa,large", help="comma-separated: small, dcm_qa, large")
+    ap.add_argument("--large-series", type=int, default=135)
+    ap.add_argument("--large-repeat", type=int, default=None, help="repeats of the large job (default: --repeat)")
     args = ap.parse_args()
     env = dict(os.environ)
     env.setdefault("BIOMARKERS_SECRET", "benchmark-secret-0123456789")
     os.environ.update(BIOMARKERS_SECRET=env["BIOMARKERS_SECRET"])
+    env.setdefault("BIOMARKERS_CACHE_DIR", tempfile.mkdtemp(prefix="bm-bench-cache-"))
     biomarkers = [str(Path(sys.executable).parent / "biomarkers")]
     if not Path(biomarkers[0]).exists():
         biomarkers = [sys.executable, "-m", "biomarkers"]
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    execs = [e.strip() for e in args.executors.split(",") if e.strip()]
+    summary = {}
     with tempfile.TemporaryDirectory(prefix="bm-bench-") as tmp:
         tmp = Path(tmp)
-        src = tmp / "src"
-        series = image_tree(args.data, src)
-        n_files = sum(1 for p in src.rglob("*") if p.is_symlink())
-        size_mb = sum(f.resolve().stat().st_size for f in src.rglob("*") if f.is_symlink()) / 2**20
-        execs = [e.strip() for e in args.executors.split(",") if e.strip()]
-        ours = {e: {"t": [], "m": [], "c": []} for e in execs}
-        theirs = {"t": [], "m": [], "c": []}
-        for r in range(args.repeat):  # interleaved, so load changes hit both tools alike
-            for e in execs:
-                w, m, c = run_measured(biomarkers + ["--quiet", "ingest", str(src), str(tmp / f"bm-{e}-{r}"), "--executor", e], env)
-                ours[e]["t"].append(w)
-                ours[e]["m"].append(m)
-                ours[e]["c"].append(c)
-            out_d = tmp / f"d2n{r}"
-            out_d.mkdir()
-            w, m, c = run_measured([dcm2niix_bin(), "-z", "y", "-f", "%j", "-o", str(out_d), str(src)], env)
-            theirs["t"].append(w)
-            theirs["m"].append(m)
-            theirs["c"].append(c)
-        print(f"{len(series)} series, {n_files} files, {size_mb:.1f} MB of DICOM; {os.cpu_count()} cores; "
-              f"load average {os.getloadavg()[0]:.1f} at the end (machine shared with other jobs); best of {args.repeat}")
-
-        def line(name, d):
-            return (f"{name:28s} wall {min(d['t']):6.2f} s (runs {', '.join(f'{x:.2f}' for x in d['t'])}), "
-                    f"peak {max(d['m']):4.0f} MB, CPU {min(d['c']):5.2f} s")
-
-        print(line("dcm2niix -z y", theirs))
-        for e in execs:
-            d = ours[e]
-            print(line(f"biomarkers ingest -e {e}", d))
-            print(f"{'':28s} ratio to dcm2niix: wall {min(d['t']) / min(theirs['t']):.2f} (target <= 1.5), "
-                  f"CPU {min(d['c']) / min(theirs['c']):.2f}; peak memory < 300 MB: {'yes' if max(d['m']) < 300 else 'NO'}")
-        first = tmp / f"bm-{execs[0]}-0"
-        # agreement per series
-        import pandas as pd
-        import pydicom
-
-        from biomarkers.deid import Deidentifier
-
-        deid = Deidentifier()
-        df = pd.read_parquet(first / "manifest.parquet")
-        print(f"\n{'series':24s} {'shape':>6s} {'origin mm':>10s} {'direction':>10s} {'max|diff|':>10s} {'rel':>9s}")
-        for s in series:
-            f = next(s.iterdir())
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-            uid = str(ds.SeriesInstanceUID)
-            row = df[(df.series_uid == deid.uid(uid)) & (df.kind == "image")]
-            theirs = tmp / "d2n0" / f"{uid}.nii.gz"
-            name = f"{s.parent.parent.name}/{s.parent.name}"
-            if row.empty or not theirs.exists():
-                print(f"{name:24s} missing output (biomarkers: {not row.empty}, dcm2niix: {theirs.exists()})")
-                continue
-            c = compare(first / row.path.iloc[0], theirs)
-            if c["shape"] != "same":
-                print(f"{name:24s} shape differs: {c['shape']}")
-                continue
-            print(f"{name:24s} {'same':>6s} {c['origin_mm']:10.2e} {c['direction']:10.2e} {c['max_abs_diff']:10.3g} {c['rel_diff']:9.2e}")
+        for job in jobs:
+            src = tmp / f"src-{job}"
+            repeat = args.repeat
+            if job == "small":
+                series = image_tree(args.data, src)
+            elif job == "dcm_qa":
+                dcm_qa_tree(args.data, src)
+            elif job == "large":
+                t0 = time.perf_counter()
+                large_tree(args.data, src, args.large_series)
+                print(f"\n(large cohort written in {time.perf_counter() - t0:.0f} s)")
+                repeat = args.large_repeat or args.repeat
+            else:
+                raise SystemExit(f"--jobs: unknown job {job!r} (small, dcm_qa, large)")
+            res = time_job(job, src, tmp, biomarkers, execs, repeat, env)
+            summary[job] = res["ratios"]
+            if job == "small":
+                agreement(series, res["ours"], res["theirs"])
+            for p in tmp.glob(f"{job}-*"):  # free the disk before the next job
+                subprocess.run(["rm", "-rf", str(p)], check=False)
+    print("\nwall-time ratios to dcm2niix (target): " + "; ".join(
+        f"{job} {', '.join(f'{e} {r:.2f}' for e, r in rs.items())} (<= {TARGETS[job]})" for job, rs in summary.items()))
 
 
 if __name__ == "__main__":
