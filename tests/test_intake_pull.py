@@ -1,6 +1,7 @@
 """``biomarkers pull`` from a real Orthanc (PACS): DICOMweb (QIDO-RS + WADO-RS, Orthanc's DICOMweb plugin)
 and DIMSE (C-FIND + C-GET, C-FIND + C-MOVE) give the same instances and the same features; a pull killed
-with SIGKILL resumes and fetches only what is missing; the filters select what they say."""
+with SIGKILL resumes and fetches only what is missing; the filters select what they say; a C-MOVE pull
+while the gateway runs goes to the gateway."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import time
 
 import pydicom
 import pytest
+import yaml
 
-from test_intake_support import (Orthanc, env, features, files_of, free_port, gateway_yaml, sop_uid)
+from test_intake_support import GatewayProcess, Orthanc, env, features, files_of, free_port, gateway_yaml, sop_uid
 
 PEERS = [{"ae_title": "ORTHANC", "addresses": ["127.0.0.1"]}]
 
@@ -124,9 +126,12 @@ def test_cmove_to_our_scp_gives_the_same_instances(pacs):
     from biomarkers.intake.pull import pull
 
     port = free_port()
-    pacs["orthanc"].add_modality("gateway", "GATEWAY", port)
+    pacs["orthanc"].add_modality("gateway", "GATEWAY", port)  # Orthanc finds the C-MOVE destination by AE title
     cfg, pipe = load_gateway_config(_site(pacs, "move", "dimse", retrieve="move", port=port))
-    rep = pull(cfg, pipe, run=False)
+    try:
+        rep = pull(cfg, pipe, run=False)
+    finally:
+        pacs["orthanc"].remove_modality("gateway")
     assert (rep.instances, rep.fetched, rep.failed) == (len(pacs["files"]), len(pacs["files"]), 0)
     got = _instances(pacs, "move")
     for f in pacs["files"]:
@@ -149,3 +154,24 @@ def test_filters_select_what_they_say(pacs, protocol):
     assert rep.instances == 0
     rep = pull(cfg, pipe, studies=[str(ds.StudyInstanceUID)], run=False)
     assert rep.instances == n and rep.present == n and rep.fetched == 0
+
+
+def test_cmove_pull_while_the_gateway_runs_goes_to_the_gateway(pacs):
+    """The gateway holds the spool; a C-MOVE pull then only queries and moves: the gateway receives."""
+    port = free_port()
+    cfg = _site(pacs, "live", "dimse", retrieve="move", port=port)
+    data = yaml.safe_load(cfg.read_text())
+    data.update(run_pipeline=False, stable_seconds=1)
+    cfg.write_text(yaml.safe_dump(data))
+    pacs["orthanc"].add_modality("live", "GATEWAY", port)
+    gw = GatewayProcess(cfg)
+    try:
+        res = _cli("pull", cfg)
+        n = len(pacs["files"])
+        assert res.returncode == 0 and f"0 already here, {n} fetched, 0 failed" in res.stdout, res.stdout + res.stderr
+        st = gw.wait_processed(1)
+        assert st["counts"]["instances_received"] == n
+    finally:
+        gw.stop()
+        pacs["orthanc"].remove_modality("live")
+    assert set(_instances(pacs, "live")) == {sop_uid(f) for f in pacs["files"]}

@@ -118,6 +118,9 @@ class Orthanc:
         requests.put(f"{self.url}/modalities/{name}", json={"AET": aet, "Host": host, "Port": port},
                      timeout=10).raise_for_status()
 
+    def remove_modality(self, name: str) -> None:
+        requests.delete(f"{self.url}/modalities/{name}", timeout=10).raise_for_status()
+
     def store(self, modality: str, resources: list[str]) -> dict:
         r = requests.post(f"{self.url}/modalities/{modality}/store",
                           json={"Resources": resources, "Synchronous": True}, timeout=120)
