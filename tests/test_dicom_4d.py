@@ -420,3 +420,20 @@ def test_trace_marked_isotropic_is_left_out(shared_data, tmp_path):
     nii = tmp_path / "out" / rows.path[0]
     stem = nii.with_name(nii.name[: -len(".nii.gz")])
     assert read_table(stem.with_suffix(".bval")).ravel().tolist() == [0, 1000, 1000]
+
+
+@pytest.mark.parametrize("raw, pe, sign, iop, lps", [
+    # axial (normal +z), COL phase encoding, slices acquired along the normal: dcm2niix's bvec in its
+    # frame (row, -column, normal) is (-x, y, z), i.e. LPS -x*row - y*column + z*normal
+    ((0.6, 0.8, 0.0), "COL", 1, (1, 0, 0, 0, 1, 0), (-0.6, -0.8, 0.0)),
+    ((0.0, 0.0, 1.0), "COL", 1, (1, 0, 0, 0, 1, 0), (0.0, 0.0, 1.0)),
+    ((0.0, 0.0, 1.0), "COL", -1, (1, 0, 0, 0, 1, 0), (0.0, 0.0, -1.0)),  # descending: z toggled
+    ((0.6, 0.8, 0.0), "ROW", 1, (1, 0, 0, 0, 1, 0), (-0.8, 0.6, 0.0)),  # ROW: (y, -x, z) first
+    # coronal (row +x, column -z, normal +y): y, z negated, then y and all: (-x, -y, z) in that frame
+    ((0.6, 0.0, 0.8), "COL", 1, (1, 0, 0, 0, 0, -1), (-0.6, 0.8, 0.0)),
+])
+def test_ge_vectors_as_dcm2niix(raw, pe, sign, iop, lps):
+    from biomarkers.dicom.dims import ge_to_patient
+
+    np.testing.assert_allclose(ge_to_patient(raw, iop, pe, sign), lps, atol=1e-12)
+    assert ge_to_patient(raw, iop, "", sign) is None  # phase encoding unknown: no direction

@@ -19,8 +19,8 @@ Echoes and image types (magnitude / phase / real / imaginary) are never a 4th di
 :func:`biomarkers.dicom.stacks.build_stacks` splits them into separate stacks before.
 
 Coordinates: gradient directions are stored in DICOM patient coordinates (LPS). GE's
-private vector (0019,10bb..bd) is in the image frame; it becomes LPS as
-``-x * row - y * column + z * normal`` (the convention dcm2niix's bvecs encode).
+private vector (0019,10bb..bd) is in GE's image frame; it becomes LPS at assembly, when the
+slice order is known, as dcm2niix's bvecs encode it (:func:`ge_to_patient`).
 """
 
 from __future__ import annotations
@@ -77,17 +77,20 @@ def complex_part(get: Callable, image_type: tuple[str, ...]) -> str:
     return _GE_COMPLEX.get(int(ge), "") if ge is not None else ""
 
 
-def diffusion(get: Callable, iop) -> tuple[float | None, tuple[float, float, float] | None]:
-    """(b-value in s/mm^2, gradient direction in LPS) of one frame, or Nones.
+def diffusion(get: Callable) -> tuple[float | None, tuple[float, float, float] | None, tuple | None]:
+    """(b-value in s/mm^2, gradient direction in LPS, GE image-frame vector) of one frame, or Nones.
 
     Standard DiffusionBValue (0018,9087) / DiffusionGradientOrientation (0018,9089) (LPS);
     Siemens (0019,100c) / (0019,100e) (LPS); Philips (2001,1003) / (2005,10b0..b2)
     (RL, AP, FH: LPS); GE (0043,1039) first value (minus the 10^9 some releases add) /
-    (0019,10bb..bd) (image frame, see the module docstring; a vector shorter than 1 scales
-    the b-value by its squared length, GE's multi-shell tensor files).
+    (0019,10bb..bd): a vector in GE's image frame, returned as the third value and turned
+    into LPS by :func:`assemble_volumes` (it needs the slice order, :func:`ge_to_patient`);
+    a GE vector shorter than 1 scales the b-value by its squared length (multi-shell tensor
+    files) and is normalised.
     """
     b = _num(get("DiffusionBValue"))
     g = _vec(get("DiffusionGradientOrientation"))
+    ge = None
     if b is None:
         b = _num(get("Siemens_B_value"))
         if g is None:
@@ -98,22 +101,48 @@ def diffusion(get: Callable, iop) -> tuple[float | None, tuple[float, float, flo
             g = _vec([get(f"Philips_DiffusionDirection{a}") for a in ("RL", "AP", "FH")])
     ge_b = _num(get("GE_SlopInt_6_9"))
     ge_g = _vec([get(f"GE_UserData{n}") for n in (20, 21, 22)])
-    if ge_b is not None or ge_g is not None:
-        if ge_b is not None and ge_b >= 1e9:
-            ge_b = ge_b % 1e9
-        if ge_g is not None and iop is not None:
-            row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
-            w = -ge_g[0] * row - ge_g[1] * col + ge_g[2] * np.cross(row, col)
-            n = float(np.linalg.norm(w))
-            if ge_b is not None and 0 < n < 0.99:
-                ge_b, w = ge_b * n * n, w / n
-            if g is None:
-                g = tuple(float(x) for x in w)
-        if b is None:
-            b = ge_b
+    if ge_b is not None and ge_b >= 1e9:
+        ge_b = ge_b % 1e9
+    if ge_g is not None and g is None:
+        n = float(np.linalg.norm(ge_g))
+        if ge_b is not None and 0.03 < n < 0.97:  # dcm2niix's limits
+            ge_b, ge_g = ge_b * n * n, tuple(x / n for x in ge_g)
+        ge = ge_g
+    if b is None:
+        b = ge_b
     if b is not None and (b <= 0 or str(get("DiffusionDirectionality") or "").strip().upper() == "ISOTROPIC"):
-        g = (0.0, 0.0, 0.0)  # b = 0, or a trace (isotropic) image: no direction
-    return b, g
+        g, ge = (0.0, 0.0, 0.0), None  # b = 0, or a trace (isotropic) image: no direction
+    return b, g, ge
+
+
+#: dcm2niix's sign flips of GE's image-frame vector per slice plane (dominant axis of the normal).
+_GE_FLIP = {0: (1, 1, 0), 1: (0, 1, 1), 2: (0, 0, 1)}  # sagittal, coronal, axial
+
+
+def ge_to_patient(v, iop, phase_encoding: str, slice_sign: int) -> tuple[float, float, float] | None:
+    """GE's diffusion vector (0019,10bb..bd) -> LPS, as dcm2niix's bvecs encode it.
+
+    dcm2niix (``geCorrectBvecs``, after Xiangrui Li's dicm2nii) swaps the first two components
+    for ROW phase encoding (``(y, -x, z)``), negates components per slice plane (axial: z;
+    coronal: y, z; sagittal: x, y; the third toggled when the slices are acquired against the
+    normal, ``slice_sign`` < 0), then negates y and the whole vector, in its voxel frame
+    (row direction, minus the column direction, the normal). Returns None when dcm2niix
+    leaves the vector unconverted (phase encoding neither ROW nor COL): no direction then.
+    """
+    if phase_encoding not in ("ROW", "COL") or iop is None:
+        return None
+    x, y, z = v
+    w = [x, y, z] if phase_encoding == "COL" else [y, -x, z]
+    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    normal = np.cross(row, col)
+    flip = list(_GE_FLIP[int(np.argmax(np.abs(normal)))])
+    if slice_sign < 0:
+        flip[2] = 1 - flip[2]
+    w = [-a if f else a for a, f in zip(w, flip)]
+    w[1] = -w[1]
+    w = [-a for a in w]
+    lps = w[0] * row - w[1] * col + w[2] * normal
+    return tuple(float(a) + 0.0 for a in lps)
 
 
 def csa_diffusion(csa: dict, frame: DicomFile) -> dict:
@@ -131,7 +160,7 @@ def csa_diffusion(csa: dict, frame: DicomFile) -> dict:
 def dimension_values(get: Callable, image_type: tuple[str, ...], iop) -> dict:
     """The dimension fields of :class:`DicomFile` from a header accessor ``get(name)``
     (names of :data:`biomarkers.dicom.fastheader.HEADER_TAGS` / ``PRIVATE_TAGS``)."""
-    b, g = diffusion(get, iop)
+    b, g, ge = diffusion(get)
     tp = _num(get("TemporalPositionIdentifier"))
     sn = _num(get("SeriesNumber"))
     return dict(
@@ -144,6 +173,9 @@ def dimension_values(get: Callable, image_type: tuple[str, ...], iop) -> dict:
         frame_duration=_num(get("ActualFrameDuration")),
         b_value=b,
         gradient=g,
+        gradient_image=ge,
+        phase_encoding=str(get("InPlanePhaseEncodingDirection") or "").strip().upper(),
+        patient_position=str(get("PatientPosition") or "").strip().upper(),
         complex_part=complex_part(get, image_type),
     )
 
@@ -208,6 +240,26 @@ def _repeat_reason(d: np.ndarray, labels: np.ndarray) -> str:
     return f"{where} and no temporal/diffusion/echo attribute explains them"
 
 
+def _ge_gradients(fs: list[DicomFile], d: np.ndarray) -> list[DicomFile]:
+    """Frames with GE image-frame vectors get their LPS ``gradient`` (:func:`ge_to_patient`); the
+    slice order is the direction of InstanceNumber along the normal. Only for head-first supine
+    scans (dcm2niix converts no other): else the direction stays unknown."""
+    import dataclasses
+
+    if all(f.gradient_image is None for f in fs):
+        return fs
+    seen: list[float] = []
+    for i in sorted(range(len(fs)), key=lambda i: _acquisition_order(fs[i])):
+        if not seen or abs(d[i] - seen[0]) > 1e-3:
+            seen.append(float(d[i]))
+        if len(seen) == 2:
+            break
+    sign = 1 if len(seen) < 2 or seen[1] > seen[0] else -1
+    return [f if f.gradient_image is None else dataclasses.replace(
+        f, gradient=ge_to_patient(f.gradient_image, f.image_orientation, f.phase_encoding, sign)
+        if f.patient_position == "HFS" else None) for f in fs]
+
+
 def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
     """Order the frames of one stack into volumes (see the module docstring).
 
@@ -220,6 +272,7 @@ def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
     d = along_normal(fs)
     if d is None or len(fs) < 2:
         return Volumes([fs])
+    fs = _ge_gradients(fs, d)
     labels = _position_labels(d, tol)
     n_pos = int(labels.max()) + 1
     if n_pos == len(fs):

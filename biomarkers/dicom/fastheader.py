@@ -28,7 +28,8 @@ _TAGS = {
     0x00200100: ("TemporalPositionIdentifier", "IS"), 0x00181060: ("TriggerTime", "DS"),
     0x00541300: ("FrameReferenceTime", "DS"), 0x00181242: ("ActualFrameDuration", "IS"),
     0x00189087: ("DiffusionBValue", "FD"), 0x00189089: ("DiffusionGradientOrientation", "FD"),
-    0x00189075: ("DiffusionDirectionality", "CS"),
+    0x00189075: ("DiffusionDirectionality", "CS"), 0x00181312: ("InPlanePhaseEncodingDirection", "CS"),
+    0x00185100: ("PatientPosition", "CS"),
     0x00089208: ("ComplexImageComponent", "CS"),
     # vendors' private diffusion/image-type tags, as dcm2niix reads them (names are ours)
     0x00431039: ("GE_SlopInt_6_9", "IS"), 0x001910BB: ("GE_UserData20", "DS"), 0x001910BC: ("GE_UserData21", "DS"),

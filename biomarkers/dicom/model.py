@@ -69,6 +69,9 @@ class DicomFile:
     frame_duration: float | None = None  # ms (PET ActualFrameDuration)
     b_value: float | None = None  # s/mm^2
     gradient: tuple[float, float, float] | None = None  # diffusion direction, LPS patient coordinates
+    gradient_image: tuple[float, float, float] | None = None  # GE's image-frame vector (dims turns it into gradient)
+    phase_encoding: str = ""  # InPlanePhaseEncodingDirection: "ROW" / "COL"
+    patient_position: str = ""  # PatientPosition, e.g. "HFS"
     complex_part: str = ""  # "" (magnitude / not stated), "phase", "real" or "imaginary"
     # Pixel source and values of a slice cut from a larger stored image (biomarkers.dicom.mosaic).
     tile: tuple[int, int, int, int] | None = None  # (stored rows, stored columns, first row, first column)
