@@ -394,6 +394,14 @@ def test_resubmission_supersedes_and_history_keeps_both(world, tmp_path, capsys)
     assert (now["site"] == "north").sum() == len(c)  # superseded rows are not counted twice
     code, text = _run(["lake", "status", str(world["lake"])], capsys)
     assert "superseded" in text and text.count("site north") >= 2
+    # a bundle the site made earlier, arriving late, goes to the history and does not replace the newer one
+    code, text = _run(["contribute", str(s["out"]), "--site", "north", "--out", str(tmp_path / "stale"),
+                       "--schema", str(s["cfg"]), "--keys", str(s["keys"])], capsys)
+    assert code == 0, text
+    _resign(tmp_path / "stale", s["keys"] / "north.key", edit=lambda d: d.update(created="2001-01-01T00:00:00.000000Z"))
+    code, text = _run(["lake", "add", str(world["lake"]), str(tmp_path / "stale")], capsys)
+    assert code == 0 and "NOT live" in text
+    pd.testing.assert_frame_equal(lk.read("clinical", lk.version()), now)
 
 
 def test_time_travel_returns_an_earlier_version_exactly(world):

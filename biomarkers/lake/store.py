@@ -84,6 +84,7 @@ class AddResult:
     superseded: list[str] = field(default_factory=list)
     schema_change: list[str] = field(default_factory=list)
     retries: int = 0
+    live: bool = True  # False: the site already has a bundle created later (this one goes to the history)
 
     def summary(self) -> str:
         if self.status == "unchanged":
@@ -91,6 +92,8 @@ class AddResult:
         s = f"bundle {self.bundle_id} of site {self.site} added: lake version {self.version}"
         if self.superseded:
             s += f"; supersedes {', '.join(self.superseded)} (kept in the history)"
+        if not self.live:
+            s += "; NOT live: the site has a bundle created later, which stays its current one (this one is history)"
         if self.schema_change:
             s += f"; accepted with --allow-schema-change ({len(self.schema_change)} difference(s))"
         return s
@@ -229,7 +232,7 @@ class Lake:
         after = pd.concat([mine, pd.DataFrame([{"bundle_id": bid, "site": b.site, "created": row["created"][0].as_py()}])])
         was_live = set(ledger.loc[(ledger["site"] == b.site) & ledger["live"], "bundle_id"])
         superseded = sorted(was_live - live_bundles(after))
-        return AddResult(bid, b.site, "added", version, superseded, diff, retries)
+        return AddResult(bid, b.site, "added", version, superseded, diff, retries, live=bid in live_bundles(after))
 
     def _compatibility(self, b: Bundle, ledger, allow: bool) -> list[str]:
         if not len(ledger):
