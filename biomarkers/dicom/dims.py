@@ -381,9 +381,12 @@ def fsl_bvecs(gradients_lps, grid) -> np.ndarray:
 
     FSL's convention: components along the voxel axes i, j, k, with the first one negated
     when the voxel-to-world matrix has a positive determinant (as :meth:`Grid.affine_ras` does
-    for every grid whose k axis follows the slice normal). Zero vectors stay zero.
+    for every grid whose k axis follows the slice normal). Directions are normalised; zero
+    vectors stay zero.
     """
     g = np.asarray(gradients_lps, dtype=float).reshape(-1, 3)
+    norm = np.linalg.norm(g, axis=1, keepdims=True)
+    g = np.divide(g, norm, out=np.zeros_like(g), where=norm > 1e-6)  # unit vectors, as dcm2niix writes
     d = grid.direction_matrix  # columns: LPS unit vectors of i, j, k
     b = g @ d
     if np.linalg.det(grid.affine_ras()[:3, :3]) > 0:
