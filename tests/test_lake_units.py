@@ -161,3 +161,29 @@ def test_contribute_as_the_issue_spells_it(tmp_path, monkeypatch, capsys):
     with pytest.raises(BundleRefused, match="clinical.schema_version"):
         lake.add(tmp_path / "b2")
     capsys.readouterr()
+
+
+def test_a_repeated_patient_is_refused(tmp_path):
+    """Rows are keyed by (site, patient): a clinical table with a patient twice is refused, even signed."""
+    import base64
+    import hashlib
+
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(SCHEMA))
+    priv, pub, _ = keygen("a", tmp_path / "keys")
+    _site_out(tmp_path / "out", 4, ["original_firstorder_Mean"], 5)
+    build_bundle(tmp_path / "out", "a", tmp_path / "b", priv, schema=tmp_path / "schema.yaml")
+    p = tmp_path / "b" / "tables" / "clinical.parquet"
+    c = pd.read_parquet(p)
+    pd.concat([c, c.iloc[[1]]], ignore_index=True).to_parquet(p, index=False)
+    m = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    for f in m["files"]:
+        if f["path"] == "tables/clinical.parquet":
+            f["sha256"], f["size"] = hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size
+    data = json.dumps(m).encode()
+    (tmp_path / "b" / "bundle.json").write_bytes(data)
+    (tmp_path / "b" / "bundle.json.sig").write_text(base64.b64encode(load_private_key(priv).sign(data)).decode())
+    lake = Lake.init(tmp_path / "lake")
+    lake.register("a", pub.read_bytes())
+    with pytest.raises(BundleRefused, match=r"table clinical: key \(patient_id\) repeated in 2 rows"):
+        lake.add(tmp_path / "b")
+    assert lake.version() == 0

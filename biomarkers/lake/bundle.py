@@ -490,7 +490,35 @@ def verify_bundle(b: Bundle, public_keys: list) -> None:
             reasons.append(f"table {name}: {t.get('path')!r} is not a listed (checksummed) file")
     if reasons:
         raise BundleRefused(where, reasons)
+    reasons = check_keys(b)
+    if reasons:
+        raise BundleRefused(where, reasons)
     findings = scan_bundle(b.path, sorted(set(listed) - {SCAN}), b.manifest.get("date_columns", []),
                            b.manifest.get("uid_root", "2.25"), prefix=b.manifest.get("pseudonym_prefix"))
     if findings:
         raise BundleRefused(where, [f"identifier scan: {f}" for f in findings[:50]])
+
+
+#: rows are keyed by (site, these columns); a bundle is one site's
+KEYS = {"clinical": ["patient_id"], "features_wide": ["patient_id", "series_uid", "roi"]}
+
+
+def check_keys(b: Bundle) -> list[str]:
+    """Reasons to refuse: a missing key column, an empty key, or a key repeated in a table
+    (rows are keyed by (site, patient): one clinical row per patient, one wide row per patient x series x ROI)."""
+    import pandas as pd
+
+    reasons = []
+    for name, cols in KEYS.items():
+        try:
+            df = pd.read_parquet(b.table_path(name), columns=cols)
+        except (ValueError, KeyError, OSError) as err:
+            reasons.append(f"table {name}: key columns {cols} cannot be read ({err})")
+            continue
+        if df.isna().any(axis=None):
+            reasons.append(f"table {name}: {int(df.isna().any(axis=1).sum())} row(s) without {'/'.join(cols)}")
+        dup = df[df.duplicated(keep=False)]
+        if len(dup):
+            first = dup.iloc[0].astype(str).tolist()
+            reasons.append(f"table {name}: key ({', '.join(cols)}) repeated in {len(dup)} rows, e.g. {first}")
+    return reasons
