@@ -126,6 +126,11 @@ def read_wide(path: str | Path):
     f = path / WIDE_TABLE if path.is_dir() else path
     if not f.is_file():
         raise InputError(f"{path}: no {WIDE_TABLE} found (run 'biomarkers extract' first)")
+    from ..integrity import Ledger
+
+    led = Ledger(f.parent)  # the FEATURES folder's records: a damaged table is refused, not read
+    if led.get(f.name) is not None and (problem := led.verify(f.name)) is not None:
+        raise InputError(f"{f.parent}: {problem}; rerun 'biomarkers extract' to rewrite it")
     df = pd.read_parquet(f)
     missing = [c for c in KEY_COLUMNS if c not in df.columns]
     if missing:
