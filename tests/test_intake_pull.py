@@ -16,7 +16,8 @@ import pydicom
 import pytest
 import yaml
 
-from test_intake_support import GatewayProcess, Orthanc, env, features, files_of, free_port, gateway_yaml, sop_uid
+from test_intake_support import (SECRET, GatewayProcess, Orthanc, env, features, files_of, free_port, gateway_yaml,
+                                 sop_uid)
 
 PEERS = [{"ae_title": "ORTHANC", "addresses": ["127.0.0.1"]}]
 
@@ -55,21 +56,26 @@ def _instances(pacs, name: str) -> dict:
 @pytest.fixture(scope="module")
 def pulled(pacs):
     """One pull over DICOMweb and one over DIMSE (C-GET), each into its own site, pipeline run."""
-    out = {}
-    for name, protocol in (("web", "dicomweb"), ("dimse", "dimse")):
-        res = _cli("pull", _site(pacs, name, protocol))
-        assert res.returncode == 0, res.stdout + res.stderr
-        out[name] = res
-    return out
+    from biomarkers.intake import load_gateway_config
+    from biomarkers.intake.pull import pull
+
+    res = _cli("pull", _site(pacs, "web", "dicomweb"))  # the command, as a user runs it
+    assert res.returncode == 0, res.stdout + res.stderr
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's per-test secret
+        mp.setenv("BIOMARKERS_SECRET", SECRET)
+        cfg, pipe = load_gateway_config(_site(pacs, "dimse", "dimse"))
+        return {"web": res, "dimse": pull(cfg, pipe)}  # the same entry point, in this process
 
 
 def test_pull_reports_counts_without_identifiers(pacs, pulled):
     n = len(pacs["files"])
-    for res in pulled.values():
-        assert f"{n} instances on the PACS: 0 already here, {n} fetched, 0 failed; pipeline done" in res.stdout
-        ds = pydicom.dcmread(pacs["files"][0], stop_before_pixels=True)
-        for v in (ds.StudyInstanceUID, ds.PatientID, ds.StudyDate, str(pacs["root"])):
-            assert str(v) not in res.stdout + res.stderr
+    res = pulled["web"]
+    assert f"{n} instances on the PACS: 0 already here, {n} fetched, 0 failed; pipeline done" in res.stdout
+    ds = pydicom.dcmread(pacs["files"][0], stop_before_pixels=True)
+    for v in (ds.StudyInstanceUID, ds.PatientID, ds.StudyDate, str(pacs["root"])):
+        assert str(v) not in res.stdout + res.stderr
+    rep = pulled["dimse"]
+    assert (rep.instances, rep.present, rep.fetched, rep.failed, rep.processed) == (n, 0, n, 0, True)
 
 
 def test_dicomweb_and_dimse_give_the_same_instances_and_features(pacs, pulled):
@@ -112,9 +118,11 @@ def test_interrupted_pull_resumes_fetching_only_the_missing(pacs):
     have = len(list(incoming.rglob("*.dcm")))
     n = len(pacs["files"])
     assert 5 <= have < n
-    res = _cli("pull", cfg, "--no-run")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert f"{n} instances on the PACS: {have} already here, {n - have} fetched, 0 failed" in res.stdout
+    from biomarkers.intake import load_gateway_config
+    from biomarkers.intake.pull import pull
+
+    rep = pull(*load_gateway_config(cfg), run=False)
+    assert (rep.instances, rep.present, rep.fetched, rep.failed) == (n, have, n - have, 0)
     got = _instances(pacs, "resume")
     assert set(got) == {sop_uid(f) for f in pacs["files"]}
     assert len(list(incoming.rglob("*.dcm"))) == n  # each instance once
@@ -164,11 +172,14 @@ def test_cmove_pull_while_the_gateway_runs_goes_to_the_gateway(pacs):
     data.update(run_pipeline=False, stable_seconds=1)
     cfg.write_text(yaml.safe_dump(data))
     pacs["orthanc"].add_modality("live", "GATEWAY", port)
+    from biomarkers.intake import load_gateway_config
+    from biomarkers.intake.pull import pull
+
     gw = GatewayProcess(cfg)
     try:
-        res = _cli("pull", cfg)
+        rep = pull(*load_gateway_config(cfg))
         n = len(pacs["files"])
-        assert res.returncode == 0 and f"0 already here, {n} fetched, 0 failed" in res.stdout, res.stdout + res.stderr
+        assert (rep.instances, rep.present, rep.fetched, rep.failed) == (n, 0, n, 0)
         st = gw.wait_processed(1)
         assert st["counts"]["instances_received"] == n
     finally:
