@@ -108,6 +108,8 @@ def diffusion(get: Callable) -> tuple[float | None, tuple[float, float, float] |
         if ge_b is not None and 0.03 < n < 0.97:  # dcm2niix's limits
             ge_b, ge_g = ge_b * n * n, tuple(x / n for x in ge_g)
         ge = ge_g
+    if g is not None and (n := float(np.linalg.norm(g))) > 1e-6:
+        g = tuple(float(x) / n for x in g)  # unit vectors, as dcm2niix writes them (GE's: as stored)
     if b is None:
         b = ge_b
     if b is not None and (b <= 0 or str(get("DiffusionDirectionality") or "").strip().upper() == "ISOTROPIC"):
@@ -381,12 +383,9 @@ def fsl_bvecs(gradients_lps, grid) -> np.ndarray:
 
     FSL's convention: components along the voxel axes i, j, k, with the first one negated
     when the voxel-to-world matrix has a positive determinant (as :meth:`Grid.affine_ras` does
-    for every grid whose k axis follows the slice normal). Directions are normalised; zero
-    vectors stay zero.
+    for every grid whose k axis follows the slice normal). Zero vectors stay zero.
     """
     g = np.asarray(gradients_lps, dtype=float).reshape(-1, 3)
-    norm = np.linalg.norm(g, axis=1, keepdims=True)
-    g = np.divide(g, norm, out=np.zeros_like(g), where=norm > 1e-6)  # unit vectors, as dcm2niix writes
     d = grid.direction_matrix  # columns: LPS unit vectors of i, j, k
     b = g @ d
     if np.linalg.det(grid.affine_ras()[:3, :3]) > 0:
