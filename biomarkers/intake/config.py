@@ -183,11 +183,9 @@ def _inside(p: Path, root: Path) -> bool:
 
 
 def load_pipeline_config(path: Path):
-    """The pipeline's own validated config (``biomarkers run``'s loader, wherever the pipeline package lives)."""
-    try:
-        from ..pipeline import load_config  # type: ignore[attr-defined]
-    except ImportError:
-        from pipelines import load_config  # type: ignore[no-redef]
+    """The pipeline's own validated config (``biomarkers run``'s loader)."""
+    from ..pipeline import load_config
+
     return load_config(path)
 
 
