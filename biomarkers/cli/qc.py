@@ -37,6 +37,12 @@ def qc_cmd(
         if isinstance(data, dict) and isinstance(data.get("qc"), dict):
             data = data["qc"]
         settings = validate(QcSettings, data, source=f"{config}: qc")
-    rep = run_qc(out, features=features, clinical=clinical, settings=settings, executor=executor,
-                 tracking_uri=tracking_uri)
+    import contextlib
+
+    from ..locks import output_lock
+
+    # it writes OUT/qc: not while a run writes OUT (a missing OUT: run_qc says what it expects)
+    with output_lock(out, "biomarkers qc") if out.is_dir() else contextlib.nullcontext():
+        rep = run_qc(out, features=features, clinical=clinical, settings=settings, executor=executor,
+                     tracking_uri=tracking_uri)
     echo(rep.summary())
