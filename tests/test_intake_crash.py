@@ -55,6 +55,9 @@ def crash(tmp_path_factory):
     r["gateway_rc"] = gw.proc.returncode
     gw.stop()
     r["after_kill"] = {sop_uid(p) for p in (spool / "incoming").rglob("*.dcm")}
+    src = {sop_uid(f): f for f in files}
+    r["after_kill_complete"] = all(pydicom.dcmread(p) == pydicom.dcmread(src[sop_uid(p)])
+                                   for p in (spool / "incoming").rglob("*.dcm"))
     gw2 = GatewayProcess(cfg)
     try:
         r["retry"] = storescu(gw2.port, files)
@@ -76,6 +79,7 @@ def test_every_acknowledged_instance_survived_the_kill(crash):
     acked = _acknowledged(crash["sender_out"])
     assert 5 <= len(acked) < len(crash["files"])  # the kill came mid-transfer
     assert {sop_uid(p) for p in map(__import__("pathlib").Path, acked)} <= crash["after_kill"]
+    assert crash["after_kill_complete"]  # every spooled file is whole and equals its source
     assert not list((crash["root"] / "site" / "spool" / "tmp").iterdir())  # half-written instances removed
 
 
