@@ -437,3 +437,14 @@ def test_ge_vectors_as_dcm2niix(raw, pe, sign, iop, lps):
 
     np.testing.assert_allclose(ge_to_patient(raw, iop, pe, sign), lps, atol=1e-12)
     assert ge_to_patient(raw, iop, "", sign) is None  # phase encoding unknown: no direction
+
+
+def test_ge_multishell_b_value_scaled_by_vector_length():
+    """GE tensor files encode lower shells by shorter vectors: b = b_max * |v|^2 and v normalised
+    (dcm2niix); the standard DiffusionBValue (b_max) does not override it."""
+    from biomarkers.dicom.dims import diffusion
+
+    hdr = {"DiffusionBValue": 3000.0, "GE_SlopInt_6_9": ["1000003000", "8", "0", "0"],
+           "GE_UserData20": "0.5", "GE_UserData21": "0", "GE_UserData22": "0.5"}
+    b, g, ge = diffusion(hdr.get)
+    assert g is None and b == pytest.approx(3000 * 0.5) and np.allclose(ge, (2 ** -0.5, 0, 2 ** -0.5))

@@ -85,8 +85,8 @@ def diffusion(get: Callable) -> tuple[float | None, tuple[float, float, float] |
     (RL, AP, FH: LPS); GE (0043,1039) first value (minus the 10^9 some releases add) /
     (0019,10bb..bd): a vector in GE's image frame, returned as the third value and turned
     into LPS by :func:`assemble_volumes` (it needs the slice order, :func:`ge_to_patient`);
-    a GE vector shorter than 1 scales the b-value by its squared length (multi-shell tensor
-    files) and is normalised.
+    a GE vector of length 0.03 to 0.97 scales GE's b-value by its squared length (multi-shell
+    tensor files) and is normalised.
     """
     b = _num(get("DiffusionBValue"))
     g = _vec(get("DiffusionGradientOrientation"))
@@ -110,8 +110,8 @@ def diffusion(get: Callable) -> tuple[float | None, tuple[float, float, float] |
         ge = ge_g
     if g is not None and (n := float(np.linalg.norm(g))) > 1e-6:
         g = tuple(float(x) / n for x in g)  # unit vectors, as dcm2niix writes them (GE's: as stored)
-    if b is None:
-        b = ge_b
+    if b is None or (ge is not None and ge_b is not None):
+        b = ge_b  # a GE direction goes with GE's (scaled) b-value, as dcm2niix reads them
     if b is not None and (b <= 0 or str(get("DiffusionDirectionality") or "").strip().upper() == "ISOTROPIC"):
         g, ge = (0.0, 0.0, 0.0), None  # b = 0, or a trace (isotropic) image: no direction
     return b, g, ge
