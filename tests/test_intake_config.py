@@ -41,6 +41,17 @@ def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
     assert f"{cfg}: scp.prot: unknown key" in res.stderr
 
 
+def test_received_folder_refused_inside_out(tmp_path):
+    from biomarkers.errors import PrivacyError
+    from biomarkers.intake import load_gateway_config
+
+    cfg = gateway_yaml(tmp_path, "g", PEERS)
+    pipe = tmp_path / "g.pipeline.yaml"
+    _edit(pipe, **{"source.dicom": str(tmp_path / "g-out" / "received")})
+    with pytest.raises(PrivacyError, match="source.dicom"):
+        load_gateway_config(cfg)
+
+
 @pytest.mark.parametrize("key,where,message", [
     ("spool", "out/spool", "inside the de-identified output"),
     ("audit_log", "out/audit.jsonl", "inside the de-identified output"),

@@ -206,6 +206,9 @@ def load_gateway_config(path: str | Path) -> tuple[GatewayConfig, object]:
         if _inside(p, out):
             raise PrivacyError(f"{path}: {what}: {p} is inside the de-identified output {out} (pipeline out); "
                                "keep it on the site side, outside every output")
+    if _inside(received, out):
+        raise PrivacyError(f"{path}: the pipeline's source.dicom {received} (where received studies go, with their "
+                           f"identifiers) is inside its out {out}; keep it on the site side")
     if _inside(cfg.spool, received) or _inside(received, cfg.spool):
         raise ConfigError(f"{path}: spool: {cfg.spool} and the pipeline's source.dicom {received} overlap; "
                           "stable studies move from the spool to source.dicom, use two separate folders")
