@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 from pathlib import Path
 
@@ -448,3 +449,19 @@ def test_ge_multishell_b_value_scaled_by_vector_length():
            "GE_UserData20": "0.5", "GE_UserData21": "0", "GE_UserData22": "0.5"}
     b, g, ge = diffusion(hdr.get)
     assert g is None and b == pytest.approx(3000 * 0.5) and np.allclose(ge, (2 ** -0.5, 0, 2 ** -0.5))
+
+
+def test_4d_rerun_is_cached_and_a_changed_volume_recomputes(shared_data, tmp_path):
+    sl = _slices(shared_data, 3)
+    cases = [_copy(d, v * 3 + k + 1, offset=v, TemporalPositionIdentifier=v + 1) for v in range(2) for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    settings = IngestSettings(index_cache="off")
+    first = run_ingest(tmp_path / "src", tmp_path / "out", settings, executor="serial")
+    assert first.n_computed() == 1
+    again = run_ingest(tmp_path / "src", tmp_path / "out", settings, executor="serial")
+    assert again.n_computed() == 0
+    row = pd.read_parquet(tmp_path / "out" / "manifest.parquet").iloc[0]
+    assert row.volumes == 2 and row["shape"] == "174 x 158 x 3 x 2"  # the cached row keeps its volumes
+    last = sorted((tmp_path / "src").iterdir())[-1]  # a file of either volume changes (its mtime)
+    os.utime(last, ns=(last.stat().st_atime_ns, last.stat().st_mtime_ns + 10**9))
+    assert run_ingest(tmp_path / "src", tmp_path / "out", settings, executor="serial").n_computed() == 1
