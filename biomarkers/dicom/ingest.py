@@ -266,7 +266,9 @@ class Ingest:
             meta = {}
         if meta.get("input_hash") != job.input_hash or not (
                 self._verified(self.out_rel(side), "reconverting its image", adopt=lambda p: True)
-                and self._verified(job.ref.path, "reconverting it", content_hash=meta.get("content_hash", ""))):
+                and self._verified(job.ref.path, "reconverting it", content_hash=meta.get("content_hash", ""))
+                and all(self._verified(f"{job.ref.path[:-7]}{ext}", "reconverting its image")
+                        for ext in (".bval", ".bvec") if self.ledger.get(f"{job.ref.path[:-7]}{ext}"))):
             return None
         job.stack.grid = Grid.from_dict(meta.get("geometry", {}))
         row = job.row(Status.CONVERTED, "", job.stack.grid, meta.get("qc_flags", []), meta.get("content_hash", ""))

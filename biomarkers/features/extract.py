@@ -332,6 +332,9 @@ class Extract:
             if own:
                 ex.close()
         present = [it for it in plan.items if self.ledger.get(f"{ITEMS_DIR}/{it.key}.parquet") is not None]
+        keep = {f"{ITEMS_DIR}/{it.key}.parquet" for it in plan.items}
+        for rel in [r for r in self.ledger.files if r.startswith(f"{ITEMS_DIR}/") and r not in keep]:
+            self.ledger.forget(rel)  # item files of earlier plans: on disk, no longer read or checked
         reuse = self.ledger.reusable(LONG_TABLE, "rebuilding it from the item files")
         tables = write_tables(self.out, present, reuse_previous=reuse)
         for rel in (LONG_TABLE, WIDE_TABLE):
