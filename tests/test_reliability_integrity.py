@@ -203,3 +203,21 @@ def test_verify_release_folder(tmp_path):
     (rel / "features.parquet").write_bytes(b"y" * 100)
     r = _cli("verify", tmp_path / "releases")
     assert r.returncode == 3 and "r-1.0.0/features.parquet: changed since written" in r.stdout, r.stdout
+
+
+def test_verify_voxels_independent_of_records(cohort):
+    """`verify --voxels` compares each NIfTI's voxels with the manifest's content_hash: a mask replaced by
+    another one whose record was rewritten to match passes the record check, not the voxel check."""
+    from biomarkers.integrity import Ledger
+
+    out = _copy(cohort, "voxels")
+    assert _cli("verify", "--voxels", out).returncode == 0
+    masks = sorted((out / "dataset" / "masks").rglob("*.nii.gz"))
+    shutil.copy2(masks[1], masks[0])
+    led = Ledger(out / "dataset")
+    rel = masks[0].relative_to(out / "dataset").as_posix()
+    led.add(rel)
+    led.save()
+    assert _cli("verify", out).returncode == 0  # the records alone say nothing is wrong
+    r = _cli("verify", "--voxels", out)
+    assert r.returncode == 3 and f"dataset/{rel}: changed since written (voxels differ" in r.stdout, r.stdout

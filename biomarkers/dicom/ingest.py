@@ -150,7 +150,11 @@ class Ingest:
             log.info("output folder is inside the source folder; it is excluded from indexing")
         if out.exists() and not out.is_dir():
             raise InputError(f"{self.out}: exists and is not a folder")
-        _ = self.deidentifier  # raises SecretError when the secret is missing
+        deid = self.deidentifier  # raises SecretError when the secret is missing
+        if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
+            from ..deid.keys import require_synthetic
+
+            require_synthetic(self.src)
         self.index_cache_path()  # raises InputError for a cache inside OUT or SRC
 
     # ------------------------------------------------------------------ plan
@@ -292,7 +296,7 @@ class Ingest:
         """Whether OUT/rel can be reused: recorded and as written (a damaged file is reported, then redone);
         a NIfTI not recorded yet (interrupted run) when its voxels hash to ``content_hash``."""
         if adopt is None and content_hash:
-            adopt = lambda p: _voxel_hash(p) == content_hash  # noqa: E731
+            adopt = lambda p: voxel_hash(p) == content_hash  # noqa: E731
         return self.ledger.reusable(rel, redo, adopt)
 
     def _record(self, rows: list[ManifestRow]) -> None:
@@ -518,7 +522,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _voxel_hash(path: Path) -> str:
+def voxel_hash(path: Path) -> str:
     """:func:`biomarkers.io.sha256_array` of a NIfTI's stored voxels (the manifest's ``content_hash``)."""
     import nibabel as nib
     import numpy as np
