@@ -221,3 +221,22 @@ def test_verify_voxels_independent_of_records(cohort):
     assert _cli("verify", out).returncode == 0  # the records alone say nothing is wrong
     r = _cli("verify", "--voxels", out)
     assert r.returncode == 3 and f"dataset/{rel}: changed since written (voxels differ" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("lost", ["dataset/.integrity.json", "features/.integrity.json", ".pipeline/state.json"])
+def test_lost_records(cohort, lost, caplog, monkeypatch):
+    """The records themselves deleted: reported (`missing`) where a stage expected them, outputs whose
+    content still checks (voxels against content_hash, item files read back) are adopted, not redone,
+    and the result equals the untouched run; the records are written again."""
+    monkeypatch.setenv("BIOMARKERS_SECRET", SECRET)
+    name = "lost_" + lost.split("/")[0].strip(".")
+    out = _copy(cohort, name)
+    (out / lost).unlink()
+    with caplog.at_level(logging.WARNING, logger="biomarkers"):
+        rep = Pipeline(load_config(cohort / f"{name}.yaml")).run()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    if lost != ".pipeline/state.json":
+        assert f"{lost}: missing" in logged, logged
+    assert not [c for c in rep.cases if c.stage in ("ingest", "extract") and c.status == "done" and not c.cached]
+    pd.testing.assert_frame_equal(_wide(out), _wide(cohort / "ref"), check_exact=True)
+    assert (out / lost).is_file() and tree_problems(out)[0] == []
