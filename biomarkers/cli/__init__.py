@@ -24,6 +24,12 @@ from . import verify  # noqa: E402,F401
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``biomarkers`` console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--secret" or a.startswith("--secret=") for a in args):
+        # never a secret on the command line: visible in `ps` to every user, kept in shell histories
+        print("usage error: the de-identification secret is never taken from the command line (--secret): "
+              "set BIOMARKERS_SECRET, or BIOMARKERS_SECRET_FILE to a file (mode 0600) holding it", file=sys.stderr)
+        return 2
     try:
         app(args=argv, standalone_mode=False)
     except BiomarkersError as err:
@@ -34,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # click usage errors in non-standalone mode
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, click.exceptions.ClickException) or (
+                hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int)):  # typer's own click
             exc.show()
             return exc.exit_code
         if isinstance(exc, click.exceptions.Abort):

@@ -52,6 +52,11 @@ def link_cmd(
     feats = read_wide(features)
     stem = out.with_suffix("")
     deid = Deidentifier(sch.deid)
+    if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
+        from ..deid.keys import require_synthetic
+
+        for f in files:
+            require_synthetic(Path(f).parent)
     try:
         table, vrep = load_clinical(files, sch, deid, known_patients=set(feats["patient_id"].astype(str)))
     except ClinicalValidationError as err:

@@ -263,6 +263,10 @@ def export_dicom(
     deid = deidentifier or Deidentifier()
     if not deid.enabled:
         raise PrivacyError("deid-export always de-identifies: it cannot run with de-identification disabled")
+    if deid.pseudonymizer.demo:
+        from .keys import require_synthetic
+
+        require_synthetic(src)
     settings = settings or ExportSettings()
     report = RunReport("deid-export", extra={"deid": deid.run_info(), "profile": [c for c, _ in METHOD_CODES]})
     files = sorted(p for p in src.rglob("*") if p.is_file())

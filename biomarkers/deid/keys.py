@@ -29,6 +29,10 @@ ENV_SECRET_FILE = "BIOMARKERS_SECRET_FILE"
 #: Publicly known secret used only in explicit demo mode (synthetic data).
 DEMO_SECRET = b"biomarkers-demo-secret-not-for-real-data"
 MIN_SECRET_BYTES = 16
+#: Least estimated entropy of a site secret (bits, :func:`secret_strength_bits`).
+MIN_SECRET_BITS = 64
+#: Keyed references (``roi-XXXXXXXX``, ``src-XXXXXXXXXXXX``): base32 characters after the kind.
+REFERENCE_CHARS = {"roi": 8, "src": 12}
 #: Longest UID root: leaves at least 20 digits (> 64 bits) of the keyed hash in a 64-character UID.
 MAX_UID_ROOT = 43
 #: The pseudonym format, ``<prefix>-<12 base32 characters>`` (e.g. ``BM-K3J9XQ2M4T7A``): its one definition.
@@ -37,18 +41,95 @@ PSEUDONYM_CHARS = 12
 UID_ROOT_PATTERN = r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"
 
 
+#: File ``biomarkers synth`` writes at the top of every cohort it synthesises: the public demo secret
+#: is accepted only for a source folder inside such a cohort (:func:`require_synthetic`).
+SYNTHETIC_MARKER = ".biomarkers-synthetic"
+SYNTHETIC_MARKER_TEXT = "written by biomarkers synth: synthetic data, no patient\n"
+
+
+def require_synthetic(src: str | Path) -> None:
+    """Refuse the public demo secret for a source folder ``biomarkers synth`` did not write.
+
+    Pseudonyms made with the demo secret can be recomputed by anyone (the secret is in the
+    source code), so ``--demo`` is accepted only when ``src`` or one of its parent folders holds
+    :data:`SYNTHETIC_MARKER` with synth's text.
+
+    Raises:
+        SecretError: no marker found.
+    """
+    p = Path(src).resolve()
+    for folder in (p, *p.parents):
+        m = folder / SYNTHETIC_MARKER
+        try:
+            if m.is_file() and m.read_text(encoding="utf-8") == SYNTHETIC_MARKER_TEXT:
+                return
+        except OSError:
+            continue
+    raise SecretError(
+        f"--demo (the public demo secret) is only for data written by `biomarkers synth`: {Path(src).name!r} "
+        f"is not inside a synthetic cohort (no {SYNTHETIC_MARKER} file). Pseudonyms made with the demo secret "
+        f"can be reversed by anyone: set {ENV_SECRET} (or {ENV_SECRET_FILE}) to the site's secret"
+    )
+
+
 def pseudonym_pattern(prefix: str | None = None) -> re.Pattern:
     """A regex matching whole pseudonyms with ``prefix`` (None: any valid prefix)."""
     head = re.escape(prefix) if prefix is not None else PREFIX_PATTERN
     return re.compile(rf"^{head}-[A-Z2-7]{{{PSEUDONYM_CHARS}}}$")
 
 
+def secret_strength_bits(value: bytes) -> float:
+    """Estimated entropy of a secret in bits (a lower bound for human-made secrets).
+
+    The smaller of two estimates: length x log2 of the character classes used (lower case 26,
+    upper case 26, digits 10, other ASCII 33, non-ASCII bytes 128), and length x the empirical
+    Shannon entropy of its characters with the Miller-Madow small-sample correction. Repeated
+    characters, repeated patterns (``abab...``) and short alphabets score low; 16 random base64
+    characters score about 65, sixteen identical characters 0.
+    """
+    import math
+    from collections import Counter
+
+    n = len(value)
+    if n == 0:
+        return 0.0
+    pool = 0
+    for test, size in ((lambda b: 97 <= b <= 122, 26), (lambda b: 65 <= b <= 90, 26), (lambda b: 48 <= b <= 57, 10),
+                       (lambda b: 32 <= b < 127 and not chr(b).isalnum(), 33), (lambda b: b >= 127 or b < 32, 128)):
+        if any(test(b) for b in value):
+            pool += size
+    counts = Counter(value)
+    shannon = -sum(c / n * math.log2(c / n) for c in counts.values())
+    if len(counts) > 1:
+        shannon += (len(counts) - 1) / (2 * n * math.log(2))
+    return min(n * math.log2(pool), n * shannon)
+
+
+def check_secret(value: bytes, source: str = ENV_SECRET) -> bytes:
+    """Return ``value`` if it is long and varied enough for a site secret, else raise SecretError."""
+    if len(value) < MIN_SECRET_BYTES:
+        raise SecretError(f"the de-identification secret ({source}) is too short ({len(value)} bytes); "
+                          f"use at least {MIN_SECRET_BYTES} random characters, e.g. `openssl rand -base64 32`")
+    bits = secret_strength_bits(value)
+    if bits < MIN_SECRET_BITS:
+        raise SecretError(
+            f"the de-identification secret ({source}) is too easy to guess (about {bits:.0f} bits estimated, "
+            f"at least {MIN_SECRET_BITS} needed: repeated characters, patterns or a short alphabet); "
+            "use random characters, e.g. `openssl rand -base64 32`"
+        )
+    return value
+
+
 def load_secret(demo: bool = False) -> bytes:
     """Read the site secret from the environment.
 
+    The secret is never taken from the command line (``--secret`` is a usage error of the CLI):
+    command lines are visible to every user of the machine and kept in shell histories.
+
     Raises:
         SecretError: when neither variable is set (unless ``demo``), when the file
-            cannot be read, or when the secret is shorter than 16 bytes.
+            cannot be read, or when the secret is shorter than 16 bytes or too easy to
+            guess (:func:`check_secret`).
     """
     value: bytes | None = None
     if os.environ.get(ENV_SECRET):
@@ -66,9 +147,7 @@ def load_secret(demo: bool = False) -> bytes:
             f"no de-identification secret: set {ENV_SECRET} (or {ENV_SECRET_FILE} to a file holding it) "
             "to the site's secret key, at least 16 characters; use --demo only for synthetic data"
         )
-    if len(value) < MIN_SECRET_BYTES:
-        raise SecretError(f"the de-identification secret is too short ({len(value)} bytes); use at least {MIN_SECRET_BYTES}")
-    return value
+    return check_secret(value, ENV_SECRET if os.environ.get(ENV_SECRET) else ENV_SECRET_FILE)
 
 
 def normalise_id(value: object) -> str:
@@ -119,6 +198,22 @@ class Pseudonymizer:
 
     def _digest(self, domain: str, value: str) -> bytes:
         return hmac.new(self._secret, f"{domain}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
+
+    def reference(self, kind: str, original: object) -> str:
+        """Keyed reference to a site-side name: ``roi-XXXXXXXX`` for an ROI/segment name,
+        ``src-XXXXXXXXXXXX`` for a source file (its path relative to the source folder).
+
+        The one function behind every reference in outputs, reports and logs: keyed with the site
+        secret like the pseudonyms, so nobody without it can recompute a reference from a guessed
+        name or folder scheme. ROI names are matched case- and whitespace-insensitively.
+        """
+        if kind not in REFERENCE_CHARS:
+            raise ValueError(f"unknown reference kind {kind!r} (one of {', '.join(REFERENCE_CHARS)})")
+        value = str(original)
+        if kind == "roi":
+            value = re.sub(r"\s+", " ", value.strip()).casefold()
+        d = self._digest(f"ref:{kind}", value)
+        return f"{kind}-{base64.b32encode(d).decode()[:REFERENCE_CHARS[kind]]}"
 
     def patient_id(self, original: object) -> str:
         """Pseudonym of a patient id, e.g. ``BM-K3J9XQ2M4T7A``."""

@@ -234,6 +234,9 @@ def synthesize(
                           f"view (got {ct_size}, {pet_size})")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    from ..deid.keys import SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT
+
+    write_text(root / SYNTHETIC_MARKER, SYNTHETIC_MARKER_TEXT)  # the demo secret is accepted here only
     meta_path = root / "synth.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
