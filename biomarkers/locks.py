@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -80,7 +79,8 @@ def _describe(h: dict) -> str:
 
 @contextlib.contextmanager
 def output_lock(folder: str | os.PathLike, command: str = "") -> Iterator[Path]:
-    """Hold ``FOLDER/.lock`` for the duration of the block (creates ``FOLDER``).
+    """Hold ``FOLDER/.lock`` for the duration of the block (creates ``FOLDER``). ``command``: what
+    holds it, as the refusal of a second run names it (e.g. ``biomarkers ingest``; no paths).
 
     Raises:
         LockError: another live run holds the folder (names pid, host, start time).
@@ -101,7 +101,7 @@ def output_lock(folder: str | os.PathLike, command: str = "") -> Iterator[Path]:
             with _guard:
                 _held[key] -= 1
         return
-    fd = _acquire(folder, command or " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)))
+    fd = _acquire(folder, command or "biomarkers")  # never argv: it may hold source paths
     with _guard:
         _held[key] = 1
     try:
