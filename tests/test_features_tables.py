@@ -86,3 +86,14 @@ def test_long_table_reuses_previous_rows_and_equals_a_full_read(tmp_path):
     # a previous table with other columns is ignored (everything read from the item files)
     pd.DataFrame({"x": [1]}).to_parquet(out / "features_long.parquet")
     pd.testing.assert_frame_equal(long_table(plan, previous=out / "features_long.parquet"), long_table(plan))
+
+
+def test_an_empty_previous_table_is_no_obstacle(tmp_path):
+    """A run that produced no features (images before their masks) writes an empty long table
+    with null-typed columns; the next run, with items, assembles from the item files."""
+    out = tmp_path / "features"
+    write_tables(out, [])
+    items = [_item(tmp_path, "k0", "P0", "GTV", [("original", "firstorder", "Mean", 7.0)])]
+    inc = long_table(items, previous=out / "features_long.parquet")
+    assert inc["value"].tolist() == [7.0]
+    pd.testing.assert_frame_equal(inc, long_table(items))

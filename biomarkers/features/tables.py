@@ -40,6 +40,8 @@ def long_table(items: Iterable[Item], previous: Path | None = None) -> pd.DataFr
             old = None
         if old is not None and old.column_names not in [long_columns(f, v) for f in (False, True) for v in (False, True)]:
             old = None
+        if old is not None and old.num_rows == 0:  # an empty table (a run without features) has null-typed columns
+            old = None
     tables: list = []
     have: set[str] = set()
     if old is not None:
