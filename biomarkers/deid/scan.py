@@ -436,6 +436,7 @@ def find_identifying_values(
     uid_root: str | None = "2.25",
     id_columns: Iterable[str] | None = None,
     max_per_column: int = 20,
+    value_columns: Iterable[str] = (),
 ) -> list[Finding]:
     """Heuristic scan of a table (pandas DataFrame) for identifying values.
 
@@ -452,7 +453,8 @@ def find_identifying_values(
     * ``uid``: values of ``*uid`` columns that are not UIDs under ``uid_root`` (None: skip);
     * ``email`` / ``phone``: e-mail addresses and phone-number-like text in text columns.
 
-    Numeric feature columns are not inspected (except date-named integer columns).
+    Numeric feature columns are not inspected (except date-named integer columns); ``value_columns``
+    (radiomics values, :func:`biomarkers.features.naming.value_columns`) are never inspected.
     At most ``max_per_column`` findings are returned per column and kind.
     """
     import datetime as dt
@@ -462,8 +464,11 @@ def find_identifying_values(
     pseudo = re.compile(pseudonym_pattern) if isinstance(pseudonym_pattern, str) else (pseudonym_pattern or _PSEUDONYM)
     id_cols = set(id_columns or ())
     findings: list[Finding] = []
+    skip = set(value_columns)
     for col in df.columns:
         name = str(col)
+        if name in skip:
+            continue
         s = df[col]
         counts: dict[str, int] = {}
 

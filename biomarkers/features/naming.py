@@ -91,6 +91,30 @@ def feature_columns(wide) -> list[str]:
     return [c for c in wide.columns if c not in KEY_COLUMNS and c not in OPTIONAL_KEY_COLUMNS]
 
 
+def value_columns(df, provenance: dict | None = None) -> set[str]:
+    """The columns of ``df`` that hold radiomics values, exempt from identifier detection
+    (pyradiomics' ``original_glcm_Id``, GLCM's inverse difference, is not an identifier).
+
+    A value column is numeric and named as a feature (:meth:`FeatureName.parse`, with or without a
+    modality prefix). With the extraction's ``provenance`` (``FEATURES/provenance.json``) a
+    modality-prefixed column must also name a modality of one of its parameter files, so a
+    clinical ``XX_original_glcm_Id`` column is still inspected. The one rule used by the release
+    builder and the datalake bundle scan.
+    """
+    import pandas as pd
+
+    modalities = {str(p.get("modality")) for p in (provenance or {}).get("params", []) or [] if p.get("modality")}
+    out = set()
+    for c in df.columns:
+        name = FeatureName.parse(str(c))
+        if name is None or not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            continue
+        if name.modality is not None and modalities and name.modality not in modalities:
+            continue
+        out.add(str(c))
+    return out
+
+
 def key_columns(columns) -> list[str]:
     """The key columns of a table with ``columns``: :data:`KEY_COLUMNS` + the :data:`OPTIONAL_KEY_COLUMNS` present."""
     return KEY_COLUMNS + [c for c in OPTIONAL_KEY_COLUMNS if c in columns]

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..features.naming import LONG_TABLE, WIDE_TABLE, FeatureName
+from ..features.naming import LONG_TABLE, WIDE_TABLE, value_columns
 from ..manifest import MANIFEST_FILE
 from .keys import check_site, fingerprint, load_private_key, verify
 
@@ -166,10 +166,11 @@ def scan_table(df, name: str, date_columns=(), uid_root: str | None = "2.25", pr
     pseudonym = pseudonym_pattern(prefix)
     out: list[ScanFinding] = []
     df = df.reset_index(drop=True)
+    values = value_columns(df)  # radiomics values (original_glcm_Id is GLCM's inverse difference, not an id)
     for col in df.columns:
         s = df[col]
-        if pd.api.types.is_numeric_dtype(s) and FeatureName.parse(str(col)) is not None:
-            continue  # a radiomics value (e.g. original_glcm_Id is GLCM's inverse difference, not an id)
+        if str(col) in values:
+            continue
         first = s.drop_duplicates()  # each distinct value once; its first row is reported
         rows = [int(i) for i in first.index]
         one = pd.DataFrame({col: first.to_numpy()}).astype({col: s.dtype})

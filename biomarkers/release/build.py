@@ -37,7 +37,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import ConfigError, InputError, PrivacyError
-from ..features.naming import OPTIONAL_KEY_COLUMNS, WIDE_TABLE, feature_columns, read_wide
+from ..features.naming import OPTIONAL_KEY_COLUMNS, WIDE_TABLE, feature_columns, read_wide, value_columns
 from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, write_parquet, write_text
 from .config import SEMVER, ReleaseConfig
 from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
@@ -287,6 +287,7 @@ def build_release(
         raise ReleaseExistsError(f"{final}: release {config.name} {version} already exists; releases are immutable, use a new version")
     schema, deid = _resolve_schema(config, config_path, schema, deidentifier, preloaded)
     fsel = select_features(read_wide(features), config)
+    config = _without_age_band(config, schema, clinical_files)
     clinical, vrep = _clinical_table(clinical_files, config, schema, deid, set(fsel["patient_id"].astype(str)))
     cohort = sorted(set(fsel["patient_id"].astype(str)) & set(clinical["patient_id"].astype(str)))
     if not cohort:
@@ -296,7 +297,8 @@ def build_release(
     frel = fsel[fsel["patient_id"].isin(cohort)].sort_values(["patient_id", "modality", "roi"], kind="stable").reset_index(drop=True)
     crel = clinical[["patient_id", *config.clinical_variables]].reset_index(drop=True)
     _check_privacy(config, clinical, {"features.parquet": frel, "clinical.parquet": crel},
-                   deid.settings if deid is not None else (schema.deid if schema is not None else DeidSettings()))
+                   deid.settings if deid is not None else (schema.deid if schema is not None else DeidSettings()),
+                   {"features.parquet": value_columns(frel, read_provenance(features if features.is_dir() else features.parent))})
     excluded = {
         "features_without_clinical": int(fsel.loc[~fsel["patient_id"].isin(cohort), "patient_id"].nunique()),
         "clinical_without_features": n_clinical_only,
@@ -345,6 +347,23 @@ def _resolve_schema(config: ReleaseConfig, config_path, schema, deidentifier, pr
     return schema, (deidentifier if (deidentifier is not None or preloaded) else Deidentifier(schema.deid))
 
 
+def _without_age_band(config: ReleaseConfig, schema, clinical_files) -> ReleaseConfig:
+    """``privacy.age_variable`` is optional: when the cohort has no such variable, ``age_band`` is not
+    derived and is left out of the released variables and the quasi-identifiers (logged)."""
+    age = config.privacy.age_variable
+    known = set(clinical_files.columns) if isinstance(clinical_files, pd.DataFrame) else (
+        set(schema.variables) | {"patient_id"} if schema is not None and hasattr(schema, "variables") else None)
+    if not age or known is None or age in known or "age_band" in known:
+        return config
+    logging.getLogger(__name__).warning("release: privacy.age_variable %r is not a clinical variable: no age_band "
+                                        "released or checked as a quasi-identifier", age)
+    drop = {"age_band"}
+    privacy = config.privacy.model_copy(update={"age_variable": None, "quasi_identifiers": [
+        q for q in config.privacy.quasi_identifiers if q not in drop]})
+    return config.model_copy(update={"privacy": privacy, "clinical_variables": [
+        v for v in config.clinical_variables if v not in drop]})
+
+
 def _clinical_table(clinical_files, config: ReleaseConfig, schema, deid, known: set[str]):
     """Step 2: the pseudonymised clinical table with the derived ``age_band`` and interval columns, and
     the validation report (None for a table loaded already)."""
@@ -360,9 +379,7 @@ def _clinical_table(clinical_files, config: ReleaseConfig, schema, deid, known: 
             raise InputError(f"duplicated patient id(s) in the clinical table: {', '.join(map(str, dup))}")
     else:
         clinical, vrep = load_clinical(list(clinical_files), schema, deid, known_patients=known)
-    if config.privacy.age_variable:
-        if config.privacy.age_variable not in clinical.columns:
-            raise ConfigError(f"release privacy.age_variable {config.privacy.age_variable!r} is not a clinical variable")
+    if config.privacy.age_variable in clinical.columns:
         clinical["age_band"] = age_band(clinical[config.privacy.age_variable], config.privacy.age_band_years)
     for name, iv in config.intervals.items():
         miss = [c for c in (iv.start, iv.end) if c not in clinical.columns]
@@ -376,11 +393,14 @@ def _clinical_table(clinical_files, config: ReleaseConfig, schema, deid, known: 
     return clinical, vrep
 
 
-def _check_privacy(config: ReleaseConfig, clinical: pd.DataFrame, tables: dict[str, pd.DataFrame], deid_settings) -> None:
-    """Step 3 (before anything is written): k-anonymity of the quasi-identifiers, identifying values in the tables."""
+def _check_privacy(config: ReleaseConfig, clinical: pd.DataFrame, tables: dict[str, pd.DataFrame], deid_settings,
+                   values: dict[str, set[str]] | None = None) -> None:
+    """Step 3 (before anything is written): k-anonymity of the quasi-identifiers, identifying values in the tables
+    (``values``: per table, its radiomics value columns, not inspected)."""
     check_k_anonymity(clinical, config.privacy.quasi_identifiers, config.privacy.k)
     uid_root = deid_settings.uid_root if deid_settings.enabled else None
-    findings = [f for name, df in tables.items() for f in find_identifying(df, name, deid_settings.prefix, uid_root)]
+    findings = [f for name, df in tables.items() for f in find_identifying(df, name, deid_settings.prefix, uid_root,
+                                                                               (values or {}).get(name, ()))]
     if findings:
         raise PrivacyError(
             f"release refused: {len(findings)} identifying value(s) found:\n  " + "\n  ".join(findings[:30])

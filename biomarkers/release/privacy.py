@@ -49,12 +49,17 @@ def check_k_anonymity(df: pd.DataFrame, quasi_identifiers: list[str], k: int) ->
         )
 
 
-def find_identifying(df: pd.DataFrame, table: str, pseudonym_prefix: str = "BM", uid_root: str = "2.25") -> list[str]:
-    """Findings of the de-identification scanner for one table, as ``table: column row N: reason`` lines."""
+def find_identifying(df: pd.DataFrame, table: str, pseudonym_prefix: str = "BM", uid_root: str = "2.25",
+                     value_columns: Iterable[str] = ()) -> list[str]:
+    """Findings of the de-identification scanner for one table, as ``table: column row N: reason`` lines.
+
+    ``value_columns``: radiomics value columns, not inspected (the feature table's
+    :func:`biomarkers.features.naming.value_columns`)."""
     from ..deid.keys import pseudonym_pattern
     from ..deid.scan import find_identifying_values
 
-    findings = find_identifying_values(df, pseudonym_pattern=pseudonym_pattern(pseudonym_prefix), uid_root=uid_root)
+    findings = find_identifying_values(df, pseudonym_pattern=pseudonym_pattern(pseudonym_prefix), uid_root=uid_root,
+                                       value_columns=value_columns)
     return [f"{table}: column {f.column!r} row {f.row + 1}: {f.value_kind} ({f.reason})" for f in findings]
 
 
