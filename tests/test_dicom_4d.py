@@ -465,3 +465,21 @@ def test_4d_rerun_is_cached_and_a_changed_volume_recomputes(shared_data, tmp_pat
     last = sorted((tmp_path / "src").iterdir())[-1]  # a file of either volume changes (its mtime)
     os.utime(last, ns=(last.stat().st_atime_ns, last.stat().st_mtime_ns + 10**9))
     assert run_ingest(tmp_path / "src", tmp_path / "out", settings, executor="serial").n_computed() == 1
+
+
+def test_no_stale_bvec_when_directions_disappear(shared_data, tmp_path):
+    sl = _slices(shared_data, 2)
+    cases = [_copy(d, v * 2 + k + 1, DiffusionBValue=b, DiffusionGradientOrientation=g)
+             for v, (b, g) in enumerate([(0.0, [0.0, 0.0, 0.0]), (1000.0, [1.0, 0.0, 0.0]), (1000.0, [0.0, 1.0, 0.0])])
+             for k, d in enumerate(sl)]
+    _write(tmp_path / "src", cases)
+    rows = _ingest(tmp_path / "src", tmp_path / "out")
+    stem = tmp_path / "out" / rows.path[0][: -len(".nii.gz")]
+    assert Path(f"{stem}.bvec").is_file()
+    for c in cases:
+        del c.DiffusionGradientOrientation
+    for p in (tmp_path / "src").iterdir():
+        p.unlink()
+    _write(tmp_path / "src", cases)  # same instances, no directions now
+    _ingest(tmp_path / "src", tmp_path / "out")
+    assert not Path(f"{stem}.bvec").exists() and not Path(f"{stem}.bval").exists()

@@ -360,9 +360,11 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
         tr = first.repetition_time
         img.header["pixdim"][4] = tr / 1000.0 if tr else 1.0  # s, as dcm2niix
     write_nifti(img, dest, s.get("compresslevel", 1))
-    if stack.dimension == "diffusion":
-        if _write_bval_bvec(dest, volumes, grid) is None:
+    if (_write_bval_bvec(dest, volumes, grid) if stack.dimension == "diffusion" else None) is None:
+        if stack.dimension == "diffusion":
             qc["diffusion_directions_unknown"] = True  # no .bval/.bvec: zero vectors would look valid
+        for ext in (".bval", ".bvec"):  # none left from an earlier run of this output
+            dest.with_name(dest.name[: -len(".nii.gz")] + ext).unlink(missing_ok=True)
     content_hash = sha256_array(arr)
     units = units_of(stack.modality, dicom_units, suv)
     flags = qc_flags(qc)
