@@ -32,7 +32,7 @@ MIN_SECRET_BYTES = 16
 #: Least estimated entropy of a site secret (bits, :func:`secret_strength_bits`).
 MIN_SECRET_BITS = 64
 #: Keyed references (``roi-XXXXXXXX``, ``src-XXXXXXXXXXXX``): base32 characters after the kind.
-REFERENCE_CHARS = {"roi": 8, "src": 12}
+REFERENCE_CHARS = {"roi": 8, "src": 12, "code": 8}
 #: Longest UID root: leaves at least 20 digits (> 64 bits) of the keyed hash in a 64-character UID.
 MAX_UID_ROOT = 43
 #: The pseudonym format, ``<prefix>-<12 base32 characters>`` (e.g. ``BM-K3J9XQ2M4T7A``): its one definition.
@@ -163,6 +163,23 @@ def normalise_id(value: object) -> str:
     return s
 
 
+class Referencer:
+    """``HMAC-SHA256(key, value)`` -> ``<kind>-<base32>``: made by :meth:`Pseudonymizer.referencer`."""
+
+    def __init__(self, kind: str, key: bytes):
+        self.kind, self._key = kind, bytes(key)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Referencer({self.kind!r})"
+
+    def __call__(self, original: object) -> str:
+        value = str(original)
+        if self.kind == "roi":
+            value = re.sub(r"\s+", " ", value.strip()).casefold()
+        d = hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()
+        return f"{self.kind}-{base64.b32encode(d).decode()[:REFERENCE_CHARS[self.kind]]}"
+
+
 class Pseudonymizer:
     """Derives pseudonyms, UIDs and date offsets from a secret.
 
@@ -207,13 +224,14 @@ class Pseudonymizer:
         secret like the pseudonyms, so nobody without it can recompute a reference from a guessed
         name or folder scheme. ROI names are matched case- and whitespace-insensitively.
         """
+        return self.referencer(kind)(original)
+
+    def referencer(self, kind: str) -> "Referencer":
+        """A picklable :class:`Referencer` for one kind (for worker processes: holds a key derived
+        from the secret for that kind only, never the secret)."""
         if kind not in REFERENCE_CHARS:
             raise ValueError(f"unknown reference kind {kind!r} (one of {', '.join(REFERENCE_CHARS)})")
-        value = str(original)
-        if kind == "roi":
-            value = re.sub(r"\s+", " ", value.strip()).casefold()
-        d = self._digest(f"ref:{kind}", value)
-        return f"{kind}-{base64.b32encode(d).decode()[:REFERENCE_CHARS[kind]]}"
+        return Referencer(kind, self._digest("reference-key", kind))
 
     def patient_id(self, original: object) -> str:
         """Pseudonym of a patient id, e.g. ``BM-K3J9XQ2M4T7A``."""

@@ -290,6 +290,7 @@ class MaskJob:
     compresslevel: int = 1
     object: SegmentationObject | None = None
     nifti_paths: list[str] = field(default_factory=list)
+    roi_reference: object = None  # deid.keys.Referencer of ROI names (None: de-identification off)
 
     def row(self, image: ImageRef | None, roi: str, status: str, reason: str = "", **kw) -> ManifestRow:
         return ManifestRow.mask(self.patient_id, self.study_uid, self.series_uid, image, roi, status, reason,
@@ -457,9 +458,9 @@ def convert_masks(job: MaskJob) -> list[ManifestRow]:
     out = Path(job.out)
     by_key = {s.key: s for s in job.stacks}
     if job.object is not None:
-        results = masks_from_object(job.object, job.stacks, job.settings)
+        results = masks_from_object(job.object, job.stacks, job.settings, job.roi_reference)
     else:
-        results = masks_from_nifti(job.stacks[0], [Path(p) for p in job.nifti_paths], job.settings)
+        results = masks_from_nifti(job.stacks[0], [Path(p) for p in job.nifti_paths], job.settings, job.roi_reference)
     rows: list[ManifestRow] = []
     used: set[str] = set()
     likes: dict[str, object] = {}

@@ -415,9 +415,35 @@ class Ingest:
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"src": str(Path(self.src).resolve()), "unused_files": entries}, fh, indent=2)
+            json.dump({"src": str(Path(self.src).resolve()), "unused_files": entries,
+                       "roi_references": self._roi_references(idx)}, fh, indent=2)
         os.replace(tmp, path)
         return path
+
+    def _roi_references(self, idx: IndexResult) -> dict[str, str]:
+        """Keyed reference -> original name of every ROI/segment name the outputs show by reference
+        (the site-side map, like the linkage table; read here, from the segmentation files)."""
+        from ..dicom.roi import name_allowed
+
+        deid = self.deidentifier
+        if not deid.enabled:
+            return {}
+        ref = deid.pseudonymizer.referencer("roi")
+        allow = self.settings.masks.allow_roi_names
+        out: dict[str, str] = {}
+        import pydicom
+
+        for obj in idx.segmentations:
+            try:
+                ds = pydicom.dcmread(obj.path, stop_before_pixels=True)
+            except Exception:  # noqa: BLE001 - reported elsewhere
+                continue
+            names = [str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])]
+            names += [str(g.get("SegmentLabel", "")) for g in ds.get("SegmentSequence", [])]
+            for n in names:
+                if n and not name_allowed(n, allow):
+                    out[ref(n)] = n
+        return dict(sorted(out.items()))
 
     def _unused_files_report(self, idx: IndexResult) -> list[dict]:
         """``unused_files`` of report.json. Source paths often carry patient names or ids
@@ -454,7 +480,9 @@ class Ingest:
                 rows.extend(reuse)
                 return
             images = {st.key: plan.job_of[st.key].ref for st in stacks}
-            items.append((key, MaskJob(stacks, images, s.masks, str(self.out), *ids, h, s.compresslevel, **kw)))
+            roi_ref = deid.pseudonymizer.referencer("roi") if deid.enabled else None  # ROI names keyed (issue 15)
+            items.append((key, MaskJob(stacks, images, s.masks, str(self.out), *ids, h, s.compresslevel,
+                                       roi_reference=roi_ref, **kw)))
 
         segs: list[SegmentationObject] = sorted(plan.index.segmentations, key=lambda o: o.rel)
         for n, obj in enumerate(segs):

@@ -74,6 +74,10 @@ class MaskSettings(Settings):
     """
 
     rois: dict[str, list[str]] = Field(default_factory=dict)
+    #: Regexes (full match, case-insensitive) of unconfigured ROI names that may appear in outputs as
+    #: written; any other unconfigured name becomes its keyed reference ``roi-XXXXXXXX`` (the map stays
+    #: in the site-side source report). Not set: names of standard words only (``roi.standard_words_only``).
+    allow_roi_names: list[str] | None = None
     nifti_pattern: str | None = None
     resample: Literal["none", "nearest"] = "none"
     grid_tolerance_mm: float = Field(0.01, ge=0)
@@ -81,6 +85,16 @@ class MaskSettings(Settings):
     min_points_inside: float = Field(0.5, gt=0, le=1)
     min_voxels: int = Field(10, ge=0)
     fractional_threshold: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("allow_roi_names")
+    @classmethod
+    def _check_allow(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or []:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"allow_roi_names: invalid regular expression {p!r}: {err}") from None
+        return v
 
     @field_validator("rois")
     @classmethod
@@ -209,7 +223,8 @@ def _choose_stack(
 
 
 # ------------------------------------------------------------------ RTSTRUCT
-def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], settings: MaskSettings) -> list[MaskResult]:
+def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], settings: MaskSettings,
+                         reference=None) -> list[MaskResult]:
     from .rtstruct import extent_score, plane_offset, rasterize_contours, read_rtstruct
 
     try:
@@ -217,24 +232,24 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
     except Exception as err:  # noqa: BLE001 - any unreadable file becomes a reason
         return _failed_object("RTSTRUCT", Status.FAILED, f"cannot read RTSTRUCT: {_err_text(err)}")
     names = [r.name for r in ss.rois]
-    decisions = match_roi_names(names, settings.rois)
+    decisions = match_roi_names(names, settings.rois, settings.allow_roi_names, reference)
     results: list[MaskResult] = []
     chosen = []
     for roi, d in zip(ss.rois, decisions):
         if d.canonical is None:
-            results.append(MaskResult("", roi.name, None, None, Status.SKIPPED, d.reason, [], "RTSTRUCT"))
+            results.append(MaskResult("", d.display, None, None, Status.SKIPPED, d.reason, [], "RTSTRUCT"))
         elif not roi.contours:
             other = f" (only {', '.join(roi.other_types)} contours)" if roi.other_types else ""
             results.append(
-                MaskResult(d.canonical, roi.name, None, None, Status.SKIPPED, f"ROI has no closed planar contours{other}", [MaskFlag.EMPTY], "RTSTRUCT")
+                MaskResult(d.canonical, d.display, None, None, Status.SKIPPED, f"ROI has no closed planar contours{other}", [MaskFlag.EMPTY], "RTSTRUCT")
             )
         else:
-            chosen.append((roi, d.canonical))
+            chosen.append((roi, d.canonical, d.display))
     if not chosen:
         if not ss.rois:
             return _failed_object("RTSTRUCT", Status.SKIPPED, "RTSTRUCT contains no ROI")
         return results
-    points = np.concatenate([c for roi, _ in chosen for c in roi.contours])
+    points = np.concatenate([c for roi, _, _ in chosen for c in roi.contours])
     fors = set(ss.frame_of_reference_uids) | ({obj.frame_of_reference_uid} if obj.frame_of_reference_uid else set())
     series = set(ss.referenced_series_uids) | set(obj.referenced_series_uids)
     sops = set(ss.referenced_sop_uids) | set(obj.referenced_sop_uids)
@@ -245,8 +260,8 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
     )
     if stack is None:
         status: Status = Status.SKIPPED if reason.startswith("referenced image series not found") else Status.FAILED
-        return results + [MaskResult(c, roi.name, None, None, status, reason, [], "RTSTRUCT") for roi, c in chosen]
-    for roi, canonical in chosen:
+        return results + [MaskResult(c, shown, None, None, status, reason, [], "RTSTRUCT") for _, c, shown in chosen]
+    for roi, canonical, shown in chosen:
         arr, info = rasterize_contours(roi.contours, stack.grid, settings.plane_tolerance)
         flags, notes = [], []
         if info.n_off_plane:
@@ -264,16 +279,17 @@ def _masks_from_rtstruct(obj: SegmentationObject, stacks: list[ImageStack], sett
             notes.append(snote)
         if info.n_placed == 0:
             results.append(
-                MaskResult(canonical, roi.name, stack.key, None, Status.FAILED,
+                MaskResult(canonical, shown, stack.key, None, Status.FAILED,
                            "geometry does not match: no contour of the ROI lies on a slice of the image", flags, "RTSTRUCT")
             )
             continue
-        results.append(MaskResult(canonical, roi.name, stack.key, arr, Status.CONVERTED, "; ".join(notes), flags, "RTSTRUCT"))
+        results.append(MaskResult(canonical, shown, stack.key, arr, Status.CONVERTED, "; ".join(notes), flags, "RTSTRUCT"))
     return results
 
 
 # ------------------------------------------------------------------ SEG
-def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings: MaskSettings) -> list[MaskResult]:
+def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings: MaskSettings,
+                    reference=None) -> list[MaskResult]:
     from .rtstruct import plane_offset
     from .seg import frame_slices, read_seg, segment_arrays
 
@@ -283,14 +299,14 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
         return _failed_object("SEG", Status.FAILED, f"cannot read SEG: {_err_text(err)}")
     labels = [seg.segments[n] for n in sorted(seg.segments)]
     numbers = sorted(seg.segments)
-    decisions = match_roi_names(labels, settings.rois)
+    decisions = match_roi_names(labels, settings.rois, settings.allow_roi_names, reference)
     results: list[MaskResult] = []
     chosen = []
     for n, label, d in zip(numbers, labels, decisions):
         if d.canonical is None:
-            results.append(MaskResult("", label, None, None, Status.SKIPPED, d.reason, [], "SEG"))
+            results.append(MaskResult("", d.display, None, None, Status.SKIPPED, d.reason, [], "SEG"))
         else:
-            chosen.append((n, label, d.canonical))
+            chosen.append((n, d.display, d.canonical))
     if not chosen:
         return results or _failed_object("SEG", Status.SKIPPED, "SEG contains no segment")
     fors = {seg.frame_of_reference_uid, obj.frame_of_reference_uid} - {""}
@@ -336,7 +352,8 @@ def _masks_from_seg(obj: SegmentationObject, stacks: list[ImageStack], settings:
     return results
 
 
-def masks_from_object(obj: SegmentationObject, stacks: list[ImageStack], settings: MaskSettings | None = None) -> list[MaskResult]:
+def masks_from_object(obj: SegmentationObject, stacks: list[ImageStack], settings: MaskSettings | None = None,
+                      reference=None) -> list[MaskResult]:
     """Convert every selected ROI of an RTSTRUCT or SEG onto the image it refers to.
 
     Args:
@@ -344,6 +361,8 @@ def masks_from_object(obj: SegmentationObject, stacks: list[ImageStack], setting
         stacks: candidate image stacks of the same patient (with ``grid`` and
             ``files`` sorted along the normal, as produced by the index).
         settings: mask settings (defaults when None).
+        reference: keyed reference of an ROI name (``Pseudonymizer.referencer("roi")``): results
+            and reasons name an ROI that is neither configured nor allowed by it (None: as written).
 
     Returns:
         One MaskResult per ROI/segment of the object (converted, skipped or
@@ -353,9 +372,9 @@ def masks_from_object(obj: SegmentationObject, stacks: list[ImageStack], setting
     settings = settings or MaskSettings()
     kind = str(obj.kind).upper()
     if kind == "RTSTRUCT":
-        return _masks_from_rtstruct(obj, stacks, settings)
+        return _masks_from_rtstruct(obj, stacks, settings, reference)
     if kind == "SEG":
-        return _masks_from_seg(obj, stacks, settings)
+        return _masks_from_seg(obj, stacks, settings, reference)
     return _failed_object(kind, Status.SKIPPED, f"unsupported segmentation kind {obj.kind!r} (expected RTSTRUCT or SEG)")
 
 
@@ -401,7 +420,8 @@ def find_nifti_masks(stack: ImageStack, settings: MaskSettings, src: str | Path 
     return sorted(Path(x).resolve() for x in _glob.glob(str(p)))
 
 
-def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskSettings | None = None) -> list[MaskResult]:
+def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskSettings | None = None,
+                     reference=None) -> list[MaskResult]:
     """Check NIfTI masks against the image grid and return them as MaskResults.
 
     A mask is used as-is when its shape equals the image's and its affine agrees
@@ -414,23 +434,23 @@ def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskS
     settings = settings or MaskSettings()
     paths = [Path(p) for p in nifti_paths]
     stems = [_nifti_stem(p) for p in paths]
-    decisions = match_roi_names(stems, settings.rois)
+    decisions = match_roi_names(stems, settings.rois, settings.allow_roi_names, reference)
     results: list[MaskResult] = []
     for path, stem, d in zip(paths, stems, decisions):
         if d.canonical is None:
-            results.append(MaskResult("", stem, stack.key, None, Status.SKIPPED, d.reason, [], "NIFTI"))
+            results.append(MaskResult("", d.display, stack.key, None, Status.SKIPPED, d.reason, [], "NIFTI"))
             continue
         label = f"NIfTI mask for ROI {d.canonical!r}"
         try:
             img = nib.load(str(path))
             arr = np.asanyarray(img.dataobj)
         except Exception as err:  # noqa: BLE001
-            results.append(MaskResult(d.canonical, stem, stack.key, None, Status.FAILED, f"{label}: cannot read: {_err_text(err)}", [], "NIFTI"))
+            results.append(MaskResult(d.canonical, d.display, stack.key, None, Status.FAILED, f"{label}: cannot read: {_err_text(err)}", [], "NIFTI"))
             continue
         while arr.ndim > 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         if arr.ndim != 3:
-            results.append(MaskResult(d.canonical, stem, stack.key, None, Status.FAILED, f"{label}: not a 3-D mask (shape {arr.shape})", [], "NIFTI"))
+            results.append(MaskResult(d.canonical, d.display, stack.key, None, Status.FAILED, f"{label}: not a 3-D mask (shape {arr.shape})", [], "NIFTI"))
             continue
         if np.issubdtype(arr.dtype, np.floating):
             mx = float(np.nanmax(arr)) if arr.size else 0.0
@@ -444,7 +464,7 @@ def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskS
         if why:
             if settings.resample != "nearest":
                 results.append(
-                    MaskResult(d.canonical, stem, stack.key, None, Status.FAILED,
+                    MaskResult(d.canonical, d.display, stack.key, None, Status.FAILED,
                                f"{label} is not on the image grid: {why} (set masks.resample: nearest to resample)", [], "NIFTI")
                 )
                 continue
@@ -456,7 +476,7 @@ def masks_from_nifti(stack: ImageStack, nifti_paths: list[Path], settings: MaskS
         flags += sf
         if snote:
             notes.append(snote)
-        results.append(MaskResult(d.canonical, stem, stack.key, out, Status.CONVERTED, "; ".join(notes), flags, "NIFTI"))
+        results.append(MaskResult(d.canonical, d.display, stack.key, out, Status.CONVERTED, "; ".join(notes), flags, "NIFTI"))
     return results
 
 
