@@ -174,16 +174,15 @@ def sample_grid(image: np.ndarray, axes: list[np.ndarray], order: int, mode: str
         f = np.floor(p)
         offsets, weights = _bspline_weights(p - f, order)
         f = f.astype(np.int64)
-        shape = [1] * c.ndim
-        shape[ax] = -1
-        out = None
+        # one axis = a small (new x old) matrix with 2 or 4 weights per row (clamped indices: nearest)
+        w_mat = np.zeros((p.size, n))
+        rows = np.arange(p.size)
         for o, w in zip(offsets, weights):
-            term = np.take(c, np.clip(f + o, 0, n - 1), axis=ax) * w.reshape(shape)
-            out = term if out is None else out + term
+            np.add.at(w_mat, (rows, np.clip(f + o, 0, n - 1)), w)
         if mode == "constant":
-            out *= ((pos >= 0) & (pos <= image.shape[ax] - 1)).reshape(shape)
-        c = out
-    return c
+            w_mat *= ((pos >= 0) & (pos <= image.shape[ax] - 1))[:, None]
+        c = np.moveaxis(np.tensordot(w_mat, c, axes=([1], [ax])), 0, ax)
+    return np.ascontiguousarray(c)
 
 
 def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
