@@ -250,6 +250,8 @@ class Manifest:
         rows = [replace(r, cached=True) for r in self.rows if input_hash and r.input_hash == input_hash]
         if not rows or not all([ok(r.path) for r in rows if r.status == Status.CONVERTED]):
             return None
+        if any(r.status == Status.FAILED for r in rows):
+            return None  # a failure may have been the run's (interrupted, out of memory): tried again
         return rows
 
 

@@ -240,3 +240,21 @@ def test_lost_records(cohort, lost, caplog, monkeypatch):
     assert not [c for c in rep.cases if c.stage in ("ingest", "extract") and c.status == "done" and not c.cached]
     pd.testing.assert_frame_equal(_wide(out), _wide(cohort / "ref"), check_exact=True)
     assert (out / lost).is_file() and tree_problems(out)[0] == []
+
+
+def test_failed_mask_row_is_retried(cohort, tmp_path, monkeypatch):
+    """A mask that failed in an earlier run (e.g. the run was interrupted while converting it) is not
+    reused from the manifest as failed: the rerun converts it, as an uninterrupted run would."""
+    from biomarkers.manifest import Manifest, Status
+
+    monkeypatch.setenv("BIOMARKERS_SECRET", SECRET)
+    ds = tmp_path / "ds"
+    assert _cli("ingest", cohort / "cohort" / "dicom", ds, "-e", "serial").returncode == 0
+    ref = Manifest.read(ds).to_arrow()
+    m = Manifest.read(ds)
+    mask = next(r for r in m.rows if r.kind == "mask" and r.status == Status.CONVERTED)
+    mask.status, mask.reason, mask.path = Status.FAILED, "KeyboardInterrupt", ""
+    m.write(ds)
+    r = _cli("ingest", cohort / "cohort" / "dicom", ds, "-e", "serial")
+    assert r.returncode == 0 and "0 failed" in r.stdout, r.stdout
+    assert Manifest.read(ds).to_arrow().equals(ref)
