@@ -15,11 +15,13 @@ Three jobs, each converted by both tools in the same run (interleaved, best of `
   patient/study/series/instance UIDs, written once to a temporary folder; 190 series: ~405 MB).
 
 Both tools run with their default settings (biomarkers: gzip level 1, executor ``auto``, no
-header cache so every run is a first conversion; dcm2niix: ``-z y``) as separate processes (the biomarkers number includes Python start-up
-and imports). Peak memory: the largest sum of RSS over the tool's process tree (upper bound)
-and of PSS (lower bound), sampled every 10 ms (see :func:`run_measured`). Targets (issue 13): wall time <= 0.5x dcm2niix on ``large``, <= 1.0x on
-``small`` and ``dcm_qa``; peak memory < 300 MB. For ``small``, agreement per series: shape,
-world geometry (closest canonical RAS: origin mm, direction) and voxel values.
+header cache so every run is a first conversion; dcm2niix: ``-z y``) as separate processes
+(the biomarkers number includes Python start-up and imports). Peak memory: the largest sum
+of RSS over the tool's process tree (upper bound) and of PSS (lower bound), sampled every
+10 ms (see :func:`run_measured`). Targets (issue 13): wall time <= 0.5x dcm2niix on
+``large``, <= 1.0x on ``small`` and ``dcm_qa``; peak memory < 300 MB. For ``small``,
+agreement per series: shape, world geometry (closest canonical RAS: origin mm, direction)
+and voxel values.
 """
 
 from __future__ import annotations

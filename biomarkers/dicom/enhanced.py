@@ -119,7 +119,8 @@ def enhanced_frames(ds, base: DicomFile) -> list[DicomFile]:
             pixel_offset=None,
             slice_thickness=to_float(fr["thickness"], base.slice_thickness),
             pixel_spacing=tuple(float(x) for x in fr["spacing"]) if fr["spacing"] else base.pixel_spacing,
-            image_orientation=tuple(float(x) for x in fr["orientation"]) if fr["orientation"] else base.image_orientation,
+            image_orientation=(tuple(float(x) for x in fr["orientation"]) if fr["orientation"]
+                               else base.image_orientation),
             image_position=tuple(float(x) for x in fr["position"]),
             instance_number=rank[fr["frame"]] + 1,
             rescale_slope=to_float(fr["slope"], base.rescale_slope),

@@ -127,7 +127,8 @@ def read_mosaic(base: DicomFile) -> list[DicomFile]:
     return mosaic_frames(base, csa, sbs)
 
 
-def mosaic_frames(base: DicomFile, csa: dict[str, list[str]] | None, spacing_between_slices: float | None) -> list[DicomFile]:
+def mosaic_frames(base: DicomFile, csa: dict[str, list[str]] | None,
+                  spacing_between_slices: float | None) -> list[DicomFile]:
     """Split the mosaic ``base`` (its header record) into one record per slice (module docstring).
 
     ``csa``: :func:`read_csa` of its CSA image header (None: absent). Raises :class:`MosaicError`.
@@ -155,7 +156,7 @@ def mosaic_frames(base: DicomFile, csa: dict[str, list[str]] | None, spacing_bet
     snv_u = np.asarray(snv) / np.linalg.norm(snv)
     cos = float(snv_u @ normal)
     if abs(cos) < 0.999:
-        raise MosaicError(f"Siemens mosaic: CSA SliceNormalVector disagrees with ImageOrientationPatient "
+        raise MosaicError("Siemens mosaic: CSA SliceNormalVector disagrees with ImageOrientationPatient "
                           f"(cosine {cos:.4f})")
     step = spacing_between_slices if spacing_between_slices and spacing_between_slices > 0 else base.slice_thickness
     if n > 1 and not step:
