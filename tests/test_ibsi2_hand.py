@@ -244,3 +244,25 @@ def test_separable_grid_sampling_equals_map_coordinates(order, mode):
     ref = ndimage.map_coordinates(img, np.meshgrid(*axes, indexing="ij"), order=order, mode=mode, cval=0.0,
                                   prefilter=order > 1)
     np.testing.assert_allclose(sample_grid(img, axes, order, mode), ref, atol=1e-9)
+
+
+def test_texture_families_of_a_response_map_are_the_ibsi1_families_of_that_map():
+    """``families:`` beyond stat run the IBSI 1 code on the response map (grey levels by the entry's
+    discretisation, the ROI's own intensity range): for the unfiltered image they equal IBSI 1 mode."""
+    from biomarkers.features.filters.features import filter_values
+    from biomarkers.features.ibsi import compute
+    from biomarkers.features.ibsi.processing import IbsiSettings
+
+    rng = np.random.default_rng(6)
+    img = np.round(rng.normal(size=(12, 20, 20)) * 40 + 100)
+    roi = np.zeros(img.shape, bool)
+    roi[3:9, 5:14, 4:15] = True
+    fams = ["stat", "ih", "cm", "szm", "ngt"]
+    entries = filter_entries([{"id": "none", "filter": "none", "families": fams,
+                               "discretisation": {"method": "fbn", "bin_count": 16}}])
+    got = filter_values(img, roi, (2.0, 1.0, 1.0), IbsiSettings(), entries)["none"]
+    ref = compute(img, roi, (2.0, 1.0, 1.0), IbsiSettings(discretisation="fbn", bin_width=None, bin_count=16,
+                                                          families=tuple(fams)))
+    assert set(got) == set(ref) and len(ref) > 100
+    for tag, v in ref.items():
+        assert got[tag] == pytest.approx(v, rel=1e-9, abs=1e-12), tag
