@@ -36,8 +36,8 @@ def _load_needles(path: Path) -> dict:
         if len(row) < 2:
             raise InputError(f"{path}: row {n}: expected label,value[,kind]")
         kind = row[2].strip() if len(row) > 2 and row[2].strip() else None
-        if kind and kind not in ("name", "id", "date", "text"):
-            raise InputError(f"{path}: row {n}: kind must be name, id, date or text (got {kind!r})")
+        if kind and kind not in ("name", "id", "date", "text", "institution"):
+            raise InputError(f"{path}: row {n}: kind must be name, id, date, text or institution (got {kind!r})")
         out[row[0].strip()] = (row[1], kind) if kind else row[1]
     return out
 

@@ -30,8 +30,13 @@ from typing import Iterable, Literal, Mapping
 
 from .dates import parse_date
 from .keys import pseudonym_pattern as _pseudonym_pattern
+from .normalise import Matcher, fold_key
 
-Kind = Literal["name", "id", "date", "text"]
+Kind = Literal["name", "id", "date", "text", "institution"]
+#: Blobs up to this size are also decoded (UTF-8, Latin-1, UTF-16) and searched normalised (accents folded).
+FOLD_DECODED_MAX_BYTES = 4 << 20
+_COMPACT_DROP = re.compile(rb"[^a-z0-9\n]+")
+_COMPACT_TRANSLIT = re.compile(rb"(?<=[aou])e")
 
 #: Name parts shorter than this are not searched on their own (too many chance matches in binary data).
 MIN_PART_LEN = 6
@@ -107,6 +112,8 @@ def _guess_kind(label: str, value: str) -> Kind:
         r"\d{8}|\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{4}", value.strip()
     ):
         return "date"
+    if "institution" in low or "hospital" in low or "site" in low:
+        return "institution"
     if "name" in low or "physician" in low or "^" in value:
         return "name"
     if "id" in low or "number" in low or "accession" in low or "mrn" in low:
@@ -124,11 +131,13 @@ class _Needles:
     def __init__(self, needles: Mapping[str, object]):
         ascii_: set[tuple[str, bytes]] = set()
         other: set[tuple[str, bytes]] = set()
+        matcher = Matcher()  # the normalised keys (biomarkers.deid.normalise: the sidecar filter's too)
         for label, spec in needles.items():
             if isinstance(spec, (tuple, list)):
                 value, kind = str(spec[0]), spec[1]
             else:
                 value, kind = str(spec), _guess_kind(label, str(spec))
+            matcher.add(label, value, kind)
             for variant in identifying_variants(value, kind):
                 low = variant.lower()
                 if low.isascii() and low.isprintable():
@@ -141,10 +150,12 @@ class _Needles:
                             pass
         self.ascii = sorted(ascii_)
         self.other = sorted(other)
+        #: normalised keys searched in the separator-free, accent-folded text (names: each component)
+        self.compact = sorted({(lb, k.encode()) for lb, k in matcher.keys + matcher.dates if len(k) >= MIN_PART_LEN})
         self.min_len = min((len(b) for _, b in self.ascii), default=1)
 
     def __len__(self) -> int:
-        return len(self.ascii) + len(self.other)
+        return len(self.ascii) + len(self.other) + len(self.compact)
 
     def _runs(self, data: bytes):
         """Yield (text, offsets) for the printable-ASCII runs of ``data`` as bytes and as
@@ -195,6 +206,20 @@ class _Needles:
                     j = int(np.searchsorted(pos, i, side="right")) - 1
                     offset = int(byte_starts[j]) + (i - int(pos[j])) * width
                     hits.append(Hit(label, path, layer if width == 1 else f"{layer}/utf-16", offset, needle.decode()))
+            if self.compact:  # normalised: separators dropped, ae/oe/ue -> a/o/u (fold_key on each run)
+                compact = _COMPACT_TRANSLIT.sub(b"", _COMPACT_DROP.sub(b"", text))
+                for label, needle in self.compact:
+                    if (label, needle) not in seen and needle in compact:
+                        seen.add((label, needle))
+                        hits.append(Hit(label, path, f"{layer}/normalised", int(byte_starts[0]) if len(byte_starts) else 0,
+                                        needle.decode()))
+        if self.compact and len(data) <= FOLD_DECODED_MAX_BYTES:  # accented renderings, folded to ASCII
+            for enc in ("utf-8", "latin-1", "utf-16-le"):
+                key = fold_key(data.decode(enc, "ignore")).encode()
+                for label, needle in self.compact:
+                    if (label, needle) not in seen and needle in key:
+                        seen.add((label, needle))
+                        hits.append(Hit(label, path, f"{layer}/{enc}-folded", 0, needle.decode()))
         if self.other:
             for label, needle in self.other:
                 i = data.find(needle)

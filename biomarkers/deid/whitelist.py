@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any, Iterable
 
+from .normalise import fold_key, institution_words, name_components
+
 #: DICOM keyword -> (sidecar key, kind). kind: "num", "nums" (multi-valued numbers) or "code" (short code string).
 SIDECAR_ATTRIBUTES: dict[str, tuple[str, str]] = {
     "Modality": ("modality", "code"),
@@ -67,6 +69,8 @@ _CODE = re.compile(r"^[A-Za-z0-9 _.+\-/()]{1,40}$")
 _LONG_DIGITS = re.compile(r"\d{5,}")
 # More than six words (separators such as "/" not counted): prose.
 _MAX_WORDS = 6
+# A date written with separators (15.08.2019, 2019-08-15, 15/08/19): the digit runs are short.
+_DATE_LIKE = re.compile(r"\d{1,4}[./\-]\d{1,2}[./\-]\d{2,4}")
 
 
 def _is_date_like_number(x: float) -> bool:
@@ -82,8 +86,10 @@ def clean_value(value: Any, kind: str, forbidden: Iterable[str] = ()) -> Any:
 
     ``kind``: ``num`` (finite number, not a YYYYMMDD-like integer), ``nums`` (list of
     finite numbers), ``code`` (short code string: at most 40 characters of letters, digits
-    and ``_ .+-/()``, at most 6 words, no run of 5+ digits, not containing any of the
-    ``forbidden`` strings, case-insensitively) or ``present`` (True when non-empty).
+    and ``_ .+-/()``, at most 6 words, no run of 5+ digits, no date with separators, not
+    containing any of the ``forbidden`` strings, compared by
+    :func:`biomarkers.deid.normalise.fold_key`: accents, case and separators ignored) or
+    ``present`` (True when non-empty).
     """
     if value is None or value == "":
         return None
@@ -108,11 +114,13 @@ def clean_value(value: Any, kind: str, forbidden: Iterable[str] = ()) -> Any:
         if "\\" in s:  # multi-valued codes: check each part
             parts = [clean_value(p, "code", forbidden) for p in s.split("\\")]
             return s if all(p is not None for p in parts) else None
-        if not _CODE.match(s) or _LONG_DIGITS.search(s) or len(re.findall(r"[A-Za-z0-9]+", s)) > _MAX_WORDS:
+        if not _CODE.match(s) or _LONG_DIGITS.search(s) or _DATE_LIKE.search(s) \
+                or len(re.findall(r"[A-Za-z0-9]+", s)) > _MAX_WORDS:
             return None
-        low = s.lower()
+        key = fold_key(s)
         for f in forbidden:
-            if f and len(f) >= 3 and f.lower() in low:
+            k = fold_key(f)
+            if len(k) >= 3 and k in key:
                 return None
         return s
     raise ValueError(f"unknown whitelist kind {kind!r}")
@@ -133,7 +141,9 @@ def identifying_strings(ds) -> set[str]:
             if not t:
                 continue
             out.add(t)
-            out.update(p.strip() for p in re.split(r"[\^,=]", t) if len(p.strip()) >= 3)
+            out.update(p for p in name_components(t) if len(p) >= 3)
+            if kw.startswith("Institution") or kw == "StationName":
+                out.update(institution_words(t))
     return out
 
 
