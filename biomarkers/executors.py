@@ -22,6 +22,7 @@ Specs accepted by :func:`get_executor`:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 from abc import ABC, abstractmethod
@@ -40,7 +41,11 @@ class Outcome:
 
 
 def _worker_init(preload: tuple[str, ...] = ()) -> None:
-    """Per-process setup: one thread per worker so N workers use N cores; import ``preload`` modules."""
+    """Per-process setup: SIGINT ignored (:func:`biomarkers.interrupts.worker_init`: the coordinator
+    stops its workers); one thread per worker so N workers use N cores; import ``preload`` modules."""
+    from .interrupts import worker_init
+
+    worker_init()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -95,7 +100,8 @@ class Executor(ABC):
         """Yield one Outcome per (key, payload) item, in completion order."""
 
     def close(self) -> None:
-        pass
+        """Release the workers (after an interruption, :func:`biomarkers.interrupts.received`, without
+        waiting for the items in flight)."""
 
     def __enter__(self) -> "Executor":
         return self
@@ -137,10 +143,14 @@ class LocalExecutor(Executor):
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                initargs=(self.preload,),
-            )
+            from .interrupts import sigint_blocked
+
+            with sigint_blocked():  # the workers start with SIGINT blocked (a Ctrl-C is the coordinator's)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                    initargs=(self.preload,),
+                )
+                self._pool.submit(os.getpid)  # launches every worker now, inside the block
         return self._pool
 
     def start(self) -> None:
@@ -216,9 +226,27 @@ class LocalExecutor(Executor):
                 fut.cancel()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Shut the pool down and join its workers (none is left after this returns). After an
+        interruption the workers are terminated instead of finishing their items (whose
+        partial writes are temporary files)."""
+        from .interrupts import received
+
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if received() is None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.join(timeout=3)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2)
 
 
 class DaskExecutor(Executor):
@@ -289,31 +317,52 @@ class DaskExecutor(Executor):
                 self.client.cancel(rest)
 
     def close(self) -> None:
+        from .interrupts import received
+
         if self._own:
-            self.client.close()
+            self.client.close(timeout=5 if received() is not None else "30s")
 
     def describe(self) -> str:
         return f"dask ({self.address}, {self.workers} threads)"
 
 
+def check_spec(spec: str | None) -> tuple[str, int | str | None]:
+    """Validate an executor spec without starting anything (``--dry-run`` uses it): returns
+    ``(kind, argument)``: ``("serial", None)``, ``("local", N or None)``, ``("dask", "tcp://HOST:PORT")``.
+
+    Raises:
+        ConfigError: an unknown spec, ``local:N`` with N not a positive integer, a dask address without port.
+    """
+    spec = (spec or "local").strip()
+    if spec == "serial":
+        return "serial", None
+    if spec == "local" or spec.startswith("local:"):
+        if ":" not in spec:
+            return "local", None
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"executor {spec!r}: expected local:N with N an integer") from None
+        if n < 1:
+            raise ConfigError(f"executor {spec!r}: local:N needs N >= 1 worker processes (or 'local' for one per core)")
+        return "local", n
+    if spec.startswith("dask://") or spec.startswith("tcp://"):
+        host, _, port = spec.split("://", 1)[1].rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"executor {spec!r}: expected dask://HOST:PORT (the scheduler's address)")
+        return "dask", "tcp://" + spec.split("://", 1)[1]
+    raise ConfigError(f"unknown executor {spec!r}: use 'local', 'local:N', 'serial' or 'dask://HOST:PORT'")
+
+
 def get_executor(spec: str | None = None, workers: int | None = None, preload: tuple[str, ...] = ()) -> Executor:
-    """Build an executor from a spec string (see module docstring).
+    """Build an executor from a spec string (see module docstring and :func:`check_spec`).
 
     ``preload``: modules a local pool's workers import as they start (ignored elsewhere:
     dask workers are long-lived and import once).
     """
-    spec = (spec or "local").strip()
-    if spec == "serial":
+    kind, arg = check_spec(spec)
+    if kind == "serial":
         return SerialExecutor()
-    if spec == "local" or spec.startswith("local:"):
-        n = workers
-        if ":" in spec:
-            try:
-                n = int(spec.split(":", 1)[1])
-            except ValueError:
-                raise ConfigError(f"executor {spec!r}: expected local:N with N an integer") from None
-        return LocalExecutor(n, preload=preload)
-    if spec.startswith("dask://") or spec.startswith("tcp://"):
-        addr = "tcp://" + spec.split("://", 1)[1]
-        return DaskExecutor(addr)
-    raise ConfigError(f"unknown executor {spec!r}: use 'local', 'local:N', 'serial' or 'dask://HOST:PORT'")
+    if kind == "local":
+        return LocalExecutor(arg if arg is not None else workers, preload=preload)
+    return DaskExecutor(arg)

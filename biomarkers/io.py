@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +45,31 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None, durable: boo
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+#: Names of :func:`atomic_path`'s temporary files (and of ``tempfile.mkdtemp(prefix=".NAME.", suffix=".tmp")``
+#: folders): ``.<stem>.<8 random characters>.tmp[<suffixes>]``.
+PARTIAL_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..*)?$")
+
+
+def remove_partial(root: str | os.PathLike) -> int:
+    """Remove the temporary files/folders interrupted writes left under ``root`` (:data:`PARTIAL_NAME`;
+    symlinks not followed); returns how many. Call it only while holding ``root``'s lock
+    (:func:`biomarkers.locks.output_lock` does), so no live writer's file is removed."""
+    import shutil
+
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in [d for d in dirnames if PARTIAL_NAME.match(d)]:
+            dirnames.remove(d)
+            shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+            n += 1
+        for f in filenames:
+            if PARTIAL_NAME.match(f):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, f))
+                n += 1
+    return n
 
 
 def write_bytes(dest: str | os.PathLike, data: bytes, durable: bool = True) -> Path:

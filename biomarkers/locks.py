@@ -105,6 +105,9 @@ def output_lock(folder: str | os.PathLike, command: str = "") -> Iterator[Path]:
     with _guard:
         _held[key] = 1
     try:
+        from .io import remove_partial
+
+        remove_partial(folder)  # temporary files of an interrupted run's writes (no live writer: we hold the lock)
         yield folder / LOCK
     finally:
         with _guard:

@@ -30,6 +30,18 @@ def main(argv: list[str] | None = None) -> int:
         print("usage error: the de-identification secret is never taken from the command line (--secret): "
               "set BIOMARKERS_SECRET, or BIOMARKERS_SECRET_FILE to a file (mode 0600) holding it", file=sys.stderr)
         return 2
+    from .. import interrupts
+
+    interrupts.install()  # Ctrl-C -> 130, SIGTERM -> 143, one line (biomarkers.interrupts)
+    try:
+        return _run(argv)
+    except (interrupts.Interrupted, KeyboardInterrupt) as exc:
+        command = " ".join(["biomarkers", *[a for a in args if not a.startswith("-")][:1]])
+        print(interrupts.message(exc, command), file=sys.stderr)
+        return interrupts.exit_status(exc)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except BiomarkersError as err:
@@ -44,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int)):  # typer's own click
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
+        if isinstance(exc, click.exceptions.Abort):  # click's own Ctrl-C (a KeyboardInterrupt it caught)
+            raise KeyboardInterrupt from None
         raise
     return 0
 

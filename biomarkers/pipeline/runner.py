@@ -20,6 +20,7 @@ import warnings
 import biomarkers
 from biomarkers.errors import BiomarkersError
 from biomarkers.executors import Executor
+from biomarkers.interrupts import doing
 from biomarkers.io import FileHasher, sha256_json
 from biomarkers.logs import echo
 from biomarkers.report import CaseStatus, RunReport, StageStatus
@@ -88,8 +89,16 @@ class Pipeline(Context):
         from biomarkers.locks import output_lock
 
         self.out.mkdir(parents=True, exist_ok=True)
+        from biomarkers.interrupts import Interrupted
+
         with output_lock(self.out, "biomarkers run"):
-            return self._run()
+            try:
+                return self._run()
+            except Interrupted as exc:  # the stages' finished work is kept; the MLflow run ends KILLED
+                from .stages.tracking import killed
+
+                killed(self, str(exc))
+                raise
 
     def _run(self) -> RunReport:
         self.validate()
@@ -186,7 +195,7 @@ class Pipeline(Context):
             if other.warmup is not None and other.enabled(self.cfg):
                 other.warmup(self)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), doing(f"stage {name}"):
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
                 rep, details = s.run(self)
         except BiomarkersError as err:

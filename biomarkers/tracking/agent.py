@@ -73,6 +73,20 @@ def finish_run(job: dict) -> None:
             mlflow.end_run(status=job.get("status", "FINISHED"))
 
 
+def kill_run(job: dict) -> str:
+    """End run ``job["run_id"]`` (created by :func:`open_run` from ``job`` when None) as KILLED, with
+    ``job["tags"]``; returns its id. For an interrupted command (:mod:`biomarkers.interrupts`)."""
+    from mlflow.entities import RunTag
+
+    from .store import client
+
+    c = client(job["uri"])
+    run_id = job.get("run_id") or open_run(job)
+    c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in (job.get("tags") or {}).items()])
+    c.set_terminated(run_id, status="KILLED")
+    return run_id
+
+
 class Tracker:
     """Runs MLflow jobs in a helper process that imported MLflow in advance (see module docstring)."""
 
@@ -111,6 +125,8 @@ class Tracker:
             raise TrackingFailed(f"{type(err).__name__}: {err}") from None
 
     def close(self) -> None:
+        """Stop the helper process (terminated at once after an interruption: see
+        :meth:`biomarkers.executors.LocalExecutor.close`)."""
         if self._ex is not None:
             self._ex.close()
             self._ex = None

@@ -90,5 +90,28 @@ def _log(ctx) -> None:
     write_json(ctx.state.path, ctx.state.data)
 
 
+def killed(ctx, signal_name: str) -> None:
+    """After an interruption: the pipeline's MLflow run ends KILLED (created now, with the pipeline's start
+    time, when the stages had not reached this one), tagged with the signal and the stages' states."""
+    import logging
+
+    from biomarkers.tracking.agent import kill_run
+
+    if not ctx.cfg.tracking.enabled:
+        return
+    tags = {f"biomarkers.stage.{n}": str(s.status) for n, s in ctx.stages.items()}
+    try:
+        run_id = ctx.tracker().call(kill_run, {
+            "uri": ctx.tracking_uri(), "experiment": ctx.cfg.tracking.experiment, "run_name": ctx.cfg.name,
+            "run_id": ctx.report.extra.get("mlflow_run_id"), "start_time_ms": int((ctx.started or time.time()) * 1000),
+            "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": ctx.cfg.name,
+                                                "biomarkers.interrupted": signal_name, **tags})})
+        ctx.report.extra["mlflow_run_id"] = run_id
+    except Exception as err:  # noqa: BLE001 - the interruption is reported either way
+        logging.getLogger(__name__).warning("the interrupted run could not be marked KILLED in MLflow: %s", err)
+    finally:
+        ctx.close_tracker()
+
+
 STAGE = Stage("tracking", order=50, upstream=("extract",), key=key, run=run, deferred=True, warmup=warmup,
               enabled=lambda cfg: cfg.tracking.enabled)
