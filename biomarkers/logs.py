@@ -1,7 +1,10 @@
 """Console output for the CLI: logging setup and progress bars.
 
 Only the CLI calls :func:`setup_logging`; importing biomarkers configures nothing.
-Log records never carry identifiers: code logs pseudonyms and relative paths only.
+Log records never carry identifiers: code logs pseudonyms and keyed references only. Source files
+are named through :func:`file_ref` (their keyed reference, e.g. ``src-K3J9XQ2M4T7A`` or ``file-...``):
+hospital folders carry names, MRNs and dates. Their paths appear only in the site-side source report,
+or at the console when the operator asks with ``--show-paths`` (:func:`show_paths`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-_state = {"quiet": False, "verbose": False}
+_state = {"quiet": False, "verbose": False, "show_paths": False}
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
@@ -26,6 +29,18 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     # third-party chatter
     for name in ("radiomics", "mlflow", "distributed", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def show_paths(on: bool = True) -> None:
+    """Let :func:`file_ref` add source paths (the CLI's ``--show-paths``, for the operator at the console)."""
+    _state["show_paths"] = bool(on)
+
+
+def file_ref(ref: str, path: object = None) -> str:
+    """How console and log lines name a source file: its keyed reference; with ``--show-paths`` also its path."""
+    if _state["show_paths"] and path not in (None, ""):
+        return f"{ref} ({path})"
+    return ref
 
 
 def is_quiet() -> bool:

@@ -67,7 +67,12 @@ def test_export_profile_attributes(exported, planted):
     for ds in _read_all(out).values():
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
-        assert {it.CodeValue for it in ds.DeidentificationMethodCodeSequence} == {"113100", "113107"}
+        codes = [it.CodeValue for it in ds.DeidentificationMethodCodeSequence]
+        # the source's own history (TCIA's codes in the STS files) kept, ours appended (issue 15)
+        src_codes = [it.CodeValue for it in pydicom.dcmread(next(planted[0].rglob("*.dcm")), stop_before_pixels=True)
+                     .get("DeidentificationMethodCodeSequence", [])]
+        assert codes[:len(src_codes)] == src_codes
+        assert {"113100", "113104", "113105", "113107"} <= set(codes) and len(set(codes)) == len(codes)
         assert ds.PatientID == ds.PatientName == deid.patient_id(c.patient_id)
         assert ds.PatientBirthDate == "" and ds.AccessionNumber == "" and ds.StudyID == ""
         for kw in ("OtherPatientIDs", "InstitutionName", "StationName", "ProtocolName", "AdditionalPatientHistory",
@@ -95,7 +100,7 @@ def test_dates_shifted_intervals_preserved(exported, planted):
         assert dt.datetime.strptime(ds.ContentDate, "%Y%m%d").date() - study == dt.timedelta(days=3)
         if ds.Modality == "RTSTRUCT":
             assert dt.datetime.strptime(ds.StructureSetDate, "%Y%m%d").date() - study == dt.timedelta(days=5)
-            assert ds.StructureSetTime == "170944.162"  # times of day kept (header dump of the source)
+            assert ds.StructureSetTime == ""  # Table E.1-1: Z (times are never kept verbatim, issue 15)
 
 
 def test_same_voxels_geometry_and_contours(exported, planted):
@@ -182,10 +187,13 @@ def test_characteristics_option_and_burned_in(planted, tmp_path):
     (d / "notes.txt").write_text("not dicom")
     y = pydicom.dcmread(one)
     y.PatientID = ""
+    y.SOPInstanceUID = y.SOPInstanceUID + ".9"  # another instance (one SOP instance twice: a duplicate)
     y.save_as(d / "b.dcm")
     r = export_dicom(d, tmp_path / "out", deid)
     assert r.counts() == {"done": 0, "skipped": 2, "failed": 1}
-    assert set(r.reasons()) == {"not a DICOM file", "burned-in annotation: pixel data may show identity",
+    from biomarkers.dicom.refusals import screen_capture_reason
+
+    assert set(r.reasons()) == {"not a DICOM file", screen_capture_reason(x.get),
                                 "no PatientID: cannot derive a pseudonym"}
     assert all(x.case.startswith("src-") for x in r.cases)  # source paths are not written to the report
 

@@ -80,7 +80,12 @@ def test_example_config_is_valid():
 def test_cli_demo_secret_recorded(shared_data, tmp_path, monkeypatch):
     monkeypatch.delenv("BIOMARKERS_SECRET")
     out = tmp_path / "out"
-    assert main(["ingest", str(shared_data / "ibsi1_ct_phantom" / "dicom"), str(out), "--demo", "--executor", "serial"]) == 0
+    # the demo secret only on data biomarkers synth wrote (issue 15): refused on the phantom, accepted on synth's
+    assert main(["ingest", str(shared_data / "ibsi1_ct_phantom" / "dicom"), str(out), "--demo", "--executor", "serial"]) == 2
+    from biomarkers.synth import synthesize
+
+    synthesize(tmp_path / "cohort", patients=1, centres=1, seed=1, pet=False)
+    assert main(["ingest", str(tmp_path / "cohort" / "dicom"), str(out), "--demo", "--executor", "serial"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["deidentified"] is True and rep["demo_secret"] is True
 
@@ -113,7 +118,9 @@ def test_cli_source_report_keeps_paths_at_the_site(shared_data, tmp_path, capsys
     out, site = tmp_path / "out", tmp_path / "site" / "unused.json"
     assert main(["ingest", str(src), str(out), "--source-report", str(out / "x.json")]) == 2  # inside OUT: refused
     assert main(["ingest", str(src), str(out), "--executor", "serial", "--source-report", str(site)]) == 0
-    assert "DOE_JOHN_12345/notes.txt" in capsys.readouterr().out  # printed for the operator
+    assert "DOE_JOHN" not in capsys.readouterr().out  # console names files by keyed reference (issue 15)
+    assert main(["ingest", str(src), str(out), "--executor", "serial", "--show-paths"]) == 0
+    assert "DOE_JOHN_12345/notes.txt" in capsys.readouterr().out  # printed for the operator who asks
     assert b"DOE_JOHN" not in (out / "report.json").read_bytes()
     rep = json.loads((out / "report.json").read_text())
     (ref,) = [u["ref"] for u in rep["unused_files"] if u["reason"] == "not a DICOM file"]

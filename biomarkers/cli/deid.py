@@ -53,6 +53,8 @@ def deid_export(
     linkage_table: Optional[Path] = typer.Option(
         None, "--linkage-table", help="Also write original id -> pseudonym CSV here (owner-only, never inside OUT)."
     ),
+    show_paths: bool = typer.Option(False, "--show-paths", help="Console lines also give source paths (for the "
+                                    "operator; report.json and logs name files by keyed reference only)."),
 ) -> None:
     """Write de-identified DICOM copies (PS3.15 basic profile, retain longitudinal with modified dates).
 
@@ -63,6 +65,9 @@ def deid_export(
     from ..deid import DeidSettings, Deidentifier
     from ..deid.export import ExportSettings, export_dicom
     from ..logs import echo
+    from ..logs import show_paths as _show_paths
+
+    _show_paths(show_paths)
 
     class _ExportConfig(Settings):
         deid: DeidSettings = DeidSettings()

@@ -39,6 +39,8 @@ def ingest(
         help="Header cache between runs (overrides the config's index_cache): auto (the user's cache folder), off, "
         "or a folder outside OUT and SRC. It holds original identifiers and stays on this side.",
     ),
+    show_paths: bool = typer.Option(False, "--show-paths", help="Console lines also give the paths (relative to "
+                                    "SRC) of unused files; by default they are named by keyed reference only."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Index and qualify only: print what would be converted; nothing is written to OUT "
         "(the source-side index cache is updated)."),
@@ -52,6 +54,9 @@ def ingest(
     from ..dicom.ingest import Ingest, IngestSettings
     from ..errors import PrivacyError
     from ..logs import echo
+    from ..logs import show_paths as _show_paths
+
+    _show_paths(show_paths)
 
     settings = load_yaml(config, IngestSettings) if config else IngestSettings()
     if no_deid or demo:
@@ -78,18 +83,17 @@ def ingest(
             echo(f"  current  {r.path}")
         for r in plan.rows:
             echo(f"  skip     {r.patient_id}/{r.modality}: {r.reason}")
-        for u in ing.unused_files(plan.index):
-            echo(f"  not used {u['path']}: {u['reason']}" + (f" ({u['duplicate_of']})" if u["duplicate_of"] else ""))
+        for u in _unused_refs(ing, plan.index):
+            echo(f"  not used {u['shown']}: {u['reason']}" + (f" ({u['dup_shown']})" if u["dup_shown"] else ""))
         return
     report = ing.run()
     echo(report.summary())
     unused = ing.last_unused
     if unused:
-        echo(f"  {len(unused)} input file(s) not used (paths relative to SRC):")
-        for u in unused:
-            echo(f"    {u['path']}: {u['reason']}" + (f" ({u['duplicate_of']})" if u["duplicate_of"] else ""))
-        if settings.deid.enabled:
-            echo("  (report.json lists them by reference only: source paths may identify patients)")
+        echo(f"  {len(unused)} input file(s) not used (by reference; --show-paths adds paths relative to SRC, "
+             "--source-report writes them for the site):")
+        for u in _unused_refs(ing, ing.last_index):
+            echo(f"    {u['shown']}: {u['reason']}" + (f" ({u['dup_shown']})" if u["dup_shown"] else ""))
     if not settings.deid.enabled:
         echo("  WARNING: de-identification was disabled (--no-deid): outputs carry original identifiers")
     if source_report is not None:
@@ -99,3 +103,15 @@ def ingest(
         p = ing.deidentifier.write_linkage_table(linkage_table, forbidden_root=out)
         echo(f"  linkage table: {p}")
     echo(f"  manifest: {out / 'manifest.parquet'}  report: {out / 'report.json'}")
+
+
+def _unused_refs(ing, index) -> list[dict]:
+    """Unused input files as the console shows them: keyed reference (``--show-paths``: and path)."""
+    from ..logs import file_ref
+
+    rows = ing.unused_files(index)
+    refs = ing._unused_files_report(index) if ing.deidentifier.enabled else [
+        {"ref": r["path"], "duplicate_of": r["duplicate_of"]} for r in rows]
+    return [dict(reason=r["reason"], shown=file_ref(x["ref"], r["path"]),
+                 dup_shown=file_ref(x["duplicate_of"], r["duplicate_of"]) if r["duplicate_of"] else "")
+            for r, x in zip(rows, refs)]
