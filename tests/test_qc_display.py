@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import nibabel as nib
+import pytest
 import numpy as np
 from PIL import Image
 
@@ -55,3 +56,24 @@ def test_scale_bar_length_matches_the_geometry(shared_data, tmp_path):
     bar_mm = info["views"]["axial"]["scale_bar_mm"]
     assert bar_mm in (10, 20, 50, 100)
     assert abs(bar_px * fov_x_mm / w - bar_mm) <= 1.5 * fov_x_mm / w  # within about one pixel
+
+
+def test_centre_effect_kruskal_wallis_equals_scipy():
+    from scipy.stats import kruskal
+
+    from biomarkers.qc.report import kruskal_columns
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(61, 6))
+    X[:, 1] = np.round(X[:, 1])  # many ties
+    X[:20, 2] += 1.0  # a centre effect
+    X[:, 3] = 3.0  # constant: no test
+    X[:, 5] = rng.integers(0, 3, 61)  # heavy ties
+    g = np.array([0] * 20 + [1] * 21 + [2] * 20)
+    got = kruskal_columns(X, g)
+    for c in range(X.shape[1]):
+        if c == 3:
+            assert np.isnan(got[c])
+            continue
+        assert got[c] == pytest.approx(kruskal(*[X[g == k, c] for k in range(3)]).pvalue, rel=1e-9)
+    assert got[2] < 0.01
