@@ -69,7 +69,8 @@ def test_every_problem_reported_with_file_row_column_and_action(loaded):
     i = one(rep, file=a, row=2, column="grade")
     assert i.action == "set missing" and "wrong type" in i.problem and i.value == "two"
     # age above the de-identification cap -> capped
-    assert one(rep, file=a, row=3, column="age").action == "capped"
+    i = one(rep, file=a, row=3, column="age")
+    assert i.action == "capped" and i.value == ">89"  # ages capped in the report too (issue 15)
     # unknown id (not matching the id pattern) -> rejected, value redacted
     i = one(rep, file=a, row=4, column="patient_id")
     assert i.action == "rejected" and "pattern" in i.problem and i.value == "<redacted>"
@@ -83,7 +84,7 @@ def test_every_problem_reported_with_file_row_column_and_action(loaded):
     assert pseudonym("STS_008") not in set(df["patient_id"])
     # out-of-range required value -> rejected
     i = one(rep, file=a, row=8, column="age")
-    assert i.action == "rejected" and "out of range [0, 120] years" in i.problem and i.value == "150.0"
+    assert i.action == "rejected" and "out of range [0, 120] years" in i.problem and i.value == ">89"  # 150, capped
     # missing required value -> rejected
     i = one(rep, file=a, row=9, column="age")
     assert i.action == "rejected" and i.problem == "missing value (required)"

@@ -145,6 +145,17 @@ class ClinicalValidationError(InputError):
         self.report = report
 
 
+def _capped_age_text(value, max_age: int) -> str:
+    """An age value as a report may show it: any number above ``max_age`` in it becomes ``>max_age``
+    (ages are capped in every output, validation reports included)."""
+    import re
+
+    def cap(m: re.Match) -> str:
+        return f">{max_age}" if float(m.group(0).replace(",", ".")) > max_age else m.group(0)
+
+    return re.sub(r"\d+(?:[.,]\d+)?", cap, str(value))
+
+
 # --- value normalisation and type conversion (vectorised where pandas allows) -------------
 
 def _is_missing(v, missing: set[str]) -> bool:
@@ -385,6 +396,8 @@ def load_clinical(
                 action = "set missing"
             if spec.type == "date" and value not in (None, ""):
                 value = REDACTED
+            elif spec.age and deid.enabled and value not in (None, ""):
+                value = _capped_age_text(value, deid.settings.max_age)
         if action in ("rejected", "load aborted"):
             rejected.add(i)
         elif action == "set missing":
@@ -433,7 +446,7 @@ def load_clinical(
             for i in kept.index[over.to_numpy(dtype=bool)]:
                 f, row, line, pseudo = file_loc(i)
                 report.issues.append(Issue(f, row, line, sources[f].get(var, var), var, pseudo,
-                                           f"age above {deid.settings.max_age}", str(kept.loc[i, var]), "capped"))
+                                           f"age above {deid.settings.max_age}", f">{deid.settings.max_age}", "capped"))
                 kept.loc[i, var] = deid.age(float(kept.loc[i, var]))
         if spec.type == "date" and deid.enabled:
             kept[var] = [
