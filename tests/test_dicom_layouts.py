@@ -318,6 +318,11 @@ def _enhanced(slices, frames: list[dict], dest: Path) -> Path:
                                                              RescaleType="US")])
         if "te" in f:
             item.MREchoSequence = [_item(EffectiveEchoTime=f["te"])]
+        if "b" in f:
+            diff = _item(DiffusionBValue=f["b"], DiffusionDirectionality="DIRECTIONAL" if f["b"] else "NONE")
+            if f["b"]:
+                diff.DiffusionGradientDirectionSequence = [_item(DiffusionGradientOrientation=list(f["g"]))]
+            item.MRDiffusionSequence = [diff]
         per.append(item)
         pixels.append((s.pixel_array.astype(np.int32) + f["offset"]).astype(s.pixel_array.dtype))
     ds.PerFrameFunctionalGroupsSequence = per
@@ -366,3 +371,22 @@ def test_enhanced_layout_that_cannot_be_ordered_is_skipped(shared_data, tmp_path
     row = _only_row(_enhanced(sl, frames, tmp_path / "src"), tmp_path / "out")
     assert row.status == "skipped" and "cannot be ordered" in row.reason and "DimensionIndexValues" in row.reason
     assert not list((tmp_path / "out").rglob("*.nii.gz"))
+
+
+def test_enhanced_diffusion_from_the_mr_diffusion_sequence(shared_data, tmp_path):
+    """b = 0, 1000, 1000 with two directions, only in each frame's MRDiffusionSequence, frames ranked
+    by DimensionIndexValues (volume index first): a diffusion series with those b-values and
+    directions (LPS, sidecar) in that order."""
+    sl = _series(shared_data, MR)
+    vols = [(0.0, (0.0, 0.0, 0.0)), (1000.0, (1.0, 0.0, 0.0)), (1000.0, (0.0, 0.6, 0.8))]
+    frames = [dict(slice=k, b=b, g=g, offset=10 * v, slope=1.0, intercept=0.0, index=[v + 1, k + 1])
+              for v, (b, g) in enumerate(vols) for k in range(4)]
+    row = _only_row(_enhanced(sl, frames[::-1], tmp_path / "src"), tmp_path / "out")
+    assert row.status == "converted" and row["shape"].endswith(" x 4 x 3"), (row.reason, row["shape"])
+    side = json.loads((tmp_path / "out" / row.path.replace(".nii.gz", ".json")).read_text())
+    assert side["volumes"]["dimension"] == "diffusion"
+    assert side["volumes"]["b_value"] == [0.0, 1000.0, 1000.0]
+    np.testing.assert_allclose(side["volumes"]["gradient_lps"], [g for _, g in vols], atol=1e-9)
+    got = np.asanyarray(nib.load(tmp_path / "out" / row.path).dataobj).astype(np.float64)
+    for v in range(3):
+        np.testing.assert_allclose(got[..., v].transpose(2, 1, 0), _stored(sl) + 10 * v)
