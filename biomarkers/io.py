@@ -145,27 +145,50 @@ def sha256_array(arr) -> str:
     return h.hexdigest()
 
 
+def check_apart(src: str | os.PathLike, out: str | os.PathLike, src_what: str = "source folder",
+                out_what: str = "output folder") -> None:
+    """Refuse (:class:`~biomarkers.errors.InputError`) an output folder that is, or is inside, the folder it
+    reads (the source is never modified), or a source inside the output (originals would end up among
+    de-identified outputs). Paths compared resolved (symlinks followed)."""
+    from .errors import InputError
+
+    s, o = Path(src).resolve(), Path(out).resolve()
+    if o == s:
+        raise InputError(f"{out}: the {out_what} must differ from the {src_what} {src}")
+    if s in o.parents:
+        raise InputError(f"{out}: the {out_what} is inside the {src_what} {src} (it is never written to): "
+                         "choose an output folder outside it")
+    if o in s.parents:
+        raise InputError(f"{src}: the {src_what} is inside the {out_what} {out}: move it out, or write elsewhere")
+
+
 def walk_files(root: str | os.PathLike, hidden: bool = True, exclude: str | os.PathLike | None = None
                ) -> list[tuple[str, str, int, int]]:
     """``(relative name, path, size, mtime_ns)`` of every regular file below ``root``, sorted by name.
 
     Relative names use ``/``. ``hidden=False`` skips files and folders whose name starts
     with ``.``; ``exclude`` is a folder (resolved path) that is not entered. Symbolic links
-    to folders are not followed (as :func:`os.walk`); links to files are (their target's
-    size and mtime). One ``scandir`` pass: no per-file ``pathlib`` objects.
+    to folders are followed (a site's SRC often links patient folders from elsewhere), each
+    folder's real path once (loop protection: a link to a folder already walked, or to an
+    ancestor, is not entered again); links to files are followed (their target's size and
+    mtime). One ``scandir`` pass: no per-file ``pathlib`` objects.
     """
     ex = str(Path(exclude).resolve()) if exclude is not None else None
     out: list[tuple[str, str, int, int]] = []
     stack = [("", os.fspath(root))]
+    seen = {os.path.realpath(root)}
     while stack:
         prefix, folder = stack.pop()
         with os.scandir(folder) as entries:
             for e in entries:
                 if not hidden and e.name.startswith("."):
                     continue
-                if e.is_dir(follow_symlinks=False):
-                    if ex is None or str(Path(e.path).resolve()) != ex:
-                        stack.append((f"{prefix}{e.name}/", e.path))
+                if e.is_dir(follow_symlinks=True):
+                    real = os.path.realpath(e.path)
+                    if real in seen or real == ex:
+                        continue
+                    seen.add(real)
+                    stack.append((f"{prefix}{e.name}/", e.path))
                 elif e.is_file():
                     st = e.stat()
                     out.append((prefix + e.name, e.path, st.st_size, st.st_mtime_ns))

@@ -108,6 +108,11 @@ def scan(
     from ..deid.scan import scan_files, scan_mlflow
     from ..logs import echo
 
+    from ..errors import InputError
+
+    for p in [*paths, needles]:
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder to scan" if p != needles else f"{p}: needles file not found")
     table = _load_needles(needles)
     hits = scan_files(paths, table)
     if mlflow:

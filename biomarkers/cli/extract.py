@@ -35,7 +35,13 @@ def extract(
     from ..features.naming import WIDE_TABLE
     from ..logs import echo
 
+    from ..executors import check_spec
+    from ..io import check_apart
+
+    check_spec(executor)
+    check_apart(dataset, out, "dataset folder", "features folder")
     stage = Extract(dataset, params, out, executor=executor).validate()
+    _check_modalities(stage, params)
     if dry_run:
         plan = stage.plan(dry_run=True)
         for line in plan.lines():
@@ -50,3 +56,16 @@ def extract(
     echo(report.summary())
     echo(f"features: {out / WIDE_TABLE} ({report.extra['tables'][WIDE_TABLE]} rows, "
          f"{report.extra['tables']['feature_columns']} features)")
+
+
+def _check_modalities(stage, given: List[str]) -> None:
+    """Every ``--params MODALITY=FILE`` names a modality of the dataset (else exit 2 listing those it has)."""
+    from ..errors import ConfigError
+    from ..features.params import DEFAULT, normalise_modality
+
+    m = stage._manifest
+    have = sorted({normalise_modality(x) for x in m.loc[m["kind"] == "image", "modality"].dropna().astype(str)})
+    for mod, ps in stage.params.by_modality.items():
+        if mod != DEFAULT and mod not in have:
+            spec = next((g for g in given if "=" in g and normalise_modality(g.split("=", 1)[0]) == mod), f"{mod}={ps.path}")
+            raise ConfigError(f"--params {spec}: the dataset has no modality {mod} (it has {', '.join(have) or 'none'})")

@@ -48,6 +48,27 @@ def format_leaderboard(df) -> str:
     return "\n".join(lines)
 
 
+def _existing_store(uri: str | None) -> None:
+    """Read-only commands never create a tracking store: a local one (``sqlite:///PATH``, ``file:`` or a
+    folder) must exist (exit 2 naming it otherwise)."""
+    from urllib.parse import unquote, urlparse
+
+    from ..errors import InputError
+    from ..tracking import tracking_uri as resolve
+
+    u = resolve(uri)
+    parsed = urlparse(u)
+    if parsed.scheme == "sqlite":
+        path = unquote(u.split(":///", 1)[1]) if ":///" in u else ""
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise InputError(f"{u}: no MLflow store there (no such database file); nothing was created. Give the "
+                             "--tracking-uri an experiment or pipeline run logged to")
+    elif parsed.scheme in ("", "file"):
+        path = unquote(parsed.path) if parsed.scheme == "file" else u
+        if not Path(path).is_dir():
+            raise InputError(f"{u}: no MLflow store there (no such folder); nothing was created")
+
+
 @app.command("experiment")
 def experiment_cmd(
     spec: Path = typer.Argument(..., help="Experiment spec YAML (experiments/*.yaml)."),
@@ -77,6 +98,7 @@ def compare_cmd(
     from ..io import write_csv
     from ..modeling.experiment import leaderboard
 
+    _existing_store(tracking_uri)
     df = leaderboard(experiment, tracking_uri=tracking_uri, parent_run_id=run_id)
     echo(format_leaderboard(df))
     if csv is not None:
@@ -96,6 +118,8 @@ def predict_cmd(
     from ..io import write_csv, write_parquet
     from ..modeling.experiment import predict_table
 
+    if not (Path(model_uri).is_dir() or model_uri.startswith("file:")):
+        _existing_store(tracking_uri)
     res = predict_table(model_uri, table, tracking_uri=tracking_uri)
     if out is None:
         print(res.to_csv(index=False), end="")

@@ -143,12 +143,10 @@ class Ingest:
         """Check inputs before any work: SRC exists, OUT is not SRC, the secret is usable."""
         if not self.src.is_dir():
             raise InputError(f"{self.src}: source folder not found (or not a folder)")
-        src, out = self.src.resolve(), self.out.resolve()
-        if out == src:
-            raise InputError(f"{self.out}: the output folder must differ from the source folder")
-        if src in out.parents:
-            log.info("output folder is inside the source folder; it is excluded from indexing")
-        if out.exists() and not out.is_dir():
+        from ..io import check_apart
+
+        check_apart(self.src, self.out)  # OUT inside SRC (never written to) or SRC inside OUT: refused
+        if self.out.exists() and not self.out.is_dir():
             raise InputError(f"{self.out}: exists and is not a folder")
         deid = self.deidentifier  # raises SecretError when the secret is missing
         if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
@@ -170,6 +168,9 @@ class Ingest:
         finally:
             if own:
                 executor.close()
+        if not idx.files and not idx.segmentations:
+            raise InputError(f"{self.src}: no DICOM file found under the source folder ({idx.n_files} file(s) read, "
+                             "none DICOM; symlinked folders are followed)")
         s = self.settings
         stacks = build_stacks(idx.files, s.position_tolerance_mm)
         plan = IngestPlan(index=idx, stacks=stacks)

@@ -51,7 +51,15 @@ class Pipeline(Context):
 
     # ----------------------------------------------------------------- validate / plan
     def validate(self) -> None:
-        """Check every enabled stage's inputs exist and the secret is available (ConfigError otherwise)."""
+        """Check every enabled stage's inputs exist and the secret is available (ConfigError otherwise), the
+        executor spec is valid and OUT and the DICOM source are apart (before anything runs or is tracked)."""
+        from biomarkers.executors import check_spec
+        from biomarkers.io import check_apart
+
+        if not isinstance(self.executor_spec, Executor):
+            check_spec(self.executor_spec)
+        if self.cfg.source.dicom:
+            check_apart(self.cfg.source.dicom, self.out, "source.dicom folder", "out folder")
         for s in registry():
             if s.check is not None and s.enabled(self.cfg):
                 s.check(self)
