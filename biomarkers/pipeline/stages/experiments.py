@@ -1,21 +1,12 @@
 """Stage ``experiments``: the modelling experiments on the analysis table (:func:`biomarkers.modeling.run_experiment`)."""
 
 import json
-from pathlib import Path
 from typing import Any
 
-from biomarkers.errors import ConfigError
-
-from ..stage import Stage
+from ..stage import Stage, require_files
 from .link import ANALYSIS
 
 RESULTS = "experiments.json"
-
-
-def check(ctx) -> None:
-    for p in ctx.cfg.experiments.specs:
-        if not Path(p).is_file():
-            raise ConfigError(f"experiments.specs: {p} not found")
 
 
 def key(ctx) -> dict:
@@ -50,15 +41,21 @@ def run(ctx):
 
 
 def experiment_summary(name: str, res: Any) -> dict:
-    """A JSON-able summary of run_experiment's result (best pipeline, AUC and CI, run id)."""
+    """A JSON-able summary of run_experiment's result (best pipeline, the experiment's primary metric, ``auc``
+    for a binary target and ``c_index`` for a survival one, with its CI, run id), sorted by that metric."""
     out: dict[str, Any] = {"name": name, **({"run_id": res.parent_run_id} if res.parent_run_id else {})}
     lb = res.table()
-    cols = [c for c in ("pipeline", "auc", "auc_ci_low", "auc_ci_high", "balanced_accuracy", "brier", "run_id")
-            if c in lb.columns]
-    out["leaderboard"] = json.loads(lb[cols].sort_values("auc", ascending=False).to_json(orient="records"))
+    primary = res.pipelines[0].cv.primary if getattr(res, "pipelines", None) else (
+        "auc" if "auc" in lb.columns else "c_index")
+    cols = [c for c in ("pipeline", primary, f"{primary}_ci_low", f"{primary}_ci_high", "balanced_accuracy", "brier",
+                        "run_id") if c in lb.columns]
+    out["metric"] = primary
+    out["leaderboard"] = json.loads(
+        (lb[cols].sort_values(primary, ascending=False) if primary in lb.columns else lb[cols]).to_json(orient="records"))
     out["best"] = res.best
     return out
 
 
-STAGE = Stage("experiments", order=60, upstream=("link",), key=key, run=run, outputs=(RESULTS,), check=check,
+STAGE = Stage("experiments", order=60, upstream=("link",), key=key, run=run, outputs=(RESULTS,),
+              check=lambda ctx: require_files("experiments.specs", ctx.cfg.experiments.specs),
               enabled=lambda cfg: cfg.experiments.run)

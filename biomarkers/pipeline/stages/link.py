@@ -29,6 +29,9 @@ def run(ctx):
     write_parquet(ctx.path(ANALYSIS), table)
     write_json(ctx.path(REPORT), lrep.to_dict())
     rep = RunReport("link")
+    linked = set(table["patient_id"].astype(str)) - set(lrep.features_only) - set(lrep.clinical_only)
+    for pid in sorted(linked):
+        rep.add(pid, CaseStatus.DONE, "")  # linked: features joined with a valid clinical row
     for pid in lrep.features_only:
         rep.add(pid, CaseStatus.SKIPPED, "features but no valid clinical row")
     for pid in lrep.clinical_only:

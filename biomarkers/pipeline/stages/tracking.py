@@ -88,6 +88,10 @@ def _log(ctx) -> None:
         "params": {"config_hash": cfg.config_hash()[:16], "executor": ctx.executor_desc[:200], "pipeline": cfg.name}})
     ctx.state.data["_mlflow"] = {"run_id": run_id, "config_hash": cfg.config_hash()}
     write_json(ctx.state.path, ctx.state.data)
+    st["tracking"].counts = {"done": 1, "skipped": 0, "failed": 0}  # one MLflow run logged
+    st["tracking"].computed = 1
+    echo(f"[tracking] 1 done (MLflow run {run_id}: {len(metrics)} metrics, {len(datasets)} datasets, "
+         f"{len(artifacts)} artifacts)")
 
 
 def killed(ctx, signal_name: str) -> None:
