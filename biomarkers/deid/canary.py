@@ -169,3 +169,96 @@ def plant_dicom(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(extra, target)
     return needles
+
+
+#: Fictional values for :func:`plant_hard` (accented, in several character sets and places).
+HARD_NAME = "MÜLLER-SCHÖN^ERIKA^JOHANNA"
+HARD_INSTITUTION = "Klinikum Quillfeather-Süd"
+HARD_TOOL = "Quillfeather RT Contour 3"
+HARD_BIRTH_TIME = "074512.3141"
+HARD_TIME = "235917.4711"
+
+
+def hard_needles(c: CanaryPatient) -> dict[str, tuple[str, str]]:
+    """The values :func:`plant_hard` adds (label -> (value, kind))."""
+    p = c.patient_id
+    return {
+        f"{p}:hard:name": (HARD_NAME, "name"),
+        f"{p}:hard:institution": (HARD_INSTITUTION, "institution"),
+        f"{p}:hard:tool": (HARD_TOOL, "text"),
+        f"{p}:hard:birth_time": (HARD_BIRTH_TIME, "text"),
+        f"{p}:hard:time": (HARD_TIME, "text"),
+        f"{p}:hard:uid": (f"999.{_digits(p)}.{c.study_date}", "text"),
+        f"{p}:hard:local_code": ("QCHANAT77", "id"),
+        f"{p}:hard:preamble": ("PREAMBLE-QCH-SECRET", "text"),
+    }
+
+
+def _digits(s: str) -> str:
+    return str(int("".join(ch for ch in s if ch.isdigit()) or "0"))
+
+
+def plant_hard(ds, c: CanaryPatient, k: int, charset: str = "ISO_IR 100") -> None:
+    """Plant identifiers where real exports hide them, beyond :func:`_plant` (issue 15): the
+    accented name in ``charset`` (``ISO_IR 100`` Latin-1 or ``ISO_IR 192`` UTF-8) with PN components,
+    nested sequences, GE/Siemens/Philips/site private blocks, the preamble, UIDs embedding the MRN
+    and the study date, times (PatientBirthTime, acquisition/content times), a local code naming the
+    hospital (AnatomicRegionSequence), RTSTRUCT labels, a second ROI named after the patient and the
+    in-house tool as Manufacturer. Geometry and pixel data are not touched."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = HARD_NAME
+    ds.PatientBirthTime = HARD_BIRTH_TIME
+    for kw in ("StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime", "InstanceCreationTime", "StructureSetTime"):
+        if kw in ds or kw in ("StudyTime", "ContentTime"):
+            setattr(ds, kw, HARD_TIME)
+    ds.AcquisitionDateTime = f"{c.study_date}{HARD_TIME}"
+    ds.InstitutionName = HARD_INSTITUTION
+    ds.OperatorsName = HARD_NAME
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "QCHANAT77", "99QCH", f"{HARD_INSTITUTION} thorax"
+    std = Dataset()
+    std.CodeValue, std.CodingSchemeDesignator, std.CodeMeaning = "51185008", "SCT", f"Thorax ({HARD_INSTITUTION})"
+    ds.AnatomicRegionSequence = Sequence([code, std])
+    inner = Dataset()
+    inner.PersonName = HARD_NAME  # nested: a sequence in a sequence
+    inner.TextValue = f"{c.patient_id} {HARD_INSTITUTION}"
+    outer = Dataset()
+    outer.ContentSequence = Sequence([inner])
+    outer.ReferencedSOPInstanceUID = f"1.2.999.{_digits(c.patient_id)}.{c.study_date}.9"
+    ds.ReferencedImageSequence = Sequence([outer])
+    for group, creator, vr, value in ((0x0009, "GEMS_IDEN_01", "LO", c.patient_id),
+                                      (0x0019, "SIEMENS MR HEADER", "LO", HARD_NAME),
+                                      (0x2001, "Philips Imaging DD 001", "LO", HARD_INSTITUTION),
+                                      (0x0013, "QCH SITE CREATOR", "DA", c.birth_date)):
+        ds.private_block(group, creator, create=True).add_new(0x10, vr, value)
+    ds.preamble = b"PREAMBLE-QCH-SECRET".ljust(128, b"\0")
+    root = f"1.2.999.{_digits(c.patient_id)}.{c.study_date}"
+    if str(ds.get("Modality", "")) != "RTSTRUCT":  # image UIDs embed the MRN and the date (references follow)
+        ds.SOPInstanceUID = f"{root}.{k + 1}"
+        if getattr(ds, "file_meta", None) is not None:
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    else:
+        ds.Manufacturer = HARD_TOOL
+        ds.StructureSetLabel = f"QCH {c.patient_id}"[:16]
+        ds.StructureSetName = HARD_NAME
+        ds.StructureSetDescription = f"contours of {HARD_NAME}"
+        rois = ds.StructureSetROISequence
+        import copy
+
+        extra = copy.deepcopy(rois[0])
+        extra.ROINumber = max(int(r.ROINumber) for r in rois) + 1
+        extra.ROIName = HARD_NAME.replace("^", " ")
+        extra.ROIDescription = f"drawn for {c.patient_id}"
+        rois.append(extra)
+        contour = copy.deepcopy(ds.ROIContourSequence[0])
+        contour.ReferencedROINumber = extra.ROINumber
+        ds.ROIContourSequence.append(contour)
+        if "RTROIObservationsSequence" in ds:
+            obs = copy.deepcopy(ds.RTROIObservationsSequence[0])
+            obs.ObservationNumber = extra.ROINumber
+            obs.ReferencedROINumber = extra.ROINumber
+            obs.ROIObservationLabel = HARD_NAME
+            ds.RTROIObservationsSequence.append(obs)
