@@ -1,35 +1,15 @@
-"""Stage-level cache: content fingerprints of inputs and the state of finished stages.
-
-``OUT/.pipeline/state.json`` records, for every stage that finished, the key it ran
-with (hash of its inputs' content and its settings) and the SHA-256 of its outputs.
-A stage whose key is unchanged and whose outputs still have those hashes is skipped.
-
-File fingerprints are content hashes (SHA-256), remembered together with sizes and
-modification times (``OUT/.pipeline/filehashes.json``, see :class:`biomarkers.io.FileHasher`) so that
-unchanged inputs are not re-read: the same trick as git's index. No path is stored in clear.
+"""Stage-level cache: ``OUT/.pipeline/state.json`` records, for every stage that finished, the key
+it ran with (hash of its inputs' content and its settings) and its outputs' SHA-256 and integrity
+records; a stage whose key is unchanged and whose outputs are as written is skipped. File hashes
+are remembered with sizes and mtimes (:class:`biomarkers.io.FileHasher`), no path in clear.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 
 from biomarkers.io import FileHasher, write_json
-
-
-def expand(patterns: list[str]) -> list[Path]:
-    """Files matching the given paths/globs (sorted, de-duplicated)."""
-    out: list[Path] = []
-    for pat in patterns:
-        hits = sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else [pat]
-        out += [Path(h) for h in hits if Path(h).is_file()]
-    seen, uniq = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            uniq.append(p)
-    return uniq
 
 
 class StageState:

@@ -1,22 +1,7 @@
 """``PipelineConfig``: the YAML of ``biomarkers run`` (one section per stage, each the stage's own settings).
 
-Example (see ``configs/pipeline.yaml`` for every key)::
-
-    name: my-study
-    source:
-      dicom: /data/dicom            # ingest SRC (relative paths: relative to this file)
-      clinical: [/data/clinical/*.csv]
-    out: /data/biomarkers-out       # OUT: dataset/, features/, clinical/, analysis.parquet, run_report.json
-    executor: local                 # local | local:N | serial | dask://HOST:PORT
-    tracking: {uri: null, experiment: biomarkers-pipeline}
-    deid: {...}                     # biomarkers.deid.DeidSettings (imaging AND clinical)
-    ingest: {...}                   # biomarkers.dicom.settings.IngestSettings (without deid)
-    extract: {params: {CT: radiomics/ct.yaml, PT: radiomics/pet.yaml}}
-    clinical: {schema: clinical_schema.yaml}   # or the schema inline
-    experiments: {run: true, specs: [../experiments/demo.yaml]}
-    release: {enabled: false}
-
-Unknown keys are errors naming the file and the dotted key.
+``configs/pipeline.yaml`` shows every key with its default; relative paths are relative to the
+config file; unknown keys are errors naming the file and the dotted key.
 """
 
 from __future__ import annotations

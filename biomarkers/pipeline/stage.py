@@ -1,23 +1,8 @@
 """The stage declaration, the context stages run in, and the registry of stages.
 
 A stage is one module of :mod:`biomarkers.pipeline.stages` exporting ``STAGE``, a :class:`Stage`,
-with its file names (relative to ``OUT``) as module constants. :func:`registry` imports every
-module of that package (when first asked) and orders the stages by ``order``. Adding a stage
-(e.g. ``qc``) is one new module ``stages/qc.py``, nothing else::
-
-    from ..stage import Stage
-    from .ingest import DATASET, MANIFEST
-
-    REPORT = "qc/report.json"
-
-    def key(ctx):  # what the output depends on (content hashes, settings), not paths or times
-        return {"manifest": ctx.hash_out(MANIFEST), "settings": ctx.cfg.qc.model_dump(mode="json")}
-
-    def run(ctx):  # -> (RunReport | None, details); heavy imports inside
-        from biomarkers.qc import run_qc
-        return run_qc(ctx.path(DATASET), ctx.path("qc"), executor=ctx.executor()), {}
-
-    STAGE = Stage("qc", order=15, upstream=("ingest",), key=key, run=run, outputs=(REPORT,), settings=QcSettings)
+with its file names (relative to ``OUT``) as module constants; :func:`registry` imports them
+(when first asked) and orders them. How to add one: ARCHITECTURE.md, "Adding a stage".
 """
 
 from __future__ import annotations
@@ -77,6 +62,13 @@ class StageOutcome:
 
 class StageFailed(BiomarkersError):
     """A stage could not run (its reason goes to the run report)."""
+
+
+def require_files(key: str, paths) -> None:
+    """A stage's ``check``: :class:`ConfigError` naming the config ``key`` of the first path that is not a file."""
+    for p in paths:
+        if not Path(p).is_file():
+            raise ConfigError(f"{key}: {p} not found")
 
 
 @cache

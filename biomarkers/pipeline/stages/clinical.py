@@ -1,15 +1,25 @@
 """Stage ``clinical``: clinical exports validated against the schema and pseudonymised (:mod:`biomarkers.clinical`)."""
 
+import glob
 from pathlib import Path
 
 from biomarkers.errors import ConfigError
 
-from ..cache import expand
 from ..stage import Stage
 from .ingest import DATASET, MANIFEST
 
 CLINICAL = "clinical/clinical.parquet"
 REPORT = "clinical/report.json"
+
+
+def expand(patterns: list[str]) -> list[Path]:
+    """Files matching the given paths/globs (``source.clinical``; each glob sorted), each file once."""
+    found: dict[Path, Path] = {}
+    for pat in patterns:
+        for h in sorted(glob.glob(pat)) if any(ch in pat for ch in "*?[") else [pat]:
+            if Path(h).is_file():
+                found.setdefault(Path(h).resolve(), Path(h))
+    return list(found.values())
 
 
 def enabled(cfg) -> bool:
@@ -18,11 +28,10 @@ def enabled(cfg) -> bool:
 
 def schema(cfg):
     """The :class:`~biomarkers.clinical.schema.ClinicalSchema` of the config (a file or inline)."""
-    from biomarkers.clinical.schema import ClinicalSchema
-    from biomarkers.config import load_yaml
+    from biomarkers.clinical.schema import load_schema
 
     s = cfg.clinical.schema_
-    return load_yaml(s, ClinicalSchema) if isinstance(s, Path) else s
+    return load_schema(s) if isinstance(s, Path) else s
 
 
 def check(ctx) -> None:

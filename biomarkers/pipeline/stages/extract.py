@@ -1,12 +1,10 @@
 """Stage ``extract``: radiomics of every image x ROI of the manifest (:func:`biomarkers.features.run_extract`)."""
 
 from pathlib import Path
-from typing import Any
 
-from biomarkers.errors import ConfigError
 from biomarkers.features.naming import WIDE_TABLE
 
-from ..stage import Stage
+from ..stage import Stage, require_files
 from .ingest import DATASET, MANIFEST
 
 FEATURES = "features"
@@ -20,12 +18,6 @@ def params_files(cfg) -> dict[str, Path]:
     return {k: Path(v) for k, v in p.items()} if isinstance(p, dict) else {"*": Path(p)}
 
 
-def check(ctx) -> None:
-    for p in params_files(ctx.cfg).values():
-        if not p.is_file():
-            raise ConfigError(f"extract.params: {p} not found")
-
-
 def key(ctx) -> dict:
     return {"manifest": ctx.hash_out(MANIFEST),
             "params": {k: ctx.hasher.file(p) for k, p in params_files(ctx.cfg).items()}}
@@ -34,12 +26,11 @@ def key(ctx) -> dict:
 def run(ctx):
     from biomarkers.features import run_extract
 
-    params = params_files(ctx.cfg)
-    arg: Any = params["*"] if list(params) == ["*"] else params
-    return run_extract(ctx.path(DATASET), arg, ctx.path(FEATURES), executor=ctx.executor()), {}
+    return run_extract(ctx.path(DATASET), ctx.cfg.extract.params, ctx.path(FEATURES), executor=ctx.executor()), {}
 
 
-STAGE = Stage("extract", order=20, upstream=("ingest",), key=key, run=run, outputs=(WIDE, REPORT), check=check,
+STAGE = Stage("extract", order=20, upstream=("ingest",), key=key, run=run, outputs=(WIDE, REPORT),
+              check=lambda ctx: require_files("extract.params", params_files(ctx.cfg).values()),
               enabled=lambda cfg: cfg.extract.enabled,
               # workers that will extract import pyradiomics as they start (during ingest's indexing)
               preload=("SimpleITK", "radiomics.featureextractor"))
