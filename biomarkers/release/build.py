@@ -1,16 +1,9 @@
 """Versioned, immutable partner releases of feature tables.
 
-``build_release`` writes ``RELEASES/<name>-<version>/``::
-
-    features.parquet        selected feature rows/columns of FEATURES/features_wide.parquet (cohort only)
-    clinical.parquet        patient_id + the clinical variables the release config allows
-    data_dictionary.csv     every column of both tables: meaning, unit, class, image type/filter, IBSI tag, settings
-    data_dictionary.md      the same, readable
-    README.md               what the release is, cohort, privacy checks, how to read and verify it
-    manifest.json           SHA-256 of every other file, versions, config hashes, row counts, cohort, schema changes
-
-and optionally ``RELEASES/<name>-<version>.tar.gz`` (+ ``.sha256``). The folder is built
-in a temporary folder inside RELEASES and renamed into place at the end, so a
+``build_release`` writes ``RELEASES/<name>-<version>/``: ``features.parquet``, ``clinical.parquet``,
+``data_dictionary.csv``/``.md``, ``README.md`` and ``manifest.json`` (the SHA-256 of every other file;
+each file is described in README.md, "Partner releases"), optionally ``<name>-<version>.tar.gz`` (+ ``.sha256``).
+It is built in a temporary folder inside RELEASES and renamed into place at the end, so a
 release is either complete or absent. An existing version is never overwritten.
 
 The build is refused (:class:`~biomarkers.errors.PrivacyError`, nothing written) when
@@ -42,8 +35,7 @@ from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, w
 from .config import SEMVER, ReleaseConfig
 from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
 from .privacy import age_band, check_k_anonymity, find_identifying, scan_for_originals
-from .reader import MANIFEST, RELEASE_FILES, verify_release
-
+from .reader import MANIFEST, RELEASE_FILES
 
 
 class ReleaseExistsError(InputError):
@@ -268,9 +260,6 @@ def build_release(
     Raises:
         ReleaseExistsError: the version exists. PrivacyError: identifying values or
         k-anonymity violations (the message says which). ConfigError, InputError.
-
-    Steps: resolve the schema and de-identifier, prepare the clinical table, select the
-    cohort, check privacy, write into a temporary folder, publish (rename), log to MLflow.
     """
     from ..deid import DeidSettings
     from .config import load_release_config
