@@ -1,9 +1,7 @@
 """MLflow tracking helpers: where runs go (:mod:`.store`), what they log (:mod:`.datasets`), the kinds
 of run and the experiments' parent/child runs (:mod:`.runs`), the pipeline's logging helper process
-(:mod:`.agent`).
-
-A leaf of the package: it imports no other ``biomarkers`` sub-package (tables and releases
-are read where they are defined: :func:`biomarkers.release.read_table`).
+(:mod:`.agent`). A leaf: it imports no other ``biomarkers`` sub-package; tables and releases are read
+by :func:`biomarkers.release.read_table`.
 """
 
 from .datasets import flatten, log_feature_set, safe_source
