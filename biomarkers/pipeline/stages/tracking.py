@@ -1,9 +1,7 @@
 """Stage ``tracking`` (deferred: after every other stage): the pipeline's MLflow run, linking the stages' outputs.
 
-The run is created when the stages are done (with the pipeline's start time); a rerun in
-which every stage was cached creates no new MLflow run (nothing new to track) and reports
-the last run's id instead. MLflow is imported by a helper process while the stages work
-(:class:`biomarkers.tracking.agent.Tracker`).
+Created when the stages are done (with the pipeline's start time) through :class:`biomarkers.tracking.agent.Tracker`;
+a rerun in which every stage was cached creates no new MLflow run and reports the last run's id instead.
 """
 
 import time
