@@ -344,7 +344,8 @@ class Extract:
             "dataset": os.path.basename(os.path.abspath(self.dataset)),
             "versions": library_versions(any(ps.ibsi is not None for ps in (self.params.all() if self.params else []))),
             "params": [
-                {"modality": ps.modality, "name": ps.name, "path": str(ps.path), "param_hash": ps.param_hash,
+                {"modality": ps.modality, "name": ps.name, "path": os.path.basename(str(ps.path)),  # no site folders
+                 "param_hash": ps.param_hash,
                  "file_sha256": ps.file_hash, "params": ps.params}
                 for ps in (self.params.all() if self.params else [])
             ],
