@@ -26,16 +26,54 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+_TYPE_NAMES = {"str", "int", "float", "bool", "bytes", "Path", "list", "dict", "tuple", "set", "none", "None",
+               "literal", "union", "nullable"}
+
+
+def _model_names() -> set[str]:
+    names, todo = set(), [BaseModel]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__name__ not in names:
+                names.add(sub.__name__)
+                todo.append(sub)
+    return names
+
+
+def _user_key(loc: tuple, models: set[str]) -> str:
+    """The key path in the user's terms: pydantic's union-branch and validator tags
+    (``function-after[_check(), ClinicalSchema]``, ``lax-or-strict[...]``, ``ClinicalSchema``, ``str``) dropped."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES or p in models))]
+    return ".".join(parts) or "<root>"
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    """One line per problem, ``SOURCE: key.path: what is wrong`` in the user's terms: no pydantic
+    internals (union branches, validator names, error URLs). For a value that may be given in two
+    forms (e.g. ``clinical.schema``: a file path or the schema inline) only the problems of the form
+    the user wrote are reported."""
+    models = _model_names()
+    errors = err.errors(include_url=False)
+    keys = [_user_key(e["loc"], models) for e in errors]
+    lines: list[str] = []
+    for e, key in zip(errors, keys):
+        inp = e.get("input")
+        # the other form of a union: e.g. "not a valid path" for an inline mapping whose keys have problems
+        if isinstance(inp, (dict, list)) and e["type"] not in ("extra_forbidden", "missing", "value_error") \
+                and any(k.startswith(key + ".") for k in keys):
+            continue
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; see the config reference in README.md)"
-        elif "input" in e and not isinstance(e["input"], (dict, list)):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{source}: {key}: {msg}")
+        elif e["type"] == "missing":
+            msg = "required key missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if "input" in e and not isinstance(inp, (dict, list)) and e["type"] not in ("extra_forbidden", "missing"):
+            msg = f"{msg} (got {inp!r})"
+        line = f"{source}: {key}: {msg}"
+        if line not in lines:
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ A file given without ``MODALITY=`` applies to every modality that has no file of
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -117,6 +118,49 @@ def ibsi_prepared_pyradiomics_params(pyr: dict) -> dict:
     return out
 
 
+_PROBLEM = re.compile(r"- (?P<msg>.+?)\.? Path: '(?P<path>/[^']*)'")
+
+
+def schema_problems(exc: Exception, params: Mapping[str, Any]) -> list[str]:
+    """pyradiomics' refusal of a parameter file as ``key.path: what is wrong`` lines (one per problem; no
+    pykwalify internals): unknown keys get the closest allowed names."""
+    import difflib
+
+    text = str(exc)
+    found = list(_PROBLEM.finditer(text))
+    if not found:  # pyradiomics' own checks (feature class, image type, interpolator): already in words
+        return [f"invalid pyradiomics parameters: {' '.join(text.split())}"]
+    out = []
+    for m in found:
+        msg, key = m["msg"], ".".join(p for p in m["path"].split("/") if p)
+        unknown = re.match(r"Key '(.+)' was not defined", msg)
+        if unknown:
+            section = params.get(key) if key else params
+            known = _schema_keys(key)
+            close = difflib.get_close_matches(unknown[1], known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(known)}" if known else "")
+            out.append(f"{key + '.' if key else ''}{unknown[1]}: unknown pyradiomics key{hint}"
+                       if section is not None else f"{key}: {msg}")
+            continue
+        typed = re.match(r"Value '(.*)' is not of type '(\w+)'", msg)
+        out.append(f"{key}: {typed[1]!r} is not of type {typed[2]}" if typed else f"{key or '<top level>'}: {msg}")
+    return out
+
+
+def _schema_keys(section: str) -> list[str]:
+    """The keys pyradiomics' parameter schema allows in ``section`` (``setting``; '' for the top level)."""
+    import os
+
+    import radiomics
+    import yaml
+
+    schema = yaml.safe_load(open(os.path.join(os.path.dirname(radiomics.__file__), "schemas", "paramSchema.yaml")))
+    node = schema
+    for part in [p for p in section.split(".") if p]:
+        node = (node.get("mapping") or {}).get(part) or (node.get("mapping") or {}).get("regex;(.+)") or {}
+    return sorted(k for k in (node.get("mapping") or {}) if not k.startswith("regex;"))
+
+
 def validate_params(params: Mapping[str, Any], source: str) -> None:
     """Check a parameter dict with pyradiomics' own schema; raise ConfigError naming ``source``."""
     if not isinstance(params, Mapping):
@@ -131,11 +175,11 @@ def validate_params(params: Mapping[str, Any], source: str) -> None:
     from radiomics import featureextractor
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL)  # its own report of what we report below
     try:
         featureextractor.RadiomicsFeatureExtractor(strip_extra(params))
     except Exception as exc:  # pykwalify SchemaError, ValueError, ...
-        msg = str(exc).strip().replace("\n", " ")
-        raise ConfigError(f"{source}: invalid pyradiomics parameters: {msg}") from None
+        raise ConfigError("\n".join(f"{source}: {p}" for p in schema_problems(exc, params))) from None
     volume_selection(params.get("volumes"), source)
     if isinstance(params.get("ibsi"), Mapping) and params["ibsi"].get("filters"):
         from .ibsi import settings_from_params
