@@ -61,6 +61,19 @@ class Issue:
     action: str
 
 
+def _named(d: dict) -> dict:
+    """A report entry naming its file without the site's folders (paths may carry names, MRNs, dates)."""
+    f = d.get("file")
+    if not f:
+        return d
+    name = Path(str(f)).name
+    out = dict(d, file=name)
+    for k in ("error", "problem"):
+        if isinstance(out.get(k), str):
+            out[k] = out[k].replace(str(f), name)
+    return out
+
+
 @dataclass
 class ValidationReport:
     """All problems of one clinical load, plus per-file facts (format, encoding, centre, counts)."""
@@ -76,7 +89,7 @@ class ValidationReport:
 
     def to_frame(self) -> pd.DataFrame:
         cols = list(Issue.__dataclass_fields__)
-        df = pd.DataFrame([asdict(i) for i in self.issues], columns=cols)
+        df = pd.DataFrame([_named(asdict(i)) for i in self.issues], columns=cols)
         return df.astype({"row": "Int64", "line": "Int64"})
 
     def where(self, **match) -> list[Issue]:
@@ -87,8 +100,8 @@ class ValidationReport:
         return {
             "rows_read": self.n_read,
             "rows_kept": self.n_kept,
-            "files": self.files,
-            "issues": [asdict(i) for i in self.issues],
+            "files": [_named(f) for f in self.files],
+            "issues": [_named(asdict(i)) for i in self.issues],
             "row_convention": "row: 1-based data row (first row under the header = 1); "
             "line: spreadsheet/editor line (header = line 1)",
         }
@@ -118,7 +131,8 @@ class ValidationReport:
                     rep.add(case, "failed", "; ".join(f"{i.column}: {i.problem}" for i in rejected))
                 else:
                     rep.add(case, "done", "", issues=[f"{i.column}: {i.problem} ({i.action})" for i in issues])
-        rep.extra["validation"] = {"rows_read": self.n_read, "rows_kept": self.n_kept, "files": self.files}
+        rep.extra["validation"] = {"rows_read": self.n_read, "rows_kept": self.n_kept,
+                                   "files": [_named(f) for f in self.files]}
         return rep
 
     def summary(self) -> str:
