@@ -24,6 +24,18 @@ SECONDARY_CAPTURE_SOPS = {
     "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image",
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image",
 }
+#: SOP classes that typically carry burned-in text (patient name, dates, site) in their pixels or content:
+#: ultrasound (annotations on the image), encapsulated documents, visible-light photographs and video.
+BURNED_IN_SOPS = {
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF",
+    "1.2.840.10008.5.1.4.1.1.104.2": "Encapsulated CDA",
+    "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.1.1": "Video Endoscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.2.1": "Video Microscopic Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.4.1": "Video Photographic Image",
+}
 #: ImageType values (3rd and later) that vendors write on screen saves, photos, reports and renderings.
 CAPTURE_IMAGE_TYPES = {"SCREEN SAVE", "SCREENSAVE", "SCREEN SHOT", "SCREENSHOT", "SCREEN CAPTURE", "CAPTURE",
                        "SECONDARY CAPTURE", "PHOTO", "CSA REPORT", "REPORT", "CSA 3D EDITOR", "VRT", "RENDERING"}
@@ -42,7 +54,8 @@ def _values(v) -> tuple[str, ...]:
 def screen_capture_reason(get: Callable) -> str:
     """Why an image is likely a screen capture or carries burned-in annotation ("" if not).
 
-    True for: a Secondary Capture SOP class (single- or multi-frame); ConversionType (0008,0064)
+    True for: a Secondary Capture SOP class (single- or multi-frame); an SOP class that typically carries
+    burned-in text (:data:`BURNED_IN_SOPS`: ultrasound, encapsulated documents, photographs, video); ConversionType (0008,0064)
     present (the SC equipment module: digitised film, workstation, video...); BurnedInAnnotation
     (0028,0301) ``YES``; ImageType ``DERIVED\\SECONDARY`` with a capture value among the later
     ones (:data:`CAPTURE_IMAGE_TYPES`, e.g. GE ``SCREEN SAVE``, Siemens ``CSA REPORT``) or, single-frame,
@@ -54,6 +67,8 @@ def screen_capture_reason(get: Callable) -> str:
     sop = str(get("SOPClassUID") or "")
     if sop in SECONDARY_CAPTURE_SOPS:
         return f"screen capture: {SECONDARY_CAPTURE_SOPS[sop]} (SOP class), not a measured image"
+    if sop in BURNED_IN_SOPS:
+        return f"burned-in text likely: {BURNED_IN_SOPS[sop]} (SOP class: annotations in the pixels or content)"
     conversion = str(get("ConversionType") or "").strip()
     if conversion:
         return f"screen capture: ConversionType {conversion} (a converted or captured image, not a measured one)"
