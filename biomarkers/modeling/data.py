@@ -55,6 +55,12 @@ def select_feature_columns(df: pd.DataFrame, subset: FeatureSubset, exclude: set
         cols.append(c)
     if xregex:
         cols = [c for c in cols if not xregex.search(c)]
+    if subset.modalities is not None:  # a misspelt modality (MR_T1 for MR, PET for PT) is named, with those the table has
+        have = sorted({n.modality for n in map(parse_feature, map(str, df.columns)) if n is not None and n.modality})
+        unknown = [p for p in subset.modalities if not any(fnmatch.fnmatchcase(m, p) for m in have)]
+        if unknown:
+            raise InputError(f"{source}: features.modalities {unknown} match no modality of the table "
+                             f"(it has {', '.join(have) or 'no modality-prefixed feature column'})")
     missing = [c for c in subset.include if c not in df.columns]
     if missing:
         raise InputError(f"{source}: features.include names columns not in the table: {missing}")

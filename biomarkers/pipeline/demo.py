@@ -82,6 +82,7 @@ DEMO_EXPERIMENT = {
          "model": {"type": "random_forest", "params": {"n_estimators": 200, "max_depth": 4}}},
     ],
     "validation": {"outer_folds": 5, "outer_repeats": 1, "inner_folds": 3, "bootstrap": 500, "seed": 0},
+    "registered_model": "demo-outcome",  # the README's `biomarkers predict models:/demo-outcome/1 ...`
 }
 
 
