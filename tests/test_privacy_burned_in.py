@@ -1,0 +1,50 @@
+"""Burned-in text (issue 15): refused by deid-export with the reason, or blanked by a configured layout rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+
+from biomarkers.deid import DeidSettings, Deidentifier
+from biomarkers.deid.export import BlankRule, ExportSettings, export_dicom
+from biomarkers.deid.keys import Pseudonymizer
+from biomarkers.dicom.refusals import screen_capture_reason
+
+SECRET = b"burned-in-test-secret-0123456789"
+
+
+def _capture(shared_data, folder):
+    f = sorted((shared_data / "sts" / "dicom" / "STS_001" / "CT" / "image").iterdir())[0]
+    ds = pydicom.dcmread(f)
+    ds.BurnedInAnnotation = "YES"
+    arr = ds.pixel_array.copy()
+    arr[10:30, 20:120] = arr.max()  # the "text"
+    ds.PixelData = arr.tobytes()
+    folder.mkdir()
+    ds.save_as(folder / "shot.dcm")
+    us = pydicom.dcmread(f)
+    us.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
+    us.SOPInstanceUID = us.SOPInstanceUID + ".1"
+    us.Manufacturer = "OtherVendor"  # no rule for its layout
+    us.save_as(folder / "us.dcm")
+    return ds, arr, us
+
+
+def test_burned_in_skipped_or_blanked(shared_data, tmp_path):
+    ds, arr, us = _capture(shared_data, tmp_path / "src")
+    deid = Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET))
+    r = export_dicom(tmp_path / "src", tmp_path / "a", deid)
+    assert r.counts() == {"done": 0, "skipped": 2, "failed": 0}
+    assert set(r.reasons()) == {screen_capture_reason(ds.get), screen_capture_reason(us.get)}
+    assert "Ultrasound" in screen_capture_reason(us.get)
+    rule = BlankRule(manufacturer=str(ds.Manufacturer), model=".*", rows=ds.Rows, columns=ds.Columns,
+                     rectangles=[[0, 0, ds.Columns, 40]])
+    r = export_dicom(tmp_path / "src", tmp_path / "b", deid, ExportSettings(blank=[rule]))
+    assert r.counts() == {"done": 1, "skipped": 1, "failed": 0}
+    done = [c for c in r.cases if c.status == "done"][0]
+    assert done.details.get("blanked") is True
+    out = pydicom.dcmread(next((tmp_path / "b").rglob("*.dcm")))
+    px = out.pixel_array
+    assert (px[:40] == arr.min()).all() and np.array_equal(px[40:], arr[40:])
+    assert out.BurnedInAnnotation == "NO"
+    assert "113101" in [it.CodeValue for it in out.DeidentificationMethodCodeSequence]
