@@ -50,8 +50,16 @@ _BINARY = {"FD": "d", "FL": "f", "SS": "h"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_HDR = struct.Struct("<HH")
+_EXPL = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR)
+_IMPL = struct.Struct("<HHI")  # group, element, 32-bit length (implicit VR, items, delimiters)
 _PIXEL = 0x7FE00010
+#: Decoded values by (tag, raw bytes), bounded: files of a series repeat most values (this also
+#: makes them one string object each in a large index). Not for values unique to a file:
+_PER_FILE = frozenset({0x00080018, 0x00200032, 0x00200013})  # SOPInstanceUID, ImagePositionPatient, InstanceNumber
+_MEMO: dict = {}
+_MEMO_SIZE = 1 << 14
+_MISS = object()
+_MORE = object()  # _parse: the header goes on past the bytes read
 _IMPLICIT = "1.2.840.10008.1.2"
 _EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -61,6 +69,7 @@ class FastHeader:
 
     def __init__(self, values: dict, meta: dict, pixel: tuple[int, int] | None):
         self._v = values
+        self.get = values.get  # the dict's own lookup: no Python frame per call (read_header calls it often)
         self.file_meta = dict(meta)  # dict-like, as pydicom's FileMetaDataset
         self.pixel = pixel  # (value offset, length) of PixelData, or None
 
@@ -77,24 +86,15 @@ class FastHeader:
             raise AttributeError(key) from None
 
 
-def _elem(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
-    g, e = _HDR.unpack_from(buf, pos)
-    if explicit and g != 0xFFFE:
-        vr = buf[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            return (g << 16) | e, vr, _U32.unpack_from(buf, pos + 8)[0], pos + 12
-        return (g << 16) | e, vr, _U16.unpack_from(buf, pos + 6)[0], pos + 8
-    return (g << 16) | e, None, _U32.unpack_from(buf, pos + 4)[0], pos + 8
-
-
 def _skip_sequence(buf: bytes, pos: int, explicit: bool, depth: int = 0) -> int | None:
     """Position after an undefined-length sequence starting at ``pos`` (its first item), or None."""
     if depth > 8:
         return None
     n = len(buf)
+    item, u32 = _IMPL.unpack_from, _U32.unpack_from  # items and delimiters: implicit layout
+    elem = _EXPL.unpack_from if explicit else item
     while pos + 8 <= n:
-        g, e = _HDR.unpack_from(buf, pos)
-        length = _U32.unpack_from(buf, pos + 4)[0]
+        g, e, length = item(buf, pos)
         pos += 8
         if g == 0xFFFE and e == 0xE0DD:
             return pos
@@ -106,11 +106,23 @@ def _skip_sequence(buf: bytes, pos: int, explicit: bool, depth: int = 0) -> int 
         while True:  # undefined-length item: elements until the item delimiter
             if pos + 8 > n:
                 return None
-            g, e = _HDR.unpack_from(buf, pos)
-            if g == 0xFFFE and e == 0xE00D:
-                pos += 8
-                break
-            _, _, ln, vpos = _elem(buf, pos, explicit)
+            if explicit:
+                g, e, vr, ln = elem(buf, pos)
+                if g == 0xFFFE:
+                    if e == 0xE00D:
+                        pos += 8
+                        break
+                    ln, vpos = u32(buf, pos + 4)[0], pos + 8
+                elif vr in _LONG_VRS:
+                    ln, vpos = u32(buf, pos + 8)[0], pos + 12
+                else:
+                    vpos = pos + 8
+            else:
+                g, e, ln = elem(buf, pos)
+                if g == 0xFFFE and e == 0xE00D:
+                    pos += 8
+                    break
+                vpos = pos + 8
             pos = _skip_sequence(buf, vpos, explicit, depth + 1) if ln == 0xFFFFFFFF else vpos + ln
             if pos is None:
                 return None
@@ -133,28 +145,42 @@ def decode_value(raw: bytes, vr: str):
     return s
 
 
-def fast_header(path: Path, size: int, chunk: int = 1 << 16) -> FastHeader | None:
-    """Parse the header of a simple Part 10 file (see above), or None to use pydicom."""
-    with open(path, "rb") as fh:
+def fast_header(path: Path, size: int, chunk: int = 1 << 14) -> FastHeader | None:
+    """Parse the header of a simple Part 10 file (see above), or None to use pydicom.
+
+    Reads ``chunk`` bytes (most headers are a few kB), then up to 64 kB, then the rest of
+    the file, only while the header runs past what was read.
+    """
+    with open(path, "rb", buffering=0) as fh:
         buf = fh.read(chunk)
         if len(buf) < 132 or buf[128:132] != b"DICM":
             return None
-        try:
-            res = _parse(buf, size)
-            if res is None and len(buf) < size:
-                buf += fh.read()
+        more = (1 << 16) - chunk
+        while True:
+            try:
                 res = _parse(buf, size)
-        except (struct.error, ValueError, UnicodeDecodeError):
-            return None
-    return res
+            except struct.error:  # an element header cut at the end of what was read
+                res = _MORE if len(buf) < size else None
+            except (ValueError, UnicodeDecodeError):
+                return None
+            if res is not _MORE:
+                return res
+            extra = fh.read(more) if len(buf) < size else b""
+            if not extra:
+                return None
+            buf += extra
+            more = size
 
 
-def _parse(buf: bytes, size: int) -> FastHeader | None:
+def _parse(buf: bytes, size: int):
     pos, n = 132, len(buf)
     meta: dict = {}
-    while pos + 8 <= n:
-        tag, vr, length, vpos = _elem(buf, pos, True)
-        if tag >> 16 != 0x0002:
+    while pos + 8 <= n:  # file meta group (explicit VR)
+        g, e, vr, length = _EXPL.unpack_from(buf, pos)
+        tag, vpos = (g << 16) | e, pos + 8
+        if vr in _LONG_VRS:
+            length, vpos = _U32.unpack_from(buf, pos + 8)[0], pos + 12
+        if g != 0x0002:
             break
         if tag == 0x00020010:
             meta["TransferSyntaxUID"] = buf[vpos : vpos + length].decode("ascii").rstrip("\x00 ")
@@ -166,28 +192,50 @@ def _parse(buf: bytes, size: int) -> FastHeader | None:
         return None  # compressed / big endian / deflated: pydicom
     explicit = ts == _EXPLICIT
     values: dict = {}
-    while True:
+    tags, long_vrs, u32, memo = _TAGS, _LONG_VRS, _U32.unpack_from, _MEMO
+    unpack = _EXPL.unpack_from if explicit else _IMPL.unpack_from
+    while True:  # one element per turn (the index's hot loop: no call per element)
         if pos + 8 > n:
-            return None if n < size else FastHeader(values, meta, None)
+            return _MORE if n < size else FastHeader(values, meta, None)
         if pos + 12 > n and n < size:
-            return None
-        tag, vr, length, vpos = _elem(buf, pos, explicit)
-        if tag == _PIXEL:
-            return FastHeader(values, meta, (vpos, length))
-        if tag > _PIXEL:
-            return FastHeader(values, meta, None)
+            return _MORE
+        if explicit:
+            g, e, vr, length = unpack(buf, pos)
+            if g == 0xFFFE:  # item / delimiter: implicit layout
+                length, vpos = u32(buf, pos + 4)[0], pos + 8
+            elif vr in long_vrs:
+                length, vpos = u32(buf, pos + 8)[0], pos + 12
+            else:
+                vpos = pos + 8
+        else:
+            g, e, length = unpack(buf, pos)
+            vpos = pos + 8
+        tag = (g << 16) | e
+        if tag >= _PIXEL:
+            return FastHeader(values, meta, (vpos, length) if tag == _PIXEL else None)
         if length == 0xFFFFFFFF:
             if tag == 0x52009230:
                 return None  # enhanced multi-frame: pydicom
             pos = _skip_sequence(buf, vpos, explicit)
             if pos is None:
-                return None
+                return _MORE if n < size else None
             continue
         if vpos + length > n:
-            return None
-        spec = _TAGS.get(tag)
+            return _MORE if n < size else None
+        spec = tags.get(tag)
         if spec is not None:
             if spec[1] == "SQ":
                 return None
-            values[spec[0]] = decode_value(buf[vpos : vpos + length], spec[1])
+            raw = buf[vpos : vpos + length]
+            if tag in _PER_FILE:
+                v = decode_value(raw, spec[1])
+            else:  # values files repeat (UIDs of the series, spacing, ...): decoded once, one object
+                v = memo.get((tag, raw), _MISS)
+                if v is _MISS:
+                    if len(memo) >= _MEMO_SIZE:
+                        memo.clear()
+                    v = memo[(tag, raw)] = decode_value(raw, spec[1])
+                if v.__class__ is list:
+                    v = v.copy()  # each header its own list
+            values[spec[0]] = v
         pos = vpos + length
