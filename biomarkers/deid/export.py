@@ -194,6 +194,8 @@ def site_matcher(ds, settings: "ExportSettings", extra=()):
     m = Matcher()
     for v in identifying_strings(ds):
         m.add("dataset", v, "text")
+    for kw in ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+        m.add("date", ds.get(kw, None), "date")
     for v in (*settings.site_identifiers, *extra):
         m.add("site", v, "institution")
     return m
@@ -339,6 +341,9 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
                     elem.value = _dummy(vr)
             elif vr in TEXT_VRS:
                 if kw not in TEXT_KEEP or not safe_text(elem.value):
+                    del d[tag]
+            elif vr == "CS":  # code strings are kept, unless one holds an identifying value
+                if elem.value not in (None, "") and not safe_text(elem.value):
                     del d[tag]
             elif vr in BINARY_VRS:
                 if kw not in BINARY_KEEP:
