@@ -146,10 +146,11 @@ def sha256_array(arr) -> str:
 
 
 def check_apart(src: str | os.PathLike, out: str | os.PathLike, src_what: str = "source folder",
-                out_what: str = "output folder") -> None:
+                out_what: str = "output folder", src_inside_out: bool = False) -> None:
     """Refuse (:class:`~biomarkers.errors.InputError`) an output folder that is, or is inside, the folder it
     reads (the source is never modified), or a source inside the output (originals would end up among
-    de-identified outputs). Paths compared resolved (symlinks followed)."""
+    de-identified outputs; ``src_inside_out=True`` allows it, for the demo's synthetic cohort only).
+    Paths compared resolved (symlinks followed)."""
     from .errors import InputError
 
     s, o = Path(src).resolve(), Path(out).resolve()
@@ -158,7 +159,7 @@ def check_apart(src: str | os.PathLike, out: str | os.PathLike, src_what: str = 
     if s in o.parents:
         raise InputError(f"{out}: the {out_what} is inside the {src_what} {src} (it is never written to): "
                          "choose an output folder outside it")
-    if o in s.parents:
+    if o in s.parents and not src_inside_out:
         raise InputError(f"{src}: the {src_what} is inside the {out_what} {out}: move it out, or write elsewhere")
 
 

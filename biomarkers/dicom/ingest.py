@@ -35,7 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import BiomarkersError, InputError
 from ..executors import Executor, get_executor
 from ..io import sha256_json
 from ..geometry import Grid
@@ -145,14 +145,22 @@ class Ingest:
             raise InputError(f"{self.src}: source folder not found (or not a folder)")
         from ..io import check_apart
 
-        check_apart(self.src, self.out)  # OUT inside SRC (never written to) or SRC inside OUT: refused
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"{self.out}: exists and is not a folder")
         deid = self.deidentifier  # raises SecretError when the secret is missing
-        if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
-            from ..deid.keys import require_synthetic
+        from ..deid.keys import require_synthetic
 
+        if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
             require_synthetic(self.src)
+        synthetic = False
+        if self.settings.deid.demo:  # demo mode: the demo keeps its synthetic cohort inside its OUT
+            try:
+                require_synthetic(self.src)
+                synthetic = True
+            except BiomarkersError:
+                pass
+        # OUT inside SRC (never written to) refused; SRC inside OUT too, except a synthetic cohort in demo mode
+        check_apart(self.src, self.out, src_inside_out=synthetic)
         self.index_cache_path()  # raises InputError for a cache inside OUT or SRC
 
     # ------------------------------------------------------------------ plan
