@@ -176,7 +176,7 @@ def read_header(path: Path, rel: str) -> HeaderResult:
     if ds is not None and ds.get("SOPClassUID") in IMAGE_SOPS and _i(ds.get("NumberOfFrames"), 1) in (None, 1):
         pixel = ds.pixel
     else:
-        import pydicom
+        pydicom = load_pydicom()
         from pydicom.errors import InvalidDicomError
 
         try:
@@ -246,7 +246,7 @@ def read_header(path: Path, rel: str) -> HeaderResult:
             if size < expected:
                 return HeaderResult.not_used(rel, f"truncated file ({size} bytes, pixel data needs {expected})")
             # unusual layout: check with a full read
-            import pydicom
+            pydicom = load_pydicom()
 
             try:
                 full = pydicom.dcmread(path, force=forced)
@@ -279,7 +279,7 @@ def read_header(path: Path, rel: str) -> HeaderResult:
                 return HeaderResult(HeaderKind.OTHER, rel, other=base, sop_instance_uid=sop_uid)
         return HeaderResult(HeaderKind.IMAGE, rel, frames=[base], sop_instance_uid=sop_uid)
     # multi-frame: needs the functional groups (a full header read of this one file)
-    import pydicom
+    pydicom = load_pydicom()
 
     try:
         full = pydicom.dcmread(path, stop_before_pixels=True, force=forced)
@@ -310,7 +310,7 @@ def intern_shared(values: dict) -> dict:
 
 
 def _segmentation(path: Path, rel: str, common: dict, sop_class: str) -> SegmentationObject:
-    import pydicom
+    pydicom = load_pydicom()
 
     ds = pydicom.dcmread(
         path,
@@ -349,18 +349,48 @@ def _segmentation(path: Path, rel: str, common: dict, sop_class: str) -> Segment
     )
 
 
+#: quiet_pydicom's state: how many contexts are open, pydicom's mode before the first one silenced it.
+_QUIET: dict = {"depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def quiet_pydicom():
-    """Silence pydicom's value-validation warnings/logs for the duration (restores the mode)."""
+    """Silence pydicom's value-validation warnings/logs for the duration (restores the mode).
+
+    pydicom is not imported for this (its import costs ~0.5 s and ~45 MB with its plugins,
+    and the fast reader handles most files without it): a reader that needs it inside the
+    context takes it from :func:`load_pydicom`, which silences it then.
+    """
     import warnings
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _QUIET["depth"] += 1
+        try:
+            if "pydicom" in sys.modules:
+                _silence()
+            yield
+        finally:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0 and _QUIET["saved"] is not None:
+                from pydicom import config
+
+                config.settings.reading_validation_mode = _QUIET["saved"][0]
+                _QUIET["saved"] = None
+
+
+def _silence() -> None:
     from pydicom import config
 
-    mode = config.settings.reading_validation_mode
-    try:
+    if _QUIET["saved"] is None:
+        _QUIET["saved"] = (config.settings.reading_validation_mode,)
         config.settings.reading_validation_mode = config.IGNORE
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        config.settings.reading_validation_mode = mode
+
+
+def load_pydicom():
+    """``pydicom``, imported on first use; inside :func:`quiet_pydicom` its validation silenced."""
+    import pydicom
+
+    if _QUIET["depth"]:
+        _silence()
+    return pydicom

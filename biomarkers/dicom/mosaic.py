@@ -108,7 +108,9 @@ def _floats(items: list[str]) -> list[float]:
 def read_mosaic(base: DicomFile) -> list[DicomFile]:
     """The slices of the mosaic file ``base`` (reads its CSA image header and SpacingBetweenSlices
     with pydicom, header only; :func:`mosaic_frames`). Raises :class:`MosaicError`."""
-    import pydicom
+    from .header import load_pydicom
+
+    pydicom = load_pydicom()  # validation silenced inside the index's quiet_pydicom
 
     ds = pydicom.dcmread(base.path, stop_before_pixels=True, force=True, specific_tags=[
         "SpacingBetweenSlices", 0x00290010, 0x00290011, 0x00290012, 0x00291010, 0x00291110, 0x00291210])
