@@ -16,8 +16,10 @@ Three jobs, each converted by both tools in the same run (interleaved, best of `
 
 Both tools run with their default settings (biomarkers: gzip level 1, executor ``auto``, no
 header cache so every run is a first conversion; dcm2niix: ``-z y``) as separate processes
-(the biomarkers number includes Python start-up and imports). Peak memory: the largest sum
-of RSS over the tool's process tree (upper bound) and of PSS (lower bound), sampled every
+(the biomarkers number includes Python start-up and imports; byte-code is cached in a
+temporary ``PYTHONPYCACHEPREFIX`` even when the calling shell sets ``PYTHONDONTWRITEBYTECODE``,
+as an installed package has its ``.pyc`` files: the first run writes them, best-of picks a
+later one). Peak memory: the largest sum of RSS over the tool's process tree (upper bound) and of PSS (lower bound), sampled every
 10 ms (see :func:`run_measured`). Targets (issue 13): wall time <= 0.5x dcm2niix on
 ``large``, <= 1.0x on ``small`` and ``dcm_qa``; peak memory < 300 MB. For ``small``,
 agreement per series: shape, world geometry (closest canonical RAS: origin mm, direction)
@@ -243,6 +245,8 @@ def main() -> None:
     env.setdefault("BIOMARKERS_SECRET", "benchmark-secret-0123456789")
     os.environ.update(BIOMARKERS_SECRET=env["BIOMARKERS_SECRET"])
     env.setdefault("BIOMARKERS_CACHE_DIR", tempfile.mkdtemp(prefix="bm-bench-cache-"))
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):  # else every run compiles the package's modules again
+        env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="bm-bench-pyc-")
     biomarkers = [str(Path(sys.executable).parent / "biomarkers")]
     if not Path(biomarkers[0]).exists():
         biomarkers = [sys.executable, "-m", "biomarkers"]
