@@ -19,8 +19,8 @@ header cache so every run is a first conversion; dcm2niix: ``-z y``) as separate
 (the biomarkers number includes Python start-up and imports; byte-code is cached in a
 temporary ``PYTHONPYCACHEPREFIX`` even when the calling shell sets ``PYTHONDONTWRITEBYTECODE``,
 as an installed package has its ``.pyc`` files: the first run writes them, best-of picks a
-later one). Peak memory: the largest sum of RSS over the tool's process tree (upper bound) and of PSS (lower bound), sampled every
-10 ms (see :func:`run_measured`). Targets (issue 13): wall time <= 0.5x dcm2niix on
+later one). Peak memory: the largest sum of RSS over the tool's process tree (upper bound)
+and of PSS (lower bound), sampled every 10 ms (see :func:`run_measured`). Targets (issue 13): wall time <= 0.5x dcm2niix on
 ``large``, <= 1.0x on ``small`` and ``dcm_qa``; peak memory < 300 MB. For ``small``,
 agreement per series: shape, world geometry (closest canonical RAS: origin mm, direction)
 and voxel values.
