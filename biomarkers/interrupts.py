@@ -60,14 +60,23 @@ def _handler(signum, _frame) -> None:
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """Handle SIGINT and SIGTERM in this (main) process; a no-op outside the main thread."""
+def install():
+    """Handle SIGINT and SIGTERM in this (main) process (a no-op outside the main thread); returns a
+    function restoring the previous handlers (for in-process callers of ``biomarkers.cli.main``)."""
     global _received
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
     _received = None
+    _doing.clear()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    return restore
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ def _cli_env(monkeypatch):
     monkeypatch.setenv("BIOMARKERS_SECRET", SECRET)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
-    for s, h in handlers.items():  # main() installs the interruption handlers
-        signal.signal(s, h)
+    # main() installs the interruption handlers for the command and restores the previous ones
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
 
 
 def cli(capsys, *args) -> tuple[int, str]:

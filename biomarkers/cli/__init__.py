@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .. import interrupts
 
-    interrupts.install()  # Ctrl-C -> 130, SIGTERM -> 143, one line (biomarkers.interrupts)
+    restore = interrupts.install()  # Ctrl-C -> 130, SIGTERM -> 143, one line (biomarkers.interrupts)
     try:
         return _run(argv)
     except (interrupts.Interrupted, KeyboardInterrupt) as exc:
         command = " ".join(["biomarkers", *[a for a in args if not a.startswith("-")][:1]])
         print(interrupts.message(exc, command), file=sys.stderr)
         return interrupts.exit_status(exc)
+    finally:
+        restore()
 
 
 def _run(argv: list[str] | None) -> int:
