@@ -12,7 +12,8 @@ Faults, drawn at random (``--seed``):
 * ``sigterm``: the same with SIGTERM to the command's process alone (as a batch scheduler does);
 * ``damage``: a random recorded output (NIfTI, sidecar, mask, manifest, item file, feature or
   clinical table, analysis table) truncated, deleted or overwritten in place;
-* ``concurrent``: a second ``biomarkers run`` into the same OUT started while the first runs.
+* ``concurrent``: a second ``biomarkers run`` into the same OUT started at a random moment while
+  the first runs (after it took OUT's lock; it may have finished meanwhile).
 
 After each fault, ``biomarkers run`` again (no fault) and compare with the reference run:
 feature tables (wide and long), manifest, clinical and analysis tables equal (exact), and
@@ -20,7 +21,8 @@ feature tables (wide and long), manifest, clinical and analysis tables equal (ex
 result, outputs lost (the rerun failed or an output is missing/unreadable or fails verify)
 and silently wrong (the rerun succeeded and verified, but a table differs). Target: every
 injection recovered, zero lost, zero silently wrong. Also printed: exit statuses of the
-interrupted runs, and how often the second concurrent run was refused (exit 2).
+interrupted runs (0: the run completed before the signal arrived), and how often the second
+concurrent run was refused (exit 2; 0: the first had finished).
 """
 
 from __future__ import annotations
@@ -218,7 +220,10 @@ def main() -> int:
             else:
                 shutil.rmtree(out / "features", ignore_errors=True)  # the first run has work to do
                 first = _start(cfg)
-                time.sleep(rng.uniform(0.0, durations["extract"]))
+                deadline = time.monotonic() + 60
+                while not (out / ".lock").exists() and first.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.01)  # the first holds OUT: the second starts at a random moment of its run
+                time.sleep(rng.uniform(0.0, durations["extract"] / 2))
                 second = _start(cfg)
                 second.communicate(timeout=900)
                 first.communicate(timeout=900)
