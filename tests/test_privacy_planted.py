@@ -44,6 +44,7 @@ def _plant(shared_data: Path, root: Path):
         ds.save_as(src / "CT" / f"MUELLER_SCHOEN_{c.birth_date}_{k:03d}.dcm", enforce_file_format=False)
     rs = pydicom.dcmread(next((staging / c.patient_id / "CT" / "mask").glob("*.dcm")))
     plant_hard(rs, c, 0, "ISO_IR 192")
+    _plant_other(rs, needles)
     rs.walk(lambda d, e: setattr(e, "value", uid_map.get(str(e.value), e.value))
             if e.keyword == "ReferencedSOPInstanceUID" else None)
     (src / "RS").mkdir()
@@ -58,6 +59,28 @@ def _plant(shared_data: Path, root: Path):
     sc.save_as(src / "screens" / "capture.dcm", enforce_file_format=False)
     shutil.rmtree(staging)
     return root / "hospital", needles, c
+
+
+OTHER = "NOVÁK-ŘEHOŘ^PAVLA"  # fictional; UTF-8 only (not in Latin-1)
+
+
+def _plant_other(ds, needles: dict) -> None:
+    """Other identifiers in other places (not the canary's): a Czech name in a code string, a
+    reviewer, an address, a private tag inside a nested item, a series description."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds.BodyPartExamined = "NOVAKREHOR"
+    ds.ReviewerName = OTHER
+    ds.PatientAddress = "Okružní 17, Ostrava"
+    ds.SeriesDescription = f"kontury {OTHER}"
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    item.private_block(0x0029, "SIEMENS CSA HEADER", create=True).add_new(0x10, "LO", OTHER)
+    ds.ReferencedStudySequence = Sequence([item])
+    needles.update({"other:name": (OTHER, "name"), "other:address": ("Okružní 17", "text"),
+                    "other:code": ("NOVAKREHOR", "id")})
 
 
 @contextlib.contextmanager

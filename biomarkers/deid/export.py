@@ -233,6 +233,14 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
     keep_chars = settings.retain_patient_characteristics
     actions = profile_actions()
     matcher = site_matcher(ds, settings, known)
+    # the persons the profile removes must not survive elsewhere: every person name anywhere in the
+    # dataset (any PN: reviewers, operators, physicians, in sequences too) is matched in kept text
+    def collect(d, e) -> None:
+        if e.VR == "PN" and e.value:
+            for v in (e.value if e.VM > 1 else [e.value]):
+                matcher.add("person", str(v), "name")
+
+    ds.walk(collect)
     roi_ref = deid.pseudonymizer.referencer("roi")
     code_ref = deid.pseudonymizer.referencer("code")
     history = [it for it in ds.get("DeidentificationMethodCodeSequence", [])]
@@ -343,7 +351,7 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
                 if kw not in TEXT_KEEP or not safe_text(elem.value):
                     del d[tag]
             elif vr == "CS":  # code strings are kept, unless one holds an identifying value
-                if elem.value not in (None, "") and not safe_text(elem.value):
+                if kw != "Modality" and elem.value not in (None, "") and not safe_text(elem.value):
                     del d[tag]
             elif vr in BINARY_VRS:
                 if kw not in BINARY_KEEP:
