@@ -40,6 +40,7 @@ def _plant(shared_data: Path, root: Path):
         ds = pydicom.dcmread(f)
         old = ds.SOPInstanceUID
         plant_hard(ds, c, k, "ISO_IR 100")
+        ds.BodyPartExamined, ds.ReviewerName = "NOVAKREHOR", "NOVAK-REHOR^PAVLA"  # ASCII in Latin-1 images
         uid_map[old] = ds.SOPInstanceUID
         ds.save_as(src / "CT" / f"MUELLER_SCHOEN_{c.birth_date}_{k:03d}.dcm", enforce_file_format=False)
     rs = pydicom.dcmread(next((staging / c.patient_id / "CT" / "mask").glob("*.dcm")))

@@ -131,7 +131,9 @@ def identifying_strings(ds) -> set[str]:
     out: set[str] = set()
     if not hasattr(ds, "get"):
         return out
-    for kw in IDENTIFYING_ATTRIBUTES:
+    persons = [e.keyword for e in ds if getattr(e, "VR", "") == "PN" and e.keyword] if hasattr(ds, "__iter__") \
+        and hasattr(ds, "data_element") else []  # every person of a pydicom Dataset (reviewers, operators...)
+    for kw in (*IDENTIFYING_ATTRIBUTES, *persons):
         v = ds.get(kw, None)
         if v is None or v == "":
             continue
