@@ -54,7 +54,7 @@ def test_wrong_modality_name_lists_those_available(tmp_path):
     from biomarkers.modeling.spec import FeatureSubset
 
     df = pd.DataFrame({"patient_id": ["a"], "CT_original_firstorder_Mean": [1.0], "PT_original_firstorder_Mean": [2.0]})
-    with pytest.raises(InputError, match=r"features.modalities \['MR_T1', 'PET'\] match no modality of the table "
-                                         r"\(it has CT, PT\)"):
+    with pytest.raises(InputError, match=r"no feature column of features.modalities \['MR_T1', 'PET'\]: no such "
+                                         r"modality in the table \(it has CT, PT\)"):
         select_feature_columns(df, FeatureSubset(modalities=["CT", "MR_T1", "PET"]), {"patient_id"})
     assert select_feature_columns(df, FeatureSubset(modalities=["P*"]), {"patient_id"}) == ["PT_original_firstorder_Mean"]

@@ -59,8 +59,8 @@ def select_feature_columns(df: pd.DataFrame, subset: FeatureSubset, exclude: set
         have = sorted({n.modality for n in map(parse_feature, map(str, df.columns)) if n is not None and n.modality})
         unknown = [p for p in subset.modalities if not any(fnmatch.fnmatchcase(m, p) for m in have)]
         if unknown:
-            raise InputError(f"{source}: features.modalities {unknown} match no modality of the table "
-                             f"(it has {', '.join(have) or 'no modality-prefixed feature column'})")
+            raise InputError(f"{source}: no feature column of features.modalities {unknown}: no such modality in "
+                             f"the table (it has {', '.join(have) or 'no modality-prefixed feature column'})")
     missing = [c for c in subset.include if c not in df.columns]
     if missing:
         raise InputError(f"{source}: features.include names columns not in the table: {missing}")
