@@ -13,7 +13,8 @@ import pytest
 from biomarkers.cli import main
 from biomarkers.deid import DeidSettings, Deidentifier, Pseudonymizer
 from biomarkers.deid.canary import default_canaries, plant_dicom
-from biomarkers.deid.export import ExportSettings, deidentify_dataset, export_dicom
+from biomarkers.deid.export import ExportSettings, deidentify_dataset
+from biomarkers.dicom.export import export_dicom
 from biomarkers.deid.scan import scan_files
 
 SECRET = b"export-test-secret-0123456789"

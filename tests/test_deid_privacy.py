@@ -22,7 +22,7 @@ import pytest
 
 from biomarkers.deid import DeidSettings, Deidentifier, Pseudonymizer
 from biomarkers.deid.canary import default_canaries, plant_dicom
-from biomarkers.deid.export import export_dicom
+from biomarkers.dicom.export import export_dicom
 from biomarkers.deid.scan import find_identifying_values, scan_files
 from biomarkers.dicom.ingest import run_ingest
 from biomarkers.dicom.settings import IngestSettings

@@ -6,7 +6,8 @@ import numpy as np
 import pydicom
 
 from biomarkers.deid import DeidSettings, Deidentifier
-from biomarkers.deid.export import BlankRule, ExportSettings, export_dicom
+from biomarkers.deid.export import BlankRule, ExportSettings
+from biomarkers.dicom.export import export_dicom
 from biomarkers.deid.keys import Pseudonymizer
 from biomarkers.dicom.refusals import screen_capture_reason
 

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from biomarkers.deid import DeidSettings, Deidentifier
-from biomarkers.deid.export import export_dicom
+from biomarkers.dicom.export import export_dicom
 from biomarkers.deid.keys import Pseudonymizer
 
 SECRET = b"duplicates-test-secret-0123456789"

@@ -63,7 +63,8 @@ def deid_export(
     """
     from ..config import Settings, read_yaml, validate
     from ..deid import DeidSettings, Deidentifier
-    from ..deid.export import ExportSettings, export_dicom
+    from ..deid.export import ExportSettings
+    from ..dicom.export import export_dicom
     from ..logs import echo
     from ..logs import show_paths as _show_paths
 

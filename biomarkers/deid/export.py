@@ -1,31 +1,16 @@
-"""De-identified DICOM copies (DICOM PS3.15 Annex E, Basic Application Level
-Confidentiality Profile with the Retain Longitudinal Temporal Information with
-Modified Dates option), for sites that must ship DICOM rather than NIfTI.
+"""De-identified DICOM copies (DICOM PS3.15 Annex E): the per-dataset transform.
 
-Written from the standard's table (Table E.1-1), as a whitelist:
-
-* **UIDs** (VR ``UI``) are replaced by :meth:`Deidentifier.uid` (the same function as
-  in ingest, so the exported copies carry the UIDs of the manifest and RTSTRUCT/SEG
-  references stay consistent); well-known DICOM UIDs (``1.2.840.10008.*``: SOP classes,
-  transfer syntaxes, coding schemes) are kept.
-* **Dates** (``DA``, ``DT``) are shifted by the patient's offset (or reduced to the year,
-  per :class:`DeidSettings.dates`); times of day are kept (option 113107).
-* **Patient** name and id become the pseudonym; type-2 identifying attributes
-  (birth date, sex, accession number, study id, referring physician...) are emptied (Z).
-* **Text** (``AE AS LO LT PN SH ST UC UR UT``) is kept only for attributes listed in
-  :data:`TEXT_KEEP` (codes and labels the images need, e.g. Manufacturer, ROIName);
-  every other text attribute is removed (X) -- descriptions, protocol names, comments,
-  institution, station, operators, serial numbers, in sequences too.
-* **Private tags** are removed; **sequences** are recursed; the sequences of Table E.1-1
-  that hold identity (ContributingEquipmentSequence, OtherPatientIDsSequence,
-  RequestAttributesSequence...) are removed whole.
-* Other binary data (``OB OW OF OD OL OV UN``) is removed except the pixel data and LUTs.
-* ``PatientIdentityRemoved=YES``, ``LongitudinalTemporalInformationModified=MODIFIED``,
-  ``DeidentificationMethod`` and ``DeidentificationMethodCodeSequence`` (DCM 113100,
-  113107, and 113108 with ``retain_patient_characteristics``) are set.
-
-Pixel data is not cleaned (no Clean Pixel Data option): files flagged
-``BurnedInAnnotation=YES`` are skipped with a reason.
+:func:`deidentify_dataset` applies the Basic Application Level Confidentiality Profile, every
+attribute of Table E.1-1 with its action (the table as data: :data:`TABLE_E1_1`), with the options
+Retain Longitudinal Temporal Information with Modified Dates (113107), Clean Descriptors (113105),
+Clean Structured Content (113104), optionally Retain Patient Characteristics (113108) and, for an
+image a :class:`BlankRule` cleaned, Clean Pixel Data (113101); they are declared in
+DeidentificationMethodCodeSequence after the source's own history. UIDs use
+:meth:`Deidentifier.uid` (the same function as ingest, so exported copies carry the manifest's UIDs
+and RTSTRUCT/SEG references stay consistent). Attributes outside the table are whitelisted
+(:data:`TEXT_KEEP`), and kept text never holds an identifying value of the file, of the export or
+of the site (:func:`site_matcher`, :mod:`biomarkers.deid.normalise`). The file-level driver
+(``biomarkers deid-export``: refusals, duplicates, report) is :func:`biomarkers.dicom.export.export_dicom`.
 """
 
 from __future__ import annotations
@@ -35,8 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Settings
-from ..io import atomic_path
-from ..report import RunReport
 from .deidentifier import Deidentifier
 
 log = logging.getLogger(__name__)
@@ -222,7 +205,7 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    from ..dicom.roi import name_allowed
+    from .roinames import name_allowed
 
     settings = settings or ExportSettings()
     pid = str(ds.get("PatientID", "") or "").strip()
@@ -399,170 +382,3 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
         fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         fm.ImplementationVersionName = "BIOMARKERS_DEID"
     return ds
-
-
-def _expected_pixel_bytes(ds) -> int | None:
-    """Bytes of native (uncompressed) pixel data the header announces; None when encapsulated or unknown."""
-    try:
-        if ds.file_meta.TransferSyntaxUID.is_compressed or "PixelData" not in ds:
-            return None
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        return ds.Rows * ds.Columns * int(ds.get("SamplesPerPixel", 1)) * frames * ds.BitsAllocated // 8
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-def completeness(path: Path) -> tuple[bool, str]:
-    """Is a DICOM file whole? (read in full; native pixel data at least as long as its header says)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-        n = _expected_pixel_bytes(ds)
-        if n is not None and len(ds.PixelData) < n:
-            return False, f"truncated: pixel data {len(ds.PixelData)} of {n} bytes"
-        if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_compressed:
-            ds.pixel_array  # noqa: B018 - decodes every fragment
-    except Exception as err:  # noqa: BLE001
-        return False, f"unreadable: {type(err).__name__}"
-    return True, ""
-
-
-def _blank_rule(ds, rules: list[BlankRule]) -> BlankRule | None:
-    import re
-
-    for r in rules:
-        if (re.fullmatch(r.manufacturer, str(ds.get("Manufacturer", "")), re.I)
-                and re.fullmatch(r.model, str(ds.get("ManufacturerModelName", "")), re.I)
-                and int(ds.get("Rows", 0)) == r.rows and int(ds.get("Columns", 0)) == r.columns):
-            return r
-    return None
-
-
-def blank_regions(ds, rule: BlankRule) -> None:
-    """Set the rule's rectangles of every frame to the image minimum (native pixel data; in place)."""
-    import numpy as np
-
-    arr = ds.pixel_array.copy()
-    frames = arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None]
-    low = arr.min()
-    for x, y, w, h in rule.rectangles:
-        frames[:, y:y + h, x:x + w, ...] = low
-    out = frames if arr.ndim == frames.ndim else frames[0]
-    ds.PixelData = np.ascontiguousarray(out).tobytes()
-    ds.BurnedInAnnotation = "NO"
-
-
-def export_dicom(
-    src: str | Path,
-    out: str | Path,
-    deidentifier: Deidentifier | None = None,
-    settings: ExportSettings | None = None,
-) -> RunReport:
-    """Write de-identified copies of every DICOM file under ``src`` to ``out``.
-
-    Layout: ``OUT/<patient pseudonym>/<new series UID>/<new SOP instance UID>.dcm`` and
-    ``OUT/report.json``. Every source file is named in the report and the log by its keyed reference
-    (``src-XXXXXXXXXXXX``, :meth:`Pseudonymizer.reference` of its path relative to ``src``), never by
-    its path. Skipped: non-DICOM files, burned-in text / screen captures
-    (:func:`biomarkers.dicom.refusals.screen_capture_reason`) unless a :class:`BlankRule` cleans the
-    layout (then blanked, declared 113101 and reported ``blanked``), and of several files with one
-    SOP instance every copy but one complete one (pixel data length checked), reported as duplicates.
-    Existing outputs are not rewritten (resumable). De-identification cannot be turned off.
-
-    Raises:
-        InputError: ``src`` is not a folder, or ``out`` lies inside ``src``.
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    from ..dicom.refusals import screen_capture_reason
-    from ..errors import InputError, PrivacyError
-    from ..logs import file_ref
-
-    src, out = Path(src).resolve(), Path(out).resolve()
-    if not src.is_dir():
-        raise InputError(f"{src}: not a folder")
-    if out == src or src in out.parents:
-        raise InputError(f"{out}: the export folder must not lie inside the source folder {src}")
-    deid = deidentifier or Deidentifier()
-    if not deid.enabled:
-        raise PrivacyError("deid-export always de-identifies: it cannot run with de-identification disabled")
-    if deid.pseudonymizer.demo:
-        from .keys import require_synthetic
-
-        require_synthetic(src)
-    settings = settings or ExportSettings()
-    report = RunReport("deid-export", extra={"deid": deid.run_info(), "profile": [c for c, _ in METHOD_CODES]})
-    files = sorted(p for p in src.rglob("*") if p.is_file())
-    token = {f: deid.pseudonymizer.reference("src", str(f.relative_to(src))) for f in files}
-
-    # pass 1: headers (SOP instances, identifying values of the whole export)
-    headers: dict[Path, object] = {}
-    by_sop: dict[str, list[Path]] = {}
-    known: set[str] = set()
-    from .whitelist import identifying_strings
-
-    for f in files:
-        try:
-            h = pydicom.dcmread(f, stop_before_pixels=True)
-        except InvalidDicomError:
-            report.add(token[f], "skipped", "not a DICOM file")
-            continue
-        except Exception as err:  # noqa: BLE001 - one bad file never stops the export
-            log.warning("%s: cannot read DICOM (%s)", file_ref(token[f], f), type(err).__name__)
-            report.add(token[f], "failed", f"unreadable DICOM: {type(err).__name__}")
-            continue
-        headers[f] = h
-        by_sop.setdefault(str(h.get("SOPInstanceUID", "")) or token[f], []).append(f)
-        known.update(v for v in identifying_strings(h) if len(v) >= 4)
-    # duplicates: keep one complete copy of each SOP instance
-    chosen: list[Path] = []
-    for uid, group in by_sop.items():
-        if len(group) == 1:
-            chosen.append(group[0])
-            continue
-        status = {f: completeness(f) for f in group}
-        whole = [f for f in group if status[f][0]]
-        keep = whole[0] if whole else None
-        if keep is not None:
-            chosen.append(keep)
-        for f in group:
-            if f is keep:
-                continue
-            why = status[f][1] or "complete copy"
-            report.add(token[f], "skipped", f"duplicate of SOP instance {deid.uid(uid) if keep else ''} "
-                       f"({why}); kept {token[keep] if keep else 'none: no complete copy'}".replace("  ", " "))
-            log.warning("%s: duplicate SOP instance, not exported (%s)", file_ref(token[f], f), why)
-    for f in sorted(chosen):
-        rel_ref = token[f]
-        try:
-            ds = pydicom.dcmread(f)
-        except Exception as err:  # noqa: BLE001
-            report.add(rel_ref, "failed", f"unreadable DICOM: {type(err).__name__}")
-            continue
-        reason = screen_capture_reason(ds.get) if settings.skip_burned_in else ""
-        rule = _blank_rule(ds, settings.blank) if reason else None
-        if reason and rule is None:
-            log.warning("%s: skipped, %s", file_ref(rel_ref, f), reason)
-            report.add(rel_ref, "skipped", reason)
-            continue
-        try:
-            if rule is not None:
-                blank_regions(ds, rule)
-            deidentify_dataset(ds, deid, settings, known=sorted(known), blanked=rule is not None)
-            dest = out / str(ds.PatientID) / str(ds.get("SeriesInstanceUID", "no-series")) / f"{ds.SOPInstanceUID}.dcm"
-            case = f"{ds.PatientID}/{ds.SOPInstanceUID}"
-            if dest.is_file():
-                report.add(case, "done", cached=True)
-                continue
-            with atomic_path(dest) as tmp:
-                ds.save_as(tmp, enforce_file_format=True)
-            extra = {"blanked": True} if rule is not None else {}
-            report.add(case, "done", modality=str(ds.get("Modality", "")), source=rel_ref, **extra)
-        except Exception as err:  # noqa: BLE001
-            log.warning("%s: export failed (%s)", file_ref(rel_ref, f), type(err).__name__)
-            # ValueErrors raised above name attributes, never values; others are reported by type only
-            report.add(rel_ref, "failed", f"{err}"[:200] if isinstance(err, ValueError) else type(err).__name__)
-    report.write(out / "report.json")
-    return report

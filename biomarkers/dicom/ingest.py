@@ -432,7 +432,7 @@ class Ingest:
     def _roi_references(self, idx: IndexResult) -> dict[str, str]:
         """Keyed reference -> original name of every ROI/segment name the outputs show by reference
         (the site-side map, like the linkage table; read here, from the segmentation files)."""
-        from ..dicom.roi import name_allowed
+        from .roi import name_allowed
 
         deid = self.deidentifier
         if not deid.enabled:
