@@ -114,6 +114,20 @@ def worker_init() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def stop_helpers() -> None:
+    """Stop multiprocessing's resource-tracker process (started with the first spawned pool) and wait
+    for it, so no process of the command outlives it (the tracker otherwise exits only a moment
+    after the command, when it notices its pipe closed)."""
+    try:
+        from multiprocessing import resource_tracker
+
+        tracker = resource_tracker._resource_tracker
+        if getattr(tracker, "_fd", None) is not None:
+            tracker._stop()
+    except (ImportError, AttributeError, OSError, ChildProcessError):
+        pass
+
+
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
     """Block SIGINT in this thread while child processes are started: they inherit the blocked mask,

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(interrupts.message(exc, command), file=sys.stderr)
         return interrupts.exit_status(exc)
     finally:
+        interrupts.stop_helpers()  # nothing of the command's process group outlives it
         restore()
 
 
