@@ -43,6 +43,10 @@ CAPTURE_IMAGE_TYPES = {"SCREEN SAVE", "SCREENSAVE", "SCREEN SHOT", "SCREENSHOT",
 COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE", "ARGB", "CMYK", "HSV")
 
 
+_PHOTOMETRIC_TERMS = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL",
+                      "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB", ""}
+
+
 def _values(v) -> tuple[str, ...]:
     if v is None:
         return ()
@@ -70,8 +74,9 @@ def screen_capture_reason(get: Callable) -> str:
     if sop in BURNED_IN_SOPS:
         return f"burned-in text likely: {BURNED_IN_SOPS[sop]} (SOP class: annotations in the pixels or content)"
     conversion = str(get("ConversionType") or "").strip()
-    if conversion:
-        return f"screen capture: ConversionType {conversion} (a converted or captured image, not a measured one)"
+    if conversion:  # the defined terms only: a reason never echoes free header text
+        shown = conversion if conversion in ("DV", "DI", "DF", "WSD", "SD", "SI", "DRW", "SYN") else "(other)"
+        return f"screen capture: ConversionType {shown} (a converted or captured image, not a measured one)"
     if str(get("BurnedInAnnotation") or "").strip().upper() == "YES":
         return "burned-in annotation (BurnedInAnnotation YES): text in the pixels, not a clean measured image"
     it = _values(get("ImageType"))
@@ -93,6 +98,7 @@ def colour_reason(get: Callable) -> str:
     except (TypeError, ValueError):
         spp = 1
     if spp > 1 or pi.startswith(COLOUR_PHOTOMETRICS):
+        pi = pi if pi in _PHOTOMETRIC_TERMS else "(other)"  # defined terms only: never free header text
         return (f"colour image (PhotometricInterpretation {pi or '?'}, SamplesPerPixel {spp}): "
                 "CT/MR/PET grey values expected")
     return ""
