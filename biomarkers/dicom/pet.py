@@ -86,7 +86,10 @@ def suv_factors(ds, acquisition: list[tuple[str, str, str]] | None = None) -> tu
     """
     units = str(ds.get("Units", "") or "").upper()
     if units != "BQML":
-        raise InputError(f"PET Units is {units or 'missing'}, not BQML")
+        shown = units if units in ("CNTS", "NONE", "CM2", "CM2ML", "PCNT", "CPS", "MGMINML", "UMOLMINML", "MLMING",
+                                   "MLG", "1CM", "UMOLML", "PROPCNTS", "PROPCPS", "MLMINML", "MLML", "GML",
+                                   "STDDEV") else "(other)" if units else "missing"  # defined terms only
+        raise InputError(f"PET Units is {shown}, not BQML")
     weight = _require(to_float(ds.get("PatientWeight")), "PatientWeight")
     info = ds.get("RadiopharmaceuticalInformationSequence")
     if not info:

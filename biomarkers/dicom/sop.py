@@ -27,6 +27,9 @@ def sop_name(uid: str) -> str:
         from pydicom.uid import UID
 
         name = UID(uid).name
-        return name if name != uid else f"SOP class {uid}"
+        if name != uid:
+            return name
     except Exception:  # noqa: BLE001
-        return f"SOP class {uid}"
+        pass
+    # a private SOP class UID is shown only as such: UIDs may embed an MRN or a date (issue 15)
+    return f"SOP class {uid}" if str(uid).startswith("1.2.840.10008.") else "private SOP class"
