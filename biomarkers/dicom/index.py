@@ -42,7 +42,7 @@ def _index_paths(items, out):
         try:
             out.append(read_header(Path(p), rel))
         except Exception as err:  # noqa: BLE001 - never fatal
-            out.append(HeaderResult.not_used(rel, f"unreadable ({type(err).__name__}: {err})"))
+            out.append(HeaderResult.not_used(rel, f"unreadable ({type(err).__name__})"))  # messages name paths
     return out
 
 
@@ -123,5 +123,6 @@ def read_headers(todo: list[tuple[str, str, int, int]], executor=None, chunk: in
         if out.ok:
             parts[i] = out.value
         else:
-            parts[i] = [HeaderResult.not_used(rel, f"unreadable ({out.error})") for _, rel in pairs[i * size : (i + 1) * size]]
+            why = (out.error or "error").strip().splitlines()[0].split(":")[0][:80]  # the error's type, no paths
+            parts[i] = [HeaderResult.not_used(rel, f"unreadable ({why})") for _, rel in pairs[i * size : (i + 1) * size]]
     return [r for i in range(n) for r in parts.get(i, [])]
