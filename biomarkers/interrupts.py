@@ -115,12 +115,14 @@ def worker_init() -> None:
 
 
 def stop_helpers() -> None:
-    """Stop multiprocessing's resource-tracker process (started with the first spawned pool) and wait
-    for it, so no process of the command outlives it (the tracker otherwise exits only a moment
-    after the command, when it notices its pipe closed)."""
+    """At the end of a command process: run multiprocessing's exit handlers now (pools' semaphores
+    released, children joined) and stop its resource-tracker process (started with the first spawned
+    pool), waiting for it, so no process of the command outlives it (the tracker otherwise exits only
+    a moment after the command, when it notices its pipe closed). Only for a process about to exit."""
     try:
-        from multiprocessing import resource_tracker
+        from multiprocessing import resource_tracker, util
 
+        util._exit_function()
         tracker = resource_tracker._resource_tracker
         if getattr(tracker, "_fd", None) is not None:
             tracker._stop()

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(interrupts.message(exc, command), file=sys.stderr)
         return interrupts.exit_status(exc)
     finally:
-        interrupts.stop_helpers()  # nothing of the command's process group outlives it
+        if argv is None:  # the console script: this process ends now; nothing of its group outlives it
+            interrupts.stop_helpers()
         restore()
 
 
