@@ -72,11 +72,13 @@ def test_second_run_refused_naming_holder(src, tmp_path):
     assert _cli("ingest", src, out, "-e", "serial").returncode == 0
 
 
-def test_two_concurrent_ingests(src, tmp_path):
+def test_two_concurrent_ingests(tmp_path):
     """A second ingest started while the first runs into the same OUT is refused with exit 2 naming
     the first (its pid); the first completes, the OUT verifies and a rerun converts nothing."""
+    synthesize(tmp_path / "cohort", patients=8, centres=1, seed=3, executor="serial", pet=False, ct_size=64)
+    src = tmp_path / "cohort" / "dicom"  # a run of several seconds (no header cache): the second starts meanwhile
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "biomarkers", "ingest", str(src), str(out), "-e", "serial"]
+    cmd = [sys.executable, "-m", "biomarkers", "ingest", str(src), str(out), "-e", "serial", "--index-cache", "off"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     deadline = time.monotonic() + 60
     while not (out / LOCK).exists() and first.poll() is None and time.monotonic() < deadline:
@@ -87,7 +89,7 @@ def test_two_concurrent_ingests(src, tmp_path):
     assert "another biomarkers run is writing this folder" in second.stderr
     assert f"pid {first.pid}" in second.stderr
     assert _cli("verify", out).returncode == 0
-    r = _cli("ingest", src, out, "-e", "serial")
+    r = _cli("ingest", src, out, "-e", "serial", "--index-cache", "off")
     assert r.returncode == 0 and "(0 computed)" in r.stdout, r.stdout
 
 
