@@ -176,7 +176,7 @@ class Ingest:
         finally:
             if own:
                 executor.close()
-        if not idx.files and not idx.segmentations:
+        if not idx.files and not idx.segmentations and not idx.unsupported:  # refused objects are reported, not 'none'
             raise InputError(f"{self.src}: no DICOM file found under the source folder ({idx.n_files} file(s) read, "
                              "none DICOM; symlinked folders are followed)")
         s = self.settings
