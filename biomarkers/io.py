@@ -52,14 +52,17 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None, durable: boo
 PARTIAL_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\..*)?$")
 
 
-def remove_partial(root: str | os.PathLike) -> int:
+def remove_partial(root: str | os.PathLike, tree: bool = True) -> int:
     """Remove the temporary files/folders interrupted writes left under ``root`` (:data:`PARTIAL_NAME`;
     symlinks not followed); returns how many. Call it only while holding ``root``'s lock
-    (:func:`biomarkers.locks.output_lock` does), so no live writer's file is removed."""
+    (:func:`biomarkers.locks.output_lock` does), so no live writer's file is removed. ``tree=False``:
+    only ``root``'s own entries (``root`` is the folder of file outputs, its sub-folders are not its writer's)."""
     import shutil
 
     n = 0
     for dirpath, dirnames, filenames in os.walk(root):
+        if not tree:
+            dirnames[:] = [d for d in dirnames if PARTIAL_NAME.match(d)]
         for d in [d for d in dirnames if PARTIAL_NAME.match(d)]:
             dirnames.remove(d)
             shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)

@@ -78,9 +78,11 @@ def _describe(h: dict) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(folder: str | os.PathLike, command: str = "") -> Iterator[Path]:
+def output_lock(folder: str | os.PathLike, command: str = "", tree: bool = True) -> Iterator[Path]:
     """Hold ``FOLDER/.lock`` for the duration of the block (creates ``FOLDER``). ``command``: what
     holds it, as the refusal of a second run names it (e.g. ``biomarkers ingest``; no paths).
+    ``tree=False`` when FOLDER is only the folder of output files (``link --out T.parquet``): the
+    temporaries removed on taking the lock are then FOLDER's own, none below it.
 
     Raises:
         LockError: another live run holds the folder (names pid, host, start time).
@@ -107,7 +109,7 @@ def output_lock(folder: str | os.PathLike, command: str = "") -> Iterator[Path]:
     try:
         from .io import remove_partial
 
-        remove_partial(folder)  # temporary files of an interrupted run's writes (no live writer: we hold the lock)
+        remove_partial(folder, tree)  # temporary files of an interrupted run's writes (no live writer: we hold the lock)
         yield folder / LOCK
     finally:
         with _guard:

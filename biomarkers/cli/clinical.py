@@ -42,34 +42,38 @@ def link_cmd(
     from ..clinical.schema import load_schema
     from ..deid import Deidentifier
     from ..features.naming import read_wide
-    from ..io import write_parquet
+    from ..io import check_apart, write_parquet
+    from ..locks import output_lock
     from ..logs import echo
 
     files = clinical_files(clinical, ctx)
-    sch = load_schema(schema)
-    if demo:
-        sch = sch.model_copy(update={"deid": sch.deid.model_copy(update={"demo": True})})
-    feats = read_wide(features)
-    stem = out.with_suffix("")
-    deid = Deidentifier(sch.deid)
-    if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
-        from ..deid.keys import require_synthetic
+    for src, what in [(features, "features"), *((f, "clinical file") for f in files), (schema, "schema file")]:
+        check_apart(src, out, what, "analysis table")
+    with output_lock(out.parent, "biomarkers link", tree=False):  # T, its report and validation files
+        sch = load_schema(schema)
+        if demo:
+            sch = sch.model_copy(update={"deid": sch.deid.model_copy(update={"demo": True})})
+        feats = read_wide(features)
+        stem = out.with_suffix("")
+        deid = Deidentifier(sch.deid)
+        if deid.enabled and deid.pseudonymizer.demo:  # the public demo secret: synthetic data only
+            from ..deid.keys import require_synthetic
 
-        for f in files:
-            require_synthetic(Path(f).parent)
-    try:
-        table, vrep = load_clinical(files, sch, deid, known_patients=set(feats["patient_id"].astype(str)))
-    except ClinicalValidationError as err:
-        err.report.write(stem.with_name(stem.name + ".validation.csv"))
-        err.report.run_report().write(stem.with_name(stem.name + ".report.json"))
-        raise
-    vrep.write(stem.with_name(stem.name + ".validation.csv"))
-    echo(vrep.summary())
-    analysis, lrep = link(feats, table, join=join or sch.join, how=sch.how)
-    write_parquet(out, analysis)
-    rr = vrep.run_report()
-    rr.extra["link"] = lrep.to_dict()
-    rr.extra["schema"] = str(schema)
-    rr.write(stem.with_name(stem.name + ".report.json"))
-    echo(lrep.summary())
-    echo(f"analysis table: {out} ({analysis.shape[0]} rows x {analysis.shape[1]} columns)")
+            for f in files:
+                require_synthetic(Path(f).parent)
+        try:
+            table, vrep = load_clinical(files, sch, deid, known_patients=set(feats["patient_id"].astype(str)))
+        except ClinicalValidationError as err:
+            err.report.write(stem.with_name(stem.name + ".validation.csv"))
+            err.report.run_report().write(stem.with_name(stem.name + ".report.json"))
+            raise
+        vrep.write(stem.with_name(stem.name + ".validation.csv"))
+        echo(vrep.summary())
+        analysis, lrep = link(feats, table, join=join or sch.join, how=sch.how)
+        write_parquet(out, analysis)
+        rr = vrep.run_report()
+        rr.extra["link"] = lrep.to_dict()
+        rr.extra["schema"] = str(schema)
+        rr.write(stem.with_name(stem.name + ".report.json"))
+        echo(lrep.summary())
+        echo(f"analysis table: {out} ({analysis.shape[0]} rows x {analysis.shape[1]} columns)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -83,10 +82,11 @@ def deid_export(
         lt, root = linkage_table.resolve(), out.resolve()
         if lt == root or root in lt.parents:
             raise PrivacyError(f"{lt}: the linkage table must not be written inside the output folder {root}")
+    from ..io import check_apart
     from ..locks import output_lock
 
-    inside = out.resolve() == src.resolve() or src.resolve() in out.resolve().parents  # refused by export_dicom
-    with output_lock(out, "biomarkers deid-export") if not inside else contextlib.nullcontext():
+    check_apart(src, out, "source folder", "export folder")  # before the lock creates OUT
+    with output_lock(out, "biomarkers deid-export"):
         report = export_dicom(src, out, deid, cfg.export)
     if linkage_table is not None:
         deid.write_linkage_table(linkage_table, forbidden_root=out)

@@ -34,6 +34,17 @@ def ibsi(
     Per feature: value, reference, tolerance and pass / deviating / not implemented; totals per
     feature family and overall (reference values only).
     """
+    import contextlib
+
+    from ..locks import output_lock
+
+    with contextlib.ExitStack() as held:  # the folders of --json/--csv: one ibsi run writing them at a time
+        for folder in sorted({str(p.parent) for p in (json_out, csv_out) if p is not None}):
+            held.enter_context(output_lock(Path(folder), "biomarkers ibsi", tree=False))
+        _ibsi(mode, case, json_out, csv_out, summary, configs, standard)
+
+
+def _ibsi(mode, case, json_out, csv_out, summary, configs, standard) -> None:
     import pandas as pd
 
     from ..errors import ConfigError

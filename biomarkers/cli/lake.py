@@ -47,15 +47,20 @@ def contribute_cmd(
     scan of the bundle, and a bundle.json listing every file's SHA-256, signed with the site's
     Ed25519 key. Refused (exit 2, nothing written) when the scan finds an identifying value.
     """
+    from ..io import check_apart
     from ..lake import build_bundle, keys_dir
+    from ..locks import output_lock
 
+    check_apart(out, bundle, "pipeline output folder", "bundle folder")
     table = None
     if needles is not None:
         from .deid import _load_needles
 
         table = _load_needles(needles)
-    res = build_bundle(out, site, bundle, key or keys_dir(keys) / f"{site}.key", schema=schema,
-                       with_images=with_images, needles=table)
+    # the bundle must not exist: the lock is on the folder it is written (and renamed) into
+    with output_lock(bundle.parent, "biomarkers contribute", tree=False):
+        res = build_bundle(out, site, bundle, key or keys_dir(keys) / f"{site}.key", schema=schema,
+                           with_images=with_images, needles=table)
     echo(res.summary())
 
 
@@ -79,6 +84,14 @@ def _site_key(spec: str) -> tuple[str, Path]:
     if not sep or not site or not path:
         raise ConfigError(f"--site-key {spec!r}: expected SITE=PUBLIC_KEY.pem")
     return site, Path(path)
+
+
+def _check_apart_local(src, out, src_what: str, out_what: str) -> None:
+    """:func:`biomarkers.io.check_apart` when both are local paths (a lake may be ``s3://...``)."""
+    from ..io import check_apart
+
+    if "://" not in str(src) and "://" not in str(out):
+        check_apart(src, out, src_what, out_what)
 
 
 def _read_key(path: Path) -> bytes:
@@ -130,6 +143,8 @@ def add_cmd(
     """
     from ..lake import BundleRefused, Lake
 
+    for b in bundles:  # no lock on LAKE: Delta's own commits keep concurrent adds apart (both land)
+        _check_apart_local(b, lake, "bundle folder", "lake")
     lk = Lake(lake)
     refused = []
     for b in bundles:
@@ -209,7 +224,10 @@ def snapshot_cmd(
     """A partner release built by the release builder from one lake version."""
     from ..lake import Lake
     from ..lake.snapshot import snapshot
+    from ..locks import output_lock
 
-    res = snapshot(Lake(lake), version, config, out, release_version=release_version,
-                   tracking_uri=False if no_mlflow else tracking_uri)
+    _check_apart_local(lake, out, "lake", "releases folder")
+    with output_lock(out, "biomarkers lake snapshot"):
+        res = snapshot(Lake(lake), version, config, out, release_version=release_version,
+                       tracking_uri=False if no_mlflow else tracking_uri)
     echo(res.summary())

@@ -57,9 +57,11 @@ def synth_cmd(
         "~3.5 mm; 4: 384x384 at ~0.9 mm, clinical resolution, for load tests)."),
 ) -> None:
     """Write a synthetic multicentre PET/CT cohort (real DICOM + RTSTRUCT, clinical CSVs, ground truth)."""
+    from ..locks import output_lock
     from ..synth import synthesize
 
-    s = synthesize(out, patients=patients, centres=centres, seed=seed, executor=executor, scale=scale)
+    with output_lock(out, "biomarkers synth"):
+        s = synthesize(out, patients=patients, centres=centres, seed=seed, executor=executor, scale=scale)
     echo(f"{patients} patients in {centres} centres written to {out} "
          f"(outcome 0/1: {s['outcome_counts']['0']}/{s['outcome_counts']['1']}); ground truth: {Path(out) / 'ground_truth.csv'}")
 

@@ -39,8 +39,13 @@ def qc_cmd(
         settings = validate(QcSettings, data, source=f"{config}: qc")
     import contextlib
 
+    from ..io import check_apart
     from ..locks import output_lock
+    from ..qc.report import QC_DIR
 
+    for src, what in ((features, "features folder"), (clinical, "clinical table")):
+        if src is not None:
+            check_apart(src, out / QC_DIR, what, "QC folder")
     # it writes OUT/qc: not while a run writes OUT (a missing OUT: run_qc says what it expects)
     with output_lock(out, "biomarkers qc") if out.is_dir() else contextlib.nullcontext():
         rep = run_qc(out, features=features, clinical=clinical, settings=settings, executor=executor,

@@ -46,8 +46,12 @@ def release_cmd(
             p = Path(cfg.clinical_schema)
             sch = load_schema(p if p.is_absolute() else config.parent / p)
         sch = sch.model_copy(update={"deid": sch.deid.model_copy(update={"demo": True})})
+    from ..io import check_apart
     from ..locks import output_lock
 
+    check_apart(features, out, "features folder", "releases folder")
+    for f in files:
+        check_apart(f, out, "clinical file", "releases folder")
     with output_lock(out, "biomarkers release"):
         res = build_release(
             features, files, cfg, out, version=version, archive=archive, schema=sch, config_path=config,

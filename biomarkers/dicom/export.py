@@ -89,20 +89,20 @@ def export_dicom(
     Existing outputs are not rewritten (resumable). De-identification cannot be turned off.
 
     Raises:
-        InputError: ``src`` is not a folder, or ``out`` lies inside ``src``.
+        InputError: ``src`` is not a folder, or ``out`` and ``src`` nest (:func:`biomarkers.io.check_apart`).
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     from .refusals import screen_capture_reason
     from ..errors import InputError, PrivacyError
+    from ..io import check_apart
     from ..logs import file_ref
 
     src, out = Path(src).resolve(), Path(out).resolve()
     if not src.is_dir():
         raise InputError(f"{src}: not a folder")
-    if out == src or src in out.parents:
-        raise InputError(f"{out}: the export folder must not lie inside the source folder {src}")
+    check_apart(src, out, "source folder", "export folder")
     deid = deidentifier or Deidentifier()
     if not deid.enabled:
         raise PrivacyError("deid-export always de-identifies: it cannot run with de-identification disabled")
