@@ -101,7 +101,10 @@ def test_dates_shifted_intervals_preserved(exported, planted):
         assert dt.datetime.strptime(ds.ContentDate, "%Y%m%d").date() - study == dt.timedelta(days=3)
         if ds.Modality == "RTSTRUCT":
             assert dt.datetime.strptime(ds.StructureSetDate, "%Y%m%d").date() - study == dt.timedelta(days=5)
-            assert ds.StructureSetTime == ""  # Table E.1-1: Z (times are never kept verbatim, issue 15)
+            # 113107 with whole-day shifts: the time of day is kept (PS3.15 E.3.6); the birth time is not
+            src_rs = [o for o in map(pydicom.dcmread, planted[0].rglob("*.dcm")) if o.Modality == "RTSTRUCT"]
+            assert ds.StructureSetTime == src_rs[0].StructureSetTime != ""
+        assert "PatientBirthTime" not in ds
 
 
 def test_same_voxels_geometry_and_contours(exported, planted):

@@ -152,6 +152,13 @@ def test_positive_control(cohort):
 def test_zero_hits_in_outputs_console_logs_and_mlflow(cohort):
     work, needles = cohort["work"], cohort["needles"]
     hits = scan_files([work, cohort["console"]], needles) + scan_mlflow(cohort["uri"], needles)
+    # Retain Longitudinal Temporal Information with Modified Dates (113107, declared): with whole-day
+    # date shifts, times of day stay in the exported DICOM (SUV decay correction needs them; PS3.15
+    # E.3.6). Everywhere else (NIfTI, sidecars, tables, logs, MLflow) the planted time must not appear.
+    kept = [h for h in hits if h.label.endswith(":hard:time") and h.path.startswith(f"{work.name}/E/")
+            and h.path.endswith(".dcm") and h.layer.startswith("raw")]
+    assert kept, "the planted time of day was expected in the exported DICOM (113107)"
+    hits = [h for h in hits if h not in kept]
     assert hits == [], "\n".join(map(str, hits[:30]))
 
 
@@ -225,7 +232,8 @@ def _check(o, n, deid, path: str, problems: list[str]) -> None:
             continue
         v = got.value
         empty = v in (None, "") or (vr == "SQ" and len(v) == 0)
-        if "X" == act:
+        temporal = vr in ("DA", "DT", "TM") and kw not in ("PatientBirthDate", "PatientBirthTime")
+        if "X" == act and not temporal:  # 113107 retains (modified) the table's X dates and times too
             problems.append(f"{where}: X but present")
         elif vr == "SQ":
             if not empty:
@@ -237,6 +245,9 @@ def _check(o, n, deid, path: str, problems: list[str]) -> None:
         elif vr in ("DA", "DT"):  # 113107: modified dates (shifted) for every non-X action
             if not empty and str(v) == str(orig):
                 problems.append(f"{where}: date kept unmodified")
+        elif vr == "TM":  # 113107 with whole-day shifts: times of day kept (PatientBirthTime: X, above)
+            if str(v) != str(orig):
+                problems.append(f"{where}: time of day not kept (113107, whole-day shift)")
         elif not empty and v == orig:  # D and Z (PS3.15: a zero-length or a dummy value), combinations
             problems.append(f"{where}: {act} but the original value kept")
 

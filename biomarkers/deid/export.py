@@ -113,6 +113,15 @@ ROI_DESCRIPTORS = frozenset({"ROIName", "SegmentLabel", "ROIObservationLabel"})
 STANDARD_SCHEMES = frozenset({"DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "FMA", "RADLEX", "NCIT", "NCIt", "UMLS",
                               "MDC", "I10", "ICD10", "I9C", "HL7", "RXNORM", "UBERON", "NEU", "IBSI", "MA", "DC"})
 _CODE_ATTRS = ("CodeValue", "LongCodeValue", "URNCodeValue")
+#: Temporal attributes Retain Longitudinal Temporal Information with Modified Dates (113107) does not
+#: retain: the patient's own (PS3.15 Table E.1-1 gives them no entry in the option's column). Every
+#: other date, time and date-time of the table is kept *modified*: dates (and the date part of
+#: date-times) shifted by the patient's whole-day offset, so times of day (``TM``, the time part of
+#: ``DT``) stay as they are -- the intervals SUV decay correction needs (injection to series start)
+#: are unchanged. Our CSV holds the basic-profile column only, so this rule is derived from the
+#: option's definition (PS3.15 E.3.6) rather than read per row. With ``dates: year`` (no whole-day
+#: shift: every date collapses to the year) times are removed as the basic profile says.
+NOT_RETAINED_TEMPORAL = frozenset({"PatientBirthDate", "PatientBirthTime"})
 
 
 def profile_actions() -> dict[str, str]:
@@ -191,7 +200,7 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
     removed; ``Z/D``: emptied), with these options (declared in DeidentificationMethodCodeSequence,
     appended to the source's own history): Retain Longitudinal Temporal Information with Modified Dates
     (dates that the profile keeps, empties or replaces are shifted by the patient's offset; date-times
-    keep the shifted date only; times are emptied/removed as the table says), Clean Descriptors (ROI and
+    keep their time part; times of day are kept, see :data:`NOT_RETAINED_TEMPORAL`), Clean Descriptors (ROI and
     segment names keyed unless allowed, other descriptors removed), Clean Structured Content (codes of
     local schemes keyed, meanings naming the site or patient replaced). Attributes outside the table
     follow the whitelist of this module (text kept only in :data:`TEXT_KEEP` and only without the
@@ -227,12 +236,15 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
     roi_ref = deid.pseudonymizer.referencer("roi")
     code_ref = deid.pseudonymizer.referencer("code")
     history = [it for it in ds.get("DeidentificationMethodCodeSequence", [])]
+    retain_times = deid.settings.dates == "shift"  # 113107 with a whole-day shift: times of day kept
 
     def safe_text(v) -> bool:
         return not matcher.find(v)
 
     def date(v: str, kw: str, vr: str) -> str:
         try:
+            if vr == "DT" and retain_times:  # date part shifted, time (and UTC offset) kept
+                return deid.dicom_date(str(v).strip(), pid)
             out = deid.dicom_date(str(v)[:8] if vr == "DT" else str(v), pid)
         except ValueError:  # the message names the attribute, never the value
             raise ValueError(f"{kw}: not a DICOM date") from None
@@ -305,13 +317,16 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
                 elif elem.value:
                     elem.value = map_uid(elem.value)
             elif vr in ("DA", "DT"):
-                if action == "X" or (action is None and vr == "DT"):
+                if (kw in NOT_RETAINED_TEMPORAL or (action is None and vr == "DT")
+                        or (action == "X" and not retain_times)):
                     del d[tag]
                 elif elem.VM > 1:
                     elem.value = [date(v, kw or str(tag), vr) for v in elem.value]
                 elif elem.value:
                     elem.value = date(elem.value, kw or str(tag), vr)
-            elif vr == "TM":  # times of day: as the table says (never kept verbatim)
+            elif vr == "TM":  # times of day: kept under 113107 (whole-day shift), else as the table says
+                if retain_times and action is not None and kw not in NOT_RETAINED_TEMPORAL:
+                    continue
                 if action is None or action.startswith("X"):
                     del d[tag]
                 else:
