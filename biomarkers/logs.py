@@ -2,7 +2,7 @@
 
 Only the CLI calls :func:`setup_logging`; importing biomarkers configures nothing.
 Log records never carry identifiers: code logs pseudonyms and keyed references only. Source files
-are named through :func:`file_ref` (their keyed reference, e.g. ``src-K3J9XQ2M4T7A`` or ``file-...``):
+are named through :func:`file_ref` (their keyed reference, e.g. ``src-K3J9XQ2M4T7A``):
 hospital folders carry names, MRNs and dates. Their paths appear only in the site-side source report,
 or at the console when the operator asks with ``--show-paths`` (:func:`show_paths`).
 """

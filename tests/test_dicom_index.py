@@ -83,11 +83,11 @@ def test_bad_files_do_not_stop_the_run(messy_src, shared_data, tmp_path):
     # report.json: the same files by keyed reference and reason, no source path (may name patients)
     rep = json.loads((out / "report.json").read_text())
     assert sorted(u["reason"] for u in rep["unused_files"]) == sorted(unused.values())
-    assert all("path" not in u and u["ref"].startswith("file-") for u in rep["unused_files"])
+    assert all("path" not in u and u["ref"].startswith("src-") for u in rep["unused_files"])
     text = (out / "report.json").read_text()
     assert not any(name in text for name in unused if name != "DICOMDIR")
     dup = [u for u in rep["unused_files"] if u["duplicate_of"]][0]
-    assert dup["duplicate_of"].startswith("file-") and dup["duplicate_of"] != dup["ref"]
+    assert dup["duplicate_of"].startswith("src-") and dup["duplicate_of"] != dup["ref"]
     df = pd.read_parquet(out / "manifest.parquet")
     sr = df[df.modality == "SR"]
     assert len(sr) == 1 and sr.status.iloc[0] == "skipped" and sr.reason.iloc[0].startswith("unsupported object")

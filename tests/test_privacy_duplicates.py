@@ -36,7 +36,9 @@ def test_ingest_keeps_the_complete_copy(series_with_truncated_copy, tmp_path):
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     unused = rep["unused_files"]
     assert len(unused) == 1 and "truncated" in unused[0]["reason"]  # the truncated copy is the one not used
-    assert unused[0]["ref"].startswith("file-") and "a_copy" not in json.dumps(rep)
+    assert unused[0]["ref"].startswith("src-") and "a_copy" not in json.dumps(rep)
+    # one keyed reference format: the one deid-export gives the same file (Pseudonymizer.reference)
+    assert unused[0]["ref"] == Deidentifier().pseudonymizer.reference("src", "a_copy.dcm")
     ref = run_ingest(first.parent, tmp_path / "ref", executor="serial")  # the series alone
     import pandas as pd
 

@@ -463,8 +463,10 @@ class Ingest:
         deid = self.deidentifier
         if not deid.enabled:
             return rows
+        src_ref = deid.pseudonymizer.referencer("src")  # the export's references: one format (src-...)
+
         def ref(rel: str) -> str:
-            return "file-" + series_tag(deid.uid("file:" + rel), deid.settings.uid_root) if rel else ""
+            return src_ref(rel) if rel else ""
 
         return [{"ref": ref(r["path"]), "reason": r["reason"], "duplicate_of": ref(r["duplicate_of"])} for r in rows]
 
