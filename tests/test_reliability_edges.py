@@ -111,3 +111,17 @@ def test_second_writer_refused_naming_holder(command, tmp_path):
         assert f"pid {os.getpid()} on host {socket.gethostname()}" in r.stderr and "test-holder" in r.stderr
         assert sorted(folder.iterdir()) == before
     assert not (folder / LOCK).exists()
+
+
+def test_lock_of_a_file_folder_removes_only_its_own_temporaries(tmp_path):
+    """``link --out T.parquet`` locks T's folder, which may hold other runs' folders: taking the lock with
+    ``tree=False`` removes the interrupted temporaries directly in it, none of a sub-folder's (whose own
+    writer may be running); a folder lock (``tree=True``, the default) removes those below it too."""
+    own, below = tmp_path / ".analysis.abcd1234.tmp.parquet", tmp_path / "run" / ".manifest.wxyz5678.tmp.parquet"
+    below.parent.mkdir()
+    own.write_bytes(b"partial")
+    below.write_bytes(b"live writer")
+    with output_lock(tmp_path, "biomarkers link", tree=False):
+        assert not own.exists() and below.exists()
+    with output_lock(tmp_path, "biomarkers ingest"):
+        assert not below.exists()
