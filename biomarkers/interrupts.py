@@ -126,6 +126,9 @@ def stop_helpers() -> None:
         tracker = resource_tracker._resource_tracker
         if getattr(tracker, "_fd", None) is not None:
             tracker._stop()
+            # objects finalised later at interpreter exit (a semaphore of an interrupted pool) would
+            # otherwise try to reach the stopped tracker and print a traceback
+            resource_tracker.register = resource_tracker.unregister = lambda *_a, **_k: None
     except (ImportError, AttributeError, OSError, ChildProcessError):
         pass
 
