@@ -82,14 +82,19 @@ def _time(fn, repeat: int) -> tuple[float, int]:
     return best, n
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def sts_arguments(argv, doc: str, mirp_python: str) -> argparse.Namespace:
+    """The options the STS benchmarks share (``--modalities`` are the shared STS folder names)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--patients", nargs="*", default=[f"STS_00{i}" for i in range(1, 7)])
     ap.add_argument("--modalities", nargs="*", default=["CT", "MR_T1", "PET"])
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method and ROI")
-    ap.add_argument("--mirp-python", default="/tmp/mirpvenv/bin/python")
+    ap.add_argument("--mirp-python", default=mirp_python)
     ap.add_argument("--no-mirp", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = sts_arguments(argv, __doc__, "/tmp/mirpvenv/bin/python")
 
     import logging
 

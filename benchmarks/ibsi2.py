@@ -141,13 +141,9 @@ def _run_mirp(mirp_py: Path, cases: list) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--patients", nargs="*", default=[f"STS_00{i}" for i in range(1, 7)])
-    ap.add_argument("--modalities", nargs="*", default=["CT", "MR_T1", "PET"])
-    ap.add_argument("--repeat", type=int, default=1, help="best of N runs per method and ROI")
-    ap.add_argument("--mirp-python", default="/tmp/mirp-venv/bin/python")
-    ap.add_argument("--no-mirp", action="store_true")
-    args = ap.parse_args(argv)
+    from ibsi import sts_arguments  # benchmarks/ibsi.py (this folder is on sys.path when run as a script)
+
+    args = sts_arguments(argv, __doc__, "/tmp/mirp-venv/bin/python")
 
     import logging
 
