@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                 delta[g] += lines_at(sha, path) - lines_at(f"{sha}^", path)
         if not any(delta.values()):
             continue
-        into = refactor if subject.startswith(("refactor", "style")) else features
+        into = refactor if subject.startswith(("refactor", "style")) or "(issue 16)" in subject else features
         for g, d in delta.items():
             into[g] += d
         if a.commits:

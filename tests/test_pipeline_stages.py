@@ -54,19 +54,32 @@ def test_registry_runs_the_stages_in_the_documented_order():
 
 
 @pytest.fixture
-def extra_stage(tmp_path):
-    """A stage module ``qcprobe`` placed on the stages package's path (as if added to the folder)."""
+def stage_modules(tmp_path):
+    """Places stage modules (``{name: source}``) on the stages package's path, as if added to the folder."""
     folder = tmp_path / "extra"
     folder.mkdir()
-    (folder / "qcprobe.py").write_text(textwrap.dedent(QC_MODULE))
+    added = []
+
+    def add(modules: dict[str, str]) -> None:
+        for name, source in modules.items():
+            (folder / f"{name}.py").write_text(textwrap.dedent(source))
+            added.append(name)
+        pstage.registry.cache_clear()
+        pconfig.config_model.cache_clear()
+
     pstages.__path__.append(str(folder))
-    pstage.registry.cache_clear()
-    pconfig.config_model.cache_clear()
-    yield
+    yield add
     pstages.__path__.remove(str(folder))
-    sys.modules.pop("biomarkers.pipeline.stages.qcprobe", None)
+    for name in added:
+        sys.modules.pop(f"biomarkers.pipeline.stages.{name}", None)
     pstage.registry.cache_clear()
     pconfig.config_model.cache_clear()
+
+
+@pytest.fixture
+def extra_stage(stage_modules):
+    """A stage module ``qcprobe`` added to the stages."""
+    stage_modules({"qcprobe": QC_MODULE})
 
 
 def test_one_module_adds_a_stage_and_its_config_section(tmp_path, extra_stage):
@@ -105,3 +118,74 @@ def test_pipelines_is_a_compatibility_import():
 
     assert pipelines.run_pipeline is biomarkers.pipeline.run_pipeline and pipelines.Pipeline is Pipeline
     assert params is DEMO_PARAMS
+
+
+BUGGY_STAGES = {
+    # a key with a bug (not a BiomarkersError): the stage fails with the exception, its downstream stage is not run
+    "keybug": """
+        from ..stage import Stage
+
+        def key(ctx):
+            return {"window": ctx.cfg.keybug_settings.window}  # AttributeError: no such section
+
+        STAGE = Stage("keybug", order=1, key=key, run=lambda ctx: (None, {}), outputs=("keybug.json",))
+    """,
+    "afterbug": """
+        from ..stage import Stage
+
+        STAGE = Stage("afterbug", order=2, upstream=("keybug",), key=lambda ctx: {}, run=lambda ctx: (None, {}))
+    """,
+    # a check with a bug: the stage fails (not the run), the others are validated and run
+    "checkbug": """
+        from ..stage import Stage
+
+        def check(ctx):
+            return len(ctx.cfg.source.dicom)  # TypeError: a Path has no len()
+
+        STAGE = Stage("checkbug", order=3, key=lambda ctx: {}, run=lambda ctx: (None, {}), check=check)
+    """,
+    # a healthy stage beside them runs
+    "fine": """
+        from biomarkers.report import RunReport
+
+        from ..stage import Stage
+
+        def run(ctx):
+            rep = RunReport("fine")
+            rep.add("probe", "done")
+            return rep, {}
+
+        STAGE = Stage("fine", order=4, key=lambda ctx: {"n": 1}, run=run)
+    """,
+}
+
+
+def test_a_stage_whose_key_or_check_raises_fails_alone(tmp_path, stage_modules, capsys):
+    """Any exception from a stage's key or check (a bug, not only a BiomarkersError) fails that stage with the
+    exception in the run report; downstream stages are not run, saying why; the run ends with exit status 2."""
+    import json
+
+    from biomarkers.cli import main
+
+    stage_modules(BUGGY_STAGES)
+    (tmp_path / "dicom").mkdir()  # empty: ingest fails with its own reason, extract is not run
+    (tmp_path / "ct.yaml").write_text(yaml.safe_dump(DEMO_PARAMS["ct"]))
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"source": {"dicom": "dicom"}, "out": "out", "executor": "serial",
+                                 "tracking": {"enabled": False}, "qc": {"enabled": False},
+                                 "extract": {"params": "ct.yaml"}}))
+    plan = Pipeline(load_config(p)).plan()  # a dry run reports the failures too
+    assert plan["keybug"].status == "failed" and "AttributeError" in plan["keybug"].reason
+    assert main(["run", str(p)]) == 2
+    assert "stage(s)" in capsys.readouterr().err
+    rep = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    st = rep["stages"]
+    assert st["keybug"]["status"] == "failed" and st["keybug"]["reason"].startswith("AttributeError: "), st["keybug"]
+    assert "keybug_settings" in st["keybug"]["reason"]
+    assert st["afterbug"] == dict(st["afterbug"], status="failed", reason="not run: upstream stage keybug failed")
+    assert st["checkbug"]["status"] == "failed" and st["checkbug"]["reason"].startswith("TypeError: ")
+    assert st["fine"]["status"] == "ran" and st["fine"]["counts"]["done"] == 1
+    assert st["ingest"]["status"] == "failed" and "no DICOM file found" in st["ingest"]["reason"]
+    assert st["extract"]["reason"] == "not run: upstream stage ingest failed"
+    failed = {c["case"] for c in rep["cases"] if c["status"] == "failed"}
+    assert {"stage/keybug", "stage/afterbug", "stage/checkbug", "stage/ingest"} <= failed

@@ -5,12 +5,15 @@ last finished (see :mod:`biomarkers.pipeline.cache`); inside ingest and extracti
 are cached individually, so a rerun after adding patients converts and extracts only the new
 ones. Every patient/series/ROI of every stage ends in ``OUT/run_report.json`` as done, skipped
 or failed with the reason (cases of a cached stage are repeated from its last report with
-``cached: true``). ``OUT/.pipeline/`` holds the stage state and the file-hash cache (delete it
-to force a full rerun); each stage module names its own files (see ARCHITECTURE.md).
+``cached: true``). A stage whose ``check``, ``key``, ``plan`` or ``run`` raises fails with the
+reason (stages downstream of it are not run, saying why); the others go on. ``OUT/.pipeline/``
+holds the stage state and the file-hash cache (delete it to force a full rerun); each stage
+module names its own files (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -33,6 +36,15 @@ RUN_REPORT = "run_report.json"
 STATE_DIR = ".pipeline"
 
 
+def failure(err: Exception) -> str:
+    """A stage's failure as the run report gives it: a BiomarkersError's message; for any other exception
+    (a bug) its type and message, with the traceback when ``BIOMARKERS_DEBUG`` is set."""
+    if isinstance(err, BiomarkersError):
+        return str(err)
+    msg = f"{type(err).__name__}: {err}"
+    return msg + "\n" + traceback.format_exc() if os.environ.get("BIOMARKERS_DEBUG") else msg
+
+
 class Pipeline(Context):
     """Runs a :class:`PipelineConfig` (``validate()`` / ``plan()`` / ``run()``); the stages' :class:`Context`.
 
@@ -48,11 +60,13 @@ class Pipeline(Context):
         super().__init__(config, executor, tracking_uri)
         self.report = RunReport("pipeline")
         self.run_report_path = self.path(RUN_REPORT)
+        self.unchecked: dict[str, Exception] = {}  # stage -> what its check raised other than a BiomarkersError
 
     # ----------------------------------------------------------------- validate / plan
     def validate(self) -> None:
         """Check every enabled stage's inputs exist and the secret is available (ConfigError otherwise), the
-        executor spec is valid and OUT and the DICOM source are apart (before anything runs or is tracked)."""
+        executor spec is valid and OUT and the DICOM source are apart (before anything runs or is tracked).
+        A check failing otherwise (a bug) fails its stage only, when the run reaches it."""
         from biomarkers.executors import check_spec
         from biomarkers.io import check_apart
 
@@ -62,8 +76,13 @@ class Pipeline(Context):
             check_apart(self.cfg.source.dicom, self.out, "source.dicom folder", "out folder",
                         src_inside_out=self.cfg.deid.demo)  # the demo's synthetic cohort (ingest checks the marker)
         for s in registry():
-            if s.check is not None and s.enabled(self.cfg):
-                s.check(self)
+            try:
+                if s.check is not None and s.enabled(self.cfg):
+                    s.check(self)
+            except BiomarkersError:
+                raise
+            except Exception as err:  # noqa: BLE001 - reported as that stage's failure
+                self.unchecked[s.name] = err
         if self.cfg.deid.enabled:
             self.deidentifier()  # the secret must be available before anything runs (SecretError otherwise)
 
@@ -72,34 +91,32 @@ class Pipeline(Context):
         self._prepare()
         planned: dict[str, StageOutcome] = {}
         for s in registry():
-            if not s.enabled(self.cfg):
-                planned[s.name] = StageOutcome(StageStatus.DISABLED)
-                continue
             try:
-                key = self._key(s)
+                planned[s.name] = self._plan(s)
             except StageFailed as err:
                 planned[s.name] = StageOutcome(StageStatus.PLANNED, reason=f"inputs not available yet ({err})")
-                continue
-            except BiomarkersError as err:
-                planned[s.name] = StageOutcome(StageStatus.FAILED, reason=str(err))
-                continue
-            cached = not s.deferred and self.state.is_current(s.name, key, self.hasher)
-            reason = s.plan(self) if s.plan is not None and not cached else ""
-            planned[s.name] = StageOutcome(StageStatus.CACHED if cached else StageStatus.PLANNED, key=key[:12],
-                                           reason=reason)
+            except Exception as err:  # noqa: BLE001 - a dry run reports what would fail
+                planned[s.name] = StageOutcome(StageStatus.FAILED, reason=failure(err))
         self.hasher.save()
         self.src_hasher.save()
         return planned
+
+    def _plan(self, s: Stage) -> StageOutcome:
+        if not s.enabled(self.cfg):
+            return StageOutcome(StageStatus.DISABLED)
+        key = self._key(s)
+        if not s.deferred and self.state.is_current(s.name, key, self.hasher):
+            return StageOutcome(StageStatus.CACHED, key=key[:12])
+        return StageOutcome(StageStatus.PLANNED, key=key[:12], reason=s.plan(self) if s.plan is not None else "")
 
     # ----------------------------------------------------------------- run
     def run(self) -> RunReport:
         """Run every enabled stage; returns the pipeline RunReport (also written to OUT/run_report.json).
         OUT is locked meanwhile (:func:`biomarkers.locks.output_lock`: a second run into it is refused)."""
+        from biomarkers.interrupts import Interrupted
         from biomarkers.locks import output_lock
 
         self.out.mkdir(parents=True, exist_ok=True)
-        from biomarkers.interrupts import Interrupted
-
         with output_lock(self.out, "biomarkers run"):
             try:
                 return self._run()
@@ -139,7 +156,7 @@ class Pipeline(Context):
                 try:
                     s.run(self)
                 except Exception as err:  # noqa: BLE001 - the outputs are written; report the problem
-                    self._fail(s.name, str(err) if isinstance(err, BiomarkersError) else f"{type(err).__name__}: {err}")
+                    self._fail(s.name, failure(err))
         finally:
             self.close_tracker()
         self.write_report()
@@ -173,6 +190,8 @@ class Pipeline(Context):
 
     def _key(self, s: Stage) -> str:
         """Hash of everything a stage's output depends on (content, not paths or times)."""
+        if s.name in self.unchecked:
+            raise self.unchecked[s.name]
         return sha256_json({"stage": s.name, "version": biomarkers.__version__, **s.key(self)})
 
     def _cases_file(self, name: str):
@@ -190,14 +209,15 @@ class Pipeline(Context):
         name = s.name
         try:
             key = self._key(s)
-        except BiomarkersError as err:  # StageFailed: an input does not exist yet
-            self._fail(name, str(err))
-            return
-        if self.state.is_current(name, key, self.hasher):
-            n = self._replay_cached(name)
-            self.stages[name] = StageOutcome(StageStatus.CACHED, key=key[:12], elapsed_s=round(time.time() - t0, 3),
-                                             counts=n, details=self.state.get(name).get("details", {}))
-            echo(f"[{name}] unchanged since the last run: skipped ({sum(n.values())} cases from the last report)")
+            if self.state.is_current(name, key, self.hasher):
+                n = self._replay_cached(name)
+                self.stages[name] = StageOutcome(StageStatus.CACHED, key=key[:12], counts=n,
+                                                 elapsed_s=round(time.time() - t0, 3),
+                                                 details=self.state.get(name).get("details", {}))
+                echo(f"[{name}] unchanged since the last run: skipped ({sum(n.values())} cases from the last report)")
+                return
+        except Exception as err:  # noqa: BLE001 - a bug in a key fails its stage, not the run
+            self._fail(name, failure(err))
             return
         echo(f"[{name}] running")
         for other in registry():
@@ -207,45 +227,33 @@ class Pipeline(Context):
             with warnings.catch_warnings(), doing(f"stage {name}"):
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
                 rep, details = s.run(self)
-        except BiomarkersError as err:
-            self._fail(name, str(err))
-            return
         except Exception as err:  # noqa: BLE001 - one stage's bug must not hide the others' results
-            msg = f"{type(err).__name__}: {err}"
-            if os.environ.get("BIOMARKERS_DEBUG"):
-                msg += "\n" + traceback.format_exc()
-            self._fail(name, msg)
+            self._fail(name, failure(err))
             return
         if rep is not None:
             for r in rep.cases:
                 r.stage = name
             self.report.extend(rep)
             rep.write(self._cases_file(name))
-        counts = rep.counts() if rep is not None else {}
-        computed = rep.n_computed() if rep is not None else 0
         outputs = {f: self.hasher.file(self.path(f)) for f in s.outputs if self.path(f).is_file()}
         self.state.record(name, key, outputs, details=details)
         self.stages[name] = StageOutcome(StageStatus.RAN, key=key[:12], elapsed_s=round(time.time() - t0, 3),
-                                         computed=computed, counts=counts, details=details)
+                                         computed=rep.n_computed() if rep is not None else 0,
+                                         counts=rep.counts() if rep is not None else {}, details=details)
         if rep is not None:
             echo(rep.summary().replace(rep.stage + ":", f"[{name}]", 1))
 
     def _replay_cached(self, name: str) -> dict:
-        """Add the cases of the stage's last report, marked cached."""
-        p = self._cases_file(name)
-        counts = {s.value: 0 for s in CaseStatus}
-        if not p.is_file():
-            return counts
+        """Add the cases of the stage's last report, marked cached; returns their counts by status."""
         try:
-            cases = json.loads(p.read_text()).get("cases", [])
-        except ValueError:
-            return counts
+            cases = json.loads(self._cases_file(name).read_text()).get("cases", [])
+        except (OSError, ValueError):
+            cases = []
         for c in cases:
-            st = c.get("status", CaseStatus.DONE)
-            self.report.add(c.get("case", "?"), st, c.get("reason", ""), cached=True, **(c.get("details") or {}))
-            self.report.cases[-1].stage = name
-            counts[st] = counts.get(st, 0) + 1
-        return counts
+            self.report.add(c.get("case", "?"), c.get("status", CaseStatus.DONE), c.get("reason", ""), cached=True,
+                            **(c.get("details") or {})).stage = name
+        n = collections.Counter(c.get("status", CaseStatus.DONE) for c in cases)
+        return {s.value: n[s.value] for s in CaseStatus}
 
 
 def run_pipeline(config: PipelineConfig, executor: str | Executor | None = None, tracking_uri: str | None = None,
