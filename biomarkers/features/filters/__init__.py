@@ -25,7 +25,24 @@ from .settings import (FILTERS, FilterEntry, GaborFilter, LawsFilter, LoGFilter,
 __version__ = "1.0.0"
 
 __all__ = ["FILTERS", "FilterEntry", "GaborFilter", "LawsFilter", "LoGFilter", "MeanFilter", "NoFilter",
-           "SimoncelliFilter", "WaveletFilter", "filter_entries", "filter_spec", "response_map", "roi_box"]
+           "SimoncelliFilter", "WaveletFilter", "bounding_box", "filter_entries", "filter_spec", "response_map",
+           "roi_box"]
+
+
+def bounding_box(roi) -> list[tuple[int, int]]:
+    """(first, last + 1) index of the True voxels of ``roi`` per array axis (by projections, not nonzero)."""
+    import numpy as np
+
+    roi = np.asarray(roi, bool)
+    out = []
+    for ax in range(roi.ndim):
+        hit = np.flatnonzero(roi.any(axis=tuple(a for a in range(roi.ndim) if a != ax)))
+        if not hit.size:
+            from biomarkers.errors import InputError
+
+            raise InputError("ROI mask is empty: no region to filter")
+        out.append((int(hit[0]), int(hit[-1]) + 1))
+    return out
 
 
 def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
@@ -37,21 +54,15 @@ def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
     ROI's responses. Periodic boundaries use whole axes where the box reaches the border, and
     periodic Fourier-domain filters the whole image.
     """
-    import numpy as np
-
     from .compute import _fourier, margin
 
-    idx = np.nonzero(roi)
-    if not idx[0].size:
-        from biomarkers.errors import InputError
-
-        raise InputError("ROI mask is empty: no region to filter")
+    bb = bounding_box(roi)
     if _fourier(spec) and spec.boundary == "periodic":
         return [(0, n) for n in roi.shape]  # the FFT of the whole image defines the response
     m = margin(spec, spacing, roi.shape)
     box = []
-    for ax, (i, n) in enumerate(zip(idx, roi.shape)):
-        lo, hi = int(i.min()) - m[ax], int(i.max()) + 1 + m[ax]
+    for ax, ((b0, b1), n) in enumerate(zip(bb, roi.shape)):
+        lo, hi = b0 - m[ax], b1 + m[ax]
         if spec.boundary == "periodic" and (lo < 0 or hi > n):
             lo, hi = 0, n  # the wrap-around needs the whole axis
         box.append((max(lo, 0), min(hi, n)))
@@ -81,12 +92,7 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     roi = np.asarray(roi, bool)
     if roi.shape != image.shape:
         raise ValueError(f"ROI shape {roi.shape} differs from image shape {image.shape}")
-    idx = np.nonzero(roi)
-    if not idx[0].size:
-        from biomarkers.errors import InputError
-
-        raise InputError("ROI mask is empty: no region to filter")
-    bb = [(int(i.min()), int(i.max()) + 1) for i in idx]
+    bb = bounding_box(roi)
     if spec.filter == "gabor" and spec.boundary != "periodic":
         return _gabor_roi(image, spacing, spec, bb), tuple(slice(a, b) for a, b in bb)
     box = roi_box(roi, spec, spacing)

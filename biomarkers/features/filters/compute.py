@@ -35,7 +35,7 @@ from scipy import fft as sfft
 
 from . import settings as S
 from ._ops import (NDIMAGE_MODE, SeparableBank, Step, extended_box, filter_axes, fourier_filter, pool,
-                   rotate_steps, rotations)
+                   pool_weighted, rotate_steps, rotation_pool, rotations)
 
 
 # -- kernels ------------------------------------------------------------------------------
@@ -137,8 +137,7 @@ def _bank_pool(image, spec, chains: list[list[Step]], invariant: bool, how: str)
     bank = SeparableBank(image, NDIMAGE_MODE[spec.boundary])
     if not invariant:
         return pool((bank.apply(c) for c in chains), "mean")
-    rots = rotations(spec.ndim)
-    return pool(bank.apply_all([rotate_steps(c, r) for r in rots for c in chains]), how)
+    return rotation_pool(image, NDIMAGE_MODE[spec.boundary], chains, spec.ndim, how)
 
 
 def mean_filter(image, spacing, spec: S.MeanFilter) -> np.ndarray:
@@ -216,35 +215,43 @@ def _gabor_plane(image, spacing, spec, rows: int, cols: int, thetas) -> np.ndarr
     ext = extended_box(image, box, spec.boundary)
     axes = (rows, cols)
     shape2 = (nr, nc)
+    full = [1, 1, 1]
+    full[rows], full[cols] = shape2
     # single precision: the FFT's rounding (~1e-7 relative) is far below the IBSI 2 tolerances
     spec_img = sfft.fftn(ext.astype(np.complex64), axes=axes, workers=-1)
-    cache: dict[float, np.ndarray] = {}
+    buf = np.empty_like(spec_img)
+    # theta and theta + 180 deg give conjugate kernels, hence conjugate responses: same modulus and
+    # real part, opposite imaginary part; each distinct response is computed once
+    groups: dict[float, list[bool]] = {}
+    for t in thetas:
+        groups.setdefault(round(float(t) % 180.0, 9), []).append((float(t) % 360.0) >= 180.0 - 1e-9)
 
-    def one(theta_deg: float) -> np.ndarray:
-        # theta and theta + 180 deg give conjugate kernels: same modulus and real part
-        key = round(theta_deg % 180.0, 9)
-        if key not in cache:
+    def responses():
+        for key, conjs in groups.items():
             k = gabor_kernel(sp2, spec.sigma_mm, spec.lambda_mm, spec.gamma, math.radians(key), spec.truncation)
             kk = np.zeros(shape2, dtype=np.complex128)
             kk[: k.shape[0], : k.shape[1]] = k
             kk = np.roll(kk, (-(k.shape[0] // 2), -(k.shape[1] // 2)), axis=(0, 1))
-            tf = sfft.fftn(kk, workers=-1).astype(np.complex64)
-            full = [1, 1, 1]
-            full[rows], full[cols] = shape2
-            r = sfft.ifftn(spec_img * tf.reshape(full), axes=axes, workers=-1, overwrite_x=True)
+            tf = sfft.fftn(kk, workers=-1).astype(np.complex64).reshape(full)
+            np.multiply(spec_img, tf, out=buf)
+            # the 2D inverse FFT one axis at a time, keeping only the image's rows before the columns'
+            # pass (the same values as ifftn and cropping)
+            r = sfft.ifft(buf, axis=rows, workers=-1, overwrite_x=True)
             sl = [slice(None)] * 3
             sl[rows] = slice(pr, pr + image.shape[rows])
+            r = sfft.ifft(r[tuple(sl)], axis=cols, workers=-1, overwrite_x=True)
+            sl = [slice(None)] * 3
             sl[cols] = slice(pc, pc + image.shape[cols])
-            cache[key] = r[tuple(sl)]
-        r = cache[key]
-        conj = (theta_deg % 360.0) >= 180.0 - 1e-9
-        if spec.response == "modulus":
-            return np.abs(r)
-        if spec.response == "real":
-            return r.real
-        return -r.imag if conj else r.imag
+            r = r[tuple(sl)]
+            if spec.response == "modulus":
+                yield np.abs(r), len(conjs)
+            elif spec.response == "real":
+                yield r.real, len(conjs)
+            else:
+                for conj in conjs:
+                    yield (-r.imag if conj else r.imag), 1
 
-    return pool((one(t) for t in thetas), spec.pooling)
+    return pool_weighted(responses(), spec.pooling)
 
 
 def _simoncelli_tf(level: int):

@@ -16,11 +16,12 @@ from ..corrections import excess_kurtosis
 def _moments(x: np.ndarray, prefix: str) -> dict:
     mu = x.mean()
     d = x - mu
-    m2 = np.mean(d**2)
+    d2 = d * d  # products, not float powers (several times faster on large ROIs)
+    m2 = np.mean(d2)
     out = {f"{prefix}_mean": mu, f"{prefix}_var": m2}
     if m2 > 0:
-        out[f"{prefix}_skew"] = np.mean(d**3) / m2**1.5
-        out[f"{prefix}_kurt"] = excess_kurtosis(np.mean(d**4) / m2**2)
+        out[f"{prefix}_skew"] = np.mean(d2 * d) / m2**1.5
+        out[f"{prefix}_kurt"] = excess_kurtosis(np.mean(d2 * d2) / m2**2)
     else:
         out[f"{prefix}_skew"] = 0.0
         out[f"{prefix}_kurt"] = 0.0
@@ -42,8 +43,9 @@ def statistics(x: np.ndarray) -> dict:
     """IBSI intensity-based statistical features of the ROI intensities ``x``."""
     x = np.asarray(x, dtype=np.float64)
     out = _moments(x, "stat")
-    out["stat_energy"] = np.sum(x**2)
-    out["stat_rms"] = np.sqrt(np.mean(x**2))
+    x2 = x * x
+    out["stat_energy"] = np.sum(x2)
+    out["stat_rms"] = np.sqrt(np.mean(x2))
     return out
 
 
