@@ -271,12 +271,12 @@ class DimsePACS:
     def _move(self, todo, service, complete_series, spool) -> None:
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
 
-        from .scp import build_ae
+        from .scp import ssl_context
+        from .ul import Acceptor
 
         c = self.cfg.scp
-        server = None
-        ae = build_ae(c.ae_title, c.max_pdu, c.max_associations, c.network_timeout_s)
-        server = ae.start_server((c.host, c.port), block=False, evt_handlers=service.handlers())
+        server = Acceptor(service, c.ae_title, c.max_pdu, c.max_associations, c.network_timeout_s,
+                          ssl_context(c.tls) if c.tls is not None else None).start(c.host, c.port)
         try:
             self._move_only(todo, complete_series)
         finally:

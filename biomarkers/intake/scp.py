@@ -146,40 +146,62 @@ class StoreService:
         ae = (ae.decode("ascii", "replace") if isinstance(ae, bytes) else str(ae)).strip()
         return ae, str(assoc.requestor.address)
 
-    def on_requested(self, event) -> None:
-        ae, addr = self._peer(event.assoc)
+    # transport-neutral hooks (biomarkers.intake.ul's acceptor calls them directly; pynetdicom via the events)
+    def admit(self, ae: str, addr: str):
+        """None when ``(ae, addr)`` may associate, else ((result, source, diagnostic), reason) of the A-ASSOCIATE-RJ."""
+        if self.peers is None:
+            return None
         known = [p for p in self.peers if p.ae_title == ae]
         if any(p.allows(ae, addr) for p in known):
-            return
-        reason = "calling AE title not listed" if not known else "source address not listed for this AE title"
-        from pynetdicom import evt
+            return None
+        if not known:
+            return (0x01, 0x01, 0x03), "calling AE title not listed"
+        return (0x01, 0x01, 0x01), "source address not listed for this AE title"
 
-        event.assoc.acse.send_reject(0x01, 0x01, 0x03 if not known else 0x01)
-        evt.trigger(event.assoc, evt.EVT_REJECTED, {})
-        event.assoc.kill()  # waits for the DUL to send the A-ASSOCIATE-RJ before the socket closes
+    def rejected(self, ae: str, addr: str, reason: str) -> None:
         if self.audit is not None:
             self.audit.write("association", calling_ae=ae, peer=addr, accepted=False, reason=reason)
         LOG.warning("association rejected: %s (calling AE %s, peer %s)", reason, ae, addr)
         self.on_event("rejected", reason=reason)
 
-    def on_accepted(self, event) -> None:
-        ae, addr = self._peer(event.assoc)
-        with self._lock:
-            self._assocs[id(event.assoc)] = AssocStats(ae, addr)
+    def opened(self, ae: str, addr: str) -> AssocStats:
+        st = AssocStats(ae, addr)
         self.on_event("accepted")
         if self.audit is not None:
             self.audit.write("association", calling_ae=ae, peer=addr, accepted=True)
+        return st
 
-    def on_close(self, event) -> None:
-        with self._lock:
-            st = self._assocs.pop(id(event.assoc), None)
-        if st is None:
-            return
+    def closed(self, st: AssocStats, aborted: bool) -> None:
         if self.audit is not None:
             self.audit.write("association_end", calling_ae=st.calling_ae, peer=st.peer, instances=st.instances,
                              duplicates=st.duplicates, refused=st.refused, bytes=st.bytes, studies=st.studies,
                              duration_s=round(time.time() - st.started, 3),
-                             state="aborted" if event.assoc.is_aborted else "released")
+                             state="aborted" if aborted else "released")
+
+    # pynetdicom events (the C-GET / C-MOVE receivers of `biomarkers pull`)
+    def on_requested(self, event) -> None:
+        ae, addr = self._peer(event.assoc)
+        refused = self.admit(ae, addr)
+        if refused is None:
+            return
+        from pynetdicom import evt
+
+        (result, source, diagnostic), reason = refused
+        event.assoc.acse.send_reject(result, source, diagnostic)
+        evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+        event.assoc.kill()  # waits for the DUL to send the A-ASSOCIATE-RJ before the socket closes
+        self.rejected(ae, addr, reason)
+
+    def on_accepted(self, event) -> None:
+        st = self.opened(*self._peer(event.assoc))
+        with self._lock:
+            self._assocs[id(event.assoc)] = st
+
+    def on_close(self, event) -> None:
+        with self._lock:
+            st = self._assocs.pop(id(event.assoc), None)
+        if st is not None:
+            self.closed(st, aborted=event.assoc.is_aborted)
 
     def stats(self, assoc) -> AssocStats:
         with self._lock:

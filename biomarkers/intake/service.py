@@ -135,17 +135,16 @@ class Gateway:
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> "Gateway":
-        from .scp import StoreService, build_ae, ssl_context
+        from .scp import StoreService, ssl_context
+        from .ul import Acceptor
 
         c = self.cfg.scp
         self._lock = SpoolLock(self.cfg.spool)
         if not self._lock.acquire():
             raise BiomarkersError("another gateway (or a pull) is using this spool; stop it first")
         self.store = StoreService(self.spool, self.audit, on_event=self._on_event, peers=c.peers)
-        self.ae = build_ae(c.ae_title, c.max_pdu, c.max_associations, c.network_timeout_s)
-        self._server = self.ae.start_server(
-            (c.host, c.port), block=False, evt_handlers=self.store.handlers(),
-            ssl_context=ssl_context(c.tls) if c.tls is not None else None)
+        self._server = Acceptor(self.store, c.ae_title, c.max_pdu, c.max_associations, c.network_timeout_s,
+                                ssl_context(c.tls) if c.tls is not None else None).start(c.host, c.port)
         self.port = self._server.server_address[1]
         if self.cfg.status.http_port is not None:
             self._start_http()
