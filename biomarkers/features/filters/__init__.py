@@ -69,7 +69,7 @@ def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
     return box
 
 
-def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = None):
+def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = None, spectra: dict | None = None):
     """Response map of ``image`` (z, y, x) with ``spacing`` (dz, dy, dx) in mm to filter ``spec``.
 
     Without ``roi``: the whole image (float64, same shape). With ``roi`` (bool, same shape):
@@ -77,6 +77,9 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     on the region :func:`roi_box` only: identical to the whole-image response for the spatial
     filters, and for the Fourier-domain ones (except periodic ones, always on the whole image)
     up to the decaying influence of image content farther than the margin.
+
+    ``spectra``: an empty dict the caller keeps for one ``image`` and passes to every call on it
+    (never to calls on another image): Fourier-domain filters then transform the image once.
     """
     import numpy as np
 
@@ -88,7 +91,7 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     if image.ndim != 3:
         raise ValueError(f"image must be 3D (z, y, x), got shape {image.shape}")
     if roi is None:
-        return response(image, spacing, spec)
+        return response(image, spacing, spec, spectra=spectra)
     roi = np.asarray(roi, bool)
     if roi.shape != image.shape:
         raise ValueError(f"ROI shape {roi.shape} differs from image shape {image.shape}")
@@ -96,9 +99,11 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     if spec.filter == "gabor" and spec.boundary != "periodic":
         return _gabor_roi(image, spacing, spec, bb), tuple(slice(a, b) for a, b in bb)
     box = roi_box(roi, spec, spacing)
-    r = response(image[tuple(slice(lo, hi) for lo, hi in box)], spacing, spec)
     inner = tuple(slice(a - lo, b - lo) for (a, b), (lo, _hi) in zip(bb, box))
-    return r[inner], tuple(slice(a, b) for a, b in bb)
+    whole = all(lo == 0 and hi == n for (lo, hi), n in zip(box, image.shape))
+    r = response(image[tuple(slice(lo, hi) for lo, hi in box)], spacing, spec, out=inner,
+                 spectra=spectra if whole else None)  # a cropped window is another image
+    return r, tuple(slice(a, b) for a, b in bb)
 
 
 def _gabor_roi(image, spacing, spec, bb):

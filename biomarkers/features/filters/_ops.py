@@ -324,7 +324,8 @@ def _quadrant_grid(n: int, negate: bool) -> np.ndarray:
 
 
 def fourier_filter(image: np.ndarray, axes: Sequence[int],
-                   transfer: Callable[[list[np.ndarray]], np.ndarray]) -> np.ndarray:
+                   transfer: Callable[[list[np.ndarray]], np.ndarray],
+                   out: Sequence[slice] | None = None, spectra: dict | None = None) -> np.ndarray:
     """Real part of the response of the real ``image`` to a filter given by its centred transfer function.
 
     ``transfer`` receives the frequency grids of ``axes`` (:func:`_quadrant_grid`, in that order, each
@@ -332,27 +333,48 @@ def fourier_filter(image: np.ndarray, axes: Sequence[int],
     Periodic (FFT) convolution over ``axes``. ``Re(ifft(F T)) = ifft(F T_h)`` with the Hermitian
     part ``T_h(k) = (T(k) + conj(T(-k))) / 2`` (F of a real image is Hermitian), so real FFTs give
     exactly the real part; T is evaluated on the half spectrum only.
+
+    ``out``: slices (one per array axis) of the response to return (default: all of it); the
+    inverse FFT runs one axis at a time and keeps only those rows before the next axis' pass
+    (the same values as the whole inverse, cropped). ``spectra``: a dict owned by the caller for
+    one ``image`` (never shared between images): the image's FFT is computed once for all
+    transfer functions applied to it.
     """
     order = list(axes)
     fft_axes = tuple(sorted(order))
     last = fft_axes[-1]
 
     def grids(negate: bool) -> list[np.ndarray]:
-        out = []
+        out_g = []
         for a in order:
             g = _quadrant_grid(image.shape[a], negate)
             if a == last:
                 g = g[: image.shape[a] // 2 + 1]
             sh = [1] * image.ndim
             sh[a] = g.size
-            out.append(g.reshape(sh))
-        return out
+            out_g.append(g.reshape(sh))
+        return out_g
 
     herm = (transfer(grids(False)) + np.conj(transfer(grids(True)))) / 2
     if np.iscomplexobj(herm) and not np.any(herm.imag):
         herm = herm.real
-    # single precision: the FFT's rounding (~1e-7 relative) is far below the IBSI 2 tolerances
-    spec = sfft.rfftn(np.asarray(image, np.float32), axes=fft_axes, workers=-1)
-    spec *= herm.astype(np.complex64 if np.iscomplexobj(herm) else np.float32)
-    out = sfft.irfftn(spec, s=[image.shape[a] for a in fft_axes], axes=fft_axes, workers=-1, overwrite_x=True)
-    return out.astype(np.float64)
+    key = ("rfftn", image.shape, fft_axes)
+    spec0 = spectra.get(key) if spectra is not None else None
+    if spec0 is None:
+        # single precision: the FFT's rounding (~1e-7 relative) is far below the IBSI 2 tolerances
+        spec0 = sfft.rfftn(np.asarray(image, np.float32), axes=fft_axes, workers=-1)
+        if spectra is not None:
+            spectra[key] = spec0
+    x = spec0 * herm.astype(np.complex64 if np.iscomplexobj(herm) else np.float32)
+    sl = list(out) if out is not None else [slice(None)] * image.ndim
+    for a in fft_axes[:-1]:
+        x = sfft.ifft(x, axis=a, workers=-1, overwrite_x=True)
+        idx = [slice(None)] * image.ndim
+        idx[a] = sl[a]
+        x = x[tuple(idx)]
+    r = sfft.irfft(x, n=image.shape[last], axis=last, workers=-1)
+    idx = [slice(None)] * image.ndim
+    for a in range(image.ndim):
+        if a == last or a not in fft_axes:
+            idx[a] = sl[a]
+    return r[tuple(idx)].astype(np.float64)

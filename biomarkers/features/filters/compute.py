@@ -284,8 +284,12 @@ def _riesz_tf(order_by_axis: list[int]):
     return tf
 
 
-def _fourier_response(image, spacing, spec, spatial=None) -> np.ndarray:
-    """Simoncelli and/or Riesz in the Fourier domain, on the image extended by the boundary."""
+def _fourier_response(image, spacing, spec, spatial=None, out=None, spectra=None) -> np.ndarray:
+    """Simoncelli and/or Riesz in the Fourier domain, on the image extended by the boundary.
+
+    ``out``: slices of the response to return (default all); ``spectra``: see :func:`~._ops.fourier_filter`
+    (used only without a ``spatial`` pre-filter: the spectrum is then the image's own).
+    """
     axes = filter_axes(spec.ndim)
     ext_m = [0, 0, 0]
     for a in axes:
@@ -301,19 +305,41 @@ def _fourier_response(image, spacing, spec, spatial=None) -> np.ndarray:
         tfs.append(_riesz_tf([spec.riesz[i] for i in range(len(axes))]))
 
     def transfer(grids):
-        out = 1.0
+        out_t = 1.0
         for t in tfs:
-            out = out * t(grids)
-        return out
+            out_t = out_t * t(grids)
+        return out_t
 
-    r = fourier_filter(x, axes, transfer)
-    return r[tuple(slice(m, m + n) for m, n in zip(ext_m, image.shape))]
+    if spectra is not None and spatial is None:
+        spectra = spectra.setdefault(("extended", tuple(box), spec.boundary), {})
+    else:
+        spectra = None
+    sl = [slice(m, m + n) for m, n in zip(ext_m, image.shape)]
+    if out is not None:  # slices of the image -> slices of the extended image
+        sl = [slice(m + (o.start or 0), m + (n if o.stop is None else o.stop)) for m, n, o in zip(ext_m, image.shape, out)]
+    return fourier_filter(x, axes, transfer, out=sl, spectra=spectra)
 
 
-def response(image: np.ndarray, spacing, spec) -> np.ndarray:
-    """Response map (float64, same shape) of ``image`` (z, y, x), ``spacing`` (dz, dy, dx) mm."""
+def response(image: np.ndarray, spacing, spec, out=None, spectra: dict | None = None) -> np.ndarray:
+    """Response map (float64) of ``image`` (z, y, x), ``spacing`` (dz, dy, dx) mm.
+
+    ``out``: slices (start/stop, step 1) of the map to return (default: the whole map, same shape as
+    ``image``); the Fourier-domain filters then invert only that part. ``spectra``: a dict the caller
+    keeps for this one ``image`` (Fourier spectra computed once for several filters).
+    """
     image = np.asarray(image, dtype=np.float64)
     spacing = tuple(float(s) for s in spacing)
+    f = spec.filter
+    if f == "simoncelli":
+        return _fourier_response(image, spacing, spec, out=out, spectra=spectra)
+    if f == "log" and spec.riesz is not None:
+        plain = spec.model_copy(update={"riesz": None, "boundary": "constant"})
+        return _fourier_response(image, spacing, spec, spatial=lambda x: log_filter(x, spacing, plain), out=out)
+    r = _spatial_response(image, spacing, spec)
+    return r if out is None else r[tuple(out)]
+
+
+def _spatial_response(image, spacing, spec) -> np.ndarray:
     f = spec.filter
     if f == "none":
         return image.copy()
@@ -326,10 +352,5 @@ def response(image: np.ndarray, spacing, spec) -> np.ndarray:
     if f == "gabor":
         return gabor_filter(image, spacing, spec)
     if f == "log":
-        if spec.riesz is None:
-            return log_filter(image, spacing, spec)
-        plain = spec.model_copy(update={"riesz": None, "boundary": "constant"})
-        return _fourier_response(image, spacing, spec, spatial=lambda x: log_filter(x, spacing, plain))
-    if f == "simoncelli":
-        return _fourier_response(image, spacing, spec)
+        return log_filter(image, spacing, spec)
     raise ValueError(f"unknown filter {f!r}")

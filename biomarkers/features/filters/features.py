@@ -112,13 +112,16 @@ def window_margin_mm(entries: list[FilterEntry], spacing, shape) -> float | None
     return out + 2 * max(spacing)
 
 
-def response_values(proc: Processed, entry: FilterEntry, settings) -> dict[str, float]:
-    """IBSI tag -> value of the families of ``entry`` on its response map inside the intensity mask."""
+def response_values(proc: Processed, entry: FilterEntry, settings, spectra: dict | None = None) -> dict[str, float]:
+    """IBSI tag -> value of the families of ``entry`` on its response map inside the intensity mask.
+
+    ``spectra``: a dict kept for ``proc`` across its entries (Fourier spectra of ``proc.image``).
+    """
     from biomarkers.features.ibsi import compute_prepared
     from biomarkers.features.ibsi.families.intensity import statistics
     from biomarkers.features.ibsi.processing import Prepared, discretise
 
-    resp, sl = response_map(proc.image, proc.spacing, entry.spec, roi=proc.morph_mask)
+    resp, sl = response_map(proc.image, proc.spacing, entry.spec, roi=proc.morph_mask, spectra=spectra)
     int_mask = proc.int_mask[sl]
     fams = set(entry.families)
     out: dict[str, float] = {}
@@ -152,7 +155,8 @@ def filter_values(image, roi, spacing, settings, entries: list[FilterEntry]) -> 
     if margin_mm is not None:  # the interpolated ROI may reach up to one original voxel beyond the original one
         margin_mm += max(sp)
     proc = process(image, roi, sp, settings, margin_mm)
-    return {e.id: response_values(proc, e, settings) for e in entries}
+    spectra: dict = {}  # the Fourier spectra of proc.image, shared by its Fourier-domain filters
+    return {e.id: response_values(proc, e, settings, spectra) for e in entries}
 
 
 def entries_of(params: dict) -> list[FilterEntry]:

@@ -168,7 +168,9 @@ def sample_grid(image: np.ndarray, axes: list[np.ndarray], order: int, mode: str
     if order == 3:  # scipy's spline prefilter for mode nearest: 12 edge voxels, then the filter
         npad = 12
         c = ndimage.spline_filter(np.pad(c, npad, mode="edge"), 3, output=np.float64, mode="nearest")
-    for ax, pos in enumerate(axes):
+    # shrinking axes first, growing ones last (fewer voxels through the later passes)
+    for ax in sorted(range(c.ndim), key=lambda a: (len(axes[a]) / c.shape[a], a)):
+        pos = axes[ax]
         n = c.shape[ax]
         p = np.asarray(pos, np.float64) + npad
         f = np.floor(p)
@@ -181,8 +183,67 @@ def sample_grid(image: np.ndarray, axes: list[np.ndarray], order: int, mode: str
             np.add.at(w_mat, (rows, np.clip(f + o, 0, n - 1)), w)
         if mode == "constant":
             w_mat *= ((pos >= 0) & (pos <= image.shape[ax] - 1))[:, None]
-        c = np.moveaxis(np.tensordot(w_mat, c, axes=([1], [ax])), 0, ax)
+        c = _apply_axis(w_mat, c, ax)
     return np.ascontiguousarray(c)
+
+
+def _apply_axis(w_mat: np.ndarray, c: np.ndarray, ax: int, block: int = 48) -> np.ndarray:
+    """``w_mat`` (new x old, banded) applied along axis ``ax`` of ``c``.
+
+    Matrix products without transposed copies, in blocks of ``block`` rows restricted to the
+    columns the block's weights use (the band): the skipped weights are zeros, so the values are
+    those of the whole product.
+    """
+    if c.ndim != 3:
+        return np.moveaxis(np.tensordot(w_mat, c, axes=([1], [ax])), 0, ax)
+    shape = list(c.shape)
+    shape[ax] = w_mat.shape[0]
+    out = np.empty(shape)
+    nzc = w_mat != 0
+    for r0 in range(0, w_mat.shape[0], block):
+        r1 = min(r0 + block, w_mat.shape[0])
+        cols = np.flatnonzero(nzc[r0:r1].any(axis=0))
+        if not cols.size:
+            idx = [slice(None)] * 3
+            idx[ax] = slice(r0, r1)
+            out[tuple(idx)] = 0.0
+            continue
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        w = w_mat[r0:r1, c0:c1]
+        if ax == 2:
+            out[:, :, r0:r1] = c[:, :, c0:c1] @ w.T
+        elif ax == 1:
+            out[:, r0:r1, :] = np.matmul(w, c[:, c0:c1, :])
+        else:
+            out[r0:r1] = (w @ c[c0:c1].reshape(c1 - c0, -1)).reshape((r1 - r0,) + c.shape[1:])
+    return out
+
+
+def _resample_mask(mask: np.ndarray, axes: list[np.ndarray]) -> np.ndarray:
+    """Linear resampling (mode constant) of ``mask`` at the grid ``axes``, computed around the mask only.
+
+    A resampled voxel is non-zero only where its position lies within one voxel of the mask's
+    bounding box; elsewhere it is 0. The window's values are those of the whole grid (the
+    window's input keeps every tap, and its clipped ends are the image's ends).
+    """
+    out = np.zeros(tuple(len(a) for a in axes))
+    nz = mask != 0
+    hits = [np.flatnonzero(nz.any(axis=tuple(b for b in range(mask.ndim) if b != ax))) for ax in range(mask.ndim)]
+    if any(h.size == 0 for h in hits):
+        return out
+    sub_in, sub_out, local = [], [], []
+    for h, pos, n in zip(hits, axes, mask.shape):
+        b0, b1 = int(h[0]), int(h[-1]) + 1
+        lo, hi = max(b0 - 1, 0), min(b1 + 1, n)
+        keep = np.flatnonzero((pos >= b0 - 1) & (pos <= b1))
+        if not keep.size:
+            return out
+        k0, k1 = int(keep[0]), int(keep[-1]) + 1
+        sub_in.append(slice(lo, hi))
+        sub_out.append(slice(k0, k1))
+        local.append(np.asarray(pos[k0:k1], np.float64) - lo)
+    out[tuple(sub_out)] = sample_grid(mask[tuple(sub_in)], local, 1, "constant")
+    return out
 
 
 def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, float],
@@ -196,7 +257,7 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float, f
     img = sample_grid(image, axes, _ORDER[interpolation], "nearest")
     if round_intensities:
         img = np.round(img)
-    msk = sample_grid(mask.astype(np.float64), axes, 1, "constant")
+    msk = _resample_mask(np.asarray(mask, np.float64), axes)
     return img, msk >= mask_threshold - _EPS, tuple(float(s) for s in new_spacing)
 
 
