@@ -1,5 +1,9 @@
 """The ingest manifest, its one owner: row records, writing, reading, reuse on reruns.
 
+Reuse has one mechanism: :meth:`Manifest.reusable` over :meth:`Manifest.previous`, the rows an
+earlier run left (its manifest when that checks, and the rows of image sidecars it does not list:
+a run interrupted before writing its manifest); a row is reused only when its files verify.
+
 ``OUT/manifest.parquet`` and ``OUT/manifest.csv`` hold one :class:`ManifestRow` per
 output object (an image stack or a mask). Identifiers in it are pseudonyms; paths are
 relative to OUT. A mask row names the image it is on explicitly: ``source_series_uid``
@@ -113,6 +117,17 @@ class ManifestRow:
                    img.path, status=Status(status), reason=reason, n_files=n_files, qc_flags=";".join(flags),
                    input_hash=input_hash, source_stack=img.stack if image else "", volumes=1,
                    case=case or (f"{patient_id}/{img.tag}__{roi or 'object'}" if image else ""), **_grid_cells(grid))
+
+    @classmethod
+    def from_sidecar(cls, meta: dict, path: str) -> "ManifestRow":
+        """The row of the image at ``path`` (relative to OUT) from its sidecar (:mod:`biomarkers.dicom.convert`:
+        pseudonymised ids, geometry, QC flags, ``input_hash``, ``content_hash``): the same row its conversion gave."""
+        from .geometry import Grid
+
+        ref = ImageRef(meta["patient_id"], meta["study_uid"], meta["series_uid"], meta["stack"], meta["modality"], path)
+        return cls.image(ref, Status.CONVERTED, n_files=meta["n_files"], grid=Grid.from_dict(meta["geometry"]),
+                         flags=meta["qc_flags"], input_hash=meta["input_hash"], content_hash=meta["content_hash"],
+                         volumes=(meta.get("volumes") or {}).get("count", 1))
 
     @property
     def case_name(self) -> str:
@@ -242,13 +257,38 @@ class Manifest:
         m = mask if isinstance(mask, ManifestRow) else ManifestRow.from_dict(dict(mask))
         return self._images.get((m.source_series_uid, m.source_stack)) if m.source_series_uid else None
 
+    @classmethod
+    def previous(cls, out: str | Path, usable_manifest=None) -> "Manifest":
+        """The rows an earlier run left in ``out`` for :meth:`reusable`: its manifest, when
+        ``usable_manifest(MANIFEST_FILE)`` says it is as written (ingest: its integrity record; a
+        damaged manifest is reported and none of its rows is reused), and the row of every image
+        sidecar whose NIfTI it does not list (written by a run interrupted before its manifest;
+        it replaces the manifest's rows of the same inputs). Missing or unreadable: no rows."""
+        import json
+
+        out = Path(out)
+        ok = usable_manifest or (lambda rel: (out / rel).is_file())
+        prev = cls.read(out, missing_ok=True) if ok(MANIFEST_FILE) else cls()
+        listed = {r.path for r in prev.rows if r.path}
+        found = []
+        for side in sorted(out.glob("images/*/*.json")):
+            rel = side.relative_to(out).as_posix()[: -len(".json")] + ".nii.gz"
+            if rel in listed:
+                continue
+            try:
+                found.append(ManifestRow.from_sidecar(json.loads(side.read_text("utf-8")), rel))
+            except (OSError, ValueError, KeyError, TypeError):  # unreadable: that image is converted again
+                continue
+        hashes = {r.input_hash for r in found}
+        return cls([r for r in prev.rows if r.input_hash not in hashes] + found)
+
     def reusable(self, input_hash: str, out: str | Path, usable=None) -> list[ManifestRow] | None:
         """Rows made from inputs hashing to ``input_hash`` whose output files can be reused, marked
-        ``cached`` (None: nothing to reuse; recompute). ``usable(rel)`` says whether ``OUT/rel``
-        is as written (ingest: :meth:`biomarkers.integrity.Ledger.verify`); default: it exists."""
-        ok = usable or (lambda rel: (Path(out) / rel).is_file())
+        ``cached`` (None: nothing to reuse; recompute). ``usable(row)`` says whether the files of a
+        converted row are as written (ingest: their integrity records); default: its file exists."""
+        ok = usable or (lambda row: (Path(out) / row.path).is_file())
         rows = [replace(r, cached=True) for r in self.rows if input_hash and r.input_hash == input_hash]
-        if not rows or not all([ok(r.path) for r in rows if r.status == Status.CONVERTED]):
+        if not rows or not all([ok(r) for r in rows if r.status == Status.CONVERTED]):
             return None
         if any(r.status == Status.FAILED for r in rows):
             return None  # a failure may have been the run's (interrupted, out of memory): tried again

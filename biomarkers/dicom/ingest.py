@@ -21,9 +21,10 @@ types) and ``_s2``, ``_s3``... for further stacks of a series (the manifest ``st
 identifier written goes through :class:`biomarkers.deid.Deidentifier` unless
 de-identification is explicitly disabled (recorded in report.json).
 
-Reruns are incremental: a stack whose input files (SOP instance, size, mtime),
-settings and pseudonyms hash to the ``input_hash`` of an existing sidecar is not
-converted again; an interrupted run resumes from the sidecars already written.
+Reruns are incremental: an image stack or a segmentation object whose input files (SOP
+instance, size, mtime), settings and pseudonyms hash to the ``input_hash`` of rows an earlier
+run left (:meth:`biomarkers.manifest.Manifest.previous`: its manifest, and the sidecars of images
+a run interrupted before its manifest wrote) is not converted again when its files verify.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from pathlib import Path
 from ..errors import BiomarkersError, InputError
 from ..executors import Executor, get_executor
 from ..io import sha256_json
-from ..geometry import Grid
 from ..manifest import ImageRef, Kind, Manifest, ManifestRow, Status
 from ..report import RunReport
 from .convert import CONVERTER_VERSION, ConvertJob, MaskJob, convert_masks, convert_stack, warm_up
@@ -63,6 +63,7 @@ class IngestPlan:
     cached: list[ManifestRow] = field(default_factory=list)  # manifest rows reused as is
     rows: list[ManifestRow] = field(default_factory=list)  # rows decided at plan time (skipped...)
     job_of: dict[str, ConvertJob] = field(default_factory=dict)  # stack key -> job (all stacks)
+    previous: Manifest = field(default_factory=Manifest)  # the rows an earlier run left, for reuse
 
     def summary(self) -> str:
         return (
@@ -181,7 +182,7 @@ class Ingest:
                              "none DICOM; symlinked folders are followed)")
         s = self.settings
         stacks = build_stacks(idx.files, s.position_tolerance_mm)
-        plan = IngestPlan(index=idx, stacks=stacks)
+        plan = IngestPlan(index=idx, stacks=stacks, previous=self._previous())
         deid = self.deidentifier
         conv = s.conversion_dict()
         for st in stacks:
@@ -196,10 +197,10 @@ class Ingest:
             job.input_hash = sha256_json(
                 {"files": files, "settings": conv, "ids": ids, "path": r.path, "version": CONVERTER_VERSION}
             )
-            cached = self._cached_row(job)
+            cached = plan.previous.reusable(job.input_hash, self.out, self._usable)
             if cached is not None:
                 st.status = Status.CONVERTED
-                plan.cached.append(cached)
+                plan.cached += cached
             else:
                 plan.items.append(job)
         # unsupported objects: one row per series
@@ -266,27 +267,28 @@ class Ingest:
         settings = {**self.settings.conversion_dict(), "compresslevel": self.settings.compresslevel}
         return ConvertJob(st, ref, str(self.out), settings, deid.enabled)
 
-    def _cached_row(self, job: ConvertJob) -> ManifestRow | None:
-        """The row of an image converted earlier from the same inputs: its sidecar (written with
-        the NIfTI, so a run interrupted before its manifest resumes too) has ``job.input_hash``."""
+    def _previous(self) -> Manifest:
+        """The rows an earlier run left (:meth:`Manifest.previous`); its manifest only when it is as written
+        (without a record, e.g. records lost: when it reads as a manifest; damaged: reported, not reused)."""
+        def readable(p) -> bool:
+            return Manifest.read(self.out) is not None
+
+        return Manifest.previous(self.out, lambda rel: self._verified(rel, "its rows are not reused", adopt=readable))
+
+    def _usable(self, row: ManifestRow) -> bool:
+        """Whether the files of a reused converted row are as written (:meth:`_verified`): an image's sidecar
+        (without a record: when it names the row's ``input_hash``), its NIfTI (without a record: when its
+        voxels hash to the row's ``content_hash``) and its .bval/.bvec when recorded; a mask's NIfTI."""
         import json
 
-        nii = self.out / job.ref.path
-        side = nii.with_name(nii.name[: -len(".nii.gz")] + ".json")
-        try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("input_hash") != job.input_hash or not (
-                self._verified(self.out_rel(side), "reconverting its image", adopt=lambda p: True)
-                and self._verified(job.ref.path, "reconverting it", content_hash=meta.get("content_hash", ""))
-                and all(self._verified(f"{job.ref.path[:-7]}{ext}", "reconverting its image")
-                        for ext in (".bval", ".bvec") if self.ledger.get(f"{job.ref.path[:-7]}{ext}"))):
-            return None
-        job.stack.grid = Grid.from_dict(meta.get("geometry", {}))
-        row = job.row(Status.CONVERTED, "", job.stack.grid, meta.get("qc_flags", []), meta.get("content_hash", ""))
-        row.cached = True
-        return row
+        if row.kind == Kind.MASK:
+            return self._verified(row.path, "reconverting its masks", row.content_hash)
+        stem = row.path[: -len(".nii.gz")]
+        return (self._verified(f"{stem}.json", "reconverting its image",
+                               adopt=lambda p: json.loads(p.read_text("utf-8"))["input_hash"] == row.input_hash)
+                and self._verified(row.path, "reconverting it", row.content_hash)
+                and all(self._verified(f"{stem}{ext}", "reconverting its image")
+                        for ext in (".bval", ".bvec") if self.ledger.get(f"{stem}{ext}")))
 
     # ------------------------------------------------------------------ integrity
     @property
@@ -297,9 +299,6 @@ class Ingest:
 
             self._ledger = Ledger(self.out)
         return self._ledger
-
-    def out_rel(self, p: Path) -> str:
-        return Path(p).relative_to(self.out).as_posix()
 
     def _verified(self, rel: str, redo: str, content_hash: str = "", adopt=None) -> bool:
         """Whether OUT/rel can be reused: recorded and as written (a damaged file is reported, then redone);
@@ -338,7 +337,6 @@ class Ingest:
             self.out.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(self.out)
             deid = self.deidentifier
-            previous = Manifest.read(self.out, missing_ok=True)
             for job in plan.items:
                 job.deid = self.settings.deid.model_dump(mode="json")
             rows: list[ManifestRow] = list(plan.rows) + list(plan.cached)
@@ -358,7 +356,7 @@ class Ingest:
                         rows.append(job.row(Status.FAILED, st.reason, st.grid, qc_flags(st.qc)))
                         log.warning("%s/%s: failed: %s", job.ref.patient_id, job.ref.tag, st.reason)
                     advance()
-            mask_rows = self._run_masks(plan, executor, previous)
+            mask_rows = self._run_masks(plan, executor)
             self._record(mask_rows)
             rows += mask_rows + self._missing_roi_rows(plan, mask_rows)
         finally:
@@ -471,7 +469,7 @@ class Ingest:
         return [{"ref": ref(r["path"]), "reason": r["reason"], "duplicate_of": ref(r["duplicate_of"])} for r in rows]
 
     # ------------------------------------------------------------------ masks
-    def _run_masks(self, plan: IngestPlan, executor: Executor, previous: Manifest) -> list[ManifestRow]:
+    def _run_masks(self, plan: IngestPlan, executor: Executor) -> list[ManifestRow]:
         s = self.settings
         deid = self.deidentifier
         converted = [st for st in plan.stacks if st.status == Status.CONVERTED and st.grid is not None]
@@ -484,9 +482,7 @@ class Ingest:
 
         def queue(key: str, stacks: list[ImageStack], ids: tuple[str, str, str], h: str, **kw) -> None:
             """Reuse the manifest rows of an unchanged object, else queue it for conversion."""
-            hashes = {r.path: r.content_hash for r in previous.rows if r.input_hash == h}
-            reuse = previous.reusable(h, self.out, usable=lambda rel: self._verified(rel, "reconverting its masks",
-                                                                                   hashes.get(rel, "")))
+            reuse = plan.previous.reusable(h, self.out, self._usable)
             if reuse is not None:
                 rows.extend(reuse)
                 return
