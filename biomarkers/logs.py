@@ -43,10 +43,6 @@ def file_ref(ref: str, path: object = None) -> str:
     return ref
 
 
-def is_quiet() -> bool:
-    return bool(_state["quiet"])
-
-
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator:
     """A progress bar (rich) on stderr; ``advance()`` the returned callable once per item.

@@ -144,8 +144,7 @@ class Pipeline(Context):
                 else:
                     self._run_stage(s)
         finally:
-            if not isinstance(self.executor_spec, Executor):
-                self.close_executor()
+            self.close_executor()  # only an executor the pipeline started
             self.hasher.save()
             self.src_hasher.save()
         self.report.extra.update(pipeline=self.cfg.name, config_hash=self.cfg.config_hash(),

@@ -99,7 +99,6 @@ class Context:
         self.executor_spec = executor if executor is not None else config.executor
         self.tracking_uri_arg = tracking_uri or config.tracking.uri
         self.stages: dict[str, StageOutcome] = {}  # outcome of every stage of the last run, by name
-        self.leaderboards: list = []
         self.started = 0.0
         self._executor = None
         self._deid = None
@@ -108,9 +107,6 @@ class Context:
     def path(self, rel: str) -> Path:
         """``OUT/rel``."""
         return self.out / rel
-
-    def rel(self, p: Path) -> str:
-        return Path(p).resolve().relative_to(self.out.resolve()).as_posix()
 
     def hash_out(self, rel: str) -> str:
         """Content hash of an upstream output (:class:`StageFailed` when it does not exist yet)."""

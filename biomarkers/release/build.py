@@ -35,7 +35,7 @@ from ..io import atomic_path, sha256_file, sha256_json, write_csv, write_json, w
 from .config import SEMVER, ReleaseConfig
 from .dictionary import build_dictionary, dictionary_markdown, extraction_settings, read_provenance
 from .privacy import age_band, check_k_anonymity, find_identifying, scan_for_originals
-from .reader import MANIFEST, RELEASE_FILES
+from .reader import CLINICAL, FEATURES, MANIFEST, RELEASE_FILES
 
 
 class ReleaseExistsError(InputError):
@@ -401,8 +401,9 @@ def _write(tmp: Path, config: ReleaseConfig, version: str, releases: Path, featu
     """Step 4: the tables, data dictionary and README into ``tmp``; returns the manifest (not written yet) and
     the schema changes since the previous version."""
     features_dir = features if features.is_dir() else features.parent
-    write_parquet(tmp / "features.parquet", frel)
-    write_parquet(tmp / "clinical.parquet", crel)
+    released = {FEATURES: frel, CLINICAL: crel}
+    for f, df in released.items():
+        write_parquet(tmp / f, df)
     prov = read_provenance(features_dir)
     settings = extraction_settings(prov)
     ddict = build_dictionary(frel, crel, schema, features_dir, config.privacy.age_band_years,
@@ -410,10 +411,7 @@ def _write(tmp: Path, config: ReleaseConfig, version: str, releases: Path, featu
     write_csv(tmp / "data_dictionary.csv", ddict)
     write_text(tmp / "data_dictionary.md", dictionary_markdown(ddict, settings))
 
-    tables = {
-        "features.parquet": {"rows": len(frel), "n_columns": frel.shape[1], "columns": table_schema(frel)},
-        "clinical.parquet": {"rows": len(crel), "n_columns": crel.shape[1], "columns": table_schema(crel)},
-    }
+    tables = {f: {"rows": len(df), "n_columns": df.shape[1], "columns": table_schema(df)} for f, df in released.items()}
     previous = [v for v in existing_versions(releases, config.name) if parse_version(v) < parse_version(version)]
     changes: list[str] = []
     sc: dict = {"previous_version": None, "changes": []}
@@ -499,20 +497,15 @@ def log_release(result: ReleaseResult, config: ReleaseConfig, tracking_uri: str 
     """Log the release to MLflow: both tables as datasets (digest = file SHA-256 prefix), the folder as artifacts."""
     import mlflow
 
-    from ..tracking import RunKind, get_or_create_experiment, run_tags, safe_source, using_tracking
+    from ..tracking import RunKind, get_or_create_experiment, log_feature_set, run_tags, using_tracking
 
     m = result.manifest
     with using_tracking(tracking_uri) as uri:
         exp = get_or_create_experiment(config.mlflow_experiment, uri)
         with mlflow.start_run(experiment_id=exp, run_name=f"{result.name}-{result.version}") as run:
-            for f, ctx in (("features.parquet", "release-features"), ("clinical.parquet", "release-clinical")):
-                df = pd.read_parquet(result.path / f)
-                ds = mlflow.data.from_pandas(
-                    df, source=safe_source(result.path / f),
-                    name=f"{result.name}-{result.version}-{f.split('.')[0]}",
-                    digest=m["files"][f]["sha256"][:32],
-                )
-                mlflow.log_input(ds, context=ctx)
+            for f, ctx in ((FEATURES, "release-features"), (CLINICAL, "release-clinical")):
+                log_feature_set(result.path / f, f"{result.name}-{result.version}-{f.split('.')[0]}", context=ctx,
+                                digest=m["files"][f]["sha256"][:32])
             mlflow.log_params({
                 "release.name": result.name, "release.version": result.version, "privacy.k": config.privacy.k,
                 "cohort.n_patients": m["cohort"]["n_patients"],

@@ -34,7 +34,6 @@ def run(ctx):
             continue
         summary = experiment_summary(spec.name, res)
         results.append(summary)
-        ctx.leaderboards.append((spec.name, res))
         rep.add(f"experiment/{spec.name}", CaseStatus.DONE, "", **{k: v for k, v in summary.items() if k != "name"})
     write_json(ctx.path(RESULTS), results)
     return rep, {"experiments": results}

@@ -30,7 +30,7 @@ def run(ctx):
                         config_path=cfg, tracking_uri=ctx.tracking_uri())
     write_json(ctx.path(REPORT), res.to_dict())
     rep = RunReport("release")
-    rep.add(f"release/{res.name}-{res.version}", CaseStatus.DONE, "", path=ctx.rel(res.path))
+    rep.add(f"release/{res.name}-{res.version}", CaseStatus.DONE, "", path=f"{RELEASES}/{res.path.name}")
     return rep, {"release": f"{res.name}-{res.version}", "mlflow_run_id": res.mlflow_run_id}
 
 
