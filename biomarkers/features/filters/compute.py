@@ -258,11 +258,12 @@ def _simoncelli_tf(level: int):
     nu_max = 2.0 ** (1 - level)
 
     def tf(grids):
-        d = np.sqrt(sum(g * g for g in grids))
-        out = np.zeros(d.shape)
-        m = (d >= nu_max / 4) & (d <= nu_max)
-        out[m] = np.cos(np.pi / 2 * np.log2(2 * d[m] / nu_max))
-        return out
+        # single precision (the spectrum is multiplied in single precision); the function is
+        # continuous (0 at both band edges), so float32 rounding of |nu| moves it by ~1e-7 only
+        d = np.sqrt(sum((g * g).astype(np.float32) for g in grids))
+        with np.errstate(all="ignore"):  # log2(0) outside the band
+            v = np.cos(np.float32(np.pi / 2) * np.log2(d * np.float32(2 / nu_max)))
+        return np.where((d >= nu_max / 4) & (d <= nu_max), v, np.float32(0))
 
     return tf
 
