@@ -12,6 +12,10 @@ Two layouts (``join``):
   ``patient_id, centre, <clinical...>, CT_original_firstorder_Mean, MR_..., PT_...``.
   A patient with more than one series x ROI of a modality is an error (it would give
   two values to one column): select the ROI/series upstream or use ``series``.
+
+A wide table with IBSI 2 filters (one row per ROI and filter, ``filter`` key column) is first
+merged to one row per ROI (:func:`~biomarkers.features.naming.merge_filter_rows`): the feature
+columns name their filter (``3-log_ibsistat_mean``, ``CT_3-log_ibsistat_mean``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from ..errors import InputError
-from ..features.naming import KEY_COLUMNS, WIDE_TABLE, feature_columns, prefixed, read_wide
+from ..features.naming import KEY_COLUMNS, WIDE_TABLE, feature_columns, merge_filter_rows, prefixed, read_wide
 
 #: Key columns, table name and reader of the wide feature table: owned by :mod:`biomarkers.features.naming`.
 read_features = read_wide
@@ -84,7 +88,8 @@ def link(
     if "patient_id" not in clinical.columns:
         raise InputError("clinical table has no patient_id column")
     clinical = clinical.copy()
-    features = features.copy()
+    # IBSI 2 filters: one row per ROI (the filter id is in the feature column names)
+    features = merge_filter_rows(features).copy()
     clinical["patient_id"] = clinical["patient_id"].astype(str)
     features["patient_id"] = features["patient_id"].astype(str)
     dup = clinical.loc[clinical["patient_id"].duplicated(keep=False), "patient_id"]

@@ -115,6 +115,44 @@ def value_columns(df, provenance: dict | None = None) -> set[str]:
     return out
 
 
+def merge_filter_rows(wide):
+    """The wide table with one row per ROI: the rows of its IBSI 2 filters merged, the ``filter`` key dropped.
+
+    The wide table of a parameter file with ``ibsi: filters:`` has one row per ROI and filter
+    (:data:`FILTER_COLUMN`: the entry's id, '' for the unfiltered features). Its feature columns
+    already name the filter (the :class:`FeatureName` image type is the filter id:
+    ``3-log_ibsistat_mean``), so the rows of one ROI hold disjoint columns; this puts them on one
+    row, keeping the columns' order (the layout ``biomarkers link`` and everything after it read).
+    A table without the filter column is returned unchanged.
+
+    Raises:
+        InputError: two rows of one ROI and filter, or a feature column with values in two rows
+            of one ROI (two filters naming the same column: the merge would have to drop one);
+            the message names the ROI and the filter or column.
+    """
+    if FILTER_COLUMN not in wide.columns:
+        return wide
+    keys = [c for c in key_columns(wide.columns) if c != FILTER_COLUMN]
+    dup = wide[wide.duplicated(keys + [FILTER_COLUMN], keep=False)]
+    if len(dup):
+        r = dup.iloc[0]
+        raise InputError(f"features: {int(len(dup))} rows repeat a patient x series x ROI x filter, e.g. "
+                         f"{'/'.join(str(r[k]) for k in keys)} filter {r[FILTER_COLUMN]!r}")
+    fcols = feature_columns(wide)
+    groups = wide.groupby(keys, sort=False, dropna=False)
+    counts = groups[fcols].count()
+    clash = counts.gt(1)
+    if clash.to_numpy().any():
+        where = clash.stack()
+        key, col = where[where].index[0][:-1], where[where].index[0][-1]
+        raise InputError(
+            f"features: column {col!r} has values in {int(counts.loc[key, col])} filter rows of "
+            f"{'/'.join(map(str, key))}: two 'ibsi: filters:' entries (or a filter and the unfiltered "
+            f"image) name the same feature; give the filters distinct ids")
+    merged = groups[fcols].first()  # the first non-missing value of every column (at most one)
+    return merged.reset_index()[keys + fcols]
+
+
 def key_columns(columns) -> list[str]:
     """The key columns of a table with ``columns``: :data:`KEY_COLUMNS` + the :data:`OPTIONAL_KEY_COLUMNS` present."""
     return KEY_COLUMNS + [c for c in OPTIONAL_KEY_COLUMNS if c in columns]
