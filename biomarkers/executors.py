@@ -40,31 +40,57 @@ class Outcome:
     error: str | None = None
 
 
-def _worker_init(preload: tuple[str, ...] = ()) -> None:
+def _worker_init(preload: tuple[str, ...] = (), parent: int | None = None) -> None:
     """Per-process setup: SIGINT ignored (:func:`biomarkers.interrupts.worker_init`: the coordinator
-    stops its workers); one thread per worker so N workers use N cores; import ``preload`` modules."""
+    stops its workers); one thread per worker so N workers use N cores; import ``preload`` modules.
+
+    ``parent`` (forked workers): the coordinator's pid. A forked worker holds copies of every
+    descriptor of the coordinator (e.g. its output lock and the pool's own pipes, so it would
+    not notice the coordinator's death): it asks the kernel for SIGTERM when the coordinator
+    dies (Linux ``PR_SET_PDEATHSIG``) and exits at once if it already has.
+    """
     from .interrupts import worker_init
 
     worker_init()
+    if parent is not None:
+        _die_with(parent)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     # ITK reads this when SimpleITK is first used; importing SimpleITK here would cost
     # every worker ~140 MB and ~0.5 s even when it never uses it (e.g. ingest workers).
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+    import logging
     import sys
 
-    import importlib
-    import logging
+    _import(preload)  # while the coordinator is still planning, not in the first work item
+    if "SimpleITK" in sys.modules:  # already loaded (forked worker, preload): set it directly
+        sys.modules["SimpleITK"].ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
 
-    for name in preload:  # while the coordinator is still planning, not in the first work item
+
+def _import(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in modules:
         try:
             importlib.import_module(name)
         except ImportError:
             pass  # the work item that needs it reports the error
-    if "SimpleITK" in sys.modules:  # already loaded (forked worker, preload): set it directly
-        sys.modules["SimpleITK"].ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM to this process when ``parent`` exits (Linux; elsewhere nothing); exit if it has."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def run_item(func: Callable[[Any], Any], key: str, payload: Any) -> Outcome:
@@ -122,21 +148,43 @@ class SerialExecutor(Executor):
 
 
 class LocalExecutor(Executor):
-    """A local process pool (spawned processes, one thread each).
+    """A local process pool (one thread per worker process).
 
     ``preload``: modules every worker imports when it starts (e.g. ``radiomics`` when the
     pool will extract features), so the import overlaps with the coordinator's planning
     instead of delaying the first work item of each worker.
+
+    ``context``: how workers start. ``spawn`` (default): fresh interpreters that import what
+    they need (~0.5-1 s of CPU each). ``fork`` (POSIX): copies of the coordinator, which
+    start in milliseconds with its modules (``preload`` imported by the coordinator first)
+    and share its memory pages until they write them; used only when the pool is started from the main thread of a
+    process running no other Python thread (a fork copies locks held by other threads),
+    else ``spawn``. Forked workers die with the coordinator (see :func:`_worker_init`).
     """
 
     name = "local"
+    CONTEXTS = ("spawn", "fork")
 
-    def __init__(self, workers: int | None = None, preload: tuple[str, ...] = ()):
+    def __init__(self, workers: int | None = None, preload: tuple[str, ...] = (), context: str = "spawn"):
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
             raise ConfigError(f"executor workers must be >= 1, got {self.workers}")
+        if context not in self.CONTEXTS:
+            raise ConfigError(f"executor context {context!r}: use one of {', '.join(self.CONTEXTS)}")
         self.preload = tuple(preload)
+        self.context = context
+        self.started_with: str | None = None  # the start method of the running pool
         self._pool = None
+
+    def _start_method(self) -> str:
+        """``fork`` when asked for and safe here (see the class docstring), else ``spawn``."""
+        import multiprocessing as mp
+        import threading
+
+        if (self.context == "fork" and "fork" in mp.get_all_start_methods()
+                and threading.current_thread() is threading.main_thread() and threading.active_count() == 1):
+            return "fork"
+        return "spawn"
 
     def _ensure(self):
         if self._pool is None:
@@ -145,12 +193,17 @@ class LocalExecutor(Executor):
 
             from .interrupts import sigint_blocked
 
+            method = self._start_method()
+            initargs = (self.preload, os.getpid()) if method == "fork" else (self.preload,)
+            if method == "fork":  # imported once, here: the forked workers share them
+                _import(self.preload)
             with sigint_blocked():  # the workers start with SIGINT blocked (a Ctrl-C is the coordinator's)
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                    initargs=(self.preload,),
+                    max_workers=self.workers, mp_context=mp.get_context(method), initializer=_worker_init,
+                    initargs=initargs,
                 )
                 self._pool.submit(os.getpid)  # launches every worker now, inside the block
+            self.started_with = method
         return self._pool
 
     def start(self) -> None:
@@ -354,15 +407,17 @@ def check_spec(spec: str | None) -> tuple[str, int | str | None]:
     raise ConfigError(f"unknown executor {spec!r}: use 'local', 'local:N', 'serial' or 'dask://HOST:PORT'")
 
 
-def get_executor(spec: str | None = None, workers: int | None = None, preload: tuple[str, ...] = ()) -> Executor:
+def get_executor(spec: str | None = None, workers: int | None = None, preload: tuple[str, ...] = (),
+                 context: str = "spawn") -> Executor:
     """Build an executor from a spec string (see module docstring and :func:`check_spec`).
 
     ``preload``: modules a local pool's workers import as they start (ignored elsewhere:
-    dask workers are long-lived and import once).
+    dask workers are long-lived and import once). ``context``: how a local pool's workers
+    start (:class:`LocalExecutor`).
     """
     kind, arg = check_spec(spec)
     if kind == "serial":
         return SerialExecutor()
     if kind == "local":
-        return LocalExecutor(arg if arg is not None else workers, preload=preload)
+        return LocalExecutor(arg if arg is not None else workers, preload=preload, context=context)
     return DaskExecutor(arg)

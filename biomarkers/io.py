@@ -143,9 +143,34 @@ def sha256_array(arr) -> str:
     h = hashlib.sha256()
     h.update(str(a.dtype).encode())
     h.update(str(a.shape).encode())
+    if a.ndim == 3 and a.T.flags.c_contiguous and not a.flags.c_contiguous:
+        for block in _reversed_blocks(a.T):
+            h.update(block.data)
+        return h.hexdigest()
     for slab in a if a.ndim > 1 else [a]:
         h.update(np.ascontiguousarray(slab).tobytes())
     return h.hexdigest()
+
+
+def _reversed_blocks(b, rows: int = 64, tile: int = 16):
+    """The C-order bytes of ``b.T`` (``b`` a C-contiguous ``(K, J, I)`` array: a NIfTI volume
+    ``[i, j, k]`` is its transpose) as contiguous ``(rows, J, K)`` blocks along ``I``.
+
+    A transposing copy in one pass jumps across the whole volume for every element (cache and
+    TLB misses, ~4x slower); here each block is cut out, transposed as a ``(K, J*rows)``
+    matrix ``tile`` rows of ``K`` at a time, then its first two axes are swapped (runs of ``K``).
+    """
+    import numpy as np
+
+    K, J, I = b.shape
+    for i0 in range(0, I, rows):
+        c = np.ascontiguousarray(b[:, :, i0 : i0 + rows])  # (K, J, n)
+        n = c.shape[2]
+        m = c.reshape(K, J * n)
+        t = np.empty((J * n, K), dtype=b.dtype)
+        for k0 in range(0, K, tile):
+            t[:, k0 : k0 + tile] = m[k0 : k0 + tile].T
+        yield np.ascontiguousarray(t.reshape(J, n, K).transpose(1, 0, 2))  # (n, J, K)
 
 
 def check_apart(src: str | os.PathLike, out: str | os.PathLike, src_what: str = "source folder",

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     restore = interrupts.install()  # Ctrl-C -> 130, SIGTERM -> 143, one line (biomarkers.interrupts)
     try:
-        return _run(argv)
+        status = _run(argv)
     except (interrupts.Interrupted, KeyboardInterrupt) as exc:
         command = " ".join(["biomarkers", *[a for a in args if not a.startswith("-")][:1]])
         print(interrupts.message(exc, command), file=sys.stderr)
@@ -43,6 +43,28 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # the console script: this process ends now; nothing of its group outlives it
             interrupts.stop_helpers()
         restore()
+    if argv is None and [a for a in args if not a.startswith("-")][:1] == ["ingest"]:
+        _exit_now(status)
+    return status
+
+
+def _exit_now(status: int) -> None:
+    """End the console script's process now, without the interpreter's finalisation (freeing every
+    module's objects: ~0.1 s, a tenth of a small ``ingest``). Only for commands whose outputs are all
+    written, synced and closed when they return (``ingest``: every file through ``io.atomic_path``),
+    and only with no other thread running; the exit handlers (``atexit``: logging's flush...) run first."""
+    import atexit
+    import contextlib
+    import os
+    import threading
+
+    if threading.active_count() != 1:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _run(argv: list[str] | None) -> int:

@@ -119,10 +119,14 @@ class Ingest:
             self._deid = Deidentifier(self.settings.deid)
         return self._deid
 
-    #: ``executor="auto"``: convert in this process when the plan holds at most this many
-    #: bytes of pixel data (a process pool's start-up, ~1 s of CPU per worker, would cost
-    #: more than it saves), else on a local process pool with one worker per core.
-    AUTO_SERIAL_MAX_BYTES = 128 * 2**20
+    #: ``executor="auto"``: convert in this process when the job holds at most this many bytes
+    #: (the source files' sizes before indexing, the plan's pixel data after), else on a local
+    #: process pool with one worker per core. Ingest's pools fork (``LocalExecutor`` context
+    #: ``fork``: workers start in milliseconds, sharing this process's imported modules), so a
+    #: pool pays from a few series on; spawned workers would cost ~0.5-1 s of CPU each.
+    AUTO_SERIAL_MAX_BYTES = 16 * 2**20
+    #: What ingest's pool workers import as they start (while this process indexes).
+    PRELOAD = ("biomarkers.dicom.convert", "nibabel", "isal.igzip")
 
     def _executor(self, plan: IngestPlan | None = None) -> tuple[Executor, bool]:
         spec = self._executor_spec
@@ -136,8 +140,21 @@ class Ingest:
                 for job in plan.items
                 for f in job.stack.all_files
             )
-            return get_executor("serial" if nbytes <= self.AUTO_SERIAL_MAX_BYTES else "local"), True
-        return get_executor(spec), True
+            spec = "serial" if nbytes <= self.AUTO_SERIAL_MAX_BYTES else "local"
+        return get_executor(spec, preload=self.PRELOAD, context="fork"), True
+
+    def _auto_executor(self, exclude) -> Executor:
+        """``executor="auto"`` before indexing: decided by the sizes of the source's files (the
+        walk is kept for :meth:`_index`); a pool is started at once, so its workers start while
+        this process reads the headers."""
+        from ..io import walk_files
+
+        self._walked = walk_files(self.src, hidden=True, exclude=exclude)
+        if sum(size for _, _, size, _ in self._walked) <= self.AUTO_SERIAL_MAX_BYTES:
+            return get_executor("serial")
+        ex = get_executor("local", preload=self.PRELOAD, context="fork")
+        ex.start()
+        return ex
 
     # ------------------------------------------------------------------ validate
     def validate(self) -> None:
@@ -172,8 +189,7 @@ class Ingest:
         if executor is None:
             executor, own = self._executor()
         try:
-            exclude = self.out.resolve() if self.src.resolve() in self.out.resolve().parents else None
-            idx = self._index(exclude, executor)
+            idx = self._index(self._exclude(), executor)
         finally:
             if own:
                 executor.close()
@@ -215,6 +231,10 @@ class Ingest:
                                                n_files=len({f.path for f in fs})))
         return plan
 
+    def _exclude(self) -> Path | None:
+        """OUT when it lies inside SRC (not indexed), else None."""
+        return self.out.resolve() if self.src.resolve() in self.out.resolve().parents else None
+
     #: Up to this many files to read the main process indexes (fast header reads, ~0.2 ms a
     #: file) while the workers start; above, chunks of files are indexed by the executor.
     SERIAL_INDEX_MAX_FILES = 5000
@@ -233,10 +253,15 @@ class Ingest:
         cache_path = self.index_cache_path()
         cache = IndexCache(cache_path) if cache_path is not None else None
         try:
-            todo, hits, present = split_cached(walk_files(self.src, hidden=True, exclude=exclude), cache)
+            walked, self._walked = getattr(self, "_walked", None), None
+            todo, hits, present = split_cached(walked or walk_files(self.src, hidden=True, exclude=exclude), cache)
             n = len(todo)
+            if executor.name == "local" and n:
+                executor.start()  # in this thread: a forking pool forks only from the main thread
             if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local" or n == 0:
                 fresh = read_headers(todo, executor if n > self.SERIAL_INDEX_MAX_FILES else None)
+            elif getattr(executor, "started_with", "") == "fork":  # workers import PRELOAD meanwhile
+                fresh = read_headers(todo, None)
             else:
                 warm = threading.Thread(
                     target=lambda: list(executor.map_unordered(warm_up, [(f"warm-{i}", None) for i in range(executor.workers)])),
@@ -327,9 +352,10 @@ class Ingest:
     def _run(self, plan: IngestPlan | None) -> RunReport:
         from ..logs import progress
 
-        if plan is None and self._executor_spec == "auto":
-            plan = self.plan()  # indexes in this process; the plan's size picks the executor
-        executor, own = self._executor(plan)
+        if plan is None and self._executor_spec == "auto":  # the source's size picks the executor
+            executor, own = self._auto_executor(self._exclude()), True
+        else:
+            executor, own = self._executor(plan)
         report = RunReport("ingest")
         try:
             if plan is None:
