@@ -99,18 +99,23 @@ def make_load(root: Path, n: int, parts: int) -> tuple[list[Path], int]:
     return folders, total
 
 
-def send(port: int, aec: str, folders: list[Path]) -> float:
-    """Concurrent storescu per folder; returns the wall time (s). Raises when a sender failed."""
+def send(port: int, aec: str, folders: list[Path]) -> tuple[float, float]:
+    """Concurrent storescu per folder; returns the wall time and the senders' CPU seconds. Raises when one failed."""
     t0 = time.perf_counter()
     procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", aec, "+sd", "+r", "-to", "120", "-ta", "120",
                                "-td", "120", "127.0.0.1", str(port), str(f)], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in folders]
-    errs = [p.communicate()[1] for p in procs]
+    errs, cpu = [], 0.0
+    for p in procs:
+        errs.append(p.stderr.read())
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        cpu += ru.ru_utime + ru.ru_stime
     el = time.perf_counter() - t0
     bad = [e for p, e in zip(procs, errs) if p.returncode != 0]
     if bad:
         raise RuntimeError(f"a sender failed: {bad[0][-500:]}")
-    return el
+    return el, cpu
 
 
 def count_files(root: Path) -> int:
@@ -141,7 +146,10 @@ def start_gateway(cfg: Path, port: int) -> subprocess.Popen:
     return proc
 
 
-CPU: dict = {}
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a running process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen) -> float:
@@ -159,20 +167,24 @@ def stop(proc: subprocess.Popen) -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def bench_gateway(root: Path, folders, n: int, fsync: bool) -> float:
+def bench_gateway(root: Path, folders, n: int, fsync: bool) -> tuple[float, float, float]:
+    """Wall time, the gateway's CPU seconds while receiving (start-up excluded), the senders' CPU seconds."""
     cfg, port = gateway_config(root, f"gw-fsync-{fsync}", fsync)
     proc = start_gateway(cfg, port)
     try:
-        el = send(port, "GATEWAY", folders)
+        before = process_cpu(proc.pid)
+        el, senders = send(port, "GATEWAY", folders)
+        cpu = process_cpu(proc.pid) - before
     finally:
-        CPU[f"gateway fsync={fsync}"] = stop(proc)
+        stop(proc)
     got = count_files(cfg.parent / "spool" / "incoming")
     if got != n:
         raise RuntimeError(f"gateway (fsync={fsync}) holds {got} of {n} instances")
-    return el
+    return el, cpu, senders
 
 
-def bench_storescp(root: Path, folders, n: int, fork: bool) -> float:
+def bench_storescp(root: Path, folders, n: int, fork: bool) -> tuple[float, float | None, float]:
+    """Wall time, storescp's CPU seconds (None with --fork: its children are not ours), the senders' CPU."""
     out = root / f"storescp-fork-{fork}"
     out.mkdir()
     port = free_port()
@@ -180,7 +192,9 @@ def bench_storescp(root: Path, folders, n: int, fork: bool) -> float:
                              str(port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     try:
-        el = send(port, "REF", folders)
+        before = process_cpu(proc.pid)
+        el, senders = send(port, "REF", folders)
+        cpu = None if fork else process_cpu(proc.pid) - before
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -188,7 +202,7 @@ def bench_storescp(root: Path, folders, n: int, fork: bool) -> float:
     got = count_files(out)
     if got != n:
         raise RuntimeError(f"storescp (fork={fork}) holds {got} of {n} instances")
-    return el
+    return el, cpu, senders
 
 
 def bench_stable_to_features(root: Path, repeats: int) -> list[float]:
@@ -255,16 +269,17 @@ def main() -> None:
                               ("gateway, no fsync", lambda: bench_gateway(root, folders, a.instances, False)),
                               ("gateway, fsync", lambda: bench_gateway(root, folders, a.instances, True))):
                 runs[label] = fn()
-                el = runs[label]
-                print(f"  {label:<27} {el:7.2f} s  {a.instances / el:8.0f} instances/s  {mb / el:7.1f} MB/s")
-            print(f"  gateway CPU (user+system, start-up included): {CPU['gateway fsync=False']:.1f} s without fsync, "
-                  f"{CPU['gateway fsync=True']:.1f} s with; 2 cores, shared with the 4 senders")
-            ref = runs["storescp (single process)"]
-            print(f"gateway without fsync / storescp: {ref / runs['gateway, no fsync']:.2f}x (target >= 0.8x); "
-                  f"/ storescp --fork: {runs['storescp --fork'] / runs['gateway, no fsync']:.2f}x")
-            print(f"fsync cost: the gateway with fsync runs at {runs['gateway, no fsync'] / runs['gateway, fsync']:.2f}x "
-                  f"its speed without ({1e3 * (runs['gateway, fsync'] - runs['gateway, no fsync']) / a.instances:.2f} ms "
-                  f"per instance)")
+                el, cpu, senders = runs[label]
+                per = "    --   " if cpu is None else f"{1e3 * cpu / a.instances:5.2f} ms"
+                print(f"  {label:<27} {el:7.2f} s  {a.instances / el:8.0f} instances/s  {mb / el:7.1f} MB/s  "
+                      f"receiver CPU {per}/instance, senders {1e3 * senders / a.instances:.2f} ms/instance")
+            print("  (CPU = user + system of every thread while receiving; 2 cores shared by receiver and senders)")
+            ref, gw, gw_sync = (runs[k][0] for k in ("storescp (single process)", "gateway, no fsync", "gateway, fsync"))
+            print(f"gateway without fsync / storescp: {ref / gw:.2f}x (target >= 0.8x); "
+                  f"/ storescp --fork: {runs['storescp --fork'][0] / gw:.2f}x")
+            print(f"fsync cost: the gateway with fsync runs at {gw / gw_sync:.2f}x its speed without "
+                  f"({1e3 * (gw_sync - gw) / a.instances:.2f} ms per instance)")
+            print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
         if a.repeats:
             s = bench_stable_to_features(root, a.repeats)
             feat, done = [x[0] for x in s], [x[1] for x in s]

@@ -177,24 +177,32 @@ def inspect_dataset(data: bytes, transfer_syntax: str) -> dict:
     return out
 
 
-def file_meta(sop_class: str, sop_uid: str, transfer_syntax: str, source_ae: str = "") -> bytes:
-    """Preamble, ``DICM`` and the group 0002 file meta (explicit VR little endian, PS3.10 7.1)."""
+def _meta_element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr in (b"UI", b"OB") else b" "
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+@lru_cache(maxsize=256)
+def _meta_around(sop_class: str, transfer_syntax: str, source_ae: str) -> tuple[bytes, bytes]:
+    """The file meta elements before and after (0002,0003) (they repeat from instance to instance)."""
     from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-    def el(tag: int, vr: bytes, value: bytes) -> bytes:
-        if len(value) % 2:
-            value += b"\0" if vr in (b"UI", b"OB") else b" "
-        if vr == b"OB":
-            return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
-        return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-
-    body = b"".join([
-        el(0x00020001, b"OB", b"\x00\x01"),
-        el(0x00020002, b"UI", sop_class.encode("ascii")),
-        el(0x00020003, b"UI", sop_uid.encode("ascii")),
-        el(0x00020010, b"UI", str(transfer_syntax).encode("ascii")),
+    el = _meta_element
+    before = el(0x00020001, b"OB", b"\x00\x01") + el(0x00020002, b"UI", sop_class.encode("ascii"))
+    after = b"".join([
+        el(0x00020010, b"UI", transfer_syntax.encode("ascii")),
         el(0x00020012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode("ascii")),
         el(0x00020013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")),
-        *([el(0x00020016, b"AE", source_ae.strip().encode("ascii", "replace"))] if source_ae.strip() else []),
+        *([el(0x00020016, b"AE", source_ae.encode("ascii", "replace"))] if source_ae else []),
     ])
+    return before, after
+
+
+def file_meta(sop_class: str, sop_uid: str, transfer_syntax: str, source_ae: str = "") -> bytes:
+    """Preamble, ``DICM`` and the group 0002 file meta (explicit VR little endian, PS3.10 7.1)."""
+    before, after = _meta_around(str(sop_class), str(transfer_syntax), source_ae.strip())
+    body = before + _meta_element(0x00020003, b"UI", sop_uid.encode("ascii")) + after
     return b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(body)) + body

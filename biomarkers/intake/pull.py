@@ -276,7 +276,7 @@ class DimsePACS:
 
         c = self.cfg.scp
         server = Acceptor(service, c.ae_title, c.max_pdu, c.max_associations, c.network_timeout_s,
-                          ssl_context(c.tls) if c.tls is not None else None).start(c.host, c.port)
+                          ssl_context(c.tls) if c.tls is not None else None, fsync=c.fsync).start(c.host, c.port)
         try:
             self._move_only(todo, complete_series)
         finally:

@@ -144,7 +144,7 @@ class Gateway:
             raise BiomarkersError("another gateway (or a pull) is using this spool; stop it first")
         self.store = StoreService(self.spool, self.audit, on_event=self._on_event, peers=c.peers)
         self._server = Acceptor(self.store, c.ae_title, c.max_pdu, c.max_associations, c.network_timeout_s,
-                                ssl_context(c.tls) if c.tls is not None else None).start(c.host, c.port)
+                                ssl_context(c.tls) if c.tls is not None else None, fsync=c.fsync).start(c.host, c.port)
         self.port = self._server.server_address[1]
         if self.cfg.status.http_port is not None:
             self._start_http()

@@ -26,7 +26,6 @@ import fcntl
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -145,6 +144,8 @@ class Spool:
     def __post_init__(self) -> None:
         self.root, self.received = Path(self.root), Path(self.received)
         self.tmp, self.incoming = self.root / "tmp", self.root / "incoming"
+        self._tmp, self._incoming = str(self.tmp), str(self.incoming)
+        self._folders: set[str] = set()  # incoming/<study_ref> folders known to exist
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._inflight: set[str] = set()
@@ -206,11 +207,13 @@ class Spool:
             return StoreResult(self._compare(sop, existing, encoded), study, sop)
         ok = False
         try:
-            folder = self.incoming / study
-            dest = folder / f"{sop}.dcm"
-            tmp = self._write_tmp(encoded)
+            folder = f"{self._incoming}/{study}"
+            dest = f"{folder}/{sop}.dcm"
+            tmp = self._write_tmp(encoded, sop)
             with self._lock:
-                ensure_dir(folder, sync=self.fsync)
+                if folder not in self._folders:  # release() removes a study's folder (under the lock)
+                    ensure_dir(Path(folder), sync=self.fsync)
+                    self._folders.add(folder)
                 os.replace(tmp, dest)
             if self.fsync:
                 _fsync_dir(folder)
@@ -219,7 +222,7 @@ class Spool:
             with self._cond:
                 self._inflight.discard(sop)
                 if ok:
-                    self.index[sop] = dest
+                    self.index[sop] = Path(dest)
                     e = self.studies.setdefault(study, StudyEntry(study))
                     e.instances += 1
                     e.bytes += len(encoded)
@@ -227,8 +230,11 @@ class Spool:
                 self._cond.notify_all()
         return StoreResult("stored", study, sop, len(encoded))
 
-    def _write_tmp(self, data: bytes) -> str:
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, suffix=".dcm")
+    def _write_tmp(self, data: bytes, sop: str) -> str:
+        """``tmp/<sop_ref>.dcm`` (one writer per instance: ``_inflight``; leftovers are removed at start)."""
+        tmp = f"{self._tmp}/{sop}.dcm"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(tmp, flags, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)
             view = memoryview(data)
@@ -293,6 +299,7 @@ class Spool:
                 self.index[f.stem] = target
                 moved += 1
             self.studies.pop(study_ref, None)
+            self._folders.discard(str(src))
             with contextlib.suppress(OSError):
                 src.rmdir()
         if self.fsync and moved:
