@@ -55,16 +55,23 @@ def _instances(pacs, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def pulled(pacs):
-    """One pull over DICOMweb and one over DIMSE (C-GET), each into its own site, pipeline run."""
+    """One pull over DICOMweb and one over DIMSE (C-GET), each into its own site, pipeline run. The DIMSE
+    site's spool already holds an instance of another study (pushed, not yet stable): the pull leaves it."""
     from biomarkers.intake import load_gateway_config
     from biomarkers.intake.pull import pull
+    from biomarkers.intake.service import Gateway
 
     res = _cli("pull", _site(pacs, "web", "dicomweb"))  # the command, as a user runs it
     assert res.returncode == 0, res.stdout + res.stderr
     with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's per-test secret
         mp.setenv("BIOMARKERS_SECRET", SECRET)
         cfg, pipe = load_gateway_config(_site(pacs, "dimse", "dimse"))
-        return {"web": res, "dimse": pull(cfg, pipe)}  # the same entry point, in this process
+        waiting = files_of("STS_003", "CT")[0]
+        gw = Gateway(cfg, pipe)
+        ds = pydicom.dcmread(waiting, stop_before_pixels=True)
+        assert gw.spool.store(waiting.read_bytes(), ds.SOPInstanceUID, ds.StudyInstanceUID).status == "stored"
+        gw.audit.close()
+        return {"web": res, "dimse": pull(cfg, pipe), "waiting": waiting}  # the same entry point, in this process
 
 
 def test_pull_reports_counts_without_identifiers(pacs, pulled):
@@ -80,6 +87,7 @@ def test_pull_reports_counts_without_identifiers(pacs, pulled):
 
 def test_dicomweb_and_dimse_give_the_same_instances_and_features(pacs, pulled):
     web, dimse = _instances(pacs, "web"), _instances(pacs, "dimse")
+    dimse.pop(sop_uid(pulled["waiting"]))  # the other study's instance (see the next test)
     src = {sop_uid(f): f for f in pacs["files"]}
     assert set(web) == set(dimse) == set(src)
     for uid, f in src.items():
@@ -90,6 +98,17 @@ def test_dicomweb_and_dimse_give_the_same_instances_and_features(pacs, pulled):
     import pandas as pd
 
     pd.testing.assert_frame_equal(fw, fd, check_exact=True)
+
+
+def test_pull_hands_only_the_pulled_study_to_the_pipeline(pacs, pulled):
+    site = pacs["root"] / "dimse"
+    assert [sop_uid(p) for p in (site / "spool" / "incoming").rglob("*.dcm")] == [sop_uid(pulled["waiting"])]
+    received = {sop_uid(p) for p in (site / "received").rglob("*.dcm")}
+    assert received == {sop_uid(f) for f in pacs["files"]}
+    import pandas as pd
+
+    manifest = pd.read_parquet(site.parent / "dimse-out" / "dataset" / "manifest.parquet")
+    assert manifest["study_uid"].nunique() == 1
 
 
 def test_rerun_fetches_nothing(pacs, pulled):

@@ -11,6 +11,9 @@
    Every instance goes through the gateway's checks and durable spool write.
 4. **Hand-off**: the pulled studies are complete (the retrieve finished), so they leave the
    spool for the pipeline at once (no stability wait), and ``biomarkers run`` processes them.
+   Other studies waiting in the spool (pushed to the gateway, not yet stable) stay there: the
+   gateway hands them over once they are stable. (``biomarkers run`` reads the whole received
+   folder, but its stages are incremental: studies processed before are not computed again.)
 
 The console shows counts only: no UID, date or path.
 """
@@ -391,7 +394,7 @@ def _pull_locked(cfg, pipeline, p, since, studies, modalities, run) -> PullRepor
         gw.audit.close()
         return rep
     failed_before = gw.state.counts["studies_failed"]
-    done = gw.process_stable(force=True)
+    done = gw.process_stable(force=True, only=set(refs))  # other studies in the spool wait to be stable
     rep.processed = (gw.state.counts["studies_failed"] == failed_before) if done else None
     gw._write_status(running=False)
     gw.audit.close()

@@ -210,9 +210,13 @@ class Gateway:
                 last_status = time.time()
             self._stop.wait(tick)
 
-    def process_stable(self, force: bool = False) -> list[str]:
-        """Release the stable studies (all waiting ones with ``force``) and run the pipeline on them."""
+    def process_stable(self, force: bool = False, only: set[str] | None = None) -> list[str]:
+        """Release the stable studies (all waiting ones with ``force``; with ``only``, just these study
+        references) and run the pipeline on them, together with any batch an interrupted run left in
+        ``pending.json`` (released already, never processed)."""
         ready = self.spool.pending() if force else self.spool.stable(self.cfg.stable_seconds)
+        if only is not None:
+            ready = [e for e in ready if e.ref in only]
         pending = self._pending()
         if not ready and not pending:
             return []
