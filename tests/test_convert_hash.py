@@ -35,3 +35,47 @@ def test_transposed_volume_hash_is_c_order_hash(shape, dtype):
                                np.arange(7, dtype=np.uint8), np.float64(3.5)])
 def test_other_layouts_hash_is_c_order_hash(a):
     assert sha256_array(a) == reference(np.asarray(a).reshape(-1) if np.ndim(a) == 0 else a)
+
+
+def test_metadata_of_the_subset_equals_the_whole_header(shared_data):
+    """The sidecar metadata read from ``convert.metadata_elements`` equals the whitelist applied to the
+    whole header, for one file of every shared series (STS, IBSI, dcm_qa: Siemens, GE, Philips-free)."""
+    import pydicom
+
+    from biomarkers.deid.whitelist import whitelisted_metadata
+    from biomarkers.dicom.convert import metadata_elements
+
+    folders = {}
+    for p in sorted(shared_data.rglob("*")):
+        if p.is_file() and p.parent not in folders and "Ref" not in p.parts and p.suffix not in (".json", ".md", ".txt"):
+            folders[p.parent] = p
+    n = 0
+    for p in folders.values():
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM
+            continue
+        if "SOPClassUID" not in ds:
+            continue
+        assert whitelisted_metadata(metadata_elements(ds)) == whitelisted_metadata(ds), p
+        n += 1
+    assert n >= 20
+
+
+def test_metadata_subset_keeps_every_person_name():
+    """A person name in an attribute the dictionary does not type PN (explicit VR PN in the file) still
+    removes a whitelisted code that contains it, as on the whole header."""
+    from pydicom import Dataset
+
+    from biomarkers.deid.whitelist import whitelisted_metadata
+    from biomarkers.dicom.convert import metadata_elements
+
+    ds = Dataset()
+    ds.Modality = "CT"
+    ds.ConvolutionKernel = "MULLER_B30"
+    ds.add_new(0x00081030, "PN", "Muller^Anna")  # StudyDescription (LO, not an identifying attribute) as PN
+    ds.add_new(0x00321032, "PN", "Doe^John")  # RequestingPhysician
+    ds.BodyPartExamined = "CHEST"
+    whole = whitelisted_metadata(ds)
+    assert "convolution_kernel" not in whole and whole["body_part"] == "CHEST"
+    assert whitelisted_metadata(metadata_elements(ds)) == whole

@@ -52,13 +52,14 @@ def _exit_now(status: int) -> None:
     """End the console script's process now, without the interpreter's finalisation (freeing every
     module's objects: ~0.1 s, a tenth of a small ``ingest``). Only for commands whose outputs are all
     written, synced and closed when they return (``ingest``: every file through ``io.atomic_path``),
-    and only with no other thread running; the exit handlers (``atexit``: logging's flush...) run first."""
+    and only with no other thread running and no profiler or tracer attached (they write their results
+    after ``main`` returns); the exit handlers (``atexit``: logging's flush...) run first."""
     import atexit
     import contextlib
     import os
     import threading
 
-    if threading.active_count() != 1:
+    if threading.active_count() != 1 or sys.getprofile() is not None or sys.gettrace() is not None:
         return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -439,7 +439,36 @@ def _metadata(ds, deid_settings: dict) -> dict:
     from ..deid import DeidSettings, Deidentifier, Pseudonymizer
 
     d = Deidentifier(DeidSettings(**deid_settings), pseudonymizer=Pseudonymizer(os.urandom(32)))
-    return d.metadata(ds)
+    return d.metadata(metadata_elements(ds))
+
+
+def metadata_elements(ds):
+    """The top-level elements of ``ds`` (a pydicom Dataset) that the sidecar metadata reads, as a
+    new Dataset: the whitelisted and identifying attributes (:mod:`biomarkers.deid.whitelist`) and
+    every person name (VR PN in the file or in the dictionary; its value is a forbidden string).
+
+    The metadata of this subset equals that of the whole header; only these elements are decoded
+    (a vendor header holds hundreds of others, e.g. Siemens CSA and GE private blocks, which
+    the whitelist filter would otherwise decode one by one to look for person names).
+    """
+    from pydicom import Dataset
+    from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+    from ..deid.whitelist import IDENTIFYING_ATTRIBUTES, SIDECAR_ATTRIBUTES
+
+    wanted = {*SIDECAR_ATTRIBUTES, *IDENTIFYING_ATTRIBUTES}
+    out = Dataset()
+    for raw in ds.elements():  # raw elements: nothing decoded
+        tag = raw.tag
+        if tag.is_private:  # no keyword: never read by the whitelist
+            continue
+        try:
+            known = dictionary_VR(tag)
+        except KeyError:
+            known = ""
+        if keyword_for_tag(tag) in wanted or "PN" in str(raw.VR or "") or "PN" in known:
+            out[tag] = ds[tag]  # decoded in its own dataset (character set)
+    return out
 
 
 # ----------------------------------------------------------------- masks (work item)

@@ -145,17 +145,18 @@ def decode_value(raw: bytes, vr: str):
     return s
 
 
-def fast_header(path: Path, size: int, chunk: int = 1 << 14) -> FastHeader | None:
+def fast_header(path: Path, size: int, chunk: int = 1 << 16) -> FastHeader | None:
     """Parse the header of a simple Part 10 file (see above), or None to use pydicom.
 
-    Reads ``chunk`` bytes (most headers are a few kB), then up to 64 kB, then the rest of
-    the file, only while the header runs past what was read.
+    Reads ``chunk`` bytes (most headers are a few kB; MR vendors' private blocks (Siemens CSA,
+    GE) take 10-40 kB: a smaller first read would parse those headers twice), then up to
+    64 kB, then the rest of the file, only while the header runs past what was read.
     """
     with open(path, "rb", buffering=0) as fh:
         buf = fh.read(chunk)
         if len(buf) < 132 or buf[128:132] != b"DICM":
             return None
-        more = (1 << 16) - chunk
+        more = (1 << 16) - chunk if chunk < 1 << 16 else size
         while True:
             try:
                 res = _parse(buf, size)
