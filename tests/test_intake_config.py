@@ -260,3 +260,36 @@ def test_tls_association_stores_and_plain_one_fails(tmp_path, monkeypatch):
     finally:
         gw.stop()
     assert len(list((tmp_path / "g" / "spool" / "incoming").rglob("*.dcm"))) == 1
+
+
+# ------------------------------------------------------------------------------------ audit log
+def test_audit_log_rotates_by_size_owner_only_and_reads_whole(tmp_path):
+    from biomarkers.intake.audit import AuditLog, read_audit, rotated
+
+    log = AuditLog(tmp_path / "audit.jsonl", rotate_bytes=1000, keep=None)
+    for i in range(60):  # ~110 bytes a line: several rotations
+        log.write("association_end", calling_ae="PACS", peer="127.0.0.1", instances=i)
+    log.close()
+    files = rotated(tmp_path / "audit.jsonl")
+    assert len(files) >= 5
+    for f in [*files, tmp_path / "audit.jsonl"]:
+        assert f.stat().st_size <= 1000 and stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        assert f.read_text().endswith("\n")  # each file ends with a whole line
+    assert [e["instances"] for e in read_audit(tmp_path / "audit.jsonl")] == list(range(60))
+    # keep: the oldest rotated files beyond it are deleted
+    log = AuditLog(tmp_path / "audit.jsonl", rotate_bytes=1000, keep=2)
+    for i in range(20):
+        log.write("association_end", instances=i)
+    log.close()
+    assert len(rotated(tmp_path / "audit.jsonl")) == 2
+    assert read_audit(tmp_path / "audit.jsonl")[-1]["instances"] == 19
+
+
+def test_audit_rotation_keys_validated(tmp_path):
+    from biomarkers.intake import load_gateway_config
+
+    cfg, _ = load_gateway_config(gateway_yaml(tmp_path, "g", PEERS))
+    assert cfg.audit_rotate_mb == 64 and cfg.audit_keep is None
+    bad = _edit(gateway_yaml(tmp_path, "h", PEERS), audit_rotate_mb=0)
+    res = _gateway_cli(bad)
+    assert res.returncode == 2 and "audit_rotate_mb" in res.stderr

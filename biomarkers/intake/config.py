@@ -157,6 +157,11 @@ class GatewayConfig(Settings):
     pipeline: Path
     spool: Path
     audit_log: Path | None = None  # default <spool>/audit.jsonl
+    #: The audit log is rotated when a line would take it past this size (MB): the full file is renamed
+    #: ``<name>.<UTC time>.jsonl`` (mode 0600, same folder) and a new one is started. null: never rotated.
+    audit_rotate_mb: float | None = Field(64.0, gt=0)
+    #: Rotated audit files kept (the oldest beyond this are deleted); null: all are kept.
+    audit_keep: int | None = Field(None, ge=1)
     #: Seconds without a new instance after which a study is stable (like Orthanc's StableAge).
     stable_seconds: float = Field(60.0, gt=0)
     scp: SCPSettings

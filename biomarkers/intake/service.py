@@ -124,7 +124,8 @@ class Gateway:
                                                                max_shift_days=d.max_shift_days)
         self.state_dir = ensure_dir(config.spool / "state")
         self.spool = Spool(config.spool, Path(pipeline.source.dicom), self.pseudo, fsync=config.scp.fsync)
-        self.audit = AuditLog(config.audit_log)
+        rotate = None if config.audit_rotate_mb is None else int(config.audit_rotate_mb * 1e6)
+        self.audit = AuditLog(config.audit_log, rotate_bytes=rotate, keep=config.audit_keep)
         self.state = GatewayState(self.state_dir / "status.json", config.status.last_errors)
         self.pending_path = self.state_dir / "pending.json"
         self._stop = threading.Event()
