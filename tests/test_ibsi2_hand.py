@@ -188,6 +188,10 @@ def test_a_directional_filter_is_not_rotation_invariant(noise):
     ("laws", {"kernel": "L5E5E5", "rotation_invariant": True, "energy": True, "delta": 3}),
     ("wavelet", {"wavelet": "db3", "subband": "HHH", "level": 2, "rotation_invariant": True}),
     ("gabor", {"sigma_mm": 3.0, "lambda_mm": 2.0, "gamma": 1.5, "rotation_invariant": True, "theta_step_deg": 45}),
+    *[("gabor", {"sigma_mm": 2.0, "lambda_mm": 3.0, "gamma": 0.7, "theta_deg": 30, "boundary": b,
+                 "response": r}) for b, r in (("constant", "modulus"), ("nearest", "real"), ("periodic", "imaginary"))],
+    ("wavelet", {"wavelet": "coif1", "subband": "LLH", "rotation_invariant": True, "boundary": "constant"}),
+    ("laws", {"kernel": "E5L5S5", "rotation_invariant": True, "pooling": "mean", "boundary": "periodic"}),
     ("log", {"sigma_mm": 2.0, "dimensions": "2D"}),
     ("mean", {"support": 5, "boundary": "nearest"}),
 ])

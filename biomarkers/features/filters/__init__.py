@@ -96,30 +96,13 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
     if roi.shape != image.shape:
         raise ValueError(f"ROI shape {roi.shape} differs from image shape {image.shape}")
     bb = bounding_box(roi)
-    if spec.filter == "gabor" and spec.boundary != "periodic":
-        return _gabor_roi(image, spacing, spec, bb), tuple(slice(a, b) for a, b in bb)
+    if spec.filter == "gabor":  # each plane reads the box +- the kernel radius in that plane (any boundary)
+        from .compute import gabor_filter
+
+        return gabor_filter(image, spacing, spec, bb), tuple(slice(a, b) for a, b in bb)
     box = roi_box(roi, spec, spacing)
     inner = tuple(slice(a - lo, b - lo) for (a, b), (lo, _hi) in zip(bb, box))
     whole = all(lo == 0 and hi == n for (lo, hi), n in zip(box, image.shape))
     r = response(image[tuple(slice(lo, hi) for lo, hi in box)], spacing, spec, out=inner,
                  spectra=spectra if whole else None)  # a cropped window is another image
     return r, tuple(slice(a, b) for a, b in bb)
-
-
-def _gabor_roi(image, spacing, spec, bb):
-    """Gabor on an ROI: each plane on its own window (margin in the plane only: the 2D kernel does
-    not reach across planes), pooled over the planes on the ROI's bounding box."""
-    import math
-
-    from ._ops import pool
-    from .compute import gabor_plane, gabor_planes, gabor_radius_mm
-
-    out = []
-    for rows, cols in gabor_planes(spec):
-        box = list(bb)
-        for a in (rows, cols):
-            m = int(math.ceil(gabor_radius_mm(spec) / spacing[a] - 1e-9))
-            box[a] = (max(bb[a][0] - m, 0), min(bb[a][1] + m, image.shape[a]))
-        r = gabor_plane(image[tuple(slice(lo, hi) for lo, hi in box)], spacing, spec, rows, cols)
-        out.append(r[tuple(slice(a - lo, b - lo) for (a, b), (lo, _hi) in zip(bb, box))])
-    return pool(out, spec.pooling)

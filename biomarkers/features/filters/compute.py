@@ -184,34 +184,44 @@ def gabor_planes(spec) -> list[tuple[int, int]]:
     return [(1, 2)]
 
 
-def gabor_filter(image, spacing, spec: S.GaborFilter) -> np.ndarray:
+def gabor_filter(image, spacing, spec: S.GaborFilter, bb=None) -> np.ndarray:
+    """Gabor response of ``image``; ``bb`` ((lo, hi) per array axis): only on that box (default: all)."""
     image = np.asarray(image, np.float64)
-    return pool((gabor_plane(image, spacing, spec, rows, cols) for rows, cols in gabor_planes(spec)), spec.pooling)
+    return pool((gabor_plane(image, spacing, spec, rows, cols, bb) for rows, cols in gabor_planes(spec)), spec.pooling)
 
 
 def gabor_radius_mm(spec: S.GaborFilter) -> float:
     return spec.truncation * spec.sigma_mm * max(1.0, 1.0 / spec.gamma)
 
 
-def gabor_plane(image, spacing, spec: S.GaborFilter, rows: int, cols: int) -> np.ndarray:
-    """Gabor response in the plane (``rows``, ``cols``), pooled over the orientations."""
+def gabor_plane(image, spacing, spec: S.GaborFilter, rows: int, cols: int, bb=None) -> np.ndarray:
+    """Gabor response in the plane (``rows``, ``cols``), pooled over the orientations, on the box ``bb``."""
     if spec.rotation_invariant:
         thetas = np.arange(0.0, 360.0 - 1e-9, spec.theta_step_deg)
     else:
         thetas = np.array([spec.theta_deg])
-    return _gabor_plane(np.asarray(image, np.float64), spacing, spec, rows, cols, thetas)
+    image = np.asarray(image, np.float64)
+    bb = [(0, n) for n in image.shape] if bb is None else [(int(a), int(b)) for a, b in bb]
+    return _gabor_plane(image, spacing, spec, rows, cols, thetas, bb)
 
 
-def _gabor_plane(image, spacing, spec, rows: int, cols: int, thetas) -> np.ndarray:
+def _gabor_plane(image, spacing, spec, rows: int, cols: int, thetas, bb) -> np.ndarray:
+    """The response on the box ``bb`` of ``image`` from the window ``bb`` +- the kernel radius in the plane.
+
+    The window is read from the image, and beyond its border extended by the boundary rule (as
+    for the whole image), up to a fast FFT length; the circular convolution's wrap-around only
+    reaches window voxels farther than the kernel radius from the box, so the box's values are
+    those of the linear convolution of the boundary-extended image.
+    """
     sp2 = (float(spacing[rows]), float(spacing[cols]))
     k0 = gabor_kernel(sp2, spec.sigma_mm, spec.lambda_mm, spec.gamma, 0.0, spec.truncation)
     pr, pc = k0.shape[0] // 2, k0.shape[1] // 2
-    box = [(0, n) for n in image.shape]
-    # extend by at least the kernel radius, up to a fast FFT length (the extra voxels follow the boundary rule)
-    nr = sfft.next_fast_len(image.shape[rows] + 2 * pr)
-    nc = sfft.next_fast_len(image.shape[cols] + 2 * pc)
-    box[rows] = (-pr, nr - pr)
-    box[cols] = (-pc, nc - pc)
+    out_shape = [hi - lo for lo, hi in bb]
+    box = list(bb)
+    nr = sfft.next_fast_len(out_shape[rows] + 2 * pr)
+    nc = sfft.next_fast_len(out_shape[cols] + 2 * pc)
+    box[rows] = (bb[rows][0] - pr, bb[rows][0] - pr + nr)
+    box[cols] = (bb[cols][0] - pc, bb[cols][0] - pc + nc)
     ext = extended_box(image, box, spec.boundary)
     axes = (rows, cols)
     shape2 = (nr, nc)
@@ -238,10 +248,10 @@ def _gabor_plane(image, spacing, spec, rows: int, cols: int, thetas) -> np.ndarr
             # pass (the same values as ifftn and cropping)
             r = sfft.ifft(buf, axis=rows, workers=-1, overwrite_x=True)
             sl = [slice(None)] * 3
-            sl[rows] = slice(pr, pr + image.shape[rows])
+            sl[rows] = slice(pr, pr + out_shape[rows])
             r = sfft.ifft(r[tuple(sl)], axis=cols, workers=-1, overwrite_x=True)
             sl = [slice(None)] * 3
-            sl[cols] = slice(pc, pc + image.shape[cols])
+            sl[cols] = slice(pc, pc + out_shape[cols])
             r = r[tuple(sl)]
             if spec.response == "modulus":
                 yield np.abs(r), len(conjs)
