@@ -8,6 +8,7 @@ numpy/scipy FFTs); there is no per-voxel Python loop.
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -214,7 +215,26 @@ def _axis_op(axis: int, seq: tuple, kind: str) -> tuple[tuple[float, tuple[Step,
             sign *= sg
         key = tuple(steps)
         branches[key] = branches.get(key, 0.0) + coef * sign
-    return tuple((c, st) for st, c in sorted(branches.items(), key=lambda kv: repr(kv[0])) if c != 0.0)
+    out = tuple((c, st) for st, c in sorted(branches.items(), key=lambda kv: repr(kv[0])) if c != 0.0)
+    if len(seq) == 1 and len(out) == 2:  # one pass: both branches are one kernel on the same extended line
+        (c1, (s1,)), (c2, (s2,)) = out
+        return ((1.0, ((axis, _merged_taps(c1, s1[1:], c2, s2[1:]), False),)),)
+    return out
+
+
+@lru_cache(maxsize=256)
+def _merged_taps(c1: float, p1: tuple, c2: float, p2: tuple) -> tuple[float, ...]:
+    """Taps (odd length, centred) of ``c1 * pass1 + c2 * pass2`` for single 1D passes ``(taps, flipped)``.
+
+    Every boundary mode extends a line the same way whatever the kernel, so a linear combination
+    of two passes is one convolution of the extended line: its taps are the impulse response.
+    """
+    r = max(len(p1[0]), len(p2[0])) // 2 + 1
+    x = np.zeros(4 * r + 1)
+    x[2 * r] = 1.0
+    bank = SeparableBank(x, "constant")
+    h = c1 * bank._pass(x, (0, p1[0], p1[1])) + c2 * bank._pass(x, (0, p2[0], p2[1]))
+    return tuple(float(v) for v in h[r: 3 * r + 1])
 
 
 def rotation_mean(image: np.ndarray, mode: str, chain: Sequence[Step], ndim: int) -> np.ndarray:
