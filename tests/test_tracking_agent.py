@@ -33,7 +33,7 @@ def _job(tmp_path, started: bool):
                                    "tags": {"biomarkers.run_kind": "pipeline"}})
         t.call(finish_run, {"uri": uri, "run_id": run_id, "params": {"pipeline": "p"},
                             "metrics": [["stage_extract_seconds", 1.5, 2000]], "tags": {"biomarkers.stage.extract": "ran"},
-                            "datasets": [[str(table), "p-features"]], "artifacts": [[str(report), "reports"]],
+                            "datasets": [{"table_path": str(table), "name": "p-features"}], "artifacts": [[str(report), "reports"]],
                             "status": "FINISHED"})
         with pytest.raises(TrackingFailed, match="(?i)run"):
             t.call(finish_run, {"uri": uri, "run_id": "0" * 32, "status": "FINISHED"})  # no such run

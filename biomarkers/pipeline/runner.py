@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import time
-import traceback
 import warnings
 
 import biomarkers
@@ -30,19 +28,10 @@ from biomarkers.report import CaseStatus, RunReport, StageStatus
 
 from .cache import StageState
 from .config import PipelineConfig
-from .stage import Context, Stage, StageFailed, StageOutcome, registry
+from .stage import Context, Stage, StageFailed, StageOutcome, failure, registry
 
 RUN_REPORT = "run_report.json"
 STATE_DIR = ".pipeline"
-
-
-def failure(err: Exception) -> str:
-    """A stage's failure as the run report gives it: a BiomarkersError's message; for any other exception
-    (a bug) its type and message, with the traceback when ``BIOMARKERS_DEBUG`` is set."""
-    if isinstance(err, BiomarkersError):
-        return str(err)
-    msg = f"{type(err).__name__}: {err}"
-    return msg + "\n" + traceback.format_exc() if os.environ.get("BIOMARKERS_DEBUG") else msg
 
 
 class Pipeline(Context):
@@ -157,7 +146,7 @@ class Pipeline(Context):
                 except Exception as err:  # noqa: BLE001 - the outputs are written; report the problem
                     self._fail(s.name, failure(err))
         finally:
-            self.close_tracker()
+            self.tracker.close()
         self.write_report()
         return self.report
 

@@ -8,7 +8,9 @@ with its file names (relative to ``OUT``) as module constants; :func:`registry` 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import traceback
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -25,7 +27,8 @@ class Stage:
     ``biomarkers.stage.<name>``. Stages run by increasing ``order`` (upstream stages first); a stage
     is not run when an ``upstream`` stage failed, and is skipped when its cache key (``key(ctx)``:
     JSON-able parts; :class:`StageFailed` when an input is missing) and its ``outputs`` (relative
-    to ``OUT``) are unchanged. ``run(ctx) -> (RunReport | None, details)``. Optional: ``enabled(cfg)``;
+    to ``OUT``) are unchanged. ``run(ctx) -> (RunReport | None, details)``. Optional: ``enabled(cfg)``
+    (default: the config section named after the stage, if there is one, is present and not ``enabled: false``);
     ``check(ctx)`` raises ConfigError before anything runs; ``plan(ctx)`` is what a dry run says;
     ``preload``: modules the workers import as they start; ``settings``: a Settings model adding the
     config section ``<name>:`` (``ctx.cfg.<name>``); ``deferred``: runs after all others, never
@@ -38,13 +41,21 @@ class Stage:
     run: Callable[["Context"], tuple]
     upstream: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
-    enabled: Callable[[Any], bool] = lambda cfg: True
+    enabled: Callable[[Any], bool] | None = None
     check: Callable[["Context"], None] | None = None
     plan: Callable[["Context"], str] | None = None
     preload: tuple[str, ...] = ()
     settings: type | None = None
     deferred: bool = False
     warmup: Callable[["Context"], None] | None = None
+
+    def __post_init__(self):
+        if self.enabled is None:
+            object.__setattr__(self, "enabled", self._section_enabled)
+
+    def _section_enabled(self, cfg) -> bool:
+        section = getattr(cfg, self.name, True)  # True: the stage has no config section
+        return section is not None and getattr(section, "enabled", True)
 
 
 @dataclass
@@ -62,6 +73,15 @@ class StageOutcome:
 
 class StageFailed(BiomarkersError):
     """A stage could not run (its reason goes to the run report)."""
+
+
+def failure(err: Exception) -> str:
+    """A stage's failure as the run report gives it: a BiomarkersError's message; for any other exception
+    (a bug) its type and message, with the traceback when ``BIOMARKERS_DEBUG`` is set."""
+    if isinstance(err, BiomarkersError):
+        return str(err)
+    msg = f"{type(err).__name__}: {err}"
+    return msg + "\n" + traceback.format_exc() if os.environ.get("BIOMARKERS_DEBUG") else msg
 
 
 def require_files(key: str, paths) -> None:
@@ -91,18 +111,22 @@ def registry() -> tuple[Stage, ...]:
 
 class Context:
     """What a stage's ``key``/``run`` see: the configuration ``cfg``, ``OUT``, the hashers and shared
-    resources (executor, de-identifier, MLflow URI and helper), created when first asked for."""
+    resources (executor, de-identifier, MLflow URI), created when first asked for, and ``tracker``, the
+    helper that logs the pipeline's MLflow run (:class:`biomarkers.tracking.agent.Tracker`: started when
+    asked to, closed by the runner)."""
 
     def __init__(self, config, executor=None, tracking_uri: str | None = None):
+        from biomarkers.tracking.agent import Tracker
+
         self.cfg = config
         self.out = Path(config.out)
         self.executor_spec = executor if executor is not None else config.executor
         self.tracking_uri_arg = tracking_uri or config.tracking.uri
         self.stages: dict[str, StageOutcome] = {}  # outcome of every stage of the last run, by name
         self.started = 0.0
+        self.tracker = Tracker()
         self._executor = None
         self._deid = None
-        self._tracker = None
 
     def path(self, rel: str) -> Path:
         """``OUT/rel``."""
@@ -147,16 +171,3 @@ class Context:
         from biomarkers.tracking import tracking_uri
 
         return tracking_uri(self.tracking_uri_arg)
-
-    def tracker(self):
-        """The helper that logs the pipeline's MLflow run (see :mod:`biomarkers.tracking.agent`)."""
-        if self._tracker is None:
-            from biomarkers.tracking.agent import Tracker
-
-            self._tracker = Tracker()
-        return self._tracker
-
-    def close_tracker(self) -> None:
-        if self._tracker is not None:
-            self._tracker.close()
-        self._tracker = None

@@ -494,28 +494,27 @@ def write_archive(folder: Path) -> Path:
 
 
 def log_release(result: ReleaseResult, config: ReleaseConfig, tracking_uri: str | None = None) -> str:
-    """Log the release to MLflow: both tables as datasets (digest = file SHA-256 prefix), the folder as artifacts."""
-    import mlflow
+    """Log the release to MLflow (through :mod:`biomarkers.tracking.agent`'s run functions, in this process):
+    both tables as datasets (digest = file SHA-256 prefix), the folder as artifacts."""
+    import time
 
-    from ..tracking import RunKind, get_or_create_experiment, log_feature_set, run_tags, using_tracking
+    from ..tracking import RunKind, run_tags
+    from ..tracking import tracking_uri as resolve_uri
+    from ..tracking.agent import finish_run, open_run
 
-    m = result.manifest
-    with using_tracking(tracking_uri) as uri:
-        exp = get_or_create_experiment(config.mlflow_experiment, uri)
-        with mlflow.start_run(experiment_id=exp, run_name=f"{result.name}-{result.version}") as run:
-            for f, ctx in ((FEATURES, "release-features"), (CLINICAL, "release-clinical")):
-                log_feature_set(result.path / f, f"{result.name}-{result.version}-{f.split('.')[0]}", context=ctx,
-                                digest=m["files"][f]["sha256"][:32])
-            mlflow.log_params({
-                "release.name": result.name, "release.version": result.version, "privacy.k": config.privacy.k,
-                "cohort.n_patients": m["cohort"]["n_patients"],
-                "features.rows": m["tables"]["features.parquet"]["rows"],
-                "features.columns": m["tables"]["features.parquet"]["n_columns"],
-            })
-            mlflow.set_tags(run_tags(RunKind.RELEASE, {
-                "biomarkers.stage": "release",
-                "biomarkers.release.manifest_sha256": sha256_file(result.path / MANIFEST),
-                "biomarkers.release.schema_changes": str(len(result.schema_changes)),
-            }))
-            mlflow.log_artifacts(str(result.path), artifact_path=f"release/{result.name}-{result.version}")
-            return run.info.run_id
+    m, release = result.manifest, f"{result.name}-{result.version}"
+    job = {"uri": resolve_uri(tracking_uri), "experiment": config.mlflow_experiment, "run_name": release,
+           "start_time_ms": int(time.time() * 1000), "tags": run_tags(RunKind.RELEASE, {
+               "biomarkers.stage": "release",
+               "biomarkers.release.manifest_sha256": sha256_file(result.path / MANIFEST),
+               "biomarkers.release.schema_changes": str(len(result.schema_changes))})}
+    job["run_id"] = open_run(job)
+    finish_run({**job, "params": {
+        "release.name": result.name, "release.version": result.version, "privacy.k": config.privacy.k,
+        "cohort.n_patients": m["cohort"]["n_patients"], "features.rows": m["tables"][FEATURES]["rows"],
+        "features.columns": m["tables"][FEATURES]["n_columns"]},
+        "datasets": [{"table_path": result.path / f, "name": f"{release}-{f.split('.')[0]}", "context": context,
+                      "digest": m["files"][f]["sha256"][:32]}
+                     for f, context in ((FEATURES, "release-features"), (CLINICAL, "release-clinical"))],
+        "artifacts": [[str(result.path), f"release/{release}"]]})
+    return job["run_id"]

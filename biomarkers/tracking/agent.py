@@ -43,8 +43,9 @@ def finish_run(job: dict) -> None:
     """Log to run ``job["run_id"]`` and end it.
 
     ``job``: ``uri``, ``run_id``, ``params`` (dict), ``metrics`` (list of ``[key, value, timestamp_ms]``),
-    ``tags`` (dict), ``datasets`` (list of ``[table path, dataset name]``, logged with
-    :func:`biomarkers.tracking.log_feature_set`), ``artifacts`` (list of ``[file or folder, artifact folder]``),
+    ``tags`` (dict), ``datasets`` (list of the keyword arguments of :func:`biomarkers.tracking.log_feature_set`:
+    ``table_path``, ``name``, optional ``context``, ``digest``), ``artifacts`` (list of ``[file or folder,
+    artifact folder]``),
     ``status`` (``FINISHED`` or ``FAILED``).
     """
     import mlflow
@@ -63,8 +64,8 @@ def finish_run(job: dict) -> None:
                 params=[Param(k, str(v)) for k, v in (job.get("params") or {}).items()],
                 tags=[RunTag(k, str(v)) for k, v in (job.get("tags") or {}).items()],
             )
-            for path, name in job.get("datasets", []):
-                log_feature_set(path, name=name)
+            for dataset in job.get("datasets", []):
+                log_feature_set(**dataset)
             for path, folder in job.get("artifacts", []):
                 if os.path.isdir(path):  # a folder (e.g. the QC report with its thumbnails): its files
                     mlflow.log_artifacts(str(path), artifact_path=folder)

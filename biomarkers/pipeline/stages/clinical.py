@@ -22,10 +22,6 @@ def expand(patterns: list[str]) -> list[Path]:
     return list(found.values())
 
 
-def enabled(cfg) -> bool:
-    return cfg.clinical is not None and cfg.clinical.enabled
-
-
 def schema(cfg):
     """The :class:`~biomarkers.clinical.schema.ClinicalSchema` of the config (a file or inline)."""
     from biomarkers.clinical.schema import load_schema
@@ -61,5 +57,4 @@ def run(ctx):
     return vrep.run_report(), {"patients": int(len(df))}
 
 
-STAGE = Stage("clinical", order=30, upstream=("ingest",), key=key, run=run, outputs=(CLINICAL, REPORT),
-              enabled=enabled, check=check)
+STAGE = Stage("clinical", order=30, upstream=("ingest",), key=key, run=run, outputs=(CLINICAL, REPORT), check=check)

@@ -31,6 +31,5 @@ def run(ctx):
 
 STAGE = Stage("extract", order=20, upstream=("ingest",), key=key, run=run, outputs=(WIDE, REPORT),
               check=lambda ctx: require_files("extract.params", params_files(ctx.cfg).values()),
-              enabled=lambda cfg: cfg.extract.enabled,
               # workers that will extract import pyradiomics as they start (during ingest's indexing)
               preload=("SimpleITK", "radiomics.featureextractor"))

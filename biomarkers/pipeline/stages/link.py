@@ -40,4 +40,4 @@ def run(ctx):
 
 
 STAGE = Stage("link", order=40, upstream=("extract", "clinical"), key=key, run=run, outputs=(ANALYSIS,),
-              enabled=lambda cfg: clinical.enabled(cfg) and cfg.extract.enabled)
+              enabled=lambda cfg: clinical.STAGE.enabled(cfg) and extract.STAGE.enabled(cfg))

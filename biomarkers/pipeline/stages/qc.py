@@ -41,5 +41,4 @@ def run(ctx):
     return rep, {"rendered": rep.extra["rendered"], "reused": rep.extra["reused"], "index": INDEX}
 
 
-STAGE = Stage("qc", order=80, upstream=("ingest",), key=key, run=run, outputs=(INDEX, REPORT), settings=QcSettings,
-              enabled=lambda cfg: cfg.qc.enabled)
+STAGE = Stage("qc", order=80, upstream=("ingest",), key=key, run=run, outputs=(INDEX, REPORT), settings=QcSettings)

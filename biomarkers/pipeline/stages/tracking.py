@@ -11,7 +11,7 @@ from biomarkers.logs import echo
 from biomarkers.report import StageStatus
 from biomarkers.tracking.runs import RunKind, run_tags
 
-from ..stage import Stage, StageFailed, StageOutcome
+from ..stage import Stage, StageFailed, StageOutcome, failure
 from . import clinical, experiments, extract, link, qc
 
 DONE = (StageStatus.RAN, StageStatus.CACHED)
@@ -22,17 +22,14 @@ def key(ctx) -> dict:
 
 
 def warmup(ctx) -> None:
-    ctx.tracker().start()  # this run will log to MLflow: import it beside the stages
+    ctx.tracker.start()  # this run will log to MLflow: import it beside the stages
 
 
 def run(ctx):
-    from biomarkers.tracking.agent import TrackingFailed
-
     try:
         return _log(ctx), {}
     except Exception as err:  # noqa: BLE001 - the outputs are written; tracking problems are reported
-        msg = str(err) if isinstance(err, TrackingFailed) else f"{type(err).__name__}: {err}"
-        raise StageFailed(f"logging to MLflow failed: {msg}") from None
+        raise StageFailed(f"logging to MLflow failed: {failure(err)}") from None
 
 
 def _log(ctx) -> None:
@@ -49,27 +46,27 @@ def _log(ctx) -> None:
         return
     t_log = time.time()
     uri = ctx.tracking_uri()
-    tracker = ctx.tracker()
+    tracker = ctx.tracker
     run_id = tracker.call(open_run, {
         "uri": uri, "experiment": cfg.tracking.experiment, "run_name": cfg.name,
         "start_time_ms": int(ctx.started * 1000),
         "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": cfg.name})})
-    report.extra["mlflow_run_id"] = run_id
-    st["tracking"] = StageOutcome(StageStatus.RAN, details={"mlflow_run_id": run_id})
+    report.extra["mlflow_run_id"] = run_id  # one MLflow run logged:
+    st["tracking"] = StageOutcome(StageStatus.RAN, computed=1, counts={"done": 1, "skipped": 0, "failed": 0},
+                                  details={"mlflow_run_id": run_id})
     failed = any(s.status == StageStatus.FAILED for s in st.values())
     tags = {f"biomarkers.stage.{n}": str(s.status) for n, s in st.items()}
     none = StageOutcome("")
-    datasets = [[str(ctx.path(f)), f"{cfg.name}-{label}"] for f, stage, label in (
+    datasets = [{"table_path": str(ctx.path(f)), "name": f"{cfg.name}-{label}"} for f, stage, label in (
         (extract.WIDE, "extract", "features"), (link.ANALYSIS, "link", "analysis"))
         if ctx.path(f).is_file() and st.get(stage, none).status in DONE]
     for s in st.get("experiments", none).details.get("experiments", []):
         if s.get("run_id"):
             tags[f"biomarkers.experiment.{s['name']}.run_id"] = s["run_id"]
     rel = st.get("release", none).details
-    if rel.get("mlflow_run_id"):
-        tags["biomarkers.release.run_id"] = rel["mlflow_run_id"]
-    if rel.get("release"):
-        tags["biomarkers.release"] = rel["release"]
+    for tag, detail in (("biomarkers.release.run_id", "mlflow_run_id"), ("biomarkers.release", "release")):
+        if rel.get(detail):
+            tags[tag] = rel[detail]
     st["tracking"].elapsed_s = round(time.time() - t_log, 3)
     now = int(time.time() * 1000)
     metrics = [[f"stage_{n}_{k}", float(v), now] for n, s in st.items()
@@ -86,8 +83,6 @@ def _log(ctx) -> None:
         "params": {"config_hash": cfg.config_hash()[:16], "executor": ctx.executor_desc[:200], "pipeline": cfg.name}})
     ctx.state.data["_mlflow"] = {"run_id": run_id, "config_hash": cfg.config_hash()}
     write_json(ctx.state.path, ctx.state.data)
-    st["tracking"].counts = {"done": 1, "skipped": 0, "failed": 0}  # one MLflow run logged
-    st["tracking"].computed = 1
     echo(f"[tracking] 1 done (MLflow run {run_id}: {len(metrics)} metrics, {len(datasets)} datasets, "
          f"{len(artifacts)} artifacts)")
 
@@ -103,7 +98,7 @@ def killed(ctx, signal_name: str) -> None:
         return
     tags = {f"biomarkers.stage.{n}": str(s.status) for n, s in ctx.stages.items()}
     try:
-        run_id = ctx.tracker().call(kill_run, {
+        run_id = ctx.tracker.call(kill_run, {
             "uri": ctx.tracking_uri(), "experiment": ctx.cfg.tracking.experiment, "run_name": ctx.cfg.name,
             "run_id": ctx.report.extra.get("mlflow_run_id"), "start_time_ms": int((ctx.started or time.time()) * 1000),
             "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": ctx.cfg.name,
@@ -112,8 +107,7 @@ def killed(ctx, signal_name: str) -> None:
     except Exception as err:  # noqa: BLE001 - the interruption is reported either way
         logging.getLogger(__name__).warning("the interrupted run could not be marked KILLED in MLflow: %s", err)
     finally:
-        ctx.close_tracker()
+        ctx.tracker.close()
 
 
-STAGE = Stage("tracking", order=50, upstream=("extract",), key=key, run=run, deferred=True, warmup=warmup,
-              enabled=lambda cfg: cfg.tracking.enabled)
+STAGE = Stage("tracking", order=50, upstream=("extract",), key=key, run=run, deferred=True, warmup=warmup)
