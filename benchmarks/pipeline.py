@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/pipeline.py [--patients 200] [--workers 2] [--out DIR] [--keep]
+    .venv/bin/python benchmarks/pipeline.py [--patients 200] [--workers 2] [--out DIR] [--keep] [--compare TREE]
 
 Prints:
 
@@ -20,7 +20,14 @@ Prints:
   cold, warm (target 0: nothing re-rendered) and after the 10 added patients.
 
 Each pipeline run is a separate ``python -c`` process (start-up and imports included) so
-its peak RSS is measured with ``getrusage(RUSAGE_SELF)`` inside it.
+its peak RSS is measured with ``getrusage(RUSAGE_SELF)`` inside it; its CPU time is that of the
+process tree (user + sys of the run and the workers it waited for).
+
+``--compare TREE`` (repeatable): another checkout of the project, e.g. the commit before the
+refactor of issue 16 (``git worktree add /tmp/bm-3a96b76 3a96b76``), run in the same benchmark
+on the same cohort and executor (``PYTHONPATH=TREE``): cold, warm and +10 patients, interleaved
+with the same runs of this tree with the stages the older tree has (``qc`` off here; it came
+later), and printed side by side with the ratios this tree / TREE (wall and CPU time).
 """
 
 from __future__ import annotations
@@ -80,7 +87,9 @@ def calibrate(workers: int, items: int, n: int) -> float:
         return time.perf_counter() - t0
 
 
-def write_config(root: Path, name: str, cohort: str) -> Path:
+def write_config(root: Path, name: str, cohort: str, qc: bool | None = None) -> Path:
+    """The benchmark's pipeline config ``ROOT/NAME.yaml`` (``qc``: the section ``qc: {enabled: qc}``,
+    None: no ``qc`` section, as for a tree older than the stage)."""
     from pipelines.demo import DEMO_PARAMS, DEMO_SCHEMA
 
     for k, v in DEMO_PARAMS.items():
@@ -95,25 +104,32 @@ def write_config(root: Path, name: str, cohort: str) -> Path:
         "ingest": {"masks": {"rois": {"GTV": ["GTV", "GTV_primary", "gtv"]}}},
         "extract": {"params": {"CT": "params/ct.yaml", "PT": "params/pet.yaml"}},
         "clinical": {"schema": DEMO_SCHEMA},
+        **({} if qc is None else {"qc": {"enabled": qc}}),
     }
     p = root / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
 
 
-def run(cfg: Path, executor: str) -> dict:
+def run(cfg: Path, executor: str, tree: Path = REPO) -> dict:
+    """One pipeline run of the code in ``tree``: the runner's figures + ``cpu_s`` of its process tree."""
+    import resource
+
     env = dict(os.environ)
     env.pop("BIOMARKERS_SECRET", None)  # demo secret (synthetic data)
     env.pop("MLFLOW_TRACKING_URI", None)
     # each configuration has its own hospital-side index cache: a cold run starts without one
     env["BIOMARKERS_CACHE_DIR"] = str(cfg.parent / f"cache_{cfg.stem}")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
+    env["PYTHONPATH"] = os.pathsep.join([str(tree)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([sys.executable, "-c", RUNNER, str(cfg), executor], cwd=cfg.parent, env=env,
                        capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
     if p.returncode != 0 or not line:
-        raise SystemExit(f"pipeline run failed ({cfg.name}, {executor}):\n{p.stderr[-3000:]}")
-    return json.loads(line[0][2:])
+        raise SystemExit(f"pipeline run failed ({cfg.name}, {executor}, {tree}):\n{p.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(line[0][2:]), "cpu_s": cpu}
 
 
 def main(argv=None) -> int:
@@ -125,6 +141,9 @@ def main(argv=None) -> int:
                     help="in-plane resolution of the synthetic images (synth --scale; default %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--compare", type=Path, action="append", default=[], metavar="TREE",
+                    help="another checkout run on the same cohort (e.g. a git worktree of the commit before a "
+                         "change); repeatable")
     a = ap.parse_args(argv)
     from biomarkers.synth import synthesize
 
@@ -150,11 +169,22 @@ def main(argv=None) -> int:
 
     get_or_create_experiment("benchmark", tracking_uri(str(root / "mlflow.db")))
 
+    for tree in a.compare:
+        if not (tree / "pipelines" / "__init__.py").is_file():
+            raise SystemExit(f"--compare {tree}: not a checkout of this project (no pipelines/ package)")
+    # this tree with the stages an older tree has (qc off), then each other tree: cold, warm (+10 patients below)
+    trees = [("this tree, qc off", REPO, False)] + [(str(t), t.resolve(), None) for t in a.compare]
+    cmp = {label: {} for label, _, _ in trees} if a.compare else {}
     one = run(write_config(root, "one", "cohort"), "local:1")
     cold = run(write_config(root, "main", "cohort"), f"local:{w}")
     warm = run(root / "main.yaml", f"local:{w}")
+    for i, (label, tree, qc) in enumerate(trees if a.compare else []):
+        cmp[label]["cold"] = run(write_config(root, f"cmp{i}", "cohort", qc=qc), f"local:{w}", tree)
+        cmp[label]["warm"] = run(root / f"cmp{i}.yaml", f"local:{w}", tree)
     synthesize(root / "cohort", patients=n + 10, **kw)
     added = run(root / "main.yaml", f"local:{w}")
+    for i, (label, tree, _) in enumerate(trees if a.compare else []):
+        cmp[label]["added"] = run(root / f"cmp{i}.yaml", f"local:{w}", tree)
     small_run = run(write_config(root, "small", "cohort_small"), f"local:{w}")
     c1 += [calibrate(1, items, per) for _ in range(2)]
     cw += [calibrate(w, items, per) for _ in range(2)]
@@ -190,6 +220,19 @@ def main(argv=None) -> int:
     print("stage seconds (warm):", {k: v["s"] for k, v in warm["stages"].items() if v["s"]})
     print("stage seconds (+10 patients):", {k: v["s"] for k, v in added["stages"].items() if v["s"]},
           "computed:", {k: v["computed"] for k, v in added["stages"].items() if v["computed"]})
+    print("CPU seconds of the process tree: " + ", ".join(
+        f"{k} {r['cpu_s']:.1f}" for k, r in (("cold 1 worker", one), ("cold", cold), ("warm", warm), ("+10", added))))
+    if cmp:
+        base = trees[0][0]
+        print(f"\ncomparison (same cohort, local:{w}; wall s / CPU s of the process tree):")
+        print(f"{'tree':<44}" + "".join(f"{k:>26}" for k in ("cold", "warm", "+10 patients")))
+        for label, runs in cmp.items():
+            cells = [f"{runs[k]['elapsed']:.1f} / {runs[k]['cpu_s']:.1f}" for k in ("cold", "warm", "added")]
+            print(f"{label:<44}" + "".join(f"{c:>26}" for c in cells))
+            if label != base:
+                ratios = [f"{cmp[base][k]['elapsed'] / runs[k]['elapsed']:.2f}x / "
+                          f"{cmp[base][k]['cpu_s'] / runs[k]['cpu_s']:.2f}x" for k in ("cold", "warm", "added")]
+                print(f"{'  ratio: this tree / it':<44}" + "".join(f"{c:>26}" for c in ratios))
     if not a.keep and a.out is None:
         shutil.rmtree(root, ignore_errors=True)
     return 0
