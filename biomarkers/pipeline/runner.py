@@ -87,7 +87,6 @@ class Pipeline(Context):
             except Exception as err:  # noqa: BLE001 - a dry run reports what would fail
                 planned[s.name] = StageOutcome(StageStatus.FAILED, reason=failure(err))
         self.hasher.save()
-        self.src_hasher.save()
         return planned
 
     def _plan(self, s: Stage) -> StageOutcome:
@@ -135,7 +134,6 @@ class Pipeline(Context):
         finally:
             self.close_executor()  # only an executor the pipeline started
             self.hasher.save()
-            self.src_hasher.save()
         self.report.extra.update(pipeline=self.cfg.name, config_hash=self.cfg.config_hash(),
                                  executor=self.executor_desc, biomarkers_version=biomarkers.__version__,
                                  mlflow_run_id=None)
@@ -159,19 +157,6 @@ class Pipeline(Context):
     def _prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.hasher = FileHasher(self.path(f"{STATE_DIR}/filehashes.json"))
-        # per-file content hashes of the source DICOM stay on the source side, beside the
-        # ingest index cache (a file's hash in OUT would tell whoever holds the file that it
-        # is part of this dataset); only the tree's overall hash enters the stage key
-        from biomarkers.dicom.index_cache import resolve_cache_path
-
-        from .stages.ingest import DATASET
-
-        try:
-            src_cache = resolve_cache_path(self.cfg.ingest_settings().index_cache, self.cfg.source.dicom,
-                                           self.path(DATASET), kind="trees", suffix=".json")
-        except BiomarkersError:
-            src_cache = None  # ingest reports the misplaced cache
-        self.src_hasher = FileHasher(src_cache)
         self.state = StageState(self.path(f"{STATE_DIR}/state.json"))
         self.executor_desc = str(self.executor_spec if not isinstance(self.executor_spec, Executor)
                                  else self.executor_spec.describe())

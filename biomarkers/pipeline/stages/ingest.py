@@ -1,6 +1,6 @@
 """Stage ``ingest``: DICOM -> de-identified NIfTI images and masks + manifest (:mod:`biomarkers.dicom.ingest`)."""
 
-from biomarkers.errors import ConfigError
+from biomarkers.errors import BiomarkersError, ConfigError
 from biomarkers.manifest import MANIFEST_FILE
 
 from ..stage import Stage
@@ -23,9 +23,21 @@ def check(ctx) -> None:
 
 
 def key(ctx) -> dict:
+    from biomarkers.dicom.index_cache import resolve_cache_path
+    from biomarkers.io import FileHasher
+
     c = ctx.cfg
-    return {"src": ctx.src_hasher.tree(c.source.dicom), "settings": c.ingest_settings().model_dump(mode="json"),
-            "secret": ctx.secret_probe()}
+    # per-file content hashes of the source DICOM stay on the source side, beside the ingest index
+    # cache (a file's hash in OUT would tell whoever holds the file that it is part of this dataset);
+    # only the tree's overall hash enters the key
+    try:
+        hasher = FileHasher(resolve_cache_path(c.ingest_settings().index_cache, c.source.dicom, ctx.path(DATASET),
+                                               kind="trees", suffix=".json"))
+    except BiomarkersError:
+        hasher = FileHasher(None)  # ingest reports the misplaced cache
+    tree = hasher.tree(c.source.dicom)
+    hasher.save()
+    return {"src": tree, "settings": c.ingest_settings().model_dump(mode="json"), "secret": ctx.secret_probe()}
 
 
 def plan(ctx) -> str:
