@@ -135,11 +135,7 @@ class Ingest:
         if spec == "auto":
             if plan is None:
                 return get_executor("serial"), True
-            nbytes = sum(
-                (f.rows or 0) * (f.columns or 0) * ((f.bits_allocated or 16) // 8)
-                for job in plan.items
-                for f in job.stack.all_files
-            )
+            nbytes = sum(_pixel_bytes(job) for job in plan.items)
             spec = "serial" if nbytes <= self.AUTO_SERIAL_MAX_BYTES else "local"
         return get_executor(spec, preload=self.PRELOAD, context="fork"), True
 
@@ -369,7 +365,7 @@ class Ingest:
             by_key = {job.stack.key: job for job in plan.items}
             log.info("%s; converting on %s", plan.summary(), executor.describe())
             with progress("Converting series", len(plan.items)) as advance:
-                for oc in executor.map_unordered(convert_stack, [(job.stack.key, job) for job in plan.items]):
+                for oc in executor.map_unordered(convert_stack, [(job.stack.key, job) for job in _largest_first(plan.items)]):
                     job = by_key[oc.key]
                     st = job.stack
                     if oc.ok:
@@ -572,6 +568,17 @@ class Ingest:
         return [ManifestRow.mask(pid, ref.study_uid, "", None, roi, Status.SKIPPED, reason.format(roi), n_files=0,
                                  case=f"{pid}/missing__{roi}")
                 for pid, ref in sorted(patients.items()) for roi in wanted if normalise_name(roi) not in have[pid]]
+
+
+def _pixel_bytes(job: ConvertJob) -> int:
+    """Bytes of stored pixel data a job reads."""
+    return sum((f.rows or 0) * (f.columns or 0) * ((f.bits_allocated or 16) // 8) for f in job.stack.all_files)
+
+
+def _largest_first(items: list[ConvertJob]) -> list[ConvertJob]:
+    """Jobs by decreasing pixel data (ties in plan order): on a pool, the last jobs to finish are
+    small ones, so no worker converts a large series alone at the end."""
+    return sorted(items, key=_pixel_bytes, reverse=True)
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
