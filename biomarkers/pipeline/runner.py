@@ -92,6 +92,8 @@ class Pipeline(Context):
     def _plan(self, s: Stage) -> StageOutcome:
         if not s.enabled(self.cfg):
             return StageOutcome(StageStatus.DISABLED)
+        if s.name in self.unchecked:
+            raise self.unchecked[s.name]
         key = self._key(s)
         if not s.deferred and self.state.is_current(s.name, key, self.hasher):
             return StageOutcome(StageStatus.CACHED, key=key[:12])
@@ -124,6 +126,8 @@ class Pipeline(Context):
             for s in registry():
                 if not s.enabled(self.cfg):
                     self.stages[s.name] = StageOutcome(StageStatus.DISABLED)
+                elif s.name in self.unchecked:  # its check raised (a bug): this stage fails, the others run
+                    self._fail(s.name, failure(self.unchecked[s.name]))
                 elif s.deferred:
                     deferred.append(s)
                 elif failed := [u for u in s.upstream
@@ -163,8 +167,6 @@ class Pipeline(Context):
 
     def _key(self, s: Stage) -> str:
         """Hash of everything a stage's output depends on (content, not paths or times)."""
-        if s.name in self.unchecked:
-            raise self.unchecked[s.name]
         return sha256_json({"stage": s.name, "version": biomarkers.__version__, **s.key(self)})
 
     def _cases_file(self, name: str):

@@ -81,7 +81,7 @@ def failure(err: Exception) -> str:
     if isinstance(err, BiomarkersError):
         return str(err)
     msg = f"{type(err).__name__}: {err}"
-    return msg + "\n" + traceback.format_exc() if os.environ.get("BIOMARKERS_DEBUG") else msg
+    return msg + "\n" + "".join(traceback.format_exception(err)) if os.environ.get("BIOMARKERS_DEBUG") else msg
 
 
 def require_files(key: str, paths) -> None:
