@@ -44,8 +44,10 @@ def warm_up(_payload=None) -> int:
     """Import what conversion needs (a no-op work item run while the main process indexes)."""
     import os
 
+    from .header import load_pydicom
+
+    load_pydicom()
     import nibabel  # noqa: F401
-    import pydicom  # noqa: F401
 
     return os.getpid()
 
@@ -126,7 +128,9 @@ def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
     Each file is read once: the frames of a multi-frame file and the tiles of a mosaic
     (``DicomFile.tile``) are cut from its one decoded array.
     """
-    import pydicom
+    from .header import load_pydicom
+
+    pydicom = load_pydicom()
 
     out: list[np.ndarray | None] = [None] * len(files)
     slow: dict[Path, list[int]] = defaultdict(list)
@@ -319,9 +323,9 @@ def _convert_stack(job: ConvertJob) -> ManifestRow:
     factors = None
     dicom_units = first.units
     suv = False
-    import pydicom
+    from .header import load_pydicom
 
-    ds = pydicom.dcmread(first.path, stop_before_pixels=True)
+    ds = load_pydicom().dcmread(first.path, stop_before_pixels=True)
     metadata = _metadata(ds, job.deid)
     if stack.modality == "PT" and dicom_units.upper() == "BQML" and s.get("pet_suv", True):
         from .pet import suv_factors
