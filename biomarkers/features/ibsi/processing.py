@@ -163,6 +163,15 @@ def sample_grid(image: np.ndarray, axes: list[np.ndarray], order: int, mode: str
         coords = np.meshgrid(*axes, indexing="ij")
         return ndimage.map_coordinates(np.asarray(image, np.float64), coords, order=order, mode=mode,
                                        prefilter=order > 1)
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the banded products are small; threads busy-wait on a loaded machine
+    # (4x the CPU time there) and extraction workers run in parallel processes anyway
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _sample_grid(image, axes, order, mode)
+
+
+def _sample_grid(image: np.ndarray, axes: list[np.ndarray], order: int, mode: str) -> np.ndarray:
     npad = 0
     c = np.asarray(image, np.float64)
     if order == 3:  # scipy's spline prefilter for mode nearest: 12 edge voxels, then the filter
