@@ -114,13 +114,23 @@ class Context:
     transfer_syntax: str
 
 
+def _plain_address(address) -> str:
+    """The peer's IP address as the allow-list reads it (an IPv4-mapped IPv6 address as IPv4)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(str(address).split("%")[0])
+    except ValueError:
+        return str(address)
+    return str(ip.ipv4_mapped) if ip.version == 6 and ip.ipv4_mapped else str(ip)
+
+
 class Association:
     """One association (a coroutine on the acceptor's event loop; see the module docstring)."""
 
     def __init__(self, server: "Acceptor", reader, writer):
         self.server, self.reader, self.writer = server, reader, writer
-        peer = writer.get_extra_info("peername") or ("?",)
-        self.address = str(peer[0])
+        self.address = _plain_address((writer.get_extra_info("peername") or ("?",))[0])
         self.contexts: dict[int, Context] = {}
         self.peer_max_pdu = 0  # 0: no limit
         self.stats = None
@@ -175,8 +185,8 @@ class Association:
         import asyncio
 
         try:
-            await self.writer.drain()
             async with asyncio.timeout(min(self.server.network_timeout, 5.0)):
+                await self.writer.drain()
                 while await self.reader.read(4096):
                     pass
         except (TimeoutError, OSError):
@@ -373,7 +383,21 @@ class Association:
             return
         else:
             raise ProtocolError(NOT_SPECIFIED, f"DIMSE command 0x{field or 0:04X} is not provided by this SCP")
-        await self.writer.drain()
+        if self.writer.transport.get_write_buffer_size():  # the peer is slow to read: wait (flow control)
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait while the peer does not read our responses, at most ``network_timeout``."""
+        import asyncio
+
+        try:
+            async with asyncio.timeout(self.server.network_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            self.aborted = True
+            raise Closed("the peer does not read the responses") from None
+        except OSError as err:
+            raise Closed(f"connection lost ({type(err).__name__})") from None
 
 
 class Acceptor:
