@@ -293,3 +293,13 @@ def test_response_split_within_a_tiny_peer_maximum(receiver):
 
     rsp = read_dataset(io.BytesIO(b"".join(parts)), is_implicit_VR=True, is_little_endian=True)
     assert (rsp.CommandField, rsp.MessageIDBeingRespondedTo, rsp.Status) == (0x8030, 7, 0x0000)
+
+
+def test_ipv4_mapped_peer_read_as_ipv4():
+    """A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; the allow-list lists IPv4 addresses."""
+    from biomarkers.intake.ul import _plain_address
+
+    assert _plain_address("::ffff:10.0.0.5") == "10.0.0.5"
+    assert _plain_address("10.0.0.5") == "10.0.0.5"
+    assert _plain_address("fe80::1%eth0") == "fe80::1"
+    assert _plain_address("2001:db8::1") == "2001:db8::1"
