@@ -20,8 +20,11 @@ Usage::
 
    Each receiver starts fresh on an empty folder; the time is from the first sender's start to
    the last sender's end; every receiver must hold all instances afterwards. Printed:
-   instances/s, MB/s (file bytes sent) and the ratios (target: gateway without fsync >= 0.8x
-   storescp; the fsync cost is the ratio of the two gateway runs).
+   instances/s, MB/s (file bytes sent), the receiver's CPU per instance (user + system of all
+   its threads between the first and the last send, read from ``/proc``; not for ``--fork``,
+   whose children are not ours), the senders' CPU per instance, the ratios (target: gateway
+   without fsync >= 0.8x storescp; the fsync cost is the ratio of the two gateway runs) and the
+   load average (other work on the machine changes every figure).
 3. **Stable -> features**: a three-series study (STS_001: CT, MR, PET images, each with its
    RTSTRUCT) sent to a gateway with ``stable_seconds: 2`` running the pipeline (ingest with
    de-identification, CT/MR/PET radiomics): seconds from the audit log's ``study_stable`` to
