@@ -194,6 +194,8 @@ def test_a_directional_filter_is_not_rotation_invariant(noise):
     ("laws", {"kernel": "E5L5S5", "rotation_invariant": True, "pooling": "mean", "boundary": "periodic"}),
     ("log", {"sigma_mm": 2.0, "dimensions": "2D"}),
     ("mean", {"support": 5, "boundary": "nearest"}),
+    ("simoncelli", {"level": 2, "boundary": "periodic"}),  # whole image; only the ROI's box inverted
+    ("simoncelli", {"level": 1, "boundary": "periodic", "dimensions": "2D"}),
 ])
 def test_roi_window_equals_the_whole_image_response(filt, settings):
     rng = np.random.default_rng(4)
@@ -203,7 +205,22 @@ def test_roi_window_equals_the_whole_image_response(filt, settings):
     spec = filter_spec(filt, settings)
     whole = response_map(img, (1.5, 1.0, 1.0), spec)
     vals, sl = response_map(img, (1.5, 1.0, 1.0), spec, roi=roi)
-    np.testing.assert_allclose(vals, whole[sl], atol=1e-5 if filt == "gabor" else 1e-10)
+    np.testing.assert_allclose(vals, whole[sl], atol=1e-5 if filt in ("gabor", "simoncelli") else 1e-10)
+
+
+def test_shared_spectra_give_the_same_fourier_responses():
+    """Simoncelli levels 1 and 2 reuse one FFT of the image when the caller passes a spectra dict."""
+    img = np.random.default_rng(5).normal(size=(21, 24, 19))
+    roi = np.zeros(img.shape, bool)
+    roi[5:12, 3:20, 4:9] = True
+    spectra: dict = {}
+    for level in (1, 2):
+        spec = filter_spec("simoncelli", {"level": level, "boundary": "periodic"})
+        alone, sl = response_map(img, (1, 1, 1), spec, roi=roi)
+        shared, sl2 = response_map(img, (1, 1, 1), spec, roi=roi, spectra=spectra)
+        assert sl == sl2
+        np.testing.assert_array_equal(shared, alone)
+    assert len(spectra) == 1  # one image, one spectrum
 
 
 @pytest.mark.parametrize("filt,settings,msg", [
