@@ -22,7 +22,7 @@ from .settings import (FILTERS, FilterEntry, GaborFilter, LawsFilter, LoGFilter,
                        SimoncelliFilter, WaveletFilter, filter_entries, filter_spec)
 
 #: bump when response maps can change (the extraction engine keys its incremental cache on it)
-__version__ = "1.0.0"
+__version__ = "1.1.0"  # 1.1.0: closed-form rotation pooling, single-precision Simoncelli transfer (rounding-level changes)
 
 __all__ = ["FILTERS", "FilterEntry", "GaborFilter", "LawsFilter", "LoGFilter", "MeanFilter", "NoFilter",
            "SimoncelliFilter", "WaveletFilter", "bounding_box", "filter_entries", "filter_spec", "response_map",

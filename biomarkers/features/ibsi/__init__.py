@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .processing import IbsiSettings, Prepared
 
 #: bump when feature values can change: the extraction engine keys its incremental cache on it
-__version__ = "1.0.0"
+__version__ = "1.0.1"  # 1.0.1: separable resampling in banded products, statistics by products (last-digit rounding)
 
 #: Imported on first use (the families need scipy: a worker running pyradiomics only never loads them).
 _LAZY = {"IbsiSettings": "processing", "Prepared": "processing", "prepare": "processing",
