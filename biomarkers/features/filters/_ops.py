@@ -186,10 +186,9 @@ def pool_weighted(maps: Iterable[tuple[np.ndarray, int]], how: str) -> np.ndarra
             np.maximum(acc, m, out=acc)
         elif how == "min":
             np.minimum(acc, m, out=acc)
-        elif n == 1:
-            acc += m
-        else:
-            acc += n * np.asarray(m, np.float64)
+        else:  # in-place adds (no float64 temporary of a single-precision map)
+            for _ in range(n):
+                np.add(acc, m, out=acc)
     if how == "mean":
         acc /= total
     return acc
