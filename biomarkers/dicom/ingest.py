@@ -126,7 +126,7 @@ class Ingest:
     #: pool pays from a few series on; spawned workers would cost ~0.5-1 s of CPU each.
     AUTO_SERIAL_MAX_BYTES = 16 * 2**20
     #: What ingest's pool workers import as they start (while this process indexes).
-    PRELOAD = ("biomarkers.dicom.convert", "nibabel", "isal.igzip")
+    PRELOAD = ("biomarkers.dicom.header:load_pydicom", "biomarkers.dicom.convert", "nibabel", "isal.igzip")
 
     def _executor(self, plan: IngestPlan | None = None) -> tuple[Executor, bool]:
         spec = self._executor_spec
