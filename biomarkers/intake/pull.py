@@ -86,6 +86,19 @@ def _date_ok(value: str, since: dt.date | None) -> bool:
         return False  # no usable StudyDate: not selected by a date filter
 
 
+class _Incomplete(Exception):
+    """C-FIND answers that do not add up (asked again by :meth:`DimsePACS._study`)."""
+
+
+def _count(ds, keyword: str) -> int | None:
+    """An integer count attribute of a C-FIND answer, None when absent or empty."""
+    try:
+        v = ds.get(keyword)
+        return None if v is None or str(v).strip() == "" else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
 # --------------------------------------------------------------------------------------- DICOMweb
 class DicomwebPACS:
     def __init__(self, src):
@@ -176,7 +189,9 @@ class DimsePACS:
         for status, ident in assoc.send_c_find(q, FIND):
             if status is None:
                 raise InputError("pull: the PACS did not answer a C-FIND (timeout or aborted association)")
-            if status.Status in (0xFF00, 0xFF01) and ident is not None:
+            if status.Status in (0xFF00, 0xFF01):
+                if ident is None:  # a match we cannot read: never drop it silently
+                    raise _Incomplete("a C-FIND match without a readable identifier")
                 out.append(ident)
             elif status.Status not in (0x0000,):
                 raise InputError(f"pull: C-FIND failed with status 0x{status.Status:04X}")
@@ -197,16 +212,41 @@ class DimsePACS:
             for study, date in found:
                 if not studies and not _date_ok(date, since):
                     continue
-                found_series = [(str(se.SeriesInstanceUID), str(se.get("Modality", "")))
-                                for se in self._find(assoc, "SERIES", StudyInstanceUID=study, SeriesInstanceUID="",
-                                                     Modality="")]
-                for series, mod in select_series(found_series, modalities):
-                    for inst in self._find(assoc, "IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series,
-                                           SOPInstanceUID=""):
-                        out.append(Remote(study, series, str(inst.SOPInstanceUID), mod))
+                out += self._study(assoc, study, modalities)
             return out
         finally:
             assoc.release()
+
+    def _study(self, assoc, study: str, modalities: list[str], attempts: int = 3) -> list[Remote]:
+        """The instances of one study, checked against the PACS's own counts (Number of Study Related
+        Series, Number of Series Related Instances, when it gives them); an answer that does not add up
+        is asked again, then refused: a pull must not silently miss an instance."""
+        for attempt in range(attempts):
+            try:
+                return self._study_once(assoc, study, modalities)
+            except _Incomplete as err:
+                LOG.warning("pull: the PACS's C-FIND answers for a study are inconsistent (%s); %s", err,
+                            "asking again" if attempt + 1 < attempts else "giving up")
+                reason = str(err)
+        raise InputError(f"pull: the PACS's C-FIND answers for a study stay inconsistent ({reason}); "
+                         "run the pull again later")
+
+    def _study_once(self, assoc, study: str, modalities: list[str]) -> list[Remote]:
+        head = self._find(assoc, "STUDY", StudyInstanceUID=study, NumberOfStudyRelatedSeries="")
+        series = self._find(assoc, "SERIES", StudyInstanceUID=study, SeriesInstanceUID="", Modality="",
+                            NumberOfSeriesRelatedInstances="")
+        want = _count(head[0], "NumberOfStudyRelatedSeries") if len(head) == 1 else None
+        if want is not None and want != len(series):
+            raise _Incomplete(f"{len(series)} series listed of {want}")
+        counts = {str(se.SeriesInstanceUID): _count(se, "NumberOfSeriesRelatedInstances") for se in series}
+        out: list[Remote] = []
+        found = [(str(se.SeriesInstanceUID), str(se.get("Modality", ""))) for se in series]
+        for uid, mod in select_series(found, modalities):
+            hits = self._find(assoc, "IMAGE", StudyInstanceUID=study, SeriesInstanceUID=uid, SOPInstanceUID="")
+            if counts.get(uid) is not None and counts[uid] != len(hits):
+                raise _Incomplete(f"{len(hits)} instances listed of {counts[uid]} in a series")
+            out += [Remote(study, uid, str(inst.SOPInstanceUID), mod) for inst in hits]
+        return out
 
     def _identifiers(self, todo: list[Remote], complete_series: set[str]):
         from pydicom.dataset import Dataset
