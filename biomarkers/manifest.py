@@ -273,7 +273,7 @@ class Manifest:
         found = []
         for side in sorted(out.glob("images/*/*.json")):
             rel = side.relative_to(out).as_posix()[: -len(".json")] + ".nii.gz"
-            if rel in listed:
+            if rel in listed or side.name.startswith("."):  # listed, or a temporary of an interrupted write
                 continue
             try:
                 found.append(ManifestRow.from_sidecar(json.loads(side.read_text("utf-8")), rel))

@@ -48,6 +48,11 @@ def _copy(cohort: Path, name: str) -> Path:
     return cohort / name
 
 
+def _sidecars(out: Path) -> list[Path]:
+    """The image sidecars written (not the temporaries of writes in progress: ``.<name>.<random>.tmp.json``)."""
+    return [s for s in out.glob("images/*/*.json") if not s.name.startswith(".")]
+
+
 def _computed(rep, kind: str) -> list[str]:
     return sorted(c.case for c in rep.cases if c.details.get("kind") == kind and c.status == "done" and not c.cached)
 
@@ -69,13 +74,13 @@ def test_killed_run_resumes(cohort, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "biomarkers", "ingest", str(cohort / "cohort" / "dicom"), str(out),
                           "-e", "serial"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while p.poll() is None and time.monotonic() < deadline and not list(out.glob("images/*/*.json")):
+    while p.poll() is None and time.monotonic() < deadline and not _sidecars(out):
         time.sleep(0.005)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
     assert not (out / "manifest.parquet").exists()
-    written = {s.relative_to(out).as_posix()[:-5] for s in out.glob("images/*/*.json")}
+    written = {s.relative_to(out).as_posix()[:-5] for s in _sidecars(out)}
     assert written
     rep = run_ingest(cohort / "cohort" / "dicom", out, executor="serial")
     assert set(_cached(rep, "image")) >= written
@@ -90,6 +95,8 @@ def test_lost_manifest_and_records(cohort):
     out = _copy(cohort, "lost")
     for f in ("manifest.parquet", "manifest.csv", ".integrity.json"):
         (out / f).unlink()
+    side = _sidecars(out)[0]  # the temporary of a sidecar being written when the run was killed: not a row
+    shutil.copy2(side, side.with_name(f".{side.name.split('.')[0]}.k1ll3d.tmp.json"))
     rep = run_ingest(cohort / "cohort" / "dicom", out, executor="serial")
     ref = _manifest(cohort / "ref")
     assert len(_cached(rep, "image")) == (ref.kind == "image").sum() and not _computed(rep, "image")

@@ -1,7 +1,6 @@
 """Stage ``experiments``: the modelling experiments on the analysis table (:func:`biomarkers.modeling.run_experiment`)."""
 
 import json
-from typing import Any
 
 from ..stage import Stage, require_files
 from .link import ANALYSIS
@@ -39,20 +38,16 @@ def run(ctx):
     return rep, {"experiments": results}
 
 
-def experiment_summary(name: str, res: Any) -> dict:
-    """A JSON-able summary of run_experiment's result (best pipeline, the experiment's primary metric, ``auc``
-    for a binary target and ``c_index`` for a survival one, with its CI, run id), sorted by that metric."""
-    out: dict[str, Any] = {"name": name, **({"run_id": res.parent_run_id} if res.parent_run_id else {})}
+def experiment_summary(name: str, res) -> dict:
+    """A JSON-able summary of run_experiment's result (an ExperimentResult: best pipeline, the experiment's primary
+    metric, ``auc`` for a binary target and ``c_index`` for a survival one, with its CI, run id), sorted by it."""
     lb = res.table()
-    primary = res.pipelines[0].cv.primary if getattr(res, "pipelines", None) else (
-        "auc" if "auc" in lb.columns else "c_index")
+    primary = res.pipelines[0].cv.primary if res.pipelines else ("auc" if "auc" in lb.columns else "c_index")
     cols = [c for c in ("pipeline", primary, f"{primary}_ci_low", f"{primary}_ci_high", "balanced_accuracy", "brier",
                         "run_id") if c in lb.columns]
-    out["metric"] = primary
-    out["leaderboard"] = json.loads(
-        (lb[cols].sort_values(primary, ascending=False) if primary in lb.columns else lb[cols]).to_json(orient="records"))
-    out["best"] = res.best
-    return out
+    board = lb[cols].sort_values(primary, ascending=False) if primary in lb.columns else lb[cols]
+    return {"name": name, **({"run_id": res.parent_run_id} if res.parent_run_id else {}), "metric": primary,
+            "leaderboard": json.loads(board.to_json(orient="records")), "best": res.best}
 
 
 STAGE = Stage("experiments", order=60, upstream=("link",), key=key, run=run, outputs=(RESULTS,),
