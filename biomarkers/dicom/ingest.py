@@ -234,6 +234,8 @@ class Ingest:
     #: Up to this many files to read the main process indexes (fast header reads, ~0.2 ms a
     #: file) while the workers start; above, chunks of files are indexed by the executor.
     SERIAL_INDEX_MAX_FILES = 5000
+    #: A forked pool (its workers ready at once) indexes from this many files on.
+    FORKED_INDEX_MIN_FILES = 512
 
     def index_cache_path(self) -> Path | None:
         """Where this source's header cache lives (``settings.index_cache``), or None when off."""
@@ -254,9 +256,10 @@ class Ingest:
             n = len(todo)
             if executor.name == "local" and n:
                 executor.start()  # in this thread: a forking pool forks only from the main thread
-            if n > self.SERIAL_INDEX_MAX_FILES or executor.name != "local" or n == 0:
-                fresh = read_headers(todo, executor if n > self.SERIAL_INDEX_MAX_FILES else None)
-            elif getattr(executor, "started_with", "") == "fork":  # workers import PRELOAD meanwhile
+            forked = getattr(executor, "started_with", "") == "fork"
+            if n > self.SERIAL_INDEX_MAX_FILES or (forked and n >= self.FORKED_INDEX_MIN_FILES):
+                fresh = read_headers(todo, executor)
+            elif executor.name != "local" or n == 0 or forked:
                 fresh = read_headers(todo, None)
             else:
                 warm = threading.Thread(
