@@ -1,4 +1,8 @@
-"""The DICOM C-STORE SCP (pynetdicom): who may associate, what is accepted, how an instance is stored.
+"""The DICOM C-STORE SCP: who may associate, what is accepted, how an instance is stored.
+
+The transport is :mod:`biomarkers.intake.ul` (association negotiation with pynetdicom's PDU classes,
+a lean data phase); :class:`StoreService` also serves pynetdicom's events for the C-GET of
+``biomarkers pull``.
 
 * **Association**: only a listed ``(calling AE title, source address)`` pair is accepted; any other is
   rejected with A-ASSOCIATE-RJ (rejected-permanent, service-user; reason "calling AE title not
@@ -129,24 +133,7 @@ class StoreService:
         self._assocs: dict[int, AssocStats] = {}
         self._lock = threading.Lock()
 
-    # ----------------------------------------------------------------- association events
-    def handlers(self) -> list:
-        from pynetdicom import evt
-
-        h = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_CONN_CLOSE, self.on_close),
-             (evt.EVT_ACCEPTED, self.on_accepted), (evt.EVT_CONN_OPEN, no_delay)]
-        if self.peers is not None:
-            h.append((evt.EVT_REQUESTED, self.on_requested))
-        return h
-
-    @staticmethod
-    def _peer(assoc) -> tuple[str, str]:
-        prim = assoc.requestor.primitive  # the A-ASSOCIATE-RQ (requestor.ae_title is set only after negotiation)
-        ae = prim.calling_ae_title if prim is not None else assoc.requestor.ae_title
-        ae = (ae.decode("ascii", "replace") if isinstance(ae, bytes) else str(ae)).strip()
-        return ae, str(assoc.requestor.address)
-
-    # transport-neutral hooks (biomarkers.intake.ul's acceptor calls them directly; pynetdicom via the events)
+    # ----------------------------------------------------------------- association (biomarkers.intake.ul)
     def admit(self, ae: str, addr: str):
         """None when ``(ae, addr)`` may associate, else ((result, source, diagnostic), reason) of the A-ASSOCIATE-RJ."""
         if self.peers is None:
@@ -178,42 +165,18 @@ class StoreService:
                              duration_s=round(time.time() - st.started, 3),
                              state="aborted" if aborted else "released")
 
-    # pynetdicom events (the C-GET / C-MOVE receivers of `biomarkers pull`)
-    def on_requested(self, event) -> None:
-        ae, addr = self._peer(event.assoc)
-        refused = self.admit(ae, addr)
-        if refused is None:
-            return
-        from pynetdicom import evt
-
-        (result, source, diagnostic), reason = refused
-        event.assoc.acse.send_reject(result, source, diagnostic)
-        evt.trigger(event.assoc, evt.EVT_REJECTED, {})
-        event.assoc.kill()  # waits for the DUL to send the A-ASSOCIATE-RJ before the socket closes
-        self.rejected(ae, addr, reason)
-
-    def on_accepted(self, event) -> None:
-        st = self.opened(*self._peer(event.assoc))
-        with self._lock:
-            self._assocs[id(event.assoc)] = st
-
-    def on_close(self, event) -> None:
-        with self._lock:
-            st = self._assocs.pop(id(event.assoc), None)
-        if st is not None:
-            self.closed(st, aborted=event.assoc.is_aborted)
-
     def stats(self, assoc) -> AssocStats:
+        """Counts of a pynetdicom association on which we are the requestor (C-GET sub-operations)."""
         with self._lock:
             st = self._assocs.get(id(assoc))
-            if st is None:  # C-GET sub-operations: we are the requestor
-                ae, addr = self._peer(assoc) if assoc.is_acceptor else (str(assoc.acceptor.ae_title).strip(),
-                                                                         str(assoc.acceptor.address))
-                st = self._assocs[id(assoc)] = AssocStats(ae, addr)
+            if st is None:
+                st = self._assocs[id(assoc)] = AssocStats(str(assoc.acceptor.ae_title).strip(),
+                                                          str(assoc.acceptor.address))
             return st
 
     # ----------------------------------------------------------------- C-STORE
     def on_store(self, event) -> int:
+        """pynetdicom's EVT_C_STORE (the C-GET of ``biomarkers pull``)."""
         req = event.request
         return self.store_dataset(req.DataSet.getvalue(), str(event.context.transfer_syntax),
                                   str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),

@@ -21,8 +21,11 @@ protocol on one asyncio event loop (one thread) for all associations, without po
   and C-ECHO-RQ messages. A C-STORE data set goes to :meth:`StoreService.store_dataset` (checks, then
   the durable spool write) and its C-STORE-RSP carries the returned status; C-ECHO-RQ gets Success.
   Responses respect the peer's maximum PDU length. A C-CANCEL-RQ is ignored (nothing is pending).
+  A C-STORE-RQ without a data set or SOP Instance UID gets 0xC210, one whose SOP class is not its
+  context's 0x0122; the association carries on.
 * **Release / abort**: A-RELEASE-RQ -> A-RELEASE-RP, then the requestor closes. An A-ABORT from the
-  peer, a closed connection or ``network_timeout`` without a PDU ends the association as aborted.
+  peer, a closed connection, ``network_timeout`` without a PDU (we send an A-ABORT) or a peer that
+  does not read our responses for as long ends the association as aborted.
   Any other PDU or DIMSE command, or a malformed PDU, gets an A-ABORT (service provider, with the
   PS3.8 reason) and the connection is closed; the other associations carry on.
 
