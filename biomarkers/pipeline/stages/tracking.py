@@ -45,12 +45,8 @@ def _log(ctx) -> None:
         echo(f"[tracking] nothing changed: no new MLflow run (last run {prev['run_id']})")
         return
     t_log = time.time()
-    uri = ctx.tracking_uri()
-    tracker = ctx.tracker
-    run_id = tracker.call(open_run, {
-        "uri": uri, "experiment": cfg.tracking.experiment, "run_name": cfg.name,
-        "start_time_ms": int(ctx.started * 1000),
-        "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": cfg.name})})
+    job = _run_job(ctx)
+    run_id = ctx.tracker.call(open_run, job)
     report.extra["mlflow_run_id"] = run_id  # one MLflow run logged:
     st["tracking"] = StageOutcome(StageStatus.RAN, computed=1, counts={"done": 1, "skipped": 0, "failed": 0},
                                   details={"mlflow_run_id": run_id})
@@ -77,14 +73,22 @@ def _log(ctx) -> None:
         (ctx.path(link.REPORT), "reports"), (ctx.path(experiments.RESULTS), "reports")] if p.is_file()]
     if st.get("qc", none).status in DONE and ctx.path(qc.INDEX).is_file():
         artifacts.append([str(ctx.path(qc.QC)), qc.QC])  # the QC report with its thumbnails (stage qc)
-    tracker.call(finish_run, {
-        "uri": uri, "run_id": run_id, "metrics": metrics, "tags": tags, "datasets": datasets,
+    ctx.tracker.call(finish_run, {
+        "uri": job["uri"], "run_id": run_id, "metrics": metrics, "tags": tags, "datasets": datasets,
         "artifacts": artifacts, "status": "FAILED" if failed else "FINISHED",
         "params": {"config_hash": cfg.config_hash()[:16], "executor": ctx.executor_desc[:200], "pipeline": cfg.name}})
     ctx.state.data["_mlflow"] = {"run_id": run_id, "config_hash": cfg.config_hash()}
     write_json(ctx.state.path, ctx.state.data)
     echo(f"[tracking] 1 done (MLflow run {run_id}: {len(metrics)} metrics, {len(datasets)} datasets, "
          f"{len(artifacts)} artifacts)")
+
+
+def _run_job(ctx, **tags) -> dict:
+    """The pipeline's MLflow run as ``open_run``/``kill_run`` create it: store, experiment, name, the pipeline's
+    start time, the run kind's tags (+ ``tags``)."""
+    return {"uri": ctx.tracking_uri(), "experiment": ctx.cfg.tracking.experiment, "run_name": ctx.cfg.name,
+            "start_time_ms": int((ctx.started or time.time()) * 1000),
+            "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": ctx.cfg.name, **tags})}
 
 
 def killed(ctx, signal_name: str) -> None:
@@ -98,11 +102,8 @@ def killed(ctx, signal_name: str) -> None:
         return
     tags = {f"biomarkers.stage.{n}": str(s.status) for n, s in ctx.stages.items()}
     try:
-        run_id = ctx.tracker.call(kill_run, {
-            "uri": ctx.tracking_uri(), "experiment": ctx.cfg.tracking.experiment, "run_name": ctx.cfg.name,
-            "run_id": ctx.report.extra.get("mlflow_run_id"), "start_time_ms": int((ctx.started or time.time()) * 1000),
-            "tags": run_tags(RunKind.PIPELINE, {"biomarkers.pipeline": ctx.cfg.name,
-                                                "biomarkers.interrupted": signal_name, **tags})})
+        run_id = ctx.tracker.call(kill_run, {**_run_job(ctx, **{"biomarkers.interrupted": signal_name}, **tags),
+                                             "run_id": ctx.report.extra.get("mlflow_run_id")})
         ctx.report.extra["mlflow_run_id"] = run_id
     except Exception as err:  # noqa: BLE001 - the interruption is reported either way
         logging.getLogger(__name__).warning("the interrupted run could not be marked KILLED in MLflow: %s", err)
