@@ -19,7 +19,7 @@ def ingest(
         "auto",
         "--executor",
         "-e",
-        help="Where series convert: auto (in this process for small jobs, <= 128 MB of pixel data, else local), "
+        help="Where series convert: auto (in this process for small jobs, <= 16 MB of source files, else local), "
         "local (a process per core), local:N, serial or dask://HOST:PORT.",
     ),
     no_deid: bool = typer.Option(False, "--no-deid", help="Write original identifiers (no pseudonyms). Recorded in report.json."),
