@@ -62,33 +62,38 @@ class _Walker:
     def __init__(self, buf: bytes, implicit: bool, little: bool):
         self.buf, self.implicit = buf, implicit
         e = "<" if little else ">"
-        self.hh, self.i4, self.h2 = struct.Struct(e + "HH"), struct.Struct(e + "I"), struct.Struct(e + "H")
+        self.i4, self.h2 = struct.Struct(e + "I"), struct.Struct(e + "H")
+        self.hhi = struct.Struct(e + "HHI")  # tag and (implicit VR, items) 4-byte length in one read
         self.top: dict[int, tuple[int, int, bytes | None]] = {}
 
-    def _tag(self, pos: int, end: int) -> tuple[int, int]:
+    def _item(self, pos: int, end: int) -> tuple[int, int, int]:
+        """Group, element and 4-byte length of an item / delimiter header."""
         if pos + 8 > end:
             raise _bad(f"truncated element header at byte {pos}")
-        return self.hh.unpack_from(self.buf, pos)
+        return self.hhi.unpack_from(self.buf, pos)
 
     def dataset(self, pos: int, end: int, implicit: bool, top: bool = False, until_delimiter: bool = False) -> int:
         buf = self.buf
+        head, long_of, short_of = self.hhi.unpack_from, self.i4.unpack_from, self.h2.unpack_from  # the hot loop
         while pos < end:
-            g, e = self._tag(pos, end)
+            if pos + 8 > end:
+                raise _bad(f"truncated element header at byte {pos}")
+            g, e, length = head(buf, pos)  # implicit VR: the length; explicit: VR and 2-byte length
             if g == 0xFFFE:
                 if until_delimiter and e == 0xE00D:
                     return pos + 8
                 raise _bad(f"unexpected item tag (FFFE,{e:04X}) at byte {pos}")
             tag = (g << 16) | e
             if implicit:
-                vr, length, hdr = None, self.i4.unpack_from(buf, pos + 4)[0], 8
+                vr, hdr = None, 8
             else:
                 vr = buf[pos + 4:pos + 6]
                 if vr in LONG_VRS:
                     if pos + 12 > end:
                         raise _bad(f"truncated element header ({g:04X},{e:04X})")
-                    length, hdr = self.i4.unpack_from(buf, pos + 8)[0], 12
+                    length, hdr = long_of(buf, pos + 8)[0], 12
                 elif len(vr) == 2 and vr.isalpha() and vr.isupper():
-                    length, hdr = self.h2.unpack_from(buf, pos + 6)[0], 8
+                    length, hdr = short_of(buf, pos + 6)[0], 8
                 else:
                     raise _bad(f"invalid VR at element ({g:04X},{e:04X})")
             start = pos + hdr
@@ -115,8 +120,7 @@ class _Walker:
 
     def sequence(self, pos: int, end: int, defined: bool, implicit: bool) -> int:
         while pos < end:
-            g, e = self._tag(pos, end)
-            length = self.i4.unpack_from(self.buf, pos + 4)[0]
+            g, e, length = self._item(pos, end)
             if g != 0xFFFE:
                 raise _bad(f"sequence item expected at byte {pos}")
             if e == 0xE0DD:
@@ -138,8 +142,7 @@ class _Walker:
 
     def encapsulated(self, pos: int, end: int) -> int:
         while pos < end:
-            g, e = self._tag(pos, end)
-            length = self.i4.unpack_from(self.buf, pos + 4)[0]
+            g, e, length = self._item(pos, end)
             if (g, e) == (0xFFFE, 0xE0DD):
                 return pos + 8
             if (g, e) != (0xFFFE, 0xE000) or length == UNDEFINED or pos + 8 + length > end:
