@@ -125,8 +125,11 @@ class Ingest:
     #: ``fork``: workers start in milliseconds, sharing this process's imported modules), so a
     #: pool pays from a few series on; spawned workers would cost ~0.5-1 s of CPU each.
     AUTO_SERIAL_MAX_BYTES = 16 * 2**20
-    #: What ingest's pool workers import as they start (while this process indexes).
-    PRELOAD = ("biomarkers.dicom.header:load_pydicom", "biomarkers.dicom.convert", "nibabel", "isal.igzip")
+    #: What ingest's pool workers import as they start (while this process indexes; a forked pool's
+    #: coordinator imports them once for all), with what the first job would import (``np.median``:
+    #: numpy.ma; ``datetime.strptime``: _strptime).
+    PRELOAD = ("biomarkers.dicom.header:load_pydicom", "biomarkers.dicom.convert", "nibabel", "isal.igzip",
+               "numpy.ma", "_strptime")
 
     def _executor(self, plan: IngestPlan | None = None) -> tuple[Executor, bool]:
         spec = self._executor_spec
@@ -368,7 +371,8 @@ class Ingest:
             by_key = {job.stack.key: job for job in plan.items}
             log.info("%s; converting on %s", plan.summary(), executor.describe())
             with progress("Converting series", len(plan.items)) as advance:
-                for oc in executor.map_unordered(convert_stack, [(job.stack.key, job) for job in _largest_first(plan.items)]):
+                items = [(job.stack.key, job) for job in _largest_first(plan.items)]
+                for oc in executor.map_unordered(convert_stack, items):
                     job = by_key[oc.key]
                     st = job.stack
                     if oc.ok:
