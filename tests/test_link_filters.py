@@ -10,16 +10,21 @@ an independent path through the tables.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from test_clinical_fixtures import pseudonym, write_clinical
 
+from biomarkers.cli import main
 from biomarkers.clinical.link import link
 from biomarkers.errors import InputError
 from biomarkers.features.naming import (FILTER_COLUMN, KEY_COLUMNS, LONG_TABLE, WIDE_TABLE, FeatureName,
                                         merge_filter_rows)
 
-PIDS = ["P01", "P02", "P03", "P04"]
+#: the pseudonyms of STS_001..004 (the clinical fixtures' exports hold those patients)
+PIDS = [pseudonym(f"STS_00{i}") for i in range(1, 5)]
 PARAMS = """setting: {label: 1}
 ibsi:
   pyradiomics: false
@@ -66,7 +71,7 @@ def extracted(tmp_path_factory):
     out = work / "features"
     report = Extract(ds, {"*": str(params)}, out, executor="serial").validate().run()
     assert [c.status for c in report.cases] == ["done"] * len(PIDS)
-    return pd.read_parquet(out / LONG_TABLE), pd.read_parquet(out / WIDE_TABLE)
+    return pd.read_parquet(out / LONG_TABLE), pd.read_parquet(out / WIDE_TABLE), out
 
 
 @pytest.fixture()
@@ -81,16 +86,16 @@ def _expected(long: pd.DataFrame, pid: str, filter_id: str, code: str) -> float:
 
 
 def test_the_wide_table_keeps_one_row_per_roi_and_filter(extracted):
-    _, wide = extracted
+    _, wide, _ = extracted
     assert list(wide.columns[: len(KEY_COLUMNS) + 1]) == KEY_COLUMNS + [FILTER_COLUMN]
     assert len(wide) == len(PIDS) * 3  # '' (unfiltered statistics), 2-mean, 3-log
     assert sorted(wide[FILTER_COLUMN].unique()) == ["", "2-mean", "3-log"]
 
 
 def test_series_join_has_one_row_per_roi_with_every_filter(extracted, clinical):
-    long, wide = extracted
+    long, wide, _ = extracted
     table, rep = link(wide, clinical, join="series")
-    assert len(table) == len(PIDS) and table["patient_id"].tolist() == PIDS
+    assert len(table) == len(PIDS) and table["patient_id"].tolist() == sorted(PIDS)
     assert FILTER_COLUMN not in table.columns
     assert rep.n_patients_linked == len(PIDS)
     for pid in PIDS:
@@ -101,16 +106,16 @@ def test_series_join_has_one_row_per_roi_with_every_filter(extracted, clinical):
         assert row["3-log_ibsistat_p90"] == _expected(long, pid, "3-log", "stat_p90")
     # the 15 HU shifts reach the unfiltered and mean-filtered means (the rows are not mixed up)
     means = table.set_index("patient_id")["2-mean_ibsistat_mean"]
-    assert means["P04"] - means["P01"] == pytest.approx(45.0, abs=1.0)
+    assert means[PIDS[3]] - means[PIDS[0]] == pytest.approx(45.0, abs=1.0)
 
 
 def test_patient_join_prefixes_the_modality_and_parses(extracted, clinical):
-    long, wide = extracted
+    long, wide, _ = extracted
     table, _ = link(wide, clinical, join="patient")
     assert len(table) == len(PIDS) and table["patient_id"].is_unique
     col = "CT_3-log_ibsistat_mean"
     assert FeatureName.parse(col) == FeatureName("3-log", "ibsistat", "mean", "CT")
-    assert table.set_index("patient_id").loc["P02", col] == _expected(long, "P02", "3-log", "stat_mean")
+    assert table.set_index("patient_id").loc[PIDS[1], col] == _expected(long, PIDS[1], "3-log", "stat_mean")
     n_feat = sum(FeatureName.parse(c) is not None for c in table.columns)
     assert n_feat == 3 * 18  # 18 statistics of the image and of each of the 2 response maps
 
@@ -119,7 +124,7 @@ def test_the_modeling_loader_selects_filtered_columns_by_filter_id(extracted, cl
     from biomarkers.modeling.data import build_dataset
     from biomarkers.modeling.spec import ExperimentSpec
 
-    long, wide = extracted
+    long, wide, _ = extracted
     table, _ = link(wide, clinical, join="patient")
     spec = ExperimentSpec.model_validate({
         "name": "filters", "input": {"table": "unused.parquet", "centre_column": "centre"},
@@ -129,20 +134,37 @@ def test_the_modeling_loader_selects_filtered_columns_by_filter_id(extracted, cl
     ds = build_dataset(table, spec)
     assert len(ds.feature_columns) == 18
     assert all(c.startswith("CT_3-log_ibsistat_") for c in ds.feature_columns)
-    assert list(ds.y) == [0, 1, 0, 1]
-    assert ds.X.loc[2, "CT_3-log_ibsistat_max"] == _expected(long, "P03", "3-log", "stat_max")
+    outcome = clinical.set_index("patient_id")["outcome"]
+    assert list(ds.y) == [outcome[pid] for pid in ds.ids]
+    i = ds.ids.tolist().index(PIDS[2])
+    assert ds.X.loc[i, "CT_3-log_ibsistat_max"] == _expected(long, PIDS[2], "3-log", "stat_max")
 
 
 def test_a_column_named_by_two_filter_rows_is_refused(extracted, clinical):
-    _, wide = extracted
+    _, wide, _ = extracted
     bad = wide.copy()
-    i = bad.index[(bad.patient_id == "P03") & (bad[FILTER_COLUMN] == "2-mean")][0]
+    i = bad.index[(bad.patient_id == PIDS[2]) & (bad[FILTER_COLUMN] == "2-mean")][0]
     bad.loc[i, "3-log_ibsistat_mean"] = 1.0  # the 2-mean row now also holds a 3-log value
-    with pytest.raises(InputError, match=r"'3-log_ibsistat_mean' has values in 2 filter rows of P03/st-P03"):
+    with pytest.raises(InputError, match=rf"'3-log_ibsistat_mean' has values in 2 filter rows of {re.escape(PIDS[2])}/st-"):
         link(bad, clinical, join="series")
     dup = pd.concat([wide, wide.iloc[[0]]], ignore_index=True)
     with pytest.raises(InputError, match=r"repeat a patient x series x ROI x filter"):
         merge_filter_rows(dup)
+
+
+def test_cli_link_of_a_filtered_features_folder(extracted, tmp_path):
+    """``biomarkers link`` on the FEATURES folder: clinical exports validated and pseudonymised, one row per patient."""
+    long, _, features = extracted
+    p = write_clinical(tmp_path / "in")
+    out = tmp_path / "out" / "analysis.parquet"
+    rc = main(["link", "--features", str(features), "--clinical", str(p["a"]), str(p["b"]), "--clinical", str(p["c"]),
+               "--schema", str(p["schema"]), "--out", str(out), "--join", "patient"])
+    assert rc == 0
+    t = pd.read_parquet(out).set_index("patient_id")
+    assert set(PIDS) <= set(t.index) and t.index.is_unique
+    for pid in PIDS:
+        assert t.loc[pid, "CT_2-mean_ibsistat_median"] == _expected(long, pid, "2-mean", "stat_median")
+        assert t.loc[pid, "CT_original_ibsistat_mean"] == _expected(long, pid, "", "stat_mean")
 
 
 def test_tables_without_filters_are_unchanged():
