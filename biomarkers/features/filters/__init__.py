@@ -45,18 +45,18 @@ def bounding_box(roi) -> list[tuple[int, int]]:
     return out
 
 
-def roi_box(roi, spec, spacing) -> list[tuple[int, int]]:
+def roi_box(roi, spec, spacing, bb=None) -> list[tuple[int, int]]:
     """Box (lo, hi per array axis, inside the image) the ROI's responses depend on.
 
     The ROI's bounding box widened by the filter's :func:`~.compute.margin` and clipped to the
     image: where it reaches the image border, the filter's own boundary rule applies there at
     every pass (as on the whole image); elsewhere the margin keeps the crop's edge out of the
     ROI's responses. Periodic boundaries use whole axes where the box reaches the border, and
-    periodic Fourier-domain filters the whole image.
+    periodic Fourier-domain filters the whole image. ``bb``: the ROI's :func:`bounding_box`, if known.
     """
     from .compute import _fourier, margin
 
-    bb = bounding_box(roi)
+    bb = bounding_box(roi) if bb is None else bb
     if _fourier(spec) and spec.boundary == "periodic":
         return [(0, n) for n in roi.shape]  # the FFT of the whole image defines the response
     m = margin(spec, spacing, roi.shape)
@@ -100,7 +100,7 @@ def response_map(image: "np.ndarray", spacing, spec, roi: "np.ndarray | None" = 
         from .compute import gabor_filter
 
         return gabor_filter(image, spacing, spec, bb), tuple(slice(a, b) for a, b in bb)
-    box = roi_box(roi, spec, spacing)
+    box = roi_box(roi, spec, spacing, bb)
     inner = tuple(slice(a - lo, b - lo) for (a, b), (lo, _hi) in zip(bb, box))
     whole = all(lo == 0 and hi == n for (lo, hi), n in zip(box, image.shape))
     r = response(image[tuple(slice(lo, hi) for lo, hi in box)], spacing, spec, out=inner,
