@@ -21,8 +21,8 @@ On the shared STS cases (../shared/data/sts/nifti, one ROI per patient and modal
   each -- pyradiomics' own (not IBSI 2 compliant) filters, the pyradiomics-compatible option.
 * ``bio-LoG+wav`` -- biomarkers with the same 9 maps as pyradiomics (LoG 1.5 mm, the 8 db3 level-1
   sub-bands, no rotation invariance) as IBSI 2 defines them: the like-for-like comparison of the
-  filter engines (the nine phase 2 sets cost more: 24 Laws rotations, 48 Gabor orientations x
-  planes, two whole-image Simoncelli bands).
+  filter engines (the nine phase 2 sets cost more: Laws and wavelets pooled over 24 rotations, Gabor
+  over 16 orientations x 3 planes, two Simoncelli bands by FFT of the whole resampled image).
 
 Every method resamples the image itself to the same isotropic grid (CT and MR 1 mm, PET 3 mm, cubic
 spline: the IBSI 2 phase 3 grids; mirp's filters refuse anisotropic voxels) and the time includes it.
