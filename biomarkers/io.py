@@ -143,7 +143,7 @@ def sha256_array(arr) -> str:
     h = hashlib.sha256()
     h.update(str(a.dtype).encode())
     h.update(str(a.shape).encode())
-    if a.ndim == 3 and a.T.flags.c_contiguous and not a.flags.c_contiguous:
+    if a.ndim in (3, 4) and a.T.flags.c_contiguous and not a.flags.c_contiguous:
         for block in _reversed_blocks(a.T):
             h.update(block.data)
         return h.hexdigest()
@@ -153,24 +153,30 @@ def sha256_array(arr) -> str:
 
 
 def _reversed_blocks(b, rows: int = 64, tile: int = 16):
-    """The C-order bytes of ``b.T`` (``b`` a C-contiguous ``(K, J, I)`` array: a NIfTI volume
-    ``[i, j, k]`` is its transpose) as contiguous ``(rows, J, K)`` blocks along ``I``.
+    """The C-order bytes of ``b.T`` (``b`` a C-contiguous ``(K, J, I)`` or ``(T, K, J, I)`` array: a
+    NIfTI volume ``[i, j, k(, t)]`` is its transpose) as contiguous blocks of ``rows`` along ``I``.
 
     A transposing copy in one pass jumps across the whole volume for every element (cache and
-    TLB misses, ~4x slower); here each block is cut out, transposed as a ``(K, J*rows)``
-    matrix ``tile`` rows of ``K`` at a time, then its first two axes are swapped (runs of ``K``).
+    TLB misses, ~4x slower); here each block is cut out, transposed as a ``(K, J*rows)`` (4-D:
+    ``(T, K*J*rows)``) matrix ``tile`` rows at a time, then its remaining axes are reversed in
+    runs of ``K`` (4-D: of ``T``).
     """
     import numpy as np
 
-    K, J, I = b.shape
-    for i0 in range(0, I, rows):
-        c = np.ascontiguousarray(b[:, :, i0 : i0 + rows])  # (K, J, n)
-        n = c.shape[2]
-        m = c.reshape(K, J * n)
-        t = np.empty((J * n, K), dtype=b.dtype)
-        for k0 in range(0, K, tile):
+    lead, inner = b.shape[0], b.shape[1:-1]  # (K,), (J,) or (T,), (K, J)
+    size = 1
+    for d in inner:
+        size *= d
+    for i0 in range(0, b.shape[-1], rows):
+        c = np.ascontiguousarray(b[..., i0 : i0 + rows])  # (lead, *inner, n)
+        n = c.shape[-1]
+        m = c.reshape(lead, size * n)
+        t = np.empty((size * n, lead), dtype=b.dtype)
+        for k0 in range(0, lead, tile):
             t[:, k0 : k0 + tile] = m[k0 : k0 + tile].T
-        yield np.ascontiguousarray(t.reshape(J, n, K).transpose(1, 0, 2))  # (n, J, K)
+        t = t.reshape(*inner, n, lead)  # (J, n, K) or (K, J, n, T)
+        order = tuple(range(t.ndim - 2, -1, -1)) + (t.ndim - 1,)  # the leading axes reversed, runs kept
+        yield np.ascontiguousarray(t.transpose(order))  # (n, J, K) or (n, J, K, T)
 
 
 def check_apart(src: str | os.PathLike, out: str | os.PathLike, src_what: str = "source folder",

@@ -79,3 +79,12 @@ def test_metadata_subset_keeps_every_person_name():
     whole = whitelisted_metadata(ds)
     assert "convolution_kernel" not in whole and whole["body_part"] == "CHEST"
     assert whitelisted_metadata(metadata_elements(ds)) == whole
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (30, 12, 64, 70), (1, 5, 9, 65), (7, 1, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_transposed_4d_volume_hash_is_c_order_hash(shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    stack = (rng.normal(size=shape) * 1000).astype(dtype)  # [volume, slice, row, column]
+    vol = stack.transpose(3, 2, 1, 0)  # [i, j, k, t], as convert writes a 4-D series
+    assert sha256_array(vol) == reference(vol)

@@ -25,6 +25,8 @@ slice order is known, as dcm2niix's bvecs encode it (:func:`ge_to_patient`).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -327,19 +329,25 @@ def assemble_volumes(fs: list[DicomFile], tol: float = 0.01) -> Volumes:
 # --------------------------------------------------------------------------- per-volume values
 def _seconds(f: DicomFile) -> float | None:
     """Acquisition time of a frame in seconds (of its day, or since 0001 with a date); None if absent."""
-    import datetime as dt
-
     raw = f.acquisition_datetime or ((f.acquisition_date or "") + (f.acquisition_time or "") if f.acquisition_time else "")
     digits = raw.split("+")[0].split("-")[0].strip()
     whole, _, frac = digits.partition(".")
     try:
         if len(whole) >= 14:
-            t = dt.datetime.strptime(whole[:14], "%Y%m%d%H%M%S")
-            return (t - dt.datetime(1, 1, 1)).total_seconds() + float("0." + (frac or "0"))
+            return _since_0001(whole[:14]) + float("0." + (frac or "0"))
         hms = whole[-6:].ljust(6, "0") if len(whole) > 8 else whole.ljust(6, "0")
         return int(hms[:2]) * 3600 + int(hms[2:4]) * 60 + int(hms[4:6]) + float("0." + (frac or "0"))
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _since_0001(stamp: str) -> float:
+    """Seconds from 0001-01-01 to a ``YYYYMMDDHHMMSS`` stamp (ValueError if it is not one); the frames
+    of a series repeat a few stamps, parsed once each."""
+    import datetime as dt
+
+    return (dt.datetime.strptime(stamp, "%Y%m%d%H%M%S") - dt.datetime(1, 1, 1)).total_seconds()
 
 
 def volume_metadata(volumes: list[list[DicomFile]], dimension: str, ordered_by: str) -> dict:
