@@ -254,7 +254,6 @@ class Association:
             await self._await_close()
             return False
         self.send(self._accept_pdu(rq))
-        srv.established += 1
         self.stats = srv.service.opened(calling, self.address)
         return True
 
@@ -305,6 +304,7 @@ class Association:
 
     async def serve(self) -> None:
         """Sta6: P-DATA-TF until A-RELEASE-RQ (see the module docstring)."""
+        self.server.established += 1  # no await since negotiate() checked the limit
         try:
             await self._transfer()
         finally:
