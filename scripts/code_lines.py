@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python scripts/code_lines.py [--base 3a96b76] [--rev HEAD] [--commits]
+    .venv/bin/python scripts/code_lines.py [--base 3a96b76] [--rev HEAD] [--commits] [--library]
 
 A code line is a line of a Python file holding a token other than a comment, a docstring
 (the first string statement of a module, class or function) or white space. For every
@@ -10,12 +10,14 @@ commit from ``--base`` (excluded) to ``--rev`` touching the area, the change of 
 lines is computed file by file (the commit against its parent) and summed per group; the
 commits whose subject starts with ``refactor`` are the refactor's own change, the others
 the features added since (integrity records, interruptions, the qc stage...). ``--commits``
-lists each commit's change.
+lists each commit's change. ``--library`` counts every Python file of ``biomarkers/`` and
+``pipelines/`` instead, grouped by sub-package: the refactor's change to the whole library.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import ast
 import io
 import subprocess
@@ -34,9 +36,14 @@ GROUPS = {
 }
 
 
+LIBRARY = False  # --library: group every library file by its sub-package instead of GROUPS
+
+
 def group_of(path: str) -> str | None:
     if not path.endswith(".py"):
         return None
+    if LIBRARY:
+        return "/".join(path.split("/")[:2]) if path.startswith(("biomarkers/", "pipelines/")) else None
     return next((g for g, prefixes in GROUPS.items() if path.startswith(prefixes)), None)
 
 
@@ -71,7 +78,7 @@ def lines_at(rev: str, path: str) -> int:
 
 
 def totals(rev: str) -> dict[str, int]:
-    out = dict.fromkeys(GROUPS, 0)
+    out = collections.Counter()
     for path in git("ls-tree", "-r", "--name-only", rev).split():
         if (g := group_of(path)) is not None:
             out[g] += lines_at(rev, path)
@@ -83,13 +90,15 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default="3a96b76", help="the commit before the refactor (default %(default)s)")
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--commits", action="store_true", help="list each commit's change")
+    ap.add_argument("--library", action="store_true", help="the whole library, by sub-package")
     a = ap.parse_args(argv)
-    refactor = dict.fromkeys(GROUPS, 0)
-    features = dict.fromkeys(GROUPS, 0)
+    global LIBRARY
+    LIBRARY = a.library
+    refactor, features = collections.Counter(), collections.Counter()
     for line in git("log", "--reverse", "--format=%H %s", f"{a.base}..{a.rev}").splitlines():
         sha, subject = line.split(" ", 1)
         changed = git("diff-tree", "--no-commit-id", "--name-only", "-r", "--no-renames", f"{sha}^", sha).split()
-        delta = dict.fromkeys(GROUPS, 0)
+        delta = collections.Counter()
         for path in changed:
             if (g := group_of(path)) is not None:
                 delta[g] += lines_at(sha, path) - lines_at(f"{sha}^", path)
@@ -101,9 +110,10 @@ def main(argv=None) -> int:
         if a.commits:
             print(f"{sha[:7]} {sum(delta.values()):+5d}  {subject[:90]}")
     base, rev = totals(a.base), totals(a.rev)
-    print(f"\ncode lines of the orchestration area, {a.base} -> {a.rev}")
+    groups = sorted(set(base) | set(rev) | set(refactor)) if LIBRARY else list(GROUPS)
+    print(f"\ncode lines of the {'library' if LIBRARY else 'orchestration area'}, {a.base} -> {a.rev}")
     print(f"{'group':<42}{'base':>7}{'rev':>7}{'total':>8}{'refactor':>10}{'features':>10}")
-    for g in GROUPS:
+    for g in groups:
         print(f"{g:<42}{base[g]:>7}{rev[g]:>7}{rev[g] - base[g]:>+8}{refactor[g]:>+10}{features[g]:>+10}")
     print(f"{'all':<42}{sum(base.values()):>7}{sum(rev.values()):>7}{sum(rev.values()) - sum(base.values()):>+8}"
           f"{sum(refactor.values()):>+10}{sum(features.values()):>+10}")
