@@ -160,7 +160,7 @@ class LocalExecutor(Executor):
     ``function()`` (e.g. an import that must come first, done its own way).
 
     ``context``: how workers start. ``spawn`` (default): fresh interpreters that import what
-    they need (~0.5-1 s of CPU each). ``fork`` (POSIX): copies of the coordinator, which
+    they need (~0.5-1 s of CPU each). ``fork`` (Linux): copies of the coordinator, which
     start in milliseconds with its modules (``preload`` imported by the coordinator first)
     and share its memory pages until they write them; used only when the pool is started from the main thread of a
     process running no other Python thread (a fork copies locks held by other threads),
@@ -184,12 +184,13 @@ class LocalExecutor(Executor):
     def _start_method(self) -> str:
         """``fork`` when asked for and safe here (see the class docstring), else ``spawn``."""
         import multiprocessing as mp
+        import sys
         import threading
 
-        if (self.context == "fork" and "fork" in mp.get_all_start_methods()
+        if (self.context == "fork" and sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
                 and threading.current_thread() is threading.main_thread() and threading.active_count() == 1):
             return "fork"
-        return "spawn"
+        return "spawn"  # also on macOS, where system libraries are not fork-safe
 
     def _ensure(self):
         if self._pool is None:
