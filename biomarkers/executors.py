@@ -70,17 +70,13 @@ def _worker_init(preload: tuple[str, ...] = (), parent: int | None = None) -> No
 
 
 def _import(modules: tuple[str, ...]) -> None:
-    """Import each ``module`` (or ``module:function``: import, then call ``function()``)."""
     import importlib
 
     for name in modules:
-        mod, _, func = name.partition(":")
         try:
-            m = importlib.import_module(mod)
+            importlib.import_module(name)
         except ImportError:
-            continue  # the work item that needs it reports the error
-        if func:
-            getattr(m, func)()
+            pass  # the work item that needs it reports the error
 
 
 def _die_with(parent: int) -> None:
@@ -156,8 +152,7 @@ class LocalExecutor(Executor):
 
     ``preload``: modules every worker imports when it starts (e.g. ``radiomics`` when the
     pool will extract features), so the import overlaps with the coordinator's planning
-    instead of delaying the first work item of each worker; ``module:function`` also calls
-    ``function()`` (e.g. an import that must come first, done its own way).
+    instead of delaying the first work item of each worker.
 
     ``context``: how workers start. ``spawn`` (default): fresh interpreters that import what
     they need (~0.5-1 s of CPU each). ``fork`` (Linux): copies of the coordinator, which

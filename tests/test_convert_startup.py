@@ -1,9 +1,11 @@
-"""Start-up work of ``biomarkers ingest``: what its processes import, and that deferring an import
-changes nothing for the code that uses the module."""
+"""Start-up work of ``biomarkers ingest``: its pool's workers are forked with the coordinator's imports."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 
 def run(code: str) -> str:
@@ -12,51 +14,66 @@ def run(code: str) -> str:
     return out.stdout.strip()
 
 
-def test_pydicom_through_load_pydicom_does_not_import_requests_until_used():
-    out = run("""
-        import sys
-        from biomarkers.dicom.header import load_pydicom
-        load_pydicom()
-        import nibabel, pydicom.data.download as d
-        print(d.HAVE_REQUESTS, "requests.models" in sys.modules)
-        import requests
-        from requests import Session          # what a user of requests does (mlflow, dicomweb-client)
-        import requests.adapters
-        print(requests.codes.ok, Session.__module__, type(sys.modules["requests"]).__name__)
-    """)
-    assert out.splitlines() == ["True False", "200 requests.sessions module"]
-
-
-def test_defer_import_of_a_missing_or_imported_module_changes_nothing():
-    out = run("""
-        import sys, json
-        from biomarkers.dicom.header import defer_import
-        defer_import("no_such_module_xyz")
-        defer_import("json")
-        try:
-            import no_such_module_xyz
-        except ImportError:
-            print("missing still missing")
-        print(sys.modules["json"] is json)
-    """)
-    assert out.splitlines() == ["missing still missing", "True"]
-
-
-def test_forked_ingest_pool_workers_share_the_coordinators_imports(tmp_path):
-    """The local pool of ``ingest`` forks (workers start with the coordinator's modules) and its workers
-    end with the command."""
+def test_forked_ingest_pool_workers_share_the_coordinators_imports():
+    """The local pool of ``ingest`` forks: its workers start with the coordinator's modules."""
     out = run(f"""
         import os, sys
         from biomarkers.dicom.ingest import Ingest
         from biomarkers.executors import get_executor
 
         def modules(_):
-            return os.getpid(), os.getppid(), "nibabel" in sys.modules, "requests.models" in sys.modules
+            return os.getpid(), os.getppid(), "nibabel" in sys.modules, "pydicom" in sys.modules
 
         ex = get_executor("local:2", preload=Ingest.PRELOAD, context="fork")
         ex.start()
         res = [o.value for o in ex.map_unordered(modules, [(str(i), i) for i in range(4)])]
-        print(ex.started_with, all(ppid == os.getpid() and nib and not req for _, ppid, nib, req in res))
+        print(ex.started_with, all(ppid == os.getpid() and nib and dcm for _, ppid, nib, dcm in res))
         ex.close()
     """)
     assert out == "fork True"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie (exited, not reaped yet) is not alive
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_forked_workers_die_with_a_killed_coordinator():
+    """A coordinator killed outright (SIGKILL: no clean-up runs) leaves no forked worker behind (they
+    would hold copies of its output lock): the kernel sends them SIGTERM (PR_SET_PDEATHSIG)."""
+    code = textwrap.dedent("""
+        import os, sys, time
+        from biomarkers.executors import get_executor
+
+        def pid(_):
+            return os.getpid()
+
+        ex = get_executor("local:2", context="fork")
+        ex.start()
+        pids = {o.value for o in ex.map_unordered(pid, [(str(i), i) for i in range(8)])}
+        print(ex.started_with, *sorted(pids), flush=True)
+        time.sleep(60)
+    """)
+    coord = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        words = coord.stdout.readline().split()
+        assert words[0] == "fork", words
+        workers = [int(w) for w in words[1:]]
+        assert workers and all(_alive(w) for w in workers)
+        coord.send_signal(signal.SIGKILL)
+        coord.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "forked workers outlived their coordinator"
+    finally:
+        if coord.poll() is None:
+            coord.kill()
+        for w in workers:  # on failure: do not leave them running
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from types import ModuleType
 
 from .dims import dimension_values
 from .fastheader import HEADER_TAGS, PRIVATE_TAGS, FastHeader, decode_value, fast_header
@@ -389,48 +388,10 @@ def _silence() -> None:
 
 
 def load_pydicom():
-    """``pydicom``, imported on first use; inside :func:`quiet_pydicom` its validation silenced.
-
-    Imported here first, pydicom does not load ``requests`` (``pydicom.data`` imports it for
-    downloads of pydicom's own test files, never made here; ~0.1 s of CPU per process): see
-    :func:`defer_import`. Whatever imports pydicom (nibabel does) should call this first.
-    """
-    if "pydicom" not in sys.modules:
-        defer_import("requests")
+    """``pydicom``, imported on first use; inside :func:`quiet_pydicom` its validation silenced."""
     import pydicom
 
     if _QUIET["depth"]:
         _silence()
     return pydicom
 
-
-class _Deferred(ModuleType):
-    """Stands in ``sys.modules`` for an installed module not imported yet (:func:`defer_import`)."""
-
-    def __getattr__(self, attr: str):  # any attribute it lacks: import the module, read it there
-        import importlib
-
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), attr)
-
-
-def defer_import(name: str) -> None:
-    """Make ``import name`` cheap until the module is used: ``sys.modules`` gets a stand-in whose first
-    attribute read imports the module (which then replaces it) and returns the attribute from it.
-    Nothing happens when the module is imported already or not installed (its import then fails
-    as usual). (``importlib.util.LazyLoader`` does not do this on Python 3.11: ``import`` reads
-    the module's ``__spec__``, which executes it.)"""
-    import importlib.util
-
-    if name in sys.modules:
-        return
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return
-    if spec is None:
-        return
-    stand_in = _Deferred(name)
-    stand_in.__spec__ = spec
-    sys.modules[name] = stand_in

@@ -128,8 +128,7 @@ class Ingest:
     #: What ingest's pool workers import as they start (while this process indexes; a forked pool's
     #: coordinator imports them once for all), with what the first job would import (``np.median``:
     #: numpy.ma; ``datetime.strptime``: _strptime).
-    PRELOAD = ("biomarkers.dicom.header:load_pydicom", "biomarkers.dicom.convert", "nibabel", "isal.igzip",
-               "numpy.ma", "_strptime")
+    PRELOAD = ("biomarkers.dicom.convert", "nibabel", "isal.igzip", "numpy.ma", "_strptime")
 
     def _executor(self, plan: IngestPlan | None = None) -> tuple[Executor, bool]:
         spec = self._executor_spec
