@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 from ..manifest import Status
@@ -9,10 +10,21 @@ from .dims import VolumeError, along_normal, assemble_volumes
 from .model import DicomFile, ImageStack
 
 
+@functools.lru_cache(maxsize=4096)
 def _orientation_key(iop) -> tuple:
+    """Direction cosines rounded to 1e-4 (cached: the frames of a series repeat them)."""
     if iop is None:
         return ("none",)
     return tuple(round(float(x), 4) for x in iop)
+
+
+@functools.lru_cache(maxsize=4096)
+def _spacing_key(spacing) -> tuple | None:
+    return tuple(round(x, 4) for x in spacing) if spacing else None
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
 
 
 def is_localizer(f: DicomFile) -> bool:
@@ -51,10 +63,10 @@ def build_stacks(files: list[DicomFile], position_tolerance_mm: float = 0.01) ->
         for f in fs:
             k = (
                 f.series_number, echo_of(f), f.complex_part, f.image_type[:2],
-                _orientation_key(f.image_orientation),
+                _orientation_key(_hashable(f.image_orientation)),
                 f.rows,
                 f.columns,
-                tuple(round(x, 4) for x in f.pixel_spacing) if f.pixel_spacing else None,
+                _spacing_key(_hashable(f.pixel_spacing)),
                 is_localizer(f),
             )
             groups[k].append(f)
