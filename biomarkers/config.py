@@ -40,11 +40,13 @@ def _model_names() -> set[str]:
     return names
 
 
-def _user_key(loc: tuple, models: set[str]) -> str:
+def _user_key(loc: tuple, models: set[str], unknown: bool = False) -> str:
     """The key path in the user's terms: pydantic's union-branch and validator tags
-    (``function-after[_check(), ClinicalSchema]``, ``lax-or-strict[...]``, ``ClinicalSchema``, ``str``) dropped."""
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES or p in models))]
-    return ".".join(parts) or "<root>"
+    (``function-after[_check(), ClinicalSchema]``, ``lax-or-strict[...]``, ``ClinicalSchema``, ``str``) dropped.
+    ``unknown``: the last part is the key the user wrote (an extra key), kept whatever it is called."""
+    body, last = (loc[:-1], [str(loc[-1])]) if unknown and loc else (loc, [])
+    parts = [str(p) for p in body if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES or p in models))]
+    return ".".join(parts + last) or "<root>"
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -54,7 +56,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     the user wrote are reported."""
     models = _model_names()
     errors = err.errors(include_url=False)
-    keys = [_user_key(e["loc"], models) for e in errors]
+    keys = [_user_key(e["loc"], models, e["type"] == "extra_forbidden") for e in errors]
     lines: list[str] = []
     for e, key in zip(errors, keys):
         inp = e.get("input")
