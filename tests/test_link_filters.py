@@ -152,6 +152,19 @@ def test_a_column_named_by_two_filter_rows_is_refused(extracted, clinical):
         merge_filter_rows(dup)
 
 
+def test_an_roi_missing_a_filter_row_is_refused(extracted, clinical):
+    """A wide table that lost one ROI's row of a filter (rows dropped by hand) would link with that
+    filter's columns empty for the ROI: refused, naming the ROI, the filter and one of its columns."""
+    _, wide, _ = extracted
+    bad = wide[~((wide.patient_id == PIDS[1]) & (wide[FILTER_COLUMN] == "3-log"))]
+    with pytest.raises(InputError, match=rf"{re.escape(PIDS[1])}/st-.*/GTV has no row of filter '3-log' "
+                                         r"\(other CT ROIs have it, column '3-log_ibsistat_"):
+        link(bad, clinical, join="series")
+    # no ROI with that filter: consistent, merged (its columns stay empty, as in the table)
+    merged = merge_filter_rows(wide[wide[FILTER_COLUMN] != "3-log"].reset_index(drop=True))
+    assert len(merged) == len(PIDS) and merged["2-mean_ibsistat_mean"].notna().all()
+
+
 def test_cli_link_of_a_filtered_features_folder(extracted, tmp_path):
     """``biomarkers link`` on the FEATURES folder: clinical exports validated and pseudonymised, one row per patient."""
     long, _, features = extracted

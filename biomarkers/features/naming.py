@@ -127,7 +127,8 @@ def merge_filter_rows(wide):
 
     Raises:
         InputError: two rows of one ROI and filter, or a feature column with values in two rows
-            of one ROI (two filters naming the same column: the merge would have to drop one);
+            of one ROI (two filters naming the same column: the merge would have to drop one), or
+            an ROI without a filter row the other ROIs of its modality have (its columns would be empty);
             the message names the ROI and the filter or column.
     """
     if FILTER_COLUMN not in wide.columns:
@@ -140,6 +141,7 @@ def merge_filter_rows(wide):
                          f"{'/'.join(str(r[k]) for k in keys)} filter {r[FILTER_COLUMN]!r}")
     fcols = feature_columns(wide)
     groups = wide.groupby(keys, sort=False, dropna=False)
+    _check_filter_rows(wide, keys, fcols)
     counts = groups[fcols].count()
     clash = counts.gt(1)
     if clash.to_numpy().any():
@@ -151,6 +153,23 @@ def merge_filter_rows(wide):
             f"image) name the same feature; give the filters distinct ids")
     merged = groups[fcols].first()  # the first non-missing value of every column (at most one)
     return merged.reset_index()[keys + fcols]
+
+
+def _check_filter_rows(wide, keys: list[str], fcols: list[str]) -> None:
+    """Every ROI has the filter rows of the other ROIs of its modality (one parameter file per
+    modality): a missing row would leave that filter's columns empty for the ROI after the merge."""
+    fid = wide[FILTER_COLUMN].astype(str)
+    want = fid.groupby(wide["modality"].astype(str), sort=False).agg(frozenset)
+    have = fid.groupby([wide[k] for k in keys], sort=False, dropna=False).agg(frozenset)
+    for key, ids in have.items():
+        lost = sorted(want[str(key[keys.index("modality")])] - ids)
+        if lost:
+            rows = wide[fid == lost[0]]
+            col = next((c for c in fcols if rows[c].notna().any()), "")
+            raise InputError(
+                f"features: {'/'.join(map(str, key))} has no row of filter {lost[0]!r} (other "
+                f"{key[keys.index('modality')]} ROIs have it{f', column {col!r}' if col else ''}): the merge would "
+                f"leave its columns empty; rerun 'biomarkers extract' or keep every filter row of the table")
 
 
 def key_columns(columns) -> list[str]:
