@@ -305,3 +305,25 @@ def test_year_mode_and_resume(planted, exported, tmp_path):
     again = export_dicom(src, out, deid)
     assert again.counts()["done"] == 60 and sum(r.cached for r in again.cases) == 60
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")} == before
+
+
+def test_incomplete_code_items_do_not_keep_their_text():
+    """A code item without its scheme or without its value is still cleaned (Clean Structured Content):
+    no scheme is a local code (keyed), no value drops the meaning; the patient's name never survives."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = Dataset()
+    ds.PatientID, ds.PatientName = "PID123456", "Zebulonx^Quorra"
+    no_scheme, no_value, std = Dataset(), Dataset(), Dataset()
+    no_scheme.CodeValue, no_scheme.CodeMeaning = "ZQX-LOCAL-7", "drawn for Quorra Zebulonx"
+    no_value.CodingSchemeDesignator, no_value.CodeMeaning = "99LOCAL", "Zebulonx thorax"
+    std.CodeValue, std.CodingSchemeDesignator, std.CodeMeaning = "51185008", "SCT", "Thorax"
+    ds.AnatomicRegionSequence = Sequence([no_scheme, no_value, std])
+    out = deidentify_dataset(ds, Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET)))
+    a, b, s = out.AnatomicRegionSequence
+    assert a.CodingSchemeDesignator == "99BIOMARKERS" and a.CodeValue.startswith("code-")
+    assert a.CodeMeaning == "local code"
+    assert "CodeMeaning" not in b
+    assert (s.CodeValue, s.CodingSchemeDesignator, s.CodeMeaning) == ("51185008", "SCT", "Thorax")
+    assert "zebulonx" not in str(out).lower() and "quorra" not in str(out).lower()

@@ -253,7 +253,10 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
     def clean_code(item) -> None:
         scheme = str(item.get("CodingSchemeDesignator", "") or "").strip()
         value = next((str(item.get(a)) for a in _CODE_ATTRS if item.get(a)), "")
-        if not value:
+        if not value:  # an incomplete code: its meaning (free text) has no code to stand for
+            for a in ("CodeMeaning", "CodingSchemeVersion"):
+                if a in item:
+                    delattr(item, a)
             return
         if scheme in STANDARD_SCHEMES:
             meaning = str(item.get("CodeMeaning", "") or "")
@@ -270,7 +273,9 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
             del item.CodingSchemeVersion
 
     def clean(d) -> None:
-        if any(a in d for a in _CODE_ATTRS) and "CodingSchemeDesignator" in d:
+        # a code item (any code attribute, even without its scheme or value): cleaned as a whole; a
+        # missing scheme is a local one (keyed), a missing value drops the meaning
+        if any(a in d for a in (*_CODE_ATTRS, "CodingSchemeDesignator", "CodeMeaning")):
             clean_code(d)
         for elem in list(d):
             tag, vr, kw = elem.tag, elem.VR, elem.keyword
