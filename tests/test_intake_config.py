@@ -149,6 +149,33 @@ def test_restart_rebuilds_the_index_and_drops_unacknowledged_temporaries(spool, 
     assert again.pending() == [] and len(list((tmp_path / "received" / study).iterdir())) == 3
 
 
+def test_release_while_an_instance_is_being_flushed_leaves_it_in_the_spool(spool, monkeypatch):
+    """A study released between an instance's rename into place and the end of its store (the folder
+    flush): that instance stays in the spool, stored and indexed, and goes with the next release."""
+    from biomarkers.intake import spool as spool_module
+
+    first, late = files_of("STS_002", "CT")[:2]
+    ds = pydicom.dcmread(first, stop_before_pixels=True)
+    spool.store(_encoded(first), ds.SOPInstanceUID, ds.StudyInstanceUID)
+    study = spool.pending()[0].ref
+    flush, released = spool_module._fsync_dir, []
+
+    def release_then_flush(path):  # the gateway thread releases the study while store() flushes the folder
+        if str(path) == str(spool.incoming / study) and not released:
+            released.append(None)
+            released[0] = spool.release(study)
+        flush(path)
+
+    monkeypatch.setattr(spool_module, "_fsync_dir", release_then_flush)
+    late_ds = pydicom.dcmread(late, stop_before_pixels=True)
+    res = spool.store(_encoded(late), late_ds.SOPInstanceUID, late_ds.StudyInstanceUID)
+    assert res.status == "stored" and released == [1]  # only the instance stored before
+    assert spool.index[res.sop_ref].is_file() and spool.has(late_ds.SOPInstanceUID)
+    assert [e.instances for e in spool.pending()] == [1]
+    assert spool.release(study) == 1
+    assert len(list(spool.received.joinpath(study).glob("*.dcm"))) == 2
+
+
 def _dataset_part(data: bytes) -> bytes:
     from pydicom.filereader import _read_file_meta_info, read_preamble
 

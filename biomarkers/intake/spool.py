@@ -277,13 +277,15 @@ class Spool:
         """Move a study's spooled instances to ``<received>/<study_ref>/`` (merging with what is there).
 
         Returns the number of instances moved. Instances arriving meanwhile stay in the spool
-        (a new entry: the study is released again once it is stable again).
+        (a new entry: the study is released again once it is stable again), and so does one
+        whose :meth:`store` has renamed it into place but not yet returned (its folder is being
+        flushed and its index entry is not written yet).
         """
         src = self.incoming / study_ref
         dest = ensure_dir(self.received / study_ref, sync=self.fsync)
         moved = 0
         with self._lock:
-            files = sorted(src.glob("*.dcm")) if src.is_dir() else []
+            files = [f for f in sorted(src.glob("*.dcm")) if f.stem not in self._inflight] if src.is_dir() else []
             for f in files:
                 target = dest / f.name
                 try:
