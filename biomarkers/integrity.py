@@ -28,7 +28,7 @@ import json
 import os
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 LEDGER = ".integrity.json"
@@ -100,24 +100,30 @@ class Problem:
 
 def check(path: str | os.PathLike, rec: FileRecord, name: str, full: bool = False) -> Problem | None:
     """Compare ``path`` with its record; None when it is as written. ``name``: how the problem names it."""
+    return _check(path, rec, name, full)[0]
+
+
+def _check(path, rec: FileRecord, name: str, full: bool) -> tuple[Problem | None, int]:
+    """:func:`check`, and the file's modification time (ns; 0 when it cannot be read)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return Problem(name, MISSING, f"written {rec.written_at}" if rec.written_at else "")
+        return Problem(name, MISSING, f"written {rec.written_at}" if rec.written_at else ""), 0
     except OSError as err:
-        return Problem(name, MISSING, f"cannot be read: {err.strerror}")
+        return Problem(name, MISSING, f"cannot be read: {err.strerror}"), 0
     if st.st_size < rec.size:
         whole = st.st_size // rec.block if rec.blocks else 0  # blocks the file still has in full
         _, blocks = _digest(path, rec.block, whole * rec.block) if whole else ("", "")
         if blocks == rec.blocks[: 8 * whole]:  # (no block checksums recorded: any shorter file)
-            return Problem(name, TRUNCATED, f"{st.st_size} of {rec.size} bytes")
-        return Problem(name, CHANGED, f"{st.st_size} bytes, {rec.size} written")
+            return Problem(name, TRUNCATED, f"{st.st_size} of {rec.size} bytes"), st.st_mtime_ns
+        return Problem(name, CHANGED, f"{st.st_size} bytes, {rec.size} written"), st.st_mtime_ns
     if st.st_size != rec.size:
-        return Problem(name, CHANGED, f"{st.st_size} bytes, {rec.size} written")
+        return Problem(name, CHANGED, f"{st.st_size} bytes, {rec.size} written"), st.st_mtime_ns
     if not full and st.st_mtime_ns == rec.mtime_ns:
-        return None
+        return None, st.st_mtime_ns
     sha, _ = _digest(path, rec.block)
-    return None if sha == rec.sha256 else Problem(name, CHANGED, "content differs from the recorded SHA-256")
+    return (None if sha == rec.sha256 else Problem(name, CHANGED, "content differs from the recorded SHA-256")), \
+        st.st_mtime_ns
 
 
 class Ledger:
@@ -164,17 +170,17 @@ class Ledger:
             self._dirty = True
 
     def verify(self, rel: str, full: bool = False) -> Problem | None:
-        """:func:`check` of ``ROOT/rel`` against its record; a file without a record is a problem
-        (``missing`` record) only through :meth:`unrecorded` (callers decide: reuse needs a record)."""
+        """:func:`check` of ``ROOT/rel`` against its record; a file without a record is a problem too
+        (``missing``, or ``changed since written`` when the file exists: reuse needs a record).
+        A file with the recorded bytes but another modification time (touched, copied) gets that
+        time in its record (kept when the folder's writer saves it): the next check is one ``stat``."""
         rec = self.files.get(rel)
         if rec is None:
             return Problem(self.name(rel), MISSING, "no integrity record") if not (self.root / rel).is_file() \
                 else Problem(self.name(rel), CHANGED, "no integrity record: written by an interrupted or older run")
-        p = check(self.root / rel, rec, self.name(rel), full)
-        if p is None and not full:
-            return None
-        if p is None and rec.mtime_ns != (mt := os.stat(self.root / rel).st_mtime_ns):
-            self.files[rel] = FileRecord(rec.size, rec.sha256, rec.blocks, mt, rec.written_at, rec.block)  # touched
+        p, mtime_ns = _check(self.root / rel, rec, self.name(rel), full)
+        if p is None and mtime_ns != rec.mtime_ns:
+            self.files[rel] = replace(rec, mtime_ns=mtime_ns)
             self._dirty = True
         return p
 

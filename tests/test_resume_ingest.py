@@ -149,3 +149,18 @@ def test_changed_input_is_recomputed(cohort, tmp_path):
     assert sorted(got.content_hash) == sorted(ref.content_hash)  # the same voxels, converted again
     assert sorted(got.path) == sorted(ref.path)
     assert tree_problems(out)[0] == []
+
+
+def test_copied_output_is_reused_and_rerecorded(cohort):
+    """An output copied without its times (``cp -r``): every row is reused after its files hash as recorded,
+    and the records take the copies' times, so the next rerun checks each file with one ``stat`` again."""
+    from biomarkers.integrity import Ledger
+
+    out = cohort / "copied"
+    shutil.copytree(cohort / "ref", out, copy_function=shutil.copyfile)  # new modification times
+    rep = run_ingest(cohort / "cohort" / "dicom", out, executor="serial")
+    assert not _computed(rep, "image") and not _computed(rep, "mask"), rep.summary()
+    led = Ledger(out)
+    stale = [rel for rel, rec in led.files.items() if rec.mtime_ns != (out / rel).stat().st_mtime_ns]
+    assert len(led.files) > 3 and not stale, stale
+    _assert_as_uninterrupted(out, cohort)
