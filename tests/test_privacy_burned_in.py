@@ -49,3 +49,47 @@ def test_burned_in_skipped_or_blanked(shared_data, tmp_path):
     assert (px[:40] == arr.min()).all() and np.array_equal(px[40:], arr[40:])
     assert out.BurnedInAnnotation == "NO"
     assert "113101" in [it.CodeValue for it in out.DeidentificationMethodCodeSequence]
+
+
+def _rgb_capture(folder, planar: int, name: str):
+    """A burned-in RGB secondary capture (orange image, white text band on the top two rows)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.PatientID, ds.Modality, ds.Manufacturer, ds.BurnedInAnnotation = "CAPTURE01", "OT", "ShotVendor", "YES"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 10, 3, 8, 8, 7
+    ds.PixelRepresentation, ds.PhotometricInterpretation, ds.PlanarConfiguration = 0, "RGB", planar
+    arr = np.zeros((8, 10, 3), np.uint8)
+    arr[...] = (200, 100, 50)
+    arr[:2] = 255
+    ds.PixelData = (arr.transpose(2, 0, 1) if planar else arr).tobytes()
+    ds.save_as(folder / name, enforce_file_format=True)
+    return arr
+
+
+def test_blanked_colour_capture_keeps_its_colours(tmp_path):
+    """Blanking decodes and re-encodes through the Image Pixel attributes: a colour-by-plane capture
+    (PlanarConfiguration 1) and an RLE-compressed one come out with the same colours, text band blanked."""
+    from pydicom.uid import RLELossless
+
+    src = tmp_path / "src"
+    src.mkdir()
+    arr = _rgb_capture(src, 1, "planar.dcm")
+    _rgb_capture(src, 0, "rle.dcm")
+    rle = pydicom.dcmread(src / "rle.dcm")
+    rle.compress(RLELossless, generate_instance_uid=False)
+    rle.save_as(src / "rle.dcm", enforce_file_format=True)
+    rule = BlankRule(manufacturer="shotvendor", rows=8, columns=10, rectangles=[[0, 0, 10, 2]])
+    deid = Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET))
+    r = export_dicom(src, tmp_path / "out", deid, ExportSettings(blank=[rule]))
+    assert r.counts() == {"done": 2, "skipped": 0, "failed": 0}
+    for f in (tmp_path / "out").rglob("*.dcm"):
+        px = pydicom.dcmread(f).pixel_array
+        assert np.array_equal(px[2:], arr[2:]), f"{f.name}: colours changed outside the blanked band"
+        assert (px[:2] == 50).all()  # the image minimum

@@ -58,16 +58,24 @@ def _blank_rule(ds, rules: list[BlankRule]) -> BlankRule | None:
 
 
 def blank_regions(ds, rule: BlankRule) -> None:
-    """Set the rule's rectangles of every frame to the image minimum (native pixel data; in place)."""
-    import numpy as np
+    """Set the rule's rectangles of every frame to the image minimum (in place).
 
-    arr = ds.pixel_array.copy()
+    The pixel data is decoded (compressed, planar or YCbCr data included: YCbCr becomes RGB) and
+    written back native with its Image Pixel attributes (``Dataset.set_pixel_data``: transfer syntax,
+    planar configuration, photometric interpretation), so the blanked copy reads as it was shown.
+    """
+    import numpy as np
+    from pydicom.pixels import get_decoder
+
+    arr, meta = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds)
+    arr = arr.copy()
     frames = arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None]
     low = arr.min()
     for x, y, w, h in rule.rectangles:
         frames[:, y:y + h, x:x + w, ...] = low
     out = frames if arr.ndim == frames.ndim else frames[0]
-    ds.PixelData = np.ascontiguousarray(out).tobytes()
+    ds.set_pixel_data(np.ascontiguousarray(out), str(meta["photometric_interpretation"]), int(ds.BitsStored),
+                      generate_instance_uid=False)
     ds.BurnedInAnnotation = "NO"
 
 
