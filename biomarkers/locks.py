@@ -73,6 +73,8 @@ def holder(folder: str | os.PathLike) -> dict | None:
 
 
 def _describe(h: dict) -> str:
+    if not h:
+        return "its lock file is unreadable: empty or damaged"
     return (f"pid {h.get('pid', '?')} on host {h.get('host', '?')}, started {h.get('started', '?')}"
             + (f": {h['command']}" if h.get("command") else ""))
 

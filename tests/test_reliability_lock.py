@@ -130,3 +130,31 @@ def test_reentrant_in_one_process(tmp_path):
             pass
         assert (tmp_path / LOCK).exists()
     assert not (tmp_path / LOCK).exists()
+
+
+def test_damaged_lock_file(tmp_path, caplog):
+    """An unreadable lock file (its holder died while writing it): taken over when no process holds it
+    (flock), refused while one does; both say the lock file is unreadable, not 'pid ?'."""
+    import logging
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = time.time() - 10  # not being written right now
+
+    def damage():
+        (out / LOCK).write_text("{\"pid\": 12")  # same inode: a holder's flock stays
+        os.utime(out / LOCK, (old, old))
+
+    damage()
+    with caplog.at_level(logging.WARNING, logger="biomarkers"), output_lock(out, "test"):
+        assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
+    assert "taken over (its lock file is unreadable" in caplog.text, caplog.text
+    h = _holder(out)
+    try:
+        damage()
+        with pytest.raises(LockError, match=r"another biomarkers run is writing this folder \(its lock file is unreadable"):
+            with output_lock(out, "test"):
+                pass
+    finally:
+        h.stdin.close()
+        h.wait(10)
