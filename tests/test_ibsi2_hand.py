@@ -287,3 +287,33 @@ def test_texture_families_of_a_response_map_are_the_ibsi1_families_of_that_map()
     assert set(got) == set(ref) and len(ref) > 100
     for tag, v in ref.items():
         assert got[tag] == pytest.approx(v, rel=1e-9, abs=1e-12), tag
+
+
+@pytest.mark.parametrize("spacing,interpolation", [((1.0, 1.0, 1.0), "linear"), ((1.0, 1.0, 1.0), "cubic"),
+                                                   (None, "linear")])
+def test_the_processed_window_gives_the_whole_image_values(spacing, interpolation):
+    """filter_values resamples and filters only a window around the ROI; the values must be those
+    of resampling the whole image and filtering it (the definition): a window too small by a few
+    mm changes them (the resampled ROI grows, the kernels read farther than the ROI's box)."""
+    from biomarkers.features.filters.features import filter_values, process, response_values
+    from biomarkers.features.ibsi.processing import IbsiSettings
+
+    rng = np.random.default_rng(8)
+    img = np.round(rng.normal(size=(30, 70, 80)) * 50 + 40)
+    roi = np.zeros(img.shape, bool)
+    roi[12:17, 30:38, 66:80] = True  # touches the x border
+    roi[14, 29, 65] = True
+    entries = filter_entries([
+        {"id": "log", "filter": "log", "settings": {"sigma_mm": 1.0, "truncation": 3, "boundary": "mirror"}},
+        {"id": "mean", "filter": "mean", "settings": {"support": 3, "boundary": "nearest"}},
+        {"id": "wav", "filter": "wavelet", "settings": {"wavelet": "haar", "subband": "HLH", "boundary": "constant"}},
+    ])
+    settings = IbsiSettings(spacing=spacing, interpolation=interpolation, round_intensities=True)
+    sp = (2.2, 0.75, 0.8)
+    got = filter_values(img, roi, sp, settings, entries)
+    whole = process(img, roi, sp, settings, None)
+    for e in entries:
+        want = response_values(whole, e, settings)
+        assert set(got[e.id]) == set(want)
+        for tag, v in want.items():
+            assert got[e.id][tag] == pytest.approx(v, rel=1e-9, abs=1e-9), (e.id, tag)
