@@ -445,10 +445,41 @@ def test_ge_multishell_b_value_scaled_by_vector_length():
     (dcm2niix); the standard DiffusionBValue (b_max) does not override it."""
     from biomarkers.dicom.dims import diffusion
 
-    hdr = {"DiffusionBValue": 3000.0, "GE_SlopInt_6_9": ["1000003000", "8", "0", "0"],
+    hdr = {"Manufacturer": "GE MEDICAL SYSTEMS", "DiffusionBValue": 3000.0, "GE_SlopInt_6_9": ["1000003000", "8", "0", "0"],
            "GE_UserData20": "0.5", "GE_UserData21": "0", "GE_UserData22": "0.5"}
     b, g, ge = diffusion(hdr.get)
     assert g is None and b == pytest.approx(3000 * 0.5) and np.allclose(ge, (2 ** -0.5, 0, 2 ** -0.5))
+
+
+@pytest.mark.parametrize("maker", ["Philips Medical Systems", "SIEMENS", "Canon Medical Systems", ""])
+def test_ge_private_elements_are_not_read_in_other_vendors_files(maker):
+    """(0043,1039) / (0019,10bb..bd) / (0043,102f) are GE's only in GE files (Manufacturer, as dcm2niix):
+    the same numbers in another vendor's file are not a b-value, a direction or a phase image."""
+    from biomarkers.dicom.dims import complex_part, diffusion
+
+    hdr = {"Manufacturer": maker, "GE_SlopInt_6_9": ["1000", "8", "0", "0"], "GE_UserData20": "0.6",
+           "GE_UserData21": "0.8", "GE_UserData22": "0", "GE_ImageType": 1}
+    assert diffusion(hdr.get) == (None, None, None)
+    assert complex_part(hdr.get, ("ORIGINAL", "PRIMARY")) == ""
+    ge = {**hdr, "Manufacturer": "GE MEDICAL SYSTEMS"}  # positive control: read in a GE file
+    assert diffusion(ge.get)[0] == 1000 and complex_part(ge.get, ("ORIGINAL", "PRIMARY")) == "phase"
+
+
+@pytest.mark.parametrize("maker", ["GE MEDICAL SYSTEMS", "Philips Medical Systems", ""])
+def test_siemens_private_diffusion_is_not_read_in_other_vendors_files(maker):
+    """(0019,100c) / (0019,100e) are Siemens' B_value / direction only in Siemens files (GE's group 0019
+    block holds other values); Philips' (2001,1003) / (2005,10b0..b2) only in Philips files."""
+    from biomarkers.dicom.dims import diffusion
+
+    siemens = {"Siemens_B_value": "1000", "Siemens_DiffusionGradientDirection": [0.0, 0.6, 0.8]}
+    philips = {"Philips_DiffusionBFactor": 700.0, "Philips_DiffusionDirectionRL": 1.0,
+               "Philips_DiffusionDirectionAP": 0.0, "Philips_DiffusionDirectionFH": 0.0}
+    hdr = {"Manufacturer": maker, **siemens}
+    assert diffusion(hdr.get)[:2] == (None, None)
+    assert diffusion({**hdr, "Manufacturer": "SIEMENS"}.get)[:2] == (1000.0, (0.0, 0.6, 0.8))  # control
+    if "Philips" not in maker:
+        assert diffusion({"Manufacturer": maker, **philips}.get)[:2] == (None, None)
+    assert diffusion({"Manufacturer": "Philips Medical Systems", **philips}.get)[:2] == (700.0, (1.0, 0.0, 0.0))
 
 
 def test_4d_rerun_is_cached_and_a_changed_volume_recomputes(shared_data, tmp_path):

@@ -62,20 +62,35 @@ _COMPLEX = {"P": "phase", "PHASE": "phase", "PHASE MAP": "phase", "R": "real", "
 _GE_COMPLEX = {0: "", 1: "phase", 2: "real", 3: "imaginary"}
 
 
+def vendor(get: Callable) -> str:
+    """"siemens", "ge", "philips" or "" from Manufacturer (0008,0070), as dcm2niix tells them apart.
+
+    A vendor's private elements (:data:`biomarkers.dicom.fastheader.PRIVATE_TAGS`, read by tag
+    number) mean what the names say only in that vendor's files: another vendor may use the same
+    numbers for something else, so each is read only when the file is that vendor's.
+    """
+    m = str(get("Manufacturer") or "").strip().upper()
+    return "siemens" if m.startswith("SI") else "ge" if m.startswith("GE") else "philips" if m.startswith("PH") else ""
+
+
 def complex_part(get: Callable, image_type: tuple[str, ...]) -> str:
     """"" (magnitude or not stated), "phase", "real" or "imaginary".
 
     ComplexImageComponent (0008,9208), else Philips (2005,1011), else the ImageType values
-    (Siemens writes ``ORIGINAL\\PRIMARY\\P\\ND``), else GE (0043,102f).
+    (Siemens writes ``ORIGINAL\\PRIMARY\\P\\ND``), else GE (0043,102f) (private elements:
+    in that vendor's files only, :func:`vendor`).
     """
+    made_by = vendor(get)
     for key in ("ComplexImageComponent", "Philips_ImageType"):
+        if key == "Philips_ImageType" and made_by != "philips":
+            continue
         v = str(get(key) or "").strip().upper()
         if v in _COMPLEX:
             return _COMPLEX[v]
     for v in image_type[2:]:
         if v in ("P", "PHASE", "R", "REAL", "I", "IMAGINARY"):
             return _COMPLEX[v]
-    ge = _num(get("GE_ImageType"))
+    ge = _num(get("GE_ImageType")) if made_by == "ge" else None
     return _GE_COMPLEX.get(int(ge), "") if ge is not None else ""
 
 
@@ -88,21 +103,23 @@ def diffusion(get: Callable) -> tuple[float | None, tuple[float, float, float] |
     (0019,10bb..bd): a vector in GE's image frame, returned as the third value and turned
     into LPS by :func:`assemble_volumes` (it needs the slice order, :func:`ge_to_patient`);
     a GE vector of length 0.03 to 0.97 scales GE's b-value by its squared length (multi-shell
-    tensor files) and is normalised.
+    tensor files) and is normalised. A vendor's private elements are read in its files only
+    (:func:`vendor`, Manufacturer).
     """
     b = _num(get("DiffusionBValue"))
     g = _vec(get("DiffusionGradientOrientation"))
     ge = None
-    if b is None:
+    made_by = vendor(get)
+    if b is None and made_by == "siemens":
         b = _num(get("Siemens_B_value"))
         if g is None:
             g = _vec(get("Siemens_DiffusionGradientDirection"))
-    if b is None:
+    if b is None and made_by == "philips":
         b = _num(get("Philips_DiffusionBFactor"))
         if g is None:
             g = _vec([get(f"Philips_DiffusionDirection{a}") for a in ("RL", "AP", "FH")])
-    ge_b = _num(get("GE_SlopInt_6_9"))
-    ge_g = _vec([get(f"GE_UserData{n}") for n in (20, 21, 22)])
+    ge_b = _num(get("GE_SlopInt_6_9")) if made_by == "ge" else None
+    ge_g = _vec([get(f"GE_UserData{n}") for n in (20, 21, 22)]) if made_by == "ge" else None
     if ge_b is not None and ge_b >= 1e9:
         ge_b = ge_b % 1e9
     if ge_g is not None and g is None:

@@ -39,7 +39,7 @@ from .model import DicomFile, SegmentationObject
 log = logging.getLogger(__name__)
 
 #: Bump when read_header's result for the same file can change (new tags, new reasons...).
-INDEX_CACHE_VERSION = 8
+INDEX_CACHE_VERSION = 9
 CACHE_ENV = "BIOMARKERS_CACHE_DIR"
 
 #: Fields stored as JSON lists and read back as tuples.
