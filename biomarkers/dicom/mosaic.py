@@ -43,11 +43,6 @@ class MosaicError(ValueError):
     """A mosaic that cannot be split into slices (the message is the skip reason)."""
 
 
-def is_mosaic(image_type: tuple[str, ...]) -> bool:
-    """True for a Siemens mosaic (``MOSAIC`` among the ImageType values)."""
-    return "MOSAIC" in image_type
-
-
 def read_csa(raw: bytes) -> dict[str, list[str]]:
     """Parse a Siemens CSA header (CSA1 or CSA2 ``SV10``) -> element name -> its item strings.
 

@@ -136,8 +136,8 @@ def _assemble(fs: list[DicomFile], pid: str, study: str, series: str, tol: float
 
 
 def _distinct_coverage(groups: list[list[DicomFile]]) -> bool:
-    """No two groups cover the same slice positions (0.01 mm): separate acquisitions, not the
-    volumes of one series with some frames missing."""
+    """No two groups cover exactly the same set of slice positions (0.01 mm; overlapping ranges are
+    allowed): separate acquisitions, not the volumes of one series with some frames missing."""
     cover = set()
     for g in groups:
         d = along_normal(g)
