@@ -205,3 +205,48 @@ def test_cmove_pull_while_the_gateway_runs_goes_to_the_gateway(pacs):
         gw.stop()
         pacs["orthanc"].remove_modality("live")
     assert set(_instances(pacs, "live")) == {sop_uid(f) for f in pacs["files"]}
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_a_series_missing_from_the_answers_is_asked_again_then_refused(pacs, protocol, monkeypatch):
+    """The PACS's series answer for the study drops its last series (a fault injected into the real
+    answers): the pull asks again; when the answers stay short, it refuses instead of looking complete."""
+    from biomarkers.errors import InputError
+    from biomarkers.intake import load_gateway_config
+    from biomarkers.intake.pull import DicomwebPACS, DimsePACS, pull
+
+    short = {"left": 1}
+    if protocol == "dicomweb":
+        real = DicomwebPACS.__init__
+
+        def init(self, src):
+            real(self, src)
+            search = self.client.search_for_series
+
+            def search_for_series(*a, **kw):
+                hits = search(*a, **kw)
+                if short["left"] > 0:
+                    short["left"] -= 1
+                    return hits[:-1]
+                return hits
+
+            self.client.search_for_series = search_for_series
+
+        monkeypatch.setattr(DicomwebPACS, "__init__", init)
+    else:
+        find = DimsePACS._find
+
+        def _find(self, assoc, level, **keys):
+            hits = find(self, assoc, level, **keys)
+            if level == "SERIES" and short["left"] > 0:
+                short["left"] -= 1
+                return hits[:-1]
+            return hits
+
+        monkeypatch.setattr(DimsePACS, "_find", _find)
+    cfg, pipe = load_gateway_config(_site(pacs, f"short-{protocol}", protocol))
+    n = len(pacs["files"])
+    assert pull(cfg, pipe, run=False).instances == n  # asked again once: complete
+    short["left"] = 10
+    with pytest.raises(InputError, match="1 series listed of 2"):
+        pull(cfg, pipe, run=False)

@@ -146,8 +146,13 @@ class DicomwebPACS:
         return out
 
     def _study(self, study: str, modalities: list[str]) -> list[Remote]:
+        head = self.client.search_for_studies(search_filters={"StudyInstanceUID": study},
+                                              fields=["NumberOfStudyRelatedSeries"])
         series = self.client.search_for_series(study_instance_uid=study, fields=["NumberOfSeriesRelatedInstances"],
                                                get_remaining=True)
+        want = _count_text(self._v(head[0], "00201206")) if len(head) == 1 else None
+        if want is not None and want != len(series):
+            raise _Incomplete(f"{len(series)} series listed of {want}")
         counts = {self._v(se, "0020000E"): _count_text(self._v(se, "00201209")) for se in series}
         out: list[Remote] = []
         for uid, mod in select_series([(self._v(se, "0020000E"), self._v(se, "00080060")) for se in series],
