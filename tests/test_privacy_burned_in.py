@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pydicom
 
@@ -93,3 +95,21 @@ def test_blanked_colour_capture_keeps_its_colours(tmp_path):
         px = pydicom.dcmread(f).pixel_array
         assert np.array_equal(px[2:], arr[2:]), f"{f.name}: colours changed outside the blanked band"
         assert (px[:2] == 50).all()  # the image minimum
+
+
+def test_blank_rule_that_would_not_blank_is_refused():
+    """A rule blanking nothing, outside the image or with a bad pattern is a configuration error
+    naming the key: its copies would be declared clean with the text still there."""
+    import pytest
+
+    from biomarkers.config import validate
+    from biomarkers.errors import ConfigError
+
+    base = {"manufacturer": "ShotVendor", "rows": 8, "columns": 10}
+    for bad, key in (({"rectangles": []}, "rectangles"), ({"rectangles": [[0, 0, 10]]}, "rectangles[0]"),
+                     ({"rectangles": [[-2, 0, 4, 2]]}, "rectangles[0]"), ({"rectangles": [[8, 0, 4, 2]]}, "rectangles[0]"),
+                     ({"rectangles": [[0, 0, 0, 2]]}, "rectangles[0]"),
+                     ({"rectangles": [[0, 0, 4, 2]], "model": "Scan(ner"}, "model")):
+        with pytest.raises(ConfigError, match=r"site\.yaml: blank\.0: " + re.escape(key)):
+            validate(ExportSettings, {"blank": [dict(base, **bad)]}, source="site.yaml")
+    assert validate(ExportSettings, {"blank": [dict(base, rectangles=[[0, 0, 10, 8]])]}).blank[0].rows == 8

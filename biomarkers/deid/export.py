@@ -19,6 +19,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from pydantic import model_validator
+
 from ..config import Settings
 from .deidentifier import Deidentifier
 
@@ -148,6 +150,26 @@ class BlankRule(Settings):
     rows: int
     columns: int
     rectangles: list[list[int]]
+
+    @model_validator(mode="after")
+    def _check(self) -> "BlankRule":
+        """A rule that would blank nothing, or not what it says, is refused: its copies would be
+        declared clean (BurnedInAnnotation NO, 113101) with the text still in the pixels."""
+        import re
+
+        for field in ("manufacturer", "model"):
+            try:
+                re.compile(getattr(self, field))
+            except re.error as err:
+                raise ValueError(f"{field}: not a regular expression ({err})") from None
+        if not self.rectangles:
+            raise ValueError("rectangles: at least one [x, y, width, height] is needed")
+        for i, r in enumerate(self.rectangles):
+            if len(r) != 4 or min(r) < 0 or r[2] == 0 or r[3] == 0 or r[0] + r[2] > self.columns \
+                    or r[1] + r[3] > self.rows:
+                raise ValueError(f"rectangles[{i}] {r}: expected [x, y, width, height] (x, y >= 0; width, "
+                                 f"height > 0) inside the {self.columns} x {self.rows} image")
+        return self
 
 
 class ExportSettings(Settings):
