@@ -124,7 +124,6 @@ def export_dicom(
     token = {f: deid.pseudonymizer.reference("src", str(f.relative_to(src))) for f in files}
 
     # pass 1: headers (SOP instances, identifying values of the whole export)
-    headers: dict[Path, object] = {}
     by_sop: dict[str, list[Path]] = {}
     known: set[str] = set()
     from ..deid.whitelist import identifying_strings
@@ -139,7 +138,6 @@ def export_dicom(
             log.warning("%s: cannot read DICOM (%s)", file_ref(token[f], f), type(err).__name__)
             report.add(token[f], "failed", f"unreadable DICOM: {type(err).__name__}")
             continue
-        headers[f] = h
         by_sop.setdefault(str(h.get("SOPInstanceUID", "")) or token[f], []).append(f)
         known.update(v for v in identifying_strings(h) if len(v) >= 4)
     # duplicates: keep one complete copy of each SOP instance
