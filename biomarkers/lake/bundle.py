@@ -518,8 +518,8 @@ def check_keys(b: Bundle) -> list[str]:
             continue
         if df.isna().any(axis=None):
             reasons.append(f"table {name}: {int(df.isna().any(axis=1).sum())} row(s) without {'/'.join(cols)}")
-        dup = df[df.duplicated(keep=False)]
-        if len(dup):
-            first = dup.iloc[0].astype(str).tolist()
-            reasons.append(f"table {name}: key ({', '.join(cols)}) repeated in {len(dup)} rows, e.g. {first}")
+        dup = df.index[df.duplicated(keep=False)]
+        if len(dup):  # rows, not the key values: a refused bundle has not been scanned yet
+            reasons.append(f"table {name}: key ({', '.join(cols)}) repeated in {len(dup)} rows "
+                           f"(rows {', '.join(str(int(i)) for i in dup[:10])}{', ...' if len(dup) > 10 else ''})")
     return reasons
