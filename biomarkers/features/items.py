@@ -250,8 +250,8 @@ def extract_item(item: Item) -> dict:
     rows, info = compute_rows(image, mask, item.params, label)
     if not rows:
         raise InputError("no features computed (check featureClass / imageType in the parameter file)")
-    # a key column the item does not hold (a per-row key, e.g. an IBSI 2 filter) comes with the rows
-    ident = {c: getattr(item, c, "") for c in KEY_COLUMNS + ["params_name", "params_hash", "image_hash", "mask_hash"]}
+    # the item's keys (per-row keys, e.g. the IBSI 2 filter column, come with the rows)
+    ident = {c: getattr(item, c) for c in KEY_COLUMNS + ["params_name", "params_hash", "image_hash", "mask_hash"]}
     ident["item_key"] = item.key
     if item.volume is not None:
         ident[VOLUME_COLUMN] = item.volume
