@@ -70,7 +70,13 @@ def _exit_now(status: int) -> None:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        # typer >= 0.2x (its own click) returns, in non-standalone mode, the code of an Exit instead of
+        # raising it, and turns a KeyboardInterrupt in a command into Exit(130): neither may end as 0
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv:
+            if rv == 130:
+                raise KeyboardInterrupt
+            return rv
     except BiomarkersError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
