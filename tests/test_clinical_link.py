@@ -70,6 +70,20 @@ def test_duplicated_ids_are_errors_naming_them(tables):
         link(pd.concat([two_rois, extra]), clin, join="patient")
 
 
+
+def test_rows_of_several_volumes_are_refused_saying_so(tables):
+    """A 4-D image extracted with ``volumes: all`` has one row per volume: linking would give one
+    column two values; the refusal names the rows and the volume column, not only 'duplicated'."""
+    p, clin = tables
+    feats = features_wide().assign(volume=0)
+    ct = feats[feats["modality"] == "CT"].iloc[[0]].assign(volume=1)
+    four_d = pd.concat([feats, ct], ignore_index=True)
+    for join in ("series", "patient"):
+        with pytest.raises(InputError, match=ct.iloc[0]["patient_id"] + r".*several volumes of 4-D images \(column 'volume'\)"):
+            link(four_d, clin, join=join)
+    assert len(link(feats, clin, join="series")[0]) == 6 * 3  # one volume per image: linked
+
+
 def test_cli_link_writes_table_and_reports(tmp_path, capsys):
     p = write_clinical(tmp_path / "in")
     feats = write_features(tmp_path / "FEATURES")

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from ..errors import InputError
-from ..features.naming import KEY_COLUMNS, WIDE_TABLE, feature_columns, merge_filter_rows, prefixed, read_wide
+from ..features.naming import (KEY_COLUMNS, VOLUME_COLUMN, WIDE_TABLE, feature_columns, merge_filter_rows, prefixed,
+                               read_wide)
 
 #: Key columns, table name and reader of the wide feature table: owned by :mod:`biomarkers.features.naming`.
 read_features = read_wide
@@ -63,6 +64,14 @@ class LinkReport:
 def _duplicates(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     d = df[df.duplicated(keys, keep=False)]
     return d.groupby(keys, dropna=False).size().reset_index(name="n")
+
+
+def _volumes_hint(features: pd.DataFrame) -> str:
+    """Why rows may repeat a series x ROI: the volumes of a 4-D image (one row each)."""
+    if VOLUME_COLUMN in features.columns and features[VOLUME_COLUMN].nunique(dropna=False) > 1:
+        return (f"; the rows include several volumes of 4-D images (column {VOLUME_COLUMN!r}): extract one volume "
+                f"per image to link (the parameter file's volumes: first, or [index])")
+    return ""
 
 
 def link(
@@ -104,6 +113,7 @@ def link(
         raise InputError(
             "duplicated patient x series x ROI rows in the features: "
             + ", ".join(f"{r.patient_id}/{r.series_uid}/{r.roi} ({r.n} rows)" for r in d.itertuples())
+            + _volumes_hint(features)
         )
     fcols = feature_columns(features)
     fp, cp = set(features["patient_id"]), set(clinical["patient_id"])
@@ -120,7 +130,7 @@ def link(
             raise InputError(
                 "join: patient needs one series x ROI per patient and modality, but found: "
                 + ", ".join(f"{r.patient_id} {r.modality} ({r.n} rows)" for r in d.itertuples())
-                + "; select one ROI/series per modality or use join: series"
+                + "; select one ROI/series per modality or use join: series" + _volumes_hint(features)
             )
         wide = features.set_index(["patient_id", "modality"])[fcols].unstack("modality")
         mods = sorted(features["modality"].astype(str).unique())
