@@ -189,3 +189,29 @@ def test_a_stage_whose_key_or_check_raises_fails_alone(tmp_path, stage_modules, 
     assert st["extract"]["reason"] == "not run: upstream stage ingest failed"
     failed = {c["case"] for c in rep["cases"] if c["status"] == "failed"}
     assert {"stage/keybug", "stage/afterbug", "stage/checkbug", "stage/ingest"} <= failed
+
+
+@pytest.mark.parametrize("how", ["delete", "overwrite"])
+def test_lost_cases_of_a_cached_stage_run_it_again(tmp_path, stage_modules, how):
+    """The cases a cached stage replays into the run report (``.pipeline/<stage>_cases.json``) are recorded with
+    its outputs: deleted or changed, the stage runs again and its cases are in the report (not 0 of them)."""
+    stage_modules({"fine": BUGGY_STAGES["fine"]})
+    (tmp_path / "dicom").mkdir()
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"source": {"dicom": "dicom"}, "out": "out", "executor": "serial",
+                                 "tracking": {"enabled": False}, "qc": {"enabled": False},
+                                 "extract": {"enabled": False, "params": "x.yaml"}}))
+
+    def run():
+        pipe = Pipeline(load_config(p))
+        rep = pipe.run()
+        return pipe.stages["fine"].status, [c.case for c in rep.cases if c.stage == "fine"]
+
+    assert run() == ("ran", ["probe"])
+    assert run() == ("cached", ["probe"])
+    cases = tmp_path / "out" / ".pipeline" / "fine_cases.json"
+    if how == "delete":
+        cases.unlink()
+    else:
+        cases.write_text(cases.read_text().replace('"probe"', '"other"'))
+    assert run() == ("ran", ["probe"])

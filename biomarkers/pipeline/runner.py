@@ -170,7 +170,8 @@ class Pipeline(Context):
         return sha256_json({"stage": s.name, "version": biomarkers.__version__, **s.key(self)})
 
     def _cases_file(self, name: str):
-        """Where the cases of a stage's last run are kept (replayed when the stage is cached)."""
+        """Where the cases of a stage's last run are kept (replayed when the stage is cached; one of its recorded
+        outputs)."""
         return self.path(f"{STATE_DIR}/{name}_cases.json")
 
     def _fail(self, name: str, reason: str) -> None:
@@ -210,7 +211,9 @@ class Pipeline(Context):
                 r.stage = name
             self.report.extend(rep)
             rep.write(self._cases_file(name))
-        outputs = {f: self.hasher.file(self.path(f)) for f in s.outputs if self.path(f).is_file()}
+        # the cases file is recorded with the outputs: lost or damaged, the stage runs again (not replayed empty)
+        cases = [self._cases_file(name).relative_to(self.out).as_posix()] if rep is not None else []
+        outputs = {f: self.hasher.file(self.path(f)) for f in (*s.outputs, *cases) if self.path(f).is_file()}
         self.state.record(name, key, outputs, details=details)
         self.stages[name] = StageOutcome(StageStatus.RAN, key=key[:12], elapsed_s=round(time.time() - t0, 3),
                                          computed=rep.n_computed() if rep is not None else 0,
