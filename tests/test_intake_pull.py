@@ -167,6 +167,7 @@ def test_cmove_to_our_scp_gives_the_same_instances(pacs):
 
 @pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
 def test_filters_select_what_they_say(pacs, protocol):
+    from biomarkers.errors import InputError
     from biomarkers.intake import load_gateway_config
     from biomarkers.intake.pull import pull
 
@@ -177,8 +178,8 @@ def test_filters_select_what_they_say(pacs, protocol):
     assert pull(cfg, pipe, modalities=["MR"], run=False).instances == 0  # no MR (nor its RTSTRUCT) here
     assert pull(cfg, pipe, since=day + dt.timedelta(days=1), run=False).studies == 0
     assert pull(cfg, pipe, since=day, modalities=["CT"], run=False).instances == n  # CT + its RTSTRUCT
-    rep = pull(cfg, pipe, studies=["1.2.3.4.5.6.7"], run=False)  # unknown study
-    assert rep.instances == 0
+    with pytest.raises(InputError, match="no study-level match for it: is it on the PACS"):
+        pull(cfg, pipe, studies=["1.2.3.4.5.6.7"], run=False)  # unknown study: refused, not "0 instances"
     rep = pull(cfg, pipe, studies=[str(ds.StudyInstanceUID)], run=False)
     assert rep.instances == n and rep.present == n and rep.fetched == 0
 

@@ -86,6 +86,10 @@ def _date_ok(value: str, since: dt.date | None) -> bool:
         return False  # no usable StudyDate: not selected by a date filter
 
 
+#: the reason given when a study-level query does not find the study (an unknown ``--study`` UID)
+NOT_FOUND = "no study-level match for it: is it on the PACS? check the --study UIDs"
+
+
 class _Incomplete(Exception):
     """Query answers that do not add up (asked again by :func:`_consistent`)."""
 
@@ -150,6 +154,8 @@ class DicomwebPACS:
                                               fields=["NumberOfStudyRelatedSeries"])
         series = self.client.search_for_series(study_instance_uid=study, fields=["NumberOfSeriesRelatedInstances"],
                                                get_remaining=True)
+        if not head:
+            raise _Incomplete(NOT_FOUND)
         want = _count_text(self._v(head[0], "00201206")) if len(head) == 1 else None
         if want is not None and want != len(series):
             raise _Incomplete(f"{len(series)} series listed of {want}")
@@ -257,6 +263,8 @@ class DimsePACS:
         head = self._find(assoc, "STUDY", StudyInstanceUID=study, NumberOfStudyRelatedSeries="")
         series = self._find(assoc, "SERIES", StudyInstanceUID=study, SeriesInstanceUID="", Modality="",
                             NumberOfSeriesRelatedInstances="")
+        if not head:
+            raise _Incomplete(NOT_FOUND)
         want = _count(head[0], "NumberOfStudyRelatedSeries") if len(head) == 1 else None
         if want is not None and want != len(series):
             raise _Incomplete(f"{len(series)} series listed of {want}")
