@@ -149,12 +149,10 @@ def schema_problems(exc: Exception, params: Mapping[str, Any]) -> list[str]:
 
 def _schema_keys(section: str) -> list[str]:
     """The keys pyradiomics' parameter schema allows in ``section`` (``setting``; '' for the top level)."""
-    import os
-
     import radiomics
     import yaml
 
-    schema = yaml.safe_load(open(os.path.join(os.path.dirname(radiomics.__file__), "schemas", "paramSchema.yaml")))
+    schema = yaml.safe_load((Path(radiomics.__file__).parent / "schemas" / "paramSchema.yaml").read_text(encoding="utf-8"))
     node = schema
     for part in [p for p in section.split(".") if p]:
         node = (node.get("mapping") or {}).get(part) or (node.get("mapping") or {}).get("regex;(.+)") or {}
