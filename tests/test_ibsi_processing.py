@@ -145,3 +145,25 @@ def test_prepare_sitk_geometry_matches_simpleitk_resampling(shared_data):
     roi = sitk.GetArrayFromImage(morph_mask) > 0
     assert roi.sum() == 45985  # IBSI configuration C-E reference morphological voxel count
     assert np.abs(ref[roi] - sitk.GetArrayFromImage(img)[roi]).max() <= 0.5 + 1e-6  # rounding only
+
+
+@pytest.mark.parametrize("new_spacing", [(1.0, 1.0, 1.0), (3.0, 0.6, 1.7)])
+@pytest.mark.parametrize("where", ["interior", "corner", "slab"])
+def test_resampled_mask_equals_interpolating_the_whole_mask(new_spacing, where):
+    """resample() interpolates the mask around its bounding box only; the mask must be scipy's
+    linear map_coordinates (mode constant) of the whole mask on the whole grid, voxel by voxel
+    (also where the mask touches the image border and at partial-volume values near the threshold)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(11)
+    shape, spacing = (13, 17, 19), (2.0, 0.8, 1.1)
+    mask = np.zeros(shape)
+    box = {"interior": np.s_[4:8, 5:11, 6:13], "corner": np.s_[:3, 12:, :4], "slab": np.s_[6:9, :, :]}[where]
+    mask[box] = rng.random(mask[box].shape) < 0.7
+    img = rng.normal(size=shape)
+    axes = [grid_positions(n, s, sn) for n, s, sn in zip(shape, spacing, new_spacing)]
+    want = ndimage.map_coordinates(mask, np.meshgrid(*axes, indexing="ij"), order=1, mode="constant", cval=0.0)
+    for threshold in (0.5, 0.2, 0.9):
+        _, got, _ = resample(img, mask, spacing, new_spacing, "linear", mask_threshold=threshold)
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want >= threshold - 1e-6, err_msg=f"threshold {threshold}")
