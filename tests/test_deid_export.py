@@ -327,3 +327,25 @@ def test_incomplete_code_items_do_not_keep_their_text():
     assert "CodeMeaning" not in b
     assert (s.CodeValue, s.CodingSchemeDesignator, s.CodeMeaning) == ("51185008", "SCT", "Thorax")
     assert "zebulonx" not in str(out).lower() and "quorra" not in str(out).lower()
+
+
+def test_known_values_as_a_matcher_built_once():
+    """deid-export normalises the export's known values once (known_matcher): the same output as
+    passing the values, and the shared matcher is not changed by a file's own values."""
+    from pydicom.dataset import Dataset
+
+    from biomarkers.deid.export import known_matcher
+
+    def ds():
+        d = Dataset()
+        d.PatientID, d.PatientName, d.Manufacturer = "PID123456", "Zebulonx^Quorra", "Klinikum Vandermoor"
+        d.ManufacturerModelName = "Scanner 7"
+        return d
+
+    deid = Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET))
+    shared = known_matcher(["Klinikum Vandermoor"])
+    before = (list(shared.keys), list(shared.dates))
+    a = deidentify_dataset(ds(), deid, known=shared)
+    b = deidentify_dataset(ds(), deid, known=["Klinikum Vandermoor"])
+    assert a == b and "Manufacturer" not in a and a.ManufacturerModelName == "Scanner 7"
+    assert (shared.keys, shared.dates) == before

@@ -200,17 +200,31 @@ def _dummy(vr: str):
             "DS": "0", "IS": "0", "CS": "REMOVED"}.get(vr, "REMOVED")
 
 
+def known_matcher(known=()):
+    """More identifying values (e.g. of every file of an export) as a
+    :class:`~biomarkers.deid.normalise.Matcher`, normalised once: pass it to :func:`site_matcher`
+    (``deidentify_dataset(known=...)``) for each file instead of the values themselves."""
+    from .normalise import Matcher
+
+    m = Matcher()
+    for v in known:
+        m.add("site", v, "institution")
+    return m
+
+
 def site_matcher(ds, settings: "ExportSettings", extra=()):
-    """The identifying values of a dataset (and of the site) as a :class:`~biomarkers.deid.normalise.Matcher`."""
+    """The identifying values of a dataset (and of the site) as a :class:`~biomarkers.deid.normalise.Matcher`.
+
+    ``extra``: more identifying values, or a :func:`known_matcher` of them (copied, not changed)."""
     from .normalise import Matcher
     from .whitelist import identifying_strings
 
-    m = Matcher()
+    m = extra.copy() if isinstance(extra, Matcher) else known_matcher(extra)
     for v in identifying_strings(ds):
         m.add("dataset", v, "text")
     for kw in ("PatientBirthDate", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         m.add("date", ds.get(kw, None), "date")
-    for v in (*settings.site_identifiers, *extra):
+    for v in settings.site_identifiers:
         m.add("site", v, "institution")
     return m
 
@@ -227,7 +241,8 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
     local schemes keyed, meanings naming the site or patient replaced). Attributes outside the table
     follow the whitelist of this module (text kept only in :data:`TEXT_KEEP` and only without the
     dataset's or the site's identifying values). ``known``: more identifying values (other files of
-    the same export, e.g. the institution of the images for their RTSTRUCT).
+    the same export, e.g. the institution of the images for their RTSTRUCT), or their
+    :func:`known_matcher` (built once for a whole export).
 
     Raises:
         ValueError: when the dataset has no PatientID (no pseudonym can be derived) or

@@ -128,6 +128,12 @@ class Matcher:
     def __bool__(self) -> bool:
         return bool(self.keys or self.dates)
 
+    def copy(self) -> "Matcher":
+        """An independent matcher with the same keys (to extend without normalising them again)."""
+        m = Matcher()
+        m.keys, m.dates = list(self.keys), list(self.dates)
+        return m
+
     def find(self, text: object) -> str | None:
         """Label of the first known value the text contains (normalised), else None."""
         key = fold_key(text)

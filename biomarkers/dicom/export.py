@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ..deid.deidentifier import Deidentifier
-from ..deid.export import METHOD_CODES, BlankRule, ExportSettings, deidentify_dataset
+from ..deid.export import METHOD_CODES, BlankRule, ExportSettings, deidentify_dataset, known_matcher
 from ..io import atomic_path
 from ..report import RunReport
 
@@ -158,6 +158,7 @@ def export_dicom(
             report.add(token[f], "skipped", f"duplicate of SOP instance {deid.uid(uid) if keep else ''} "
                        f"({why}); kept {token[keep] if keep else 'none: no complete copy'}".replace("  ", " "))
             log.warning("%s: duplicate SOP instance, not exported (%s)", file_ref(token[f], f), why)
+    known_m = known_matcher(sorted(known))  # normalised once for the whole export
     for f in sorted(chosen):
         rel_ref = token[f]
         try:
@@ -174,7 +175,7 @@ def export_dicom(
         try:
             if rule is not None:
                 blank_regions(ds, rule)
-            deidentify_dataset(ds, deid, settings, known=sorted(known), blanked=rule is not None)
+            deidentify_dataset(ds, deid, settings, known=known_m, blanked=rule is not None)
             dest = out / str(ds.PatientID) / str(ds.get("SeriesInstanceUID", "no-series")) / f"{ds.SOPInstanceUID}.dcm"
             case = f"{ds.PatientID}/{ds.SOPInstanceUID}"
             if dest.is_file():
