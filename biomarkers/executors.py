@@ -192,26 +192,35 @@ class LocalExecutor(Executor):
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            from .interrupts import sigint_blocked
-
             method = self._start_method()
             initargs = (self.preload, os.getpid()) if method == "fork" else (self.preload,)
             if method == "fork":  # imported once, here: the forked workers share them
                 _import(self.preload)
-            with sigint_blocked():  # the workers start with SIGINT blocked (a Ctrl-C is the coordinator's)
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=mp.get_context(method), initializer=_worker_init,
-                    initargs=initargs,
-                )
-                self._pool.submit(os.getpid)  # launches every worker now, inside the block
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context(method), initializer=_worker_init,
+                initargs=initargs,
+            )
+            # launches the workers now (fork: all; spawn: the first), SIGINT blocked (:meth:`_submit`); not
+            # around the constructor: a spawning pool starts multiprocessing's resource tracker there, which
+            # unblocks SIGINT after starting it
+            self._submit(self._pool, os.getpid)
             self.started_with = method
         return self._pool
+
+    @staticmethod
+    def _submit(pool, *args):
+        """``pool.submit`` with SIGINT blocked: a spawning pool starts further workers on demand, inside
+        ``submit`` (a forking one starts them all in :meth:`_ensure`), and they inherit the mask."""
+        from .interrupts import sigint_blocked
+
+        with sigint_blocked():
+            return pool.submit(*args)
 
     def start(self) -> None:
         """Start every worker now, without waiting (they import their ``preload`` modules)."""
         pool = self._ensure()
         for _ in range(self.workers):
-            pool.submit(os.getpid)
+            self._submit(pool, os.getpid)
 
     def map_unordered(self, func, items):
         """See :meth:`Executor.map_unordered`.
@@ -249,12 +258,12 @@ class LocalExecutor(Executor):
                     else:
                         break
                     try:
-                        fut = pool.submit(run_item, func, key, payload)
+                        fut = self._submit(pool, run_item, func, key, payload)
                     except (BrokenProcessPool, RuntimeError):  # the pool broke (or was shut down) meanwhile
                         pool.shutdown(wait=False, cancel_futures=True)
                         self._pool = None
                         pool = self._ensure()
-                        fut = pool.submit(run_item, func, key, payload)
+                        fut = self._submit(pool, run_item, func, key, payload)
                     pending[fut] = (key, payload, alone, pool)
                 if not pending:
                     return

@@ -77,3 +77,31 @@ def test_forked_workers_die_with_a_killed_coordinator():
         for w in workers:  # on failure: do not leave them running
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+
+def test_spawned_workers_start_with_sigint_blocked(tmp_path):
+    """A Ctrl-C reaching spawned workers while they still start (before their initialiser ignores
+    SIGINT) does not kill them: every worker, the first included (creating a spawning pool starts
+    multiprocessing's resource tracker, which unblocks SIGINT), is launched with SIGINT blocked."""
+    (tmp_path / "pidmod.py").write_text("import os\n\ndef pid(_):\n    return os.getpid()\n")
+    (tmp_path / "coordinator.py").write_text(textwrap.dedent("""
+        import os, signal
+        from pidmod import pid
+        from biomarkers.executors import get_executor
+
+        if __name__ == "__main__":
+            ex = get_executor("local:2", context="spawn")
+            ex.start()  # the workers are still starting: a spawned interpreter takes 0.1-1 s
+            workers = set(ex._pool._processes)
+            for w in workers:
+                os.kill(w, signal.SIGINT)
+            res = {o.value for o in ex.map_unordered(pid, [(str(i), None) for i in range(4)]) if o.ok}
+            print(ex.started_with, len(workers), res <= workers, flush=True)  # the same workers did the items
+            ex.close()
+    """))
+    out = subprocess.run([sys.executable, str(tmp_path / "coordinator.py")], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["spawn", "2", "True"], (out.stdout, out.stderr)
+    assert "KeyboardInterrupt" not in out.stderr, out.stderr
