@@ -267,6 +267,21 @@ def test_separable_grid_sampling_equals_map_coordinates(order, mode):
     np.testing.assert_allclose(sample_grid(img, axes, order, mode), ref, atol=1e-9)
 
 
+@pytest.mark.parametrize("order,mode", [(3, "nearest"), (1, "constant")])
+def test_separable_grid_sampling_of_long_axes_equals_map_coordinates(order, mode):
+    """Axes of more output samples than one block of the banded products (48 rows), on every axis,
+    with whole blocks outside the image (mode constant: zero rows)."""
+    from scipy import ndimage
+
+    from biomarkers.features.ibsi.processing import sample_grid
+
+    img = np.random.default_rng(9).normal(size=(30, 26, 40)) * 100
+    axes = [np.linspace(-60.0, 35.0, 150), np.linspace(-0.4, 25.2, 97), np.linspace(3.1, 39.6, 61)]
+    ref = ndimage.map_coordinates(img, np.meshgrid(*axes, indexing="ij"), order=order, mode=mode, cval=0.0,
+                                  prefilter=order > 1)
+    np.testing.assert_allclose(sample_grid(img, axes, order, mode), ref, atol=1e-9)
+
+
 def test_texture_families_of_a_response_map_are_the_ibsi1_families_of_that_map():
     """``families:`` beyond stat run the IBSI 1 code on the response map (grey levels by the entry's
     discretisation, the ROI's own intensity range): for the unfiltered image they equal IBSI 1 mode."""
