@@ -303,3 +303,34 @@ def test_ipv4_mapped_peer_read_as_ipv4():
     assert _plain_address("10.0.0.5") == "10.0.0.5"
     assert _plain_address("fe80::1%eth0") == "fe80::1"
     assert _plain_address("2001:db8::1") == "2001:db8::1"
+
+
+def test_a_uid_that_is_not_ascii_gets_a_failure_status_not_an_abort(receiver):
+    """A C-STORE whose SOP Instance UID (request and dataset alike) holds a non-ASCII byte: the sender gets
+    0xC210 (cannot understand) for that instance, the association carries on, nothing is spooled."""
+    import io
+
+    from pydicom.filereader import read_dataset
+
+    acc = receiver()
+    f = files_of("STS_002", "CT")[0]
+    uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID).encode()
+    bad = uid[:-1] + b"\xe9"
+    data = dataset_bytes_pydicom(f).replace(uid, bad)  # same length: the dataset stays well formed
+
+    def el(elem: int, value: bytes) -> bytes:  # implicit VR little endian command element (hand-built)
+        value += b"\0" * (len(value) % 2)
+        return struct.pack("<HHI", 0, elem, len(value)) + value
+
+    body = b"".join([el(0x0002, CT.encode()), el(0x0100, struct.pack("<H", 0x0001)), el(0x0110, struct.pack("<H", 5)),
+                     el(0x0700, struct.pack("<H", 0)), el(0x0800, struct.pack("<H", 0x0000)), el(0x1000, bad)])
+    command = el(0x0000, struct.pack("<I", len(body))) + body
+    sock = _established(acc.server_address[1], contexts=((1, CT, ImplicitVRLittleEndian),))
+    sock.sendall(_pdata(1, 0x03, command) + _pdata(1, 0x02, data))
+    kind, pdu = _recv_pdu(sock)
+    assert kind == 0x04, (kind, pdu)  # a response, not an A-ABORT
+    rsp = read_dataset(io.BytesIO(pdu[6:]), is_implicit_VR=True, is_little_endian=True)
+    assert (rsp.CommandField, rsp.MessageIDBeingRespondedTo, rsp.Status) == (0x8001, 5, 0xC210)
+    sock.sendall(struct.pack(">BBI", 0x05, 0, 4) + b"\0" * 4)
+    assert _recv_pdu(sock)[0] == 0x06  # the association carries on to its release
+    assert not list(acc.spool.incoming.rglob("*.dcm")) and "refused" in acc.events

@@ -70,6 +70,8 @@ def check_instance(data: bytes, transfer_syntax: str, sop_class: str, sop_uid: s
 
     Raises :class:`Malformed` with the DIMSE status to return; the reason quotes no value.
     """
+    if not (sop_uid.isascii() and sop_uid.isprintable()):  # it names the spooled file's meta (ASCII)
+        raise Malformed(STATUS_MALFORMED, "malformed request: the SOP Instance UID is not printable ASCII")
     v = inspect_dataset(data, transfer_syntax)
     if v.get("SOPClassUID") != sop_class or v.get("SOPInstanceUID") != sop_uid:
         raise Malformed(STATUS_SOP_MISMATCH, "dataset does not match the request (SOP Class / Instance UID)")

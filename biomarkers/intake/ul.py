@@ -79,12 +79,16 @@ def _element(tag: int, value: bytes) -> bytes:
 
 
 def response_command(command: int, sop_class: str, message_id: int, status: int, sop_uid: str | None) -> bytes:
-    """An encoded C-xxx-RSP command set (implicit VR little endian, ascending tags, with group length)."""
+    """An encoded C-xxx-RSP command set (implicit VR little endian, ascending tags, with group length).
+
+    The UIDs are the request's as :func:`parse_command` read them; a non-ASCII character (a request
+    refused for it) is sent as ``?``.
+    """
     us = struct.Struct("<H").pack
     body = b"".join([
-        _element(0x0002, sop_class.encode("ascii")), _element(0x0100, us(command)),
+        _element(0x0002, sop_class.encode("ascii", "replace")), _element(0x0100, us(command)),
         _element(0x0120, us(message_id)), _element(0x0800, us(NO_DATASET)), _element(0x0900, us(status)),
-        *([_element(0x1000, sop_uid.encode("ascii"))] if sop_uid else []),
+        *([_element(0x1000, sop_uid.encode("ascii", "replace"))] if sop_uid else []),
     ])
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
