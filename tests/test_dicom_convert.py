@@ -459,3 +459,28 @@ def test_bqml_pet_without_decay_correction_per_slice(shared_data, tmp_path):
         slices.append(v[0] * v[1] * WEIGHT * 1000.0 / d_ref)
     exp = np.stack(slices).transpose(2, 1, 0)
     np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-6 * np.abs(exp).max())
+
+
+def test_failure_reason_names_no_source_path_with_spaces(shared_data, tmp_path, monkeypatch, caplog):
+    """A series whose files vanish between planning and conversion fails with a reason; the library's
+    message names the file by a quoted path whose folder ('Doe John', a patient's name) holds a space:
+    neither the manifest, the report nor the log may carry any part of it."""
+    import logging
+
+    from biomarkers.dicom.ingest import Ingest
+
+    monkeypatch.setenv("BIOMARKERS_SECRET", "test-secret-0123456789abcdef")
+    src = tmp_path / "src" / "Doe John"
+    shutil.copytree(shared_data / "ibsi1_ct_phantom" / "dicom", src)
+    out = tmp_path / "out"
+    ing = Ingest(tmp_path / "src", out, IngestSettings(index_cache="off"), executor="serial")
+    plan = ing.plan()
+    assert len(plan.items) == 1
+    for f in plan.items[0].stack.all_files:
+        f.path.unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="biomarkers"):
+        ing.run(plan)
+    row = manifest(out).query("kind == 'image'").iloc[0]
+    assert row.status == "failed" and "FileNotFoundError" in row.reason, row.reason
+    for text in (row.reason, (out / "report.json").read_text(), caplog.text):
+        assert "John" not in text and "Doe" not in text and str(tmp_path) not in text, text

@@ -116,10 +116,12 @@ def _fast_read(f: DicomFile) -> np.ndarray | None:
 
 
 def _no_paths(msg: str) -> str:
-    """Drop file paths from a library's error message (they may contain patient names/ids)."""
+    """Drop file paths from a library's error message (they may contain patient names/ids): a quoted
+    string holding a ``/`` whole (folders named ``Doe John``: spaces included), then unquoted paths."""
     import re
 
-    return re.sub(r"(['\"]?)/[^\s'\"]+\1", "<path>", msg)
+    msg = re.sub(r"'[^'\n]*/[^'\n]*'|\"[^\"\n]*/[^\"\n]*\"", "<path>", msg)
+    return re.sub(r"/[^\s'\"]+", "<path>", msg)
 
 
 def read_frames(files: list[DicomFile]) -> list[np.ndarray]:
