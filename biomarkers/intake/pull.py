@@ -295,11 +295,11 @@ class DimsePACS:
                 q.SOPInstanceUID = r.sop
             yield q
 
-    def retrieve(self, todo: list[Remote], service, complete_series: set[str], spool) -> None:
+    def retrieve(self, todo: list[Remote], service, complete_series: set[str]) -> None:
         if self.src.retrieve == "get":
             self._get(todo, service, complete_series)
         else:
-            self._move(todo, service, complete_series, spool)
+            self._move(todo, service, complete_series)
 
     def _get(self, todo, service, complete_series) -> None:
         from pynetdicom import build_role, evt
@@ -341,9 +341,8 @@ class DimsePACS:
         finally:
             assoc.release()
 
-    def _move(self, todo, service, complete_series, spool) -> None:
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
-
+    def _move(self, todo, service, complete_series) -> None:
+        """C-MOVE to our AE title, received by an acceptor on ``scp.port`` for the time of the retrieve."""
         from .scp import ssl_context
         from .ul import Acceptor
 
@@ -353,8 +352,7 @@ class DimsePACS:
         try:
             self._move_only(todo, complete_series)
         finally:
-            if server is not None:
-                server.shutdown()
+            server.shutdown()
 
 
 # --------------------------------------------------------------------------------------- pull
@@ -449,7 +447,7 @@ def _pull_locked(cfg, pipeline, p, since, studies, modalities, run) -> PullRepor
             st = AssocStats("DICOMweb", "WADO-RS")
             pacs.retrieve(todo, lambda data, ts, cls, sop: service.store_dataset(data, ts, cls, sop, st), complete)
         else:
-            pacs.retrieve(todo, service, complete, gw.spool)
+            pacs.retrieve(todo, service, complete)
     finally:
         rep.fetched = counted["stored"]
         rep.failed = sum(1 for r in todo if not gw.spool.has(r.sop))
