@@ -251,3 +251,32 @@ def test_a_series_missing_from_the_answers_is_asked_again_then_refused(pacs, pro
     short["left"] = 10
     with pytest.raises(InputError, match="1 series listed of 2"):
         pull(cfg, pipe, run=False)
+
+
+def test_a_study_with_instances_not_retrieved_is_not_processed(pacs, monkeypatch):
+    """One CT instance cannot be stored during the pull (a spool fault injected into our receiving side;
+    the PACS is real): the study would convert to a plausible, shorter volume, so it is not handed to the
+    pipeline and the report names it; the next pull fetches the instance and processes the whole study."""
+    from biomarkers.intake import load_gateway_config
+    from biomarkers.intake.pull import pull
+    from biomarkers.intake.scp import STATUS_OUT_OF_RESOURCES, StoreService
+
+    victim = sop_uid(sorted(pacs["files"])[0])
+    real = StoreService.store_dataset
+
+    def store_dataset(self, data, ts, cls, sop, st):
+        return STATUS_OUT_OF_RESOURCES if sop == victim else real(self, data, ts, cls, sop, st)
+
+    cfg, pipe = load_gateway_config(_site(pacs, "held", "dimse"))
+    out = pacs["root"] / "held-out" / "dataset"
+    with monkeypatch.context() as mp:
+        mp.setattr(StoreService, "store_dataset", store_dataset)
+        rep = pull(cfg, pipe)
+    assert rep.failed == 1 and len(rep.held) == 1 and rep.processed is None
+    assert "1 study not processed" in rep.summary() and rep.held[0] in rep.summary()
+    assert not (out / "manifest.parquet").exists(), "a study missing an instance was processed"
+    rep = pull(cfg, pipe)
+    assert (rep.fetched, rep.failed, rep.held, rep.processed) == (1, 0, [], True)
+    import pandas as pd
+
+    assert len(pd.read_parquet(out / "manifest.parquet")) > 0

@@ -32,6 +32,8 @@ from .spool import SpoolLock, split_meta
 
 LOG = logging.getLogger("biomarkers.intake")
 SEGMENTATION_MODALITIES = ("RTSTRUCT", "SEG")
+#: modalities whose series ingest converts: a study missing any of their instances is not processed
+CONVERTED_MODALITIES = ("CT", "MR", "PT", *SEGMENTATION_MODALITIES)
 
 
 @dataclass
@@ -54,12 +56,16 @@ class PullReport:
     failed: int = 0
     errors: list = field(default_factory=list)
     study_refs: list = field(default_factory=list)
+    held: list = field(default_factory=list)  # study refs not handed to the pipeline: instances missing
     processed: bool | None = None
 
     def summary(self) -> str:
         s = (f"pull: {self.studies} stud{'y' if self.studies == 1 else 'ies'}, {self.series} series, "
              f"{self.instances} instances on the PACS: {self.present} already here, {self.fetched} fetched, "
              f"{self.failed} failed")
+        if self.held:
+            s += (f"; {len(self.held)} stud{'y' if len(self.held) == 1 else 'ies'} not processed "
+                  f"(CT/MR/PT/RTSTRUCT/SEG instances missing: {', '.join(self.held)})")
         if self.processed is not None:
             s += "; pipeline " + ("done" if self.processed else "FAILED (see the gateway status)")
         return s
@@ -461,8 +467,17 @@ def _pull_locked(cfg, pipeline, p, since, studies, modalities, run) -> PullRepor
     if not run:
         gw.audit.close()
         return rep
+    # A study missing instances of a converted modality would give a plausible but incomplete volume
+    # (a missing first or last slice is not visible): it waits for the next pull. Instances of other
+    # modalities (dose reports, screen captures) are not converted and do not hold a study back.
+    rep.held = sorted({gw.spool.study_ref(r.study) for r in todo
+                       if not gw.spool.has(r.sop) and r.modality.upper() in CONVERTED_MODALITIES})
+    handoff = set(refs) - set(rep.held)
+    if not handoff:
+        gw.audit.close()
+        return rep
     failed_before = gw.state.counts["studies_failed"]
-    done = gw.process_stable(force=True, only=set(refs))  # other studies in the spool wait to be stable
+    done = gw.process_stable(force=True, only=handoff)  # other studies in the spool wait to be stable
     rep.processed = (gw.state.counts["studies_failed"] == failed_before) if done else None
     gw._write_status(running=False)
     gw.audit.close()
