@@ -349,3 +349,21 @@ def test_known_values_as_a_matcher_built_once():
     b = deidentify_dataset(ds(), deid, known=["Klinikum Vandermoor"])
     assert a == b and "Manufacturer" not in a and a.ManufacturerModelName == "Scanner 7"
     assert (shared.keys, shared.dates) == before
+
+
+def test_code_item_version_and_context_checked_like_kept_text():
+    """The coding scheme version and context of a kept standard code are kept text: checked for the
+    dataset's identifying values like any other (removed when they hold one)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = Dataset()
+    ds.PatientID, ds.PatientName = "PID123456", "Zebulonx^Quorra"
+    std = Dataset()
+    std.CodeValue, std.CodingSchemeDesignator, std.CodeMeaning = "51185008", "SCT", "Thorax"
+    std.CodingSchemeVersion, std.ContextIdentifier, std.MappingResource = "ZEBULONX", "QUORRA", "DCMR"
+    ds.AnatomicRegionSequence = Sequence([std])
+    out = deidentify_dataset(ds, Deidentifier(DeidSettings(), pseudonymizer=Pseudonymizer(SECRET)))
+    s = out.AnatomicRegionSequence[0]
+    assert "CodingSchemeVersion" not in s and "ContextIdentifier" not in s and s.MappingResource == "DCMR"
+    assert (s.CodeValue, s.CodingSchemeDesignator, s.CodeMeaning) == ("51185008", "SCT", "Thorax")

@@ -323,9 +323,8 @@ def deidentify_dataset(ds, deid: Deidentifier, settings: ExportSettings | None =
                 if tag.element == 0:
                     del d[tag]  # group lengths: recomputed
                 continue
-            if kw in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning", "LongCodeValue", "URNCodeValue",
-                      "CodingSchemeVersion", "ContextIdentifier", "MappingResource"):
-                continue  # handled by clean_code
+            if kw in (*_CODE_ATTRS, "CodingSchemeDesignator", "CodeMeaning"):
+                continue  # handled by clean_code (version, context and mapping: kept text, checked below)
             action = actions.get(kw)
             if vr == "SQ":
                 if kw in REMOVE_SEQUENCES or not kw or (action is not None and action.startswith("X")
