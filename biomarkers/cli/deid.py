@@ -98,7 +98,8 @@ def deid_export(
 def scan(
     paths: list[Path] = typer.Argument(..., help="Files or folders to scan (recursively)."),
     needles: Path = typer.Option(
-        ..., "--needles", help="JSON {label: value | [value, kind]} or CSV label,value[,kind] (kind: name/id/date/text)."
+        ..., "--needles", help="JSON {label: value | \\[value, kind]} or CSV label,value\\[,kind] "
+                               "(kind: name/id/date/text/institution)."
     ),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", help="Also scan this MLflow store (sqlite:///... or folder)."),
 ) -> None:
