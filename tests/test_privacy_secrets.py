@@ -57,7 +57,7 @@ def test_unknown_option_is_a_usage_error():
 
 def test_demo_refused_on_non_synthetic_data(tmp_path, monkeypatch, shared_data):
     """--demo on a folder synth did not write (a real STS series): exit 2 naming the reason, nothing written."""
-    src = tmp_path / "real"
+    src = tmp_path / "Doe_Jane"  # a source folder named after a patient
     shutil.copytree(shared_data / "sts" / "dicom" / "STS_001" / "PET", src / "s")
     monkeypatch.delenv("BIOMARKERS_SECRET", raising=False)
     monkeypatch.delenv("BIOMARKERS_SECRET_FILE", raising=False)
@@ -68,9 +68,10 @@ def test_demo_refused_on_non_synthetic_data(tmp_path, monkeypatch, shared_data):
                            timeout=120)
         assert p.returncode == 2, p.stderr
         assert "biomarkers synth" in p.stderr and "Traceback" not in p.stderr
+        assert "Doe_Jane" not in p.stderr, "the source folder's name (possibly a patient's) was printed"
         assert not (tmp_path / "out" / "manifest.parquet").exists()
     # a folder with synth's marker (text and name) is accepted; a copied marker with other text is not
-    (tmp_path / "real" / SYNTHETIC_MARKER).write_text("anything\n")
+    (src / SYNTHETIC_MARKER).write_text("anything\n")
     with pytest.raises(SecretError):
         require_synthetic(src / "s")
 

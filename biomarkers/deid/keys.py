@@ -66,7 +66,7 @@ def require_synthetic(src: str | Path) -> None:
         except OSError:
             continue
     raise SecretError(
-        f"--demo (the public demo secret) is only for data written by `biomarkers synth`: {Path(src).name!r} "
+        f"--demo (the public demo secret) is only for data written by `biomarkers synth`: the source folder "
         f"is not inside a synthetic cohort (no {SYNTHETIC_MARKER} file). Pseudonyms made with the demo secret "
         f"can be reversed by anyone: set {ENV_SECRET} (or {ENV_SECRET_FILE}) to the site's secret"
     )
