@@ -8,7 +8,7 @@ A code line is a line of a Python file holding a token other than a comment, a d
 (the first string statement of a module, class or function) or white space. For every
 commit from ``--base`` (excluded) to ``--rev`` touching the area, the change of its code
 lines is computed file by file (the commit against its parent) and summed per group; the
-commits whose subject starts with ``refactor`` are the refactor's own change, the others
+commits whose subject starts with ``refactor`` or ``style`` or names ``(issue 16)`` are the refactor's own change, the others
 the features added since (integrity records, interruptions, the qc stage...). ``--commits``
 lists each commit's change. ``--library`` counts every Python file of ``biomarkers/`` and
 ``pipelines/`` instead, grouped by sub-package: the refactor's change to the whole library.
