@@ -28,6 +28,7 @@ from typing import Iterator
 GRACE_S = 20.0
 
 _received: int | None = None
+_deadline: threading.Timer | None = None  # ends the process GRACE_S after a signal if cleaning up hangs
 _doing: list[str] = []
 
 
@@ -50,19 +51,21 @@ def received() -> int | None:
 
 
 def _handler(signum, _frame) -> None:
-    global _received
+    global _received, _deadline
     if _received is not None:
         return  # cleaning up after the first signal: let it finish
     _received = signum
-    timer = threading.Timer(GRACE_S, os._exit, (128 + signum,))
-    timer.daemon = True
-    timer.start()
+    _deadline = threading.Timer(GRACE_S, os._exit, (128 + signum,))
+    _deadline.daemon = True
+    _deadline.start()
     raise Interrupted(signum)
 
 
 def install():
     """Handle SIGINT and SIGTERM in this (main) process (a no-op outside the main thread); returns a
-    function restoring the previous handlers (for in-process callers of ``biomarkers.cli.main``)."""
+    function restoring the previous handlers (for in-process callers of ``biomarkers.cli.main``).
+    ``restore(keep_deadline=False)`` also cancels the exit deadline a signal started: an in-process
+    caller goes on after the interrupted command; the console script keeps it (its process ends)."""
     global _received
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -72,9 +75,13 @@ def install():
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
 
-    def restore() -> None:
+    def restore(keep_deadline: bool = False) -> None:
+        global _deadline
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if _deadline is not None and not keep_deadline:
+            _deadline.cancel()
+            _deadline = None
 
     return restore
 

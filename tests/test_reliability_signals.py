@@ -216,3 +216,36 @@ def test_partial_files_removed_by_next_run(tmp_path):
         pass
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "images", "images/a.nii.gz", "notes.tmp.txt", "releases"]
+
+
+def _deadlines():
+    import threading
+
+    return [t for t in threading.enumerate() if isinstance(t, threading.Timer) and not t.finished.is_set()]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_restore_cancels_the_exit_deadline_for_in_process_callers(keep):
+    """A signal starts a timer that ends the process GRACE_S later (a hung clean-up cannot keep it
+    alive); an in-process caller of ``biomarkers.cli.main`` goes on after the interrupted command, so
+    restoring the handlers cancels it, while the console script (keep_deadline=True) keeps it."""
+    import os
+    import signal
+    import time
+
+    from biomarkers import interrupts
+
+    restore = interrupts.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+        raise AssertionError("the SIGINT was not delivered")
+    except interrupts.Interrupted:
+        pass
+    finally:
+        restore(keep_deadline=keep)
+    try:
+        assert len(_deadlines()) == (1 if keep else 0)
+    finally:
+        for t in _deadlines():
+            t.cancel()

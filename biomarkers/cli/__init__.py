@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if argv is None:  # the console script: this process ends now; nothing of its group outlives it
             interrupts.stop_helpers()
-        restore()
+        restore(keep_deadline=argv is None)
     if argv is None and [a for a in args if not a.startswith("-")][:1] == ["ingest"]:
         _exit_now(status)
     return status
