@@ -132,10 +132,11 @@ def stop_helpers() -> None:
         util._exit_function()
         tracker = resource_tracker._resource_tracker
         if getattr(tracker, "_fd", None) is not None:
-            tracker._stop()
-            # objects finalised later at interpreter exit (a semaphore of an interrupted pool) would
-            # otherwise try to reach the stopped tracker and print a traceback
+            # first: an object finalised later (a semaphore of an interrupted pool, at interpreter exit
+            # or by a garbage collection during the stop itself) would otherwise write to the tracker's
+            # closed pipe and print a traceback
             resource_tracker.register = resource_tracker.unregister = lambda *_a, **_k: None
+            tracker._stop()
     except (ImportError, AttributeError, OSError, ChildProcessError):
         pass
 
